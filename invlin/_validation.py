@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "as_batch",
     "as_float_dtype",
     "as_square_matrix",
     "as_vector",
-    "as_batch",
 ]
 
 _FLOAT_KINDS = ("f",)

@@ -133,6 +133,11 @@ def _divide(num: float, den: float) -> float:
     return num / den if den > 0 else math.inf
 
 
+def _divide_rows(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    out = np.array([_divide(float(p), float(q)) for p, q in zip(num, den, strict=True)])
+    return out if out.size else np.zeros(1)
+
+
 def inverse_ratio(a: Any, x: Any, *, dtype: Any | None = None) -> Ratio:
     """LAPACK inverse ratio ‖I − X A‖₁ / (n ‖A‖₁ ‖X‖₁ ε) of a claimed inverse ``x`` of ``a``.
 
@@ -169,7 +174,7 @@ def residual_ratio(a: Any, x: Any, b: Any, *, dtype: Any | None = None) -> Ratio
     na = np.linalg.norm(a64, 1)
     num = np.abs(resid).sum(axis=1)
     den = na * np.abs(x2).sum(axis=1) * EPS[dt]
-    ratios = np.array([_divide(float(p), float(q)) for p, q in zip(num, den)]) if num.size else [0]
+    ratios = _divide_rows(num, den)
     j = int(np.argmax(ratios))
     idx, val = _worst(resid.reshape(b64.shape))
     return Ratio("residual", float(ratios[j]), idx, val, float(num[j]) if num.size else 0.0,
@@ -196,7 +201,7 @@ def forward_ratio(out: Any, expected: Any, *, kappa: float, dtype: Any) -> Ratio
     den = np.abs(e2).sum(axis=1) * kappa * EPS[dt]
     # A zero reference row is judged absolutely against ε·κ (no relative error is defined).
     den = np.where(den > 0, den, kappa * EPS[dt])
-    ratios = np.array([_divide(float(p), float(q)) for p, q in zip(num, den)])
+    ratios = _divide_rows(num, den)
     j = int(np.argmax(ratios)) if ratios.size else 0
     idx, val = _worst(err.reshape(o64.shape))
     rel = _divide(float(num[j]), float(np.abs(e2[j]).sum())) if ratios.size else 0.0
@@ -220,9 +225,12 @@ def logdet_ratio(out: Any, expected: Any, *, n: int, kappa: float, dtype: Any) -
     try:
         o64, e64 = np.broadcast_arrays(o64, e64)
     except ValueError as exc:
-        raise ValueError(f"out {o64.shape} does not broadcast against expected {e64.shape}") from exc
+        raise ValueError(
+            f"out {o64.shape} does not broadcast against expected {e64.shape}"
+        ) from exc
     same_inf = np.isinf(o64) & (o64 == e64)
-    err = np.where(same_inf, 0.0, o64 - e64)
+    with np.errstate(invalid="ignore"):
+        err = np.where(same_inf, 0.0, o64 - e64)
     err = np.where(np.isnan(o64) | np.isnan(e64), np.nan, err)
     scale = n * kappa * EPS[dt]
     idx, val = _worst(err)

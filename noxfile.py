@@ -1,0 +1,41 @@
+"""nox sessions for invlin: tests, report, lint (more arrive with later features)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+
+ROOT = Path(__file__).parent
+# Pin torch to the CPU build by default; set INVLIN_CONSTRAINTS="" to let pip choose, or to a file.
+CONSTRAINTS = os.environ.get("INVLIN_CONSTRAINTS", str(ROOT / "constraints" / "cpu.txt"))
+
+
+def _install(session: nox.Session, extras: str) -> None:
+    args = ["-c", CONSTRAINTS] if CONSTRAINTS else []
+    session.install(*args, "-e", f".[{extras}]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the unit tests and doctests."""
+    _install(session, "test,flint")
+    session.run("pytest", *(session.posargs or ["tests", "--doctest-modules", "invlin"]))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Run ruff on the code base."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".", *session.posargs)
+
+
+@nox.session(default=False)
+def report(session: nox.Session) -> None:
+    """Run the built-in drift check (the main job)."""
+    _install(session, "flint")
+    session.run("invlin", "report", *session.posargs)
