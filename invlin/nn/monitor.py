@@ -1,0 +1,90 @@
+"""The drift monitor: O(n²) probes of a tracked inverse and the action they trigger."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from invlin._dtypes import eps
+
+__all__ = ["DriftMonitor", "DriftReading", "probe_drift"]
+
+
+@dataclass(frozen=True)
+class DriftReading:
+    """One O(n²) reading of a tracked inverse X of A.
+
+    ``residual``: estimate of ‖XA − I‖_F (Gaussian probes); ``ratio``: that residual on the
+    LAPACK scale residual / (n‖A‖₁‖X‖₁ε); ``logdet_drift``: Hutchinson estimate of log det(XA);
+    ``logdet_ratio``: |logdet_drift| / (n κ₁ ε), the log|det| scale of the tolerance engine.
+    """
+
+    residual: float
+    ratio: float
+    logdet_drift: float
+    logdet_ratio: float
+
+
+def probe_drift(
+    a: torch.Tensor, x: torch.Tensor, *, probes: int = 4, generator: torch.Generator | None = None
+) -> DriftReading:
+    """Estimate the drift of ``x`` ≈ ``a``⁻¹ (both ``(n, n)``) with ``probes`` random vectors.
+
+    Two mat-vecs per probe in the dtype of ``a`` (O(n²)); the same estimators as
+    :mod:`invlin.reference.estimators`. Gaussian probes estimate the residual, Rademacher probes
+    (the signs of the same draws) the trace.
+    """
+    n = a.shape[-1]
+    z = torch.randn(n, probes, dtype=a.dtype, device=a.device, generator=generator)
+    r = x @ (a @ z) - z
+    residual = float(torch.sqrt(torch.mean(torch.sum(r * r, dim=0))))
+    s = torch.sign(z)
+    s = torch.where(s == 0, torch.ones_like(s), s)
+    rs = x @ (a @ s) - s
+    logdet = float(torch.mean(torch.sum(s * rs, dim=0)))
+    na = float(a.abs().sum(dim=0).max())
+    nx = float(x.abs().sum(dim=0).max())
+    scale = n * na * nx * eps(a.dtype)
+    if not (residual < float("inf") and abs(logdet) < float("inf")):
+        return DriftReading(float("inf"), float("inf"), float("inf"), float("inf"))
+    return DriftReading(residual, residual / scale, logdet, abs(logdet) / scale)
+
+
+@dataclass
+class DriftMonitor:
+    """When to probe a P4Inv layer's tracked inverse and what to do when it has drifted.
+
+    Every ``every`` merges the layer is probed (O(n²)); when the estimated LAPACK ratio exceeds
+    ``max_ratio`` (or the log det(XA) estimate exceeds it on the log|det| scale |δ|/(nκε)) the
+    inverse is corrected by a hyperpower step of ``order`` (2 = Newton–Schulz, O(n³) once) when the
+    residual estimate is below ``max_correctable`` (the iteration needs ‖I − XA‖ < 1), otherwise —
+    or when ``action="refresh"`` — X, sign and log|det| are recomputed from A by LU.
+    """
+
+    every: int = 1
+    max_ratio: float = 100.0
+    order: int = 2
+    max_correctable: float = 0.25
+    probes: int = 4
+    action: Literal["auto", "correct", "refresh"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise ValueError(f"every must be >= 1, got {self.every}")
+        if not self.max_ratio > 0:
+            raise ValueError(f"max_ratio must be positive, got {self.max_ratio}")
+        if self.order < 2:
+            raise ValueError(f"order must be >= 2, got {self.order}")
+        if self.action not in ("auto", "correct", "refresh"):
+            raise ValueError(f"action must be 'auto', 'correct' or 'refresh', got {self.action!r}")
+
+    def decide(self, reading: DriftReading) -> Literal["none", "correct", "refresh"]:
+        """The action a reading calls for."""
+        drifted = not (reading.ratio <= self.max_ratio and reading.logdet_ratio <= self.max_ratio)
+        if not drifted:
+            return "none"
+        if self.action == "refresh" or not reading.residual < self.max_correctable:
+            return "refresh"
+        return "correct"

@@ -1,0 +1,345 @@
+"""P4InvLinear: an invertible linear layer trained through rank-one perturbations (P4Inv)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from invlin.nn.monitor import DriftMonitor, DriftReading, probe_drift
+from invlin.reference.rank_one import Guard
+
+__all__ = ["P4InvLinear"]
+
+_STATE = ("weight", "weight_inverse", "logabsdet", "sign")
+
+
+class P4InvLinear(nn.Module):
+    """y = (A + u vᵀ) x + b with A frozen and A⁻¹, sign(det A), log|det A| tracked (P4Inv).
+
+    Only ``u``, ``v`` and ``bias`` are trained; :meth:`merge` folds u vᵀ into A by Sherman–Morrison
+    and the determinant lemma (O(n²)), so no inverse or determinant is computed from scratch. The
+    tracked state (buffers ``weight`` = A, ``weight_inverse`` = X ≈ A⁻¹, ``logabsdet``, ``sign``)
+    is held in ``state_dtype`` (float64 by default) whatever ``.to(dtype)`` does to the
+    parameters; forward and inverse run in the input's dtype.
+
+    Args:
+        features: n, the size of the last input dimension.
+        bias: whether to learn a bias b (shape ``(n,)``).
+        init: ``"identity"``, ``"reverse"`` (the reversal permutation, det = (−1)^⌊n/2⌋),
+            ``"orthogonal"`` (random, det = ±1), or an invertible ``(n, n)`` matrix.
+        guard: merge bounds (default :meth:`Guard.p4`: the P4Inv reference code's).
+        monitor: drift monitor run after merges (``None`` switches it off).
+        state_dtype: dtype of the tracked state (``None``: follow the parameters).
+        penalty_bounds: (min, max) of log|c| and log|c·det| for :meth:`penalty`.
+        generator: torch generator for v's resets and the monitor's probes.
+
+    Shapes: ``forward(x)`` with x ``(*, n)`` returns (y ``(*, n)``, log|det| ``(*,)``);
+    ``inverse(y)`` returns (x, log|det ∂x/∂y|) with the negated log|det|.
+
+    >>> layer = P4InvLinear(3, init="reverse")
+    >>> y, ld = layer(torch.ones(2, 3))
+    >>> y.shape, ld.shape, int(layer.sign)
+    (torch.Size([2, 3]), torch.Size([2]), -1)
+    """
+
+    weight: torch.Tensor
+    weight_inverse: torch.Tensor
+    logabsdet: torch.Tensor
+    sign: torch.Tensor
+
+    def __init__(
+        self,
+        features: int,
+        bias: bool = True,
+        init: str | torch.Tensor | Any = "identity",
+        *,
+        guard: Guard | None = None,
+        monitor: DriftMonitor | None = None,
+        state_dtype: torch.dtype | None = torch.float64,
+        penalty_bounds: tuple[float, float] = (-2.0, 15.0),
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+            raise ValueError(f"features must be a positive integer, got {features!r}")
+        self.features = features
+        self.guard = Guard.p4(*penalty_bounds) if guard is None else guard
+        if not isinstance(self.guard, Guard):
+            raise ValueError(f"guard must be an invlin Guard, got {type(guard).__name__}")
+        self.monitor = monitor
+        self.penalty_bounds = (float(penalty_bounds[0]), float(penalty_bounds[1]))
+        if not self.penalty_bounds[0] < self.penalty_bounds[1]:
+            raise ValueError(f"penalty_bounds must be (min, max) with min < max, got {penalty_bounds}")
+        self.generator = generator
+        self.state_dtype = state_dtype
+        factory = {"device": device, "dtype": dtype or torch.get_default_dtype()}
+        sdt = state_dtype or factory["dtype"]
+        a = self._initial_matrix(init, features, device, sdt, generator)
+        self.register_buffer("weight", a)
+        self.register_buffer("weight_inverse", torch.empty_like(a))
+        self.register_buffer("logabsdet", torch.zeros((), dtype=sdt, device=a.device))
+        self.register_buffer("sign", torch.ones((), dtype=sdt, device=a.device))
+        self._factor_into_state()
+        self.u = nn.Parameter(torch.zeros(features, **factory))
+        self.v = nn.Parameter(torch.empty(features, **factory))
+        self.bias = nn.Parameter(torch.zeros(features, **factory)) if bias else None
+        with torch.no_grad():
+            self.v.normal_(generator=generator)
+        self.merges = 0
+        self.refusals = 0
+        self.nonfinite_resets = 0
+        self.corrections = 0
+        self.refreshes = 0
+        self.last_reading: DriftReading | None = None
+        self._cache: dict[tuple, torch.Tensor] = {}
+
+    # -- construction ----------------------------------------------------------------------------
+    @staticmethod
+    def _initial_matrix(
+        init: Any, n: int, device: Any, dtype: torch.dtype, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        if isinstance(init, str):
+            if init == "identity":
+                return torch.eye(n, dtype=dtype, device=device)
+            if init == "reverse":
+                return torch.eye(n, dtype=dtype, device=device).flip(0).contiguous()
+            if init == "orthogonal":
+                gen_device = generator.device if generator is not None else "cpu"
+                g = torch.randn(n, n, dtype=torch.float64, device=gen_device, generator=generator)
+                q, r = torch.linalg.qr(g)
+                q = q * torch.sign(torch.diagonal(r))
+                return q.to(device=device, dtype=dtype).contiguous()
+            raise ValueError(
+                f"init must be 'identity', 'reverse', 'orthogonal' or a matrix, got {init!r}"
+            )
+        a = torch.as_tensor(init)
+        if a.ndim != 2 or a.shape != (n, n):
+            raise ValueError(f"init must be a ({n}, {n}) matrix, got shape {tuple(a.shape)}")
+        if not a.is_floating_point() and a.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"init must be a real matrix, got dtype {a.dtype}")
+        a = a.detach().to(device=device if device is not None else a.device, dtype=dtype)
+        a = a.clone(memory_format=torch.contiguous_format)
+        if not torch.isfinite(a).all():
+            raise ValueError("init must be finite")
+        return a
+
+    def _factor_into_state(self) -> None:
+        """Recompute X, sign and log|det| from A by LU (O(n³)); A must be invertible."""
+        a = self.weight
+        lu, piv, _ = torch.linalg.lu_factor_ex(a)
+        diag = torch.diagonal(lu)
+        if bool((diag == 0).any()):
+            raise ValueError("the weight matrix must be invertible: its LU has a zero pivot")
+        eye = torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
+        inv = torch.linalg.lu_solve(lu, piv, eye)
+        if not bool(torch.isfinite(inv).all()):
+            raise ValueError("the weight matrix must be invertible: its inverse overflows")
+        swaps = int((piv != torch.arange(1, piv.numel() + 1, device=piv.device)).sum())
+        negatives = int((diag < 0).sum())
+        with torch.no_grad():
+            self.weight_inverse.copy_(inv)
+            self.sign.fill_(-1.0 if (swaps + negatives) % 2 else 1.0)
+            self.logabsdet.copy_(torch.log(diag.abs()).sum())
+
+    # -- dtype/device handling: the tracked state keeps its dtype ---------------------------------
+    def _apply(self, fn, recurse=True):  # type: ignore[override]
+        kept = {k: self._buffers[k] for k in _STATE}
+        super()._apply(fn, recurse)
+        sdt = self.state_dtype
+        for k, old in kept.items():
+            moved = fn(torch.empty(0, dtype=old.dtype, device=old.device))
+            target = sdt if sdt is not None else moved.dtype
+            self._buffers[k] = old.to(device=moved.device, dtype=target)
+        self._cache = {}
+        return self
+
+    # -- cached casts of the state to the compute dtype -------------------------------------------
+    def _cast(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        buf = self._buffers[name]
+        if buf.dtype == dtype:
+            return buf
+        key = (name, dtype, buf.device, buf.data_ptr(), buf._version)
+        hit = self._cache.get(name)
+        if hit is not None and getattr(hit, "_invlin_key", None) == key:
+            return hit
+        cast = buf.to(dtype)
+        cast._invlin_key = key  # type: ignore[attr-defined]
+        self._cache[name] = cast
+        return cast
+
+    def _check(self, x: torch.Tensor, name: str) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim < 1 or x.shape[-1] != self.features:
+            raise ValueError(f"{name} must have shape (*, {self.features}), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must be floating point, got dtype {x.dtype}")
+
+    def factor(self) -> torch.Tensor:
+        """c = 1 + vᵀA⁻¹u in the state dtype (differentiable in u and v); shape ``()``."""
+        sdt = self.weight.dtype
+        u, v = self.u.to(sdt), self.v.to(sdt)
+        return 1 + v @ (self.weight_inverse @ u)
+
+    def log_abs_det(self) -> torch.Tensor:
+        """log|det(A + u vᵀ)| = log|det A| + log|c| (state dtype, differentiable); shape ``()``."""
+        return self.logabsdet + torch.log(torch.abs(self.factor()))
+
+    # -- the map -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """y = x (A + u vᵀ)ᵀ + b for x of shape ``(*, n)``; returns (y, log|det|) with log|det|
+        of shape ``(*,)`` in x's dtype (one matrix product plus O(batch·n) rank-one terms)."""
+        self._check(x, "x")
+        a = self._cast("weight", x.dtype)
+        u, v = self.u.to(x.dtype), self.v.to(x.dtype)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        y = F.linear(x, a, bias) + (x @ v).unsqueeze(-1) * u
+        ld = self.log_abs_det().to(x.dtype)
+        return y, ld.expand(x.shape[:-1])
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x = (A + u vᵀ)⁻¹ (y − b) by Sherman–Morrison with the tracked A⁻¹, y of shape
+        ``(*, n)``; returns (x, log|det ∂x/∂y|) with the latter of shape ``(*,)``.
+
+        Raises ValueError when 1 + vᵀA⁻¹u = 0 (the perturbed matrix is singular)."""
+        self._check(y, "y")
+        sdt = self.weight.dtype
+        xu = self.weight_inverse @ self.u.to(sdt)
+        c = 1 + self.v.to(sdt) @ xu
+        if not bool(torch.isfinite(c)) or bool(c == 0):
+            raise ValueError(f"A + u vᵀ is singular: c = 1 + vᵀA⁻¹u = {float(c)}")
+        xinv = self._cast("weight_inverse", y.dtype)
+        if self.bias is not None:
+            y = y - self.bias.to(y.dtype)
+        z = F.linear(y, xinv)
+        coef = (z @ self.v.to(y.dtype)) / c.to(y.dtype)
+        x = z - coef.unsqueeze(-1) * xu.to(y.dtype)
+        ld = -(self.logabsdet + torch.log(torch.abs(c)))
+        return x, ld.to(y.dtype).expand(y.shape[:-1])
+
+    def penalty(self, weight: float = 0.1) -> torch.Tensor:
+        """weight·[P(log|c|) + P(log|c·det A|)], P(t) = relu(min − t)² + relu(t − max)².
+
+        Keeps c and det away from the singular set (P4Inv); add it to the loss. Shape ``()``.
+        """
+        lo, hi = self.penalty_bounds
+        log_c = torch.log(torch.abs(self.factor()))
+        terms = torch.stack([log_c, log_c + self.logabsdet])
+        p = F.relu(lo - terms).square() + F.relu(terms - hi).square()
+        return (weight * p.sum()).to(self.u.dtype)
+
+    # -- merging and drift control ----------------------------------------------------------------
+    @torch.no_grad()
+    def reset_perturbation(self) -> None:
+        """u ← 0, v ~ N(0, I) (in place, so optimizer references stay valid)."""
+        self.u.zero_()
+        self.v.normal_(generator=self.generator)
+
+    @torch.no_grad()
+    def merge(self, force: bool = False) -> bool:
+        """Fold u vᵀ into A, A⁻¹, sign and log|det|, then reset the perturbation.
+
+        Refused (returns False, state untouched, perturbation kept) when the guard rejects
+        c = 1 + vᵀA⁻¹u or the new log|det| — ``force=True`` skips the bounds but never merges a
+        zero or non-finite c. Non-finite u or v: no merge, perturbation reset, state untouched.
+        Runs the drift monitor after a successful merge.
+        """
+        if not (bool(torch.isfinite(self.u).all()) and bool(torch.isfinite(self.v).all())):
+            self.nonfinite_resets += 1
+            self.refusals += 1
+            self.reset_perturbation()
+            return False
+        sdt = self.weight.dtype
+        u, v = self.u.to(sdt), self.v.to(sdt)
+        xu = self.weight_inverse @ u
+        c = 1 + v @ xu
+        log_c = float(torch.log(torch.abs(c))) if bool(torch.isfinite(c)) else math.nan
+        new_ld = float(self.logabsdet) + log_c
+        guard = Guard.off() if force else self.guard
+        if guard.reason(log_c, new_ld) is not None:
+            self.refusals += 1
+            return False
+        vx = v @ self.weight_inverse
+        new_a = torch.addr(self.weight, u, v)
+        new_x = torch.addr(self.weight_inverse, xu, vx, alpha=-1.0 / float(c))
+        if not (bool(torch.isfinite(new_a).all()) and bool(torch.isfinite(new_x).all())):
+            self.refusals += 1
+            return False
+        self.weight.copy_(new_a)
+        self.weight_inverse.copy_(new_x)
+        self.logabsdet.add_(log_c)
+        if float(c) < 0:
+            self.sign.neg_()
+        self.merges += 1
+        self.reset_perturbation()
+        if self.monitor is not None and self.merges % self.monitor.every == 0:
+            self.check_drift()
+        return True
+
+    @torch.no_grad()
+    def probe(self) -> DriftReading:
+        """An O(n²) drift reading of the tracked inverse (see :func:`probe_drift`)."""
+        reading = probe_drift(self.weight, self.weight_inverse,
+                              probes=self.monitor.probes if self.monitor else 4,
+                              generator=self.generator)
+        self.last_reading = reading
+        return reading
+
+    @torch.no_grad()
+    def check_drift(self) -> str:
+        """Probe the tracked inverse and correct or refresh it as the monitor decides.
+
+        Returns the action taken: ``"none"``, ``"correct"`` or ``"refresh"``."""
+        monitor = self.monitor or DriftMonitor()
+        action = monitor.decide(self.probe())
+        if action == "correct":
+            if not self.correct(order=monitor.order):
+                action = "refresh"
+        if action == "refresh":
+            self.refresh()
+        return action
+
+    @torch.no_grad()
+    def correct(self, order: int = 2) -> bool:
+        """One hyperpower step X ← X(I + R + … + R^{order−1}), R = I − AX (O(n³) once).
+
+        Applied only when ‖R‖₁ < 1 (else returns False and changes nothing)."""
+        if order < 2:
+            raise ValueError(f"order must be >= 2, got {order}")
+        a, x = self.weight, self.weight_inverse
+        eye = torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
+        r = eye - a @ x
+        if not float(torch.linalg.matrix_norm(r, ord=1)) < 1.0:
+            return False
+        s = eye + r
+        for _ in range(order - 2):
+            s = eye + r @ s
+        new_x = x @ s
+        if not bool(torch.isfinite(new_x).all()):
+            return False
+        self.weight_inverse.copy_(new_x)
+        self.corrections += 1
+        return True
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Recompute A⁻¹, sign and log|det| from A by LU (O(n³))."""
+        self._factor_into_state()
+        self.refreshes += 1
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Merges, refusals (of which non-finite resets), corrections and refreshes so far."""
+        return {"merges": self.merges, "refusals": self.refusals,
+                "nonfinite_resets": self.nonfinite_resets, "corrections": self.corrections,
+                "refreshes": self.refreshes}
+
+    def extra_repr(self) -> str:
+        return (f"features={self.features}, bias={self.bias is not None}, "
+                f"state_dtype={self.weight.dtype}")

@@ -1,0 +1,176 @@
+"""P4Scheduler: merges P4Inv perturbations on schedule, resets their optimizer state, records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from invlin.nn.p4 import P4InvLinear
+
+__all__ = ["MergeHistory", "P4Scheduler", "reset_optimizer_state"]
+
+
+def reset_optimizer_state(optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor]) -> None:
+    """Give ``params`` the state a fresh ``optimizer`` of the same kind would give them.
+
+    Works for any torch optimizer: optimizers that create state lazily (SGD, Adam, AdamW,
+    RMSprop, …) just lose the entry; those that create it eagerly (e.g. Adagrad) get the state a
+    new instance built with the same hyper-parameters assigns. Other parameters are untouched.
+    """
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    for p in params:
+        if id(p) not in group_of:
+            raise ValueError("params must be parameters of the optimizer")
+        optimizer.state.pop(p, None)
+        group = {k: v for k, v in group_of[id(p)].items() if k in optimizer.defaults}
+        probe = torch.nn.Parameter(p.detach().clone())
+        fresh = type(optimizer)([probe], **group)
+        if fresh.state.get(probe):
+            optimizer.state[p] = {k: (t.clone() if isinstance(t, torch.Tensor) else t)
+                                  for k, t in fresh.state[probe].items()}
+
+
+@dataclass
+class MergeHistory:
+    """The merges of each P4Inv layer during training, for exact replay against the oracle.
+
+    For each layer name: ``a0`` (the matrix when recording began, float64 ``(n, n)``) and one
+    row per merge of ``u``, ``v`` (float64 ``(k, n)``, the values merged), ``c``, the tracked
+    ``logabsdet`` and ``sign`` after the merge, and the scheduler ``step``.
+    """
+
+    layers: dict[str, dict[str, list]] = field(default_factory=dict)
+
+    def start(self, name: str, layer: P4InvLinear) -> None:
+        self.layers[name] = {"a0": [layer.weight.detach().double().cpu().numpy().copy()],
+                             "u": [], "v": [], "c": [], "logabsdet": [], "sign": [], "step": []}
+
+    def record(self, name: str, layer: P4InvLinear, u: np.ndarray, v: np.ndarray, c: float,
+               step: int) -> None:
+        rec = self.layers[name]
+        rec["u"].append(u)
+        rec["v"].append(v)
+        rec["c"].append(c)
+        rec["logabsdet"].append(float(layer.logabsdet))
+        rec["sign"].append(int(layer.sign))
+        rec["step"].append(step)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Flat ``{"<layer>/<field>": array}`` mapping (what :meth:`save` writes)."""
+        out: dict[str, np.ndarray] = {}
+        for name, rec in self.layers.items():
+            n = rec["a0"][0].shape[0]
+            out[f"{name}/a0"] = rec["a0"][0]
+            for key in ("u", "v"):
+                out[f"{name}/{key}"] = np.array(rec[key], dtype=np.float64).reshape(-1, n)
+            for key in ("c", "logabsdet"):
+                out[f"{name}/{key}"] = np.array(rec[key], dtype=np.float64)
+            for key in ("sign", "step"):
+                out[f"{name}/{key}"] = np.array(rec[key], dtype=np.int64)
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        """Write the history as a ``.npz`` file and return its path."""
+        path = Path(path)
+        np.savez_compressed(path, format_version=np.array(1), **self.arrays())
+        return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+    @staticmethod
+    def load(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
+        """Read a saved history as ``{layer: {field: array}}``."""
+        with np.load(path) as data:
+            out: dict[str, dict[str, np.ndarray]] = {}
+            for key in data.files:
+                if key == "format_version":
+                    continue
+                name, fld = key.rsplit("/", 1)
+                out.setdefault(name, {})[fld] = data[key]
+        return out
+
+
+class P4Scheduler:
+    """Merge schedule for every :class:`P4InvLinear` in ``model``; call :meth:`step` after
+    ``optimizer.step()``.
+
+    Every ``merge_every`` steps each layer's perturbation is merged (guarded); every
+    ``force_every`` steps the guard's bounds are skipped (never for zero or non-finite c). After a
+    merge the optimizer state of the parameters named in ``reset`` (default ``("v",)``: keeping
+    u's moments helped in the P4Inv paper) is reset to a fresh optimizer's, for any optimizer.
+    Every ``correct_every`` steps (when set) each layer's drift monitor runs even without a merge.
+    With ``record=True`` each merge's (u, v, c) goes into :attr:`history` for replay.
+
+    >>> model = torch.nn.Sequential(P4InvLinear(4), P4InvLinear(4))
+    >>> opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    >>> sched = P4Scheduler(model, opt)
+    >>> len(sched.layers)
+    2
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        merge_every: int = 1,
+        force_every: int | None = 10,
+        *,
+        reset: tuple[str, ...] = ("v",),
+        correct_every: int | None = None,
+        record: bool = False,
+    ):
+        for name, value in (("merge_every", merge_every), ("force_every", force_every),
+                            ("correct_every", correct_every)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        if not set(reset) <= {"u", "v", "bias"}:
+            raise ValueError(f"reset must name some of 'u', 'v', 'bias', got {reset!r}")
+        self.layers = {name: m for name, m in model.named_modules() if isinstance(m, P4InvLinear)}
+        if not self.layers:
+            raise ValueError("model must contain at least one P4InvLinear layer")
+        self.optimizer = optimizer
+        self.merge_every = merge_every
+        self.force_every = force_every
+        self.correct_every = correct_every
+        self.reset = tuple(reset)
+        self.steps = 0
+        self.history: MergeHistory | None = MergeHistory() if record else None
+        if self.history is not None:
+            for name, layer in self.layers.items():
+                self.history.start(name, layer)
+
+    def step(self) -> dict[str, bool]:
+        """Advance one training step; returns ``{layer name: merged}`` for this step."""
+        self.steps += 1
+        merged: dict[str, bool] = {}
+        if self.steps % self.merge_every == 0:
+            force = self.force_every is not None and self.steps % self.force_every == 0
+            for name, layer in self.layers.items():
+                snapshot = None
+                if self.history is not None:
+                    snapshot = (layer.u.detach().double().cpu().numpy().copy(),
+                                layer.v.detach().double().cpu().numpy().copy(),
+                                float(layer.factor().detach()))
+                ok = layer.merge(force=force)
+                merged[name] = ok
+                if ok:
+                    params = [getattr(layer, p) for p in self.reset if getattr(layer, p) is not None]
+                    reset_optimizer_state(self.optimizer,
+                                          [p for p in params if self._optimizes(p)])
+                    if snapshot is not None:
+                        self.history.record(name, layer, *snapshot, step=self.steps)
+        if self.correct_every is not None and self.steps % self.correct_every == 0:
+            for layer in self.layers.values():
+                layer.check_drift()
+        return merged
+
+    def _optimizes(self, p: torch.Tensor) -> bool:
+        return any(p is q for g in self.optimizer.param_groups for q in g["params"])
+
+    @property
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Each layer's merge / refusal / correction / refresh counters."""
+        return {name: layer.counters for name, layer in self.layers.items()}
