@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -266,7 +267,9 @@ class TrackedMatrix:
 
     # -- helpers -------------------------------------------------------------------------------
     def _factor(self, a: np.ndarray) -> tuple[np.ndarray, int, Any]:
-        lu, piv = scipy.linalg.lu_factor(a, check_finite=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)  # zero pivot: below
+            lu, piv = scipy.linalg.lu_factor(a, check_finite=False)
         diag = np.diag(lu)
         if np.any(diag == 0):
             raise ValueError("a must be invertible: its LU factorisation has a zero pivot")
