@@ -35,7 +35,7 @@ def test_p4_state_and_outputs_live_on_the_device():
     x = torch.randn(64, 32, device=DEV)
     y, ld = gpu(x)
     assert y.device.type == "cuda" and ld.device.type == "cuda" and ld.shape == (64,)
-    xr, ldi = gpu.inverse(y)
+    xr, _ldi = gpu.inverse(y)
     assert xr.device.type == "cuda" and xr.dtype == torch.float32
 
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from invlin.oracle import ExactMatrix, evaluate
-from invlin.reference.rank_one import Guard, TrackedMatrix
 from invlin.reference.estimators import estimate_drift
+from invlin.reference.rank_one import Guard, TrackedMatrix
 from invlin.testing.tolerance import allowed_ratio, inverse_ratio, logdet_ratio
 
 __all__ = ["QuickRow", "quick_drift"]

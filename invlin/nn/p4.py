@@ -75,7 +75,7 @@ class P4InvLinear(nn.Module):
         self.monitor = monitor
         self.penalty_bounds = (float(penalty_bounds[0]), float(penalty_bounds[1]))
         if not self.penalty_bounds[0] < self.penalty_bounds[1]:
-            raise ValueError(f"penalty_bounds must be (min, max) with min < max, got {penalty_bounds}")
+            raise ValueError(f"penalty_bounds must be (min, max), min < max; got {penalty_bounds}")
         self.generator = generator
         self.state_dtype = state_dtype
         factory = {"device": device, "dtype": dtype or torch.get_default_dtype()}

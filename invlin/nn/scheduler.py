@@ -157,7 +157,8 @@ class P4Scheduler:
                 ok = layer.merge(force=force)
                 merged[name] = ok
                 if ok:
-                    params = [getattr(layer, p) for p in self.reset if getattr(layer, p) is not None]
+                    params = [getattr(layer, p) for p in self.reset]
+                    params = [p for p in params if p is not None]
                     reset_optimizer_state(self.optimizer,
                                           [p for p in params if self._optimizes(p)])
                     if snapshot is not None:

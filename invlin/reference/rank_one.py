@@ -278,7 +278,8 @@ class TrackedMatrix:
             raise ValueError("a must be invertible: its inverse overflows")
         swaps = int(np.count_nonzero(piv != np.arange(piv.size)))
         sign = (-1) ** (swaps + int(np.count_nonzero(diag < 0)))
-        return inv.astype(a.dtype, copy=False), int(sign), a.dtype.type(np.sum(np.log(np.abs(diag))))
+        logdet = a.dtype.type(np.sum(np.log(np.abs(diag))))
+        return inv.astype(a.dtype, copy=False), int(sign), logdet
 
     def _vectors(self, u: Any, v: Any) -> tuple[np.ndarray, np.ndarray]:
         return as_vector(u, "u", self.n, self.dtype), as_vector(v, "v", self.n, self.dtype)

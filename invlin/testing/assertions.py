@@ -46,7 +46,7 @@ def _array_literal(a: Any) -> str:
 
 
 def repro_snippet(call: str, **arrays: Any) -> str:
-    """Python source that rebuilds ``arrays`` exactly (repr round-trips float64) and runs ``call``."""
+    """Python source that rebuilds ``arrays`` exactly (float64 reprs round-trip), then ``call``."""
     lines = ["import numpy as np", "from invlin.testing import *"]
     for name, value in arrays.items():
         if isinstance(value, (int, float, str)) or value is None:

@@ -1,7 +1,7 @@
 """One tolerance engine: LAPACK-style error ratios and the thresholds they are judged against.
 
-Every "close enough" decision in invlin (tests, properties, reports, the validator) goes through this
-module. Errors are turned into dimensionless ratios in the manner of LAPACK's test suite
+Every "close enough" decision in invlin (tests, properties, reports, the validator) goes through
+this module. Errors are turned into dimensionless ratios in the manner of LAPACK's test suite
 (``TESTING/LIN``), so a single threshold applies to every dtype, dimension and condition number:
 
 ============== ======================================================= =========================
@@ -20,9 +20,9 @@ one; LAPACK flags a ratio above :data:`THRESHOLD` = 30.
 Tracked quantities (an inverse kept by Sherman–Morrison, a log|det| kept by the determinant lemma)
 are the result of ``k`` consecutive O(n²) computations, each of which may add an error of the size a
 fresh computation makes. Worst-case errors add linearly, so after ``k`` updates the allowed ratio is
-``THRESHOLD · (1 + k)`` (see :func:`allowed_ratio`). Measured growth on benign paths is far below this
-(about 0.006–0.03 ratio units per update, float64, n = 64), so the allowance is the worst-case one,
-not a fit to the data.
+``THRESHOLD · (1 + k)`` (see :func:`allowed_ratio`). Measured growth on benign paths is far below
+this (about 0.006–0.03 ratio units per update, float64, n = 64), so the allowance is the
+worst-case one, not a fit to the data.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ THRESHOLD = 30.0
 
 
 def allowed_ratio(updates: int = 0, *, threshold: float = THRESHOLD) -> float:
-    """Largest acceptable ratio after ``updates`` tracked O(n²) updates: ``threshold · (1 + updates)``.
+    """Largest acceptable ratio after ``updates`` tracked updates: ``threshold · (1 + updates)``.
 
     >>> allowed_ratio(0), allowed_ratio(9)
     (30.0, 300.0)
