@@ -39,3 +39,12 @@ def report(session: nox.Session) -> None:
     """Run the built-in drift check (the main job)."""
     _install(session, "flint")
     session.run("invlin", "report", *session.posargs)
+
+
+@nox.session(default=False)
+def cuda(session: nox.Session) -> None:
+    """Run the CUDA tests (skip cleanly without a GPU); uses the torch already installed."""
+    # A CUDA torch build cannot come from the CPU constraints file: install invlin without them
+    # and keep the environment's torch (create the venv with --system-site-packages when needed).
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/test_cuda.py", "-v", "-rs", *session.posargs)

@@ -87,3 +87,51 @@ def test_scheduler_with_adam_on_gpu():
     assert layer.merges > 0
     assert all(t.device.type == "cuda" for s in opt.state.values() for t in s.values()
                if torch.is_tensor(t) and t.ndim > 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lu_layer_and_activation_on_gpu_match_cpu(dtype):
+    from invlin.nn.activations import LeakySoftplus
+    from invlin.nn.lu import LULinear
+
+    torch.manual_seed(0)
+    cpu = LULinear(48).double()
+    gpu = LULinear(48).to(DEV, dtype)
+    gpu.load_state_dict({k: v.to(dtype) for k, v in cpu.state_dict().items()})
+    ref = LULinear(48).double()
+    ref.load_state_dict({k: v.to(dtype).double() for k, v in cpu.state_dict().items()})
+    x = torch.randn(256, 48, dtype=torch.float64)
+    y_ref, ld_ref = ref(x)
+    y, ld = gpu(x.to(DEV, dtype))
+    assert y.dtype == dtype and y.device.type == "cuda"
+    kappa = kappa1(ref.weight().detach())
+    assert_forward(out=y.float().cpu().detach(), expected=y_ref.detach(), kappa=kappa, dtype=dtype)
+    assert_logabsdet(out=ld.float().cpu().detach(), expected=ld_ref.detach(), n=48, kappa=kappa,
+                     dtype=dtype)
+    xr, _ = gpu.inverse(y)
+    assert_forward(out=xr.float().cpu().detach(), expected=x, kappa=kappa, dtype=dtype)
+    act = LeakySoftplus().to(DEV)
+    t = torch.linspace(-50, 50, 10001, device=DEV, dtype=dtype)
+    back, _ = act.inverse(act(t)[0])
+    assert back.device.type == "cuda" and back.dtype == dtype
+    assert_forward(out=back.float().cpu()[None], expected=t.float().cpu()[None], kappa=10.0,
+                   dtype=dtype)
+
+
+def test_lunet_log_prob_on_gpu():
+    from invlin.nn.lunet import LUNet
+
+    torch.manual_seed(1)
+    net = LUNet(16, blocks=3).to(DEV)
+    x = torch.randn(64, 16, device=DEV)
+    lp = net.log_prob(x)
+    assert lp.shape == (64,) and lp.device.type == "cuda" and torch.isfinite(lp).all()
+    cpu = LUNet(16, blocks=3)
+    cpu.load_state_dict({k: v.cpu() for k, v in net.state_dict().items()})
+    # float32 on both sides; the error of log p is bounded by the conditioning of the whole map.
+    kappa = 1.0
+    for m in cpu.modules():
+        if hasattr(m, "upper_diag"):
+            kappa *= kappa1(m.weight().detach())
+    assert_forward(out=lp.cpu().detach()[None], expected=cpu.log_prob(x.cpu()).detach()[None],
+                   kappa=kappa, dtype=torch.float32)
