@@ -76,6 +76,7 @@ def test_assert_inverse_message_names_worst_element_ratio_threshold_and_reproduc
     msg = str(info.value)
     assert "ratio" in msg and "exceeds allowed 90" in msg
     assert "worst element" in msg and "(1, " in msg
+    assert "(1 of 2 columns over)" in msg  # only column 0 of I − XA is perturbed
     assert "updates=2" in msg
     snippet = msg.split("Reproduce with:\n", 1)[1]
     with pytest.raises(ToleranceError) as again:

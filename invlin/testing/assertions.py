@@ -59,8 +59,11 @@ def repro_snippet(call: str, **arrays: Any) -> str:
 
 def _fail(title: str, r: Ratio, allowed: float, context: str, snippet: str) -> ToleranceError:
     where = f"{r.worst_value:.6g} at index {r.worst_index}" if r.worst_index else f"{r.worst_value}"
+    parts = np.asarray(r.info.get("parts", [r.value]), dtype=np.float64)
+    over = int(np.count_nonzero(~(parts <= allowed)))
     lines = [
-        f"{title}: ratio {r.value:.4g} exceeds allowed {allowed:.4g}",
+        f"{title}: ratio {r.value:.4g} exceeds allowed {allowed:.4g} "
+        f"({over} of {parts.size} {r.info.get('part', 'value')}s over)",
         f"  worst element of the error: {where}",
         f"  absolute error {r.abs_error:.4g}, relative error {r.rel_error:.4g}, "
         f"ratio scale {r.scale:.4g}",
