@@ -76,7 +76,12 @@ def test_assert_inverse_message_names_worst_element_ratio_threshold_and_reproduc
     msg = str(info.value)
     assert "ratio" in msg and "exceeds allowed 90" in msg
     assert "worst element" in msg and "(1, " in msg
-    assert "(1 of 2 columns over)" in msg  # only column 0 of I − XA is perturbed
+    assert "(2 of 2 columns over)" in msg  # row 1 of I − XA is off in both columns
+    diag = np.diag([2.0, 4.0, 8.0])
+    x = np.linalg.inv(diag)
+    x[2, 2] *= 1 + 1e-9  # only entry (2, 2) of I − XA is off
+    with pytest.raises(ToleranceError, match=r"\(1 of 3 columns over\)"):
+        assert_inverse(diag, out=x)
     assert "updates=2" in msg
     snippet = msg.split("Reproduce with:\n", 1)[1]
     with pytest.raises(ToleranceError) as again:
