@@ -23,7 +23,7 @@ def _install(session: nox.Session, extras: str) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the unit tests and doctests."""
-    _install(session, "test,flint")
+    _install(session, "test,flint,experiments")
     session.run("pytest", *(session.posargs or ["tests", "--doctest-modules", "invlin"]))
 
 
@@ -48,3 +48,11 @@ def cuda(session: nox.Session) -> None:
     # and keep the environment's torch (create the venv with --system-site-packages when needed).
     session.install("-e", ".[test]")
     session.run("pytest", "tests/test_cuda.py", "-v", "-rs", *session.posargs)
+
+
+@nox.session(default=False)
+def experiments(session: nox.Session) -> None:
+    """Regenerate reports/experiments (toy2d and digits; a few minutes on 2 CPU cores)."""
+    _install(session, "experiments,flint")
+    session.run("invlin", "train", "toy2d", "--quiet", *session.posargs)
+    session.run("invlin", "train", "digits", "--quiet", *session.posargs)
