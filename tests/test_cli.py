@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from invlin.cli import main
 from invlin.drift.quick import quick_drift
 
 
-def test_report_prints_table_and_passes(capsys):
-    assert main(["report", "--n", "6", "--updates", "30", "--dtypes", "float64"]) == 0
-    out = capsys.readouterr().out
-    assert "inv ratio" in out and "allowed" in out
-    rows = [line for line in out.splitlines() if line.startswith("float64")]
-    assert [int(r.split()[1]) for r in rows] == [1, 10, 30]
-    assert "3 passed, 0 failed" in out
+def test_report_prints_summary_writes_report_and_passes(capsys, tmp_path):
+    out = tmp_path / "rep"
+    assert main(["report", "--n", "6", "--updates", "30", "--dtypes", "float64",
+                 "--regimes", "walk", "--output", str(out), "--no-progress", "--strict"]) == 0
+    text = capsys.readouterr().out
+    assert "max inv ratio" in text and "verdict" in text
+    rows = [line for line in text.splitlines() if line.startswith("walk")]
+    assert len(rows) == 8 and all(r.endswith("PASS") for r in rows)  # 4 policies × 2 engines
+    assert "8 passed, 0 failed" in text
+    assert (out / "report.html").is_file() and (out / "data.json").is_file()
 
 
 def test_quick_drift_is_deterministic_and_checks_against_oracle():
@@ -25,7 +30,7 @@ def test_quick_drift_is_deterministic_and_checks_against_oracle():
     assert a[-1].updates == 12 and a[-1].oracle_bits >= 64
 
 
-def test_quick_drift_flags_a_planted_defect(monkeypatch):
+def test_quick_drift_flags_a_planted_defect(monkeypatch, tmp_path):
     """A Sherman–Morrison update that forgets the 1/c factor must fail the check."""
     import numpy as np
 
@@ -41,11 +46,17 @@ def test_quick_drift_flags_a_planted_defect(monkeypatch):
         self.updates += 1
         return rank_one.UpdateResult(float(c), True)
 
+    args = ["report", "--n", "4", "--updates", "10", "--dtypes", "float64", "--regimes", "walk",
+            "--engines", "reference", "--no-progress", "--strict"]
     assert all(r.passed for r in quick_drift(4, 10, ("float64",)))
+    assert main([*args, "--output", str(tmp_path / "good")]) == 0
     monkeypatch.setattr(rank_one.TrackedMatrix, "update", missing_one_over_c)
     rows = quick_drift(4, 10, ("float64",))
     assert not any(r.passed for r in rows)
-    assert main(["report", "--n", "4", "--updates", "10", "--dtypes", "float64"]) == 1
+    assert main([*args, "--output", str(tmp_path / "bad")]) == 1
+    data = json.loads((tmp_path / "bad" / "data.json").read_text())
+    tracks = data["configurations"][0]["tracks"]
+    assert len(tracks) == 4 and not any(t["summary"]["passed"] for t in tracks)
 
 
 def test_bad_arguments_exit_with_usage_error(capsys):
