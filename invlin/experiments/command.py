@@ -48,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     toy.add_argument("--densities", nargs="+", default=list(TOY_DENSITIES), choices=TOY_DENSITIES)
     toy.add_argument("--steps", type=_positive, default=2000, help="training steps (2000)")
     toy.add_argument("--blocks", type=_positive, default=32, help="P4 blocks (32)")
+    toy.add_argument("--merge-every", type=_positive, default=1, help="P4 merge period (1)")
+    toy.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (5e-3)")
     dig = which.add_parser("digits", help="LU-Net on 8×8 digits vs affine coupling")
     dig.add_argument("--steps", type=_positive, default=3000, help="training steps (3000)")
     dig.add_argument("--blocks", type=_positive, default=4, help="LU layers (4)")
@@ -79,6 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         from invlin.experiments.toy2d import run_toy2d
 
         results = run_toy2d(args.densities, steps=args.steps, blocks=args.blocks, seed=args.seed,
+                            merge_every=args.merge_every, lr=args.lr,
                             device=args.device, progress=_Progress(args.steps, not args.quiet))
         paths = write_toy2d(results, args.out, settings)
         print(f"{'density':<16} {'model':<40} {'params':>7} {'test NLL':>9}")

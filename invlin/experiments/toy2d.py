@@ -95,6 +95,7 @@ def run_toy2d(
     coupling_layers: int = 4,
     batch: int = 512,
     lr: float = 5e-3,
+    merge_every: int = 1,
     seed: int = 0,
     device: str = "cpu",
     progress: Callable[[str, int, float], None] | None = None,
@@ -103,9 +104,10 @@ def run_toy2d(
 
     Training samples are drawn fresh from the generator every step (seeded); the test NLL is
     the mean over 20 000 held-out samples of another seed. The P4 flow is trained with the
-    :class:`P4Scheduler` (merge every step, forced every 10, penalty added to the loss and the
-    merge history recorded); afterwards every P4 layer's tracked inverse, log|det| and sign are
-    compared with the oracle's evaluation of the exact matrix of its merge path.
+    :class:`P4Scheduler` (merge every ``merge_every`` steps, forced every 10 merges, penalty
+    added to the loss and the merge history recorded); afterwards every P4 layer's tracked
+    inverse, log|det| and sign are compared with the oracle's evaluation of the exact matrix of
+    its merge path.
     """
     results: list[ToyResult] = []
     for name in densities:
@@ -120,7 +122,8 @@ def run_toy2d(
         torch.manual_seed(seed)
         p4 = p4_flow(blocks, generator=torch.Generator().manual_seed(seed)).to(device)
         opt = torch.optim.Adam(p4.parameters(), lr=lr)
-        sched = P4Scheduler(p4, opt, record=True)
+        sched = P4Scheduler(p4, opt, merge_every=merge_every, force_every=10 * merge_every,
+                            record=True)
         layers = list(sched.layers.values())
         start = time.perf_counter()
         trace = fit(p4, sample, opt, steps=steps, batch=batch,
