@@ -23,8 +23,18 @@ def _install(session: nox.Session, extras: str) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the unit tests and doctests."""
-    _install(session, "test,flint,experiments")
+    _install(session, "test,flint,report,dask,experiments")
     session.run("pytest", *(session.posargs or ["tests", "--doctest-modules", "invlin"]))
+
+
+@nox.session
+def properties(session: nox.Session) -> None:
+    """Run the Hypothesis property suites (ci profile unless --hypothesis-profile is given)."""
+    _install(session, "test,flint")
+    args = list(session.posargs)
+    if not any(a.startswith("--hypothesis-profile") for a in args):
+        args = ["--hypothesis-profile", "ci", *args]
+    session.run("pytest", "properties", "-p", "no:cacheprovider", *args)
 
 
 @nox.session
@@ -36,9 +46,26 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def report(session: nox.Session) -> None:
-    """Run the built-in drift check (the main job)."""
+    """Regenerate the committed baseline drift report reports/default/ (about a minute)."""
+    _install(session, "flint,report")
+    session.run("invlin", "report", "--name", "default", *session.posargs)
+
+
+@nox.session(default=False)
+def report_ci(session: nox.Session) -> None:
+    """Quick report check: a small sweep is written, matches the schema, flags a drifting policy."""
+    _install(session, "test,flint,report")
+    session.run("pytest", "tests/test_drift_report.py", "-q", *session.posargs)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmark suite: ratios to the dense anchors, written to reports/bench/<machine>.md/.json.
+
+    Not part of CI's test run (minutes; timings need a quiet machine). Extra arguments go to
+    ``python -m benchmarks`` (e.g. ``-- --device cuda --dtypes float32 bfloat16``)."""
     _install(session, "flint")
-    session.run("invlin", "report", *session.posargs)
+    session.run("python", "-m", "benchmarks", *session.posargs)
 
 
 @nox.session(default=False)

@@ -7,12 +7,15 @@ from typing import Any
 
 import mpmath
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["BentIdentity", "LeakySoftplus"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _MAX_NEWTON = 100
+# Newton steps on the cheap one-formula residual before the accurate ones (see _solve).
+_CHEAP_STEPS = {torch.float32: 3, torch.float64: 5}
 # Residual forms of the leaky-softplus inverse switch at these points (least rounding error).
 _NEAR_LEFT = -0.75
 _NEAR_RIGHT = 3.0
@@ -110,16 +113,20 @@ class LeakySoftplus(_Activation):
     natively; float16 and bfloat16 are computed in float32 and cast back.
 
     The inverse is a vectorised safeguarded Newton iteration that stays on the input's device:
-    the root is bracketed by max(x, αx) ≤ f(x) ≤ max(x, αx) + (1 − α)·log 2, Newton starts at the
-    right end (iterates of an increasing convex f then decrease monotonically), each iterate is
-    clamped to [lower end, previous iterate] and the loop ends when no element moves (one host
-    sync per iteration, ≤ 100 iterations, typically 5–8). Near x = 0 the residual is taken
-    relative to f(0) = (1 − α)·log 2, held as a two-term constant in the working precision, so
-    small roots keep their relative accuracy; the monotone phase is followed by one free Newton
-    step, which recentres the result within the residual's rounding noise. Measured maxima
-    (millions of points): 3.1 ulp in float64 (CPU; 2.6 on an H100) and 3.1 ulp in float32 (CPU;
-    3.3 on an H100). Gradients of both directions use f′ in closed form (custom autograd
-    functions, double-backward capable).
+    the root is bracketed by max(x, αx) ≤ f(x) ≤ max(x, αx) + (1 − α)·log 2 and Newton starts at
+    the right end (iterates of an increasing convex f then decrease monotonically). A few steps
+    on the plain residual αx + (1 − α)·softplus(x) − y (3 in float32, 5 in float64, a number
+    set by the convergence bound e ← e²·f″/(2f′), f″/(2f′) < ½) bring every element to within
+    the residual's rounding noise without a host sync; the accurate residual then finishes:
+    near x = 0 it is taken relative to f(0) = (1 − α)·log 2, held as a two-term constant in the
+    working precision, so small roots keep their relative accuracy. In float32 one monotone and
+    one free step follow, checked once (one host sync) to have converged; any element that has
+    not (and float64 always) continues with steps clamped to [lower end, previous iterate]
+    until no element moves, then one free Newton step recentres the result within the
+    residual's rounding noise. Measured maxima (3·10⁶ points, worst ones re-checked with
+    mpmath): 3.1 ulp in float32 and 2.4 ulp in float64 on the CPU (before this scheme: 2.9 and
+    3.0 on the same points). Gradients of both directions use f′ in closed form (custom
+    autograd functions, double-backward capable).
 
     >>> act = LeakySoftplus(0.1)
     >>> x = torch.tensor([[-2.0, 0.5, 3.0]], dtype=torch.float64)
@@ -177,25 +184,67 @@ class LeakySoftplus(_Activation):
     def _residual(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """f(x) − y in the form with the least rounding for each range of x (t = y − f(0))."""
         a, b = self.alpha, self.beta
-        xn = x.clamp(max=_NEAR_LEFT)
         xm = x.clamp(_NEAR_LEFT, _NEAR_RIGHT)
-        xp = x.clamp(min=_NEAR_RIGHT)
-        left = (a * xn - y) + b * torch.log1p(torch.exp(xn))
         near = (a * xm + b * torch.log1p(torch.expm1(xm) / 2)) - t
-        right = (xp - y) + b * torch.log1p(torch.exp(-xp))
-        return torch.where(x < _NEAR_LEFT, left, torch.where(x < _NEAR_RIGHT, near, right))
+        # Left of the near range (αx − y) + (1 − α)·log1p(eˣ), right of it (x − y) +
+        # (1 − α)·log1p(e⁻ˣ): one expression with the same roundings (max(x, αx) is x or αx),
+        # so one selection, by xm == x (x in the near range; both forms are fine at its ends).
+        outer = (torch.maximum(x, a * x) - y) + b * torch.log1p(torch.exp(-x.abs()))
+        return torch.where(xm == x, near, outer)
+
+    def _cheap_step(self, x: torch.Tensor, y: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
+        """One Newton step on f(x) − y = αx + (1 − α)·softplus(x) − y, clamped to [lo, x]."""
+        a, b = self.alpha, self.beta
+        threshold = 20.0 if torch.finfo(x.dtype).bits <= 32 else 40.0
+        r = torch.add(a * x - y, F.softplus(x, threshold=threshold), alpha=b)
+        d = torch.sigmoid(x).mul_(b).add_(a)
+        return torch.clamp(x - r / d, min=lo, max=x)
 
     def _solve(self, y: torch.Tensor) -> torch.Tensor:
         a = self.alpha
         c_hi, c_lo = self._offset(y.dtype)
         info = torch.finfo(y.dtype)
         t = (y - c_hi) - c_lo
-        # Bracket m⁻¹(y − c) ≤ x ≤ m⁻¹(y), m(x) = max(x, αx), widened by a few ulp for rounding.
-        hi = torch.where(y >= 0, y, (y / a) * (1.0 - 4.0 * info.eps))
-        lo = torch.where(t >= 0, t, t / a)
+        # Bracket m⁻¹(y − c) ≤ x ≤ m⁻¹(y), m(x) = max(x, αx), widened by a few ulp for rounding;
+        # the minimum picks the branch (y ≤ y/α for y ≥ 0, y/α < y for y < 0).
+        hi = torch.minimum(y, (y / a) * (1.0 - 4.0 * info.eps))
+        lo = torch.minimum(t, t / a)
         lo = lo - (16.0 * info.eps * lo.abs() + info.tiny)
+        # (1) Newton on the one-formula residual from the right end, no host sync: |e| ≤ 1.6
+        # there and e ← k·e² with k = f″/(2f′) < ½, so 3 steps (float32) or 5 (float64) reach
+        # the residual's rounding noise, ≲ 8ε(|x| + 1). (2) Step right by that much, so that
+        # x ≥ root again for the accurate, safeguarded steps.
         x = hi
-        moving = torch.isfinite(x)
+        for _ in range(_CHEAP_STEPS[y.dtype]):
+            x = self._cheap_step(x, y, lo)
+        x = torch.minimum(x + 8.0 * info.eps * (x.abs() + 1.0), hi)
+        if y.dtype == torch.float64:
+            # float64 keeps the monotone tail: one free step after one monotone step measured
+            # 3.7 ulp at worst against 2.4 for the tail (float32: no difference).
+            moving = torch.isfinite(hi)
+            return torch.where(moving, self._monotone_solve(x, y, t, lo, hi, moving), hi)
+        # (3) One accurate monotone step and one free step. The free step's size is the error
+        # it removed and Newton leaves k·step² behind (k < ½, k·|x| < ½): a step ≤ 64 ulp, or
+        # step² ≤ ¼ε|x| (tiny roots), leaves the result within its rounding noise. One host
+        # sync checks that for every element (and that all are finite); otherwise the
+        # monotone iteration finishes the job.
+        x = torch.clamp(x - self._residual(x, y, t) / self._derivative(x), min=lo, max=x)
+        step = self._residual(x, y, t) / self._derivative(x)
+        x_new = torch.clamp(x - step, min=lo, max=hi)
+        size = x_new.abs() * info.eps
+        done = (step.abs() <= 64.0 * size) | (step * step <= 0.25 * size + info.tiny)
+        if bool(done.all() & torch.isfinite(hi.sum())):
+            return x_new
+        moving = torch.isfinite(hi)
+        if not bool((done | ~moving).all()):
+            x_new = self._monotone_solve(x_new, y, t, lo, hi, moving)
+        return torch.where(moving, x_new, hi)
+
+    def _monotone_solve(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
+                        lo: torch.Tensor, hi: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+        """The safeguarded iteration from x ≥ root: monotone Newton steps clamped to [lo, x]
+        until no element moves (one host sync per step), then one free step."""
+        x = torch.where(moving, x, hi)
         for _ in range(_MAX_NEWTON):
             step = self._residual(x, y, t) / self._derivative(x)
             x_new = torch.minimum(torch.maximum(x - step, lo), x)
@@ -203,12 +252,12 @@ class LeakySoftplus(_Activation):
             if torch.equal(x_new, x):
                 break
             x = x_new
+        else:
+            step = self._residual(x, y, t) / self._derivative(x)
         # The monotone phase stops at the first iterate whose computed residual is ≤ 0, which
-        # rounding noise can leave a few ulp left of the root; one free step recentres it.
-        x_new = torch.minimum(
-            torch.maximum(x - self._residual(x, y, t) / self._derivative(x), lo), hi
-        )
-        return torch.where(moving, x_new, x)
+        # rounding noise can leave a few ulp left of the root; one free step recentres it (the
+        # last step was computed at this x).
+        return torch.minimum(torch.maximum(x - step, lo), hi)
 
 
 class BentIdentity(_Activation):

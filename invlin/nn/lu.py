@@ -133,6 +133,23 @@ class LULinear(nn.Module):
         return torch.log(torch.abs(d)).sum().to(out)
 
     # -- the map -------------------------------------------------------------------------------
+    def _require_nonsingular(self, diag: torch.Tensor, work: torch.dtype) -> None:
+        """Raise ValueError naming the first zero of diag(U) (in ``work``). Reading the answer
+        syncs with the device, so it is remembered for this ``upper_diag`` at its current
+        version: inverses with unchanged parameters skip the check."""
+        p = self.upper_diag
+        key = (p.data_ptr(), p._version, work)
+        checked = getattr(self, "_checked", ())
+        if checked and checked[0] is p and checked[1] == key:
+            return
+        zero = diag == 0
+        if bool(zero.any()):
+            index = int(torch.nonzero(zero)[0, 0])
+            raise ValueError(
+                f"upper_diag has a zero at index {index} (in {work}); the layer is singular"
+            )
+        self._checked = (p, key)
+
     def _check(self, x: torch.Tensor, name: str) -> None:
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -155,24 +172,32 @@ class LULinear(nn.Module):
         """Return (x, log|det ∂x/∂y|) for y of shape (*, n) by two triangular solves.
 
         x has shape (*, n) and y's dtype; the log|det| (= −Σ log|u_ii|) has shape (*,).
-        Raises ValueError naming the first index i with u_ii = 0 (the layer is singular).
+        Raises ValueError naming the first index i with u_ii = 0 (the layer is singular), or
+        the smallest |u_ii| when the solve overflows (x would hold inf or NaN).
         """
         self._check(y, "y")
         work = _work_dtype(y.dtype)
-        zero = self.upper_diag.to(work) == 0
-        if bool(zero.any()):
-            index = int(torch.nonzero(zero)[0, 0])
-            raise ValueError(
-                f"upper_diag has a zero at index {index} (in {work}); the layer is singular"
-            )
+        diag = self.upper_diag.to(work)
+        self._require_nonsingular(diag, work)
         rhs = y.to(work)
         if self.bias is not None:
             rhs = rhs - self.bias.to(work)
         rhs = rhs.reshape(-1, self.features)
         # Rows: x Uᵀ Lᵀ = y − b. Solve w Lᵀ = y − b (Lᵀ unit upper), then x Uᵀ = w (Uᵀ lower).
+        # A triangular solve reads only its triangle (and not the diagonal when unitriangular;
+        # its gradient is projected onto that triangle), so the raw entries go in unmasked:
+        # the same solves as with L and U assembled, without the masking kernels.
         w = torch.linalg.solve_triangular(
-            self.lower_matrix(work).mT, rhs, upper=True, left=False, unitriangular=True
+            self.lower_entries.to(work).mT, rhs, upper=True, left=False, unitriangular=True
         )
-        x = torch.linalg.solve_triangular(self.upper_matrix(work).mT, w, upper=False, left=False)
+        upper = torch.diagonal_scatter(self.upper_entries.to(work), diag)
+        x = torch.linalg.solve_triangular(upper.mT, w, upper=False, left=False)
+        # Overflow, then inf − inf = NaN: never return it. A finite sum proves finite entries
+        # (one cheap reduction); only a non-finite sum needs the entrywise test.
+        if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
+            d = self.upper_diag.detach().to(work)
+            index = int(torch.argmin(d.abs()))
+            raise ValueError(f"the inverse overflows for this y: upper_diag[{index}] = "
+                             f"{float(d[index]):.3g} (in {work}) is too close to zero")
         x = x.reshape(y.shape).to(y.dtype)
         return x, (-self.logabsdet(work)).to(y.dtype).expand(y.shape[:-1])

@@ -108,7 +108,8 @@ class LULayer:
         """Map y of shape (*, n) to (x, logabsdet) by two triangular solves.
 
         Returns x of shape (*, n) and log|det ∂x/∂y| = −Σ log|u_ii| of shape (*,), float64.
-        Raises ValueError naming the first index i with u_ii = 0.
+        Raises ValueError naming the first index i with u_ii = 0, or the smallest |u_ii| when
+        the solve overflows (a pivot so close to zero that x is not finite).
         """
         y = _finite_batch(y, "y", self.n)
         zero = np.flatnonzero(np.diagonal(self._upper) == 0)
@@ -121,7 +122,13 @@ class LULayer:
             x = np.empty(y.shape)
         else:
             w = solve_triangular(self._lower, rhs, lower=True, unit_diagonal=True)
-            x = solve_triangular(self._upper, w, lower=False).T.reshape(y.shape)
+            with np.errstate(over="ignore", invalid="ignore"):
+                x = solve_triangular(self._upper, w, lower=False).T.reshape(y.shape)
+            if not np.all(np.isfinite(x)):  # overflow, then inf − inf = NaN: never return it
+                d = np.abs(np.diagonal(self._upper))
+                i = int(np.argmin(d))
+                raise ValueError(f"the inverse overflows for this y: upper's diagonal entry "
+                                 f"{self._upper[i, i]:.3g} at index {i} is too close to zero")
         return x, np.full(y.shape[:-1], -self.logabsdet())
 
 

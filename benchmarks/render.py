@@ -1,0 +1,107 @@
+"""Markdown rendering of a benchmark result (the JSON that ``benchmarks.run`` writes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["TITLES", "render"]
+
+TITLES: dict[str, str] = {
+    "p4_forward": "P4InvLinear forward ÷ nn.Linear forward",
+    "p4_inverse": "P4InvLinear inverse ÷ nn.Linear forward",
+    "p4_inverse_vs_solve": "P4InvLinear inverse ÷ torch.linalg.solve (same matrix, same batch)",
+    "p4_inverse_vs_triangular": "P4InvLinear inverse ÷ triangular solves (lu_solve with "
+                                "precomputed LU factors of the same matrix)",
+    "merge_vs_inv": "P4InvLinear.merge ÷ torch.linalg.inv (float64 state)",
+    "lu_forward": "LULinear forward ÷ nn.Linear forward",
+    "lu_inverse": "LULinear inverse ÷ nn.Linear forward",
+    "leaky_softplus_inverse": "LeakySoftplus inverse ÷ LeakySoftplus forward",
+    "training_step": "Training step: P4Inv flow ÷ the same flow with nn.Linear layers",
+    "oracle_flint_vs_mpmath": "Oracle: flint ÷ mpmath (evaluate, same matrix)",
+}
+
+
+def _key(r: dict[str, Any]) -> tuple:
+    return (r.get("case"), r.get("n"), r.get("dtype"), r.get("mode"))
+
+
+def _goal(r: dict[str, Any]) -> str:
+    if r.get("goal") is None:
+        return "—"
+    return f"≤ {r['goal']:g} {'met' if r['met'] else '**missed**'}"
+
+
+def _ratio_table(rows: list[dict[str, Any]], before: dict[tuple, dict[str, Any]]) -> list[str]:
+    has_mode = any("mode" in r for r in rows)
+    has_before = any(_key(r) in before for r in rows)
+    head = ["n", "dtype"] + (["mode"] if has_mode else []) + ["ratio", "quartiles"]
+    head += (["before"] if has_before else []) + ["ms", "anchor ms", "goal"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r["n"]), r["dtype"]] + ([r.get("mode", "")] if has_mode else [])
+        cells += [f"{r['ratio']:.3g}", f"{r['q1']:.3g}–{r['q3']:.3g}"]
+        if has_before:
+            b = before.get(_key(r))
+            cells.append(f"{b['ratio']:.3g}" if b else "—")
+        cells += [f"{r['num_ms']:.4g}", f"{r['den_ms']:.4g}", _goal(r)]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def render(result: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
+    """The Markdown page for one run; ``baseline`` (an earlier run's JSON) adds a "before"
+    column matched by case, n, dtype and mode."""
+    env, settings = result["environment"], result["settings"]
+    before = {_key(r): r for r in (baseline or {}).get("rows", []) if "ratio" in r}
+    lines = [f"# invlin benchmarks on {result['machine']}", "",
+             f"{env['device_name']} · torch {env['torch']} · Python {env['python']} · "
+             f"{env['threads']} torch thread(s) · {result['date']}", "",
+             f"Ratios are medians of {settings['repeats']} interleaved samples measured side by "
+             f"side in one process after warm-up (quartiles of the per-sample ratios shown); "
+             f"batch {settings['batch']}. Layers run in training mode with a live perturbation "
+             "(u ≠ 0, bias ≠ 0); `mode` says whether autograd was recording."]
+    if settings.get("note"):
+        lines += ["", settings["note"]]
+    if baseline is not None:
+        lines += ["", f"Column `before`: {baseline.get('label') or 'baseline'} "
+                      f"({baseline['machine']}, {baseline['date']})."]
+    goals = [r for r in result["rows"] if r.get("goal") is not None]
+    if goals:
+        lines += ["", "## Goals", "", "| item | n | dtype | value | goal |",
+                  "|---|---|---|---|---|"]
+        for r in goals:
+            value = f"{r['ratio']:.3g}" if "ratio" in r else f"{r['seconds']:.1f} s"
+            title = TITLES.get(r["case"], r["case"]) + (f" ({r['mode']})" if "mode" in r else "")
+            lines.append(f"| {title} | {r.get('n', '—')} | {r.get('dtype', '—')} | {value} | "
+                         f"{_goal(r)} |")
+    for case, title in TITLES.items():
+        rows = [r for r in result["rows"] if r.get("case") == case and "ratio" in r]
+        skipped = [r for r in result["rows"] if r.get("case") == case and "skipped" in r]
+        if not rows and not skipped:
+            continue
+        lines += ["", f"## {title}", ""]
+        lines += _ratio_table(rows, before) if rows else [f"Skipped: {skipped[0]['skipped']}."]
+        if case == "merge_vs_inv" and result.get("merge_growth_exponent") is not None:
+            big = [str(r["n"]) for r in rows if r["n"] >= 512]
+            lines += ["", f"Merge time grows as n^{result['merge_growth_exponent']:.2f} over "
+                          f"n = {', '.join(big)} (least squares on log–log; O(n²) expected, "
+                          "torch.linalg.inv is O(n³))."]
+    acc = result.get("accuracy", [])
+    if acc:
+        lines += ["", "## LeakySoftplus inverse accuracy (ulp of the dtype)", "",
+                  "Against the float64 NumPy reference; the worst points re-checked by an "
+                  "mpmath bisection.", "",
+                  "| dtype | device | points | max | 99.9 % | mean | worst by mpmath |",
+                  "|---|---|---|---|---|---|---|"]
+        for a in acc:
+            lines.append(f"| {a['dtype']} | {a['device']} | {a['points']} | {a['max_ulp']:.2f} "
+                         f"| {a['p999_ulp']:.2f} | {a['mean_ulp']:.3f} | "
+                         f"{a['worst_mpmath_ulp']:.2f} |")
+    rep = [r for r in result["rows"] if r.get("case") == "report_wall_time"]
+    for r in rep:
+        lines += ["", "## Default drift report", "",
+                  f"`{r['command']}`: {r['seconds']:.1f} s wall (exit status {r['returncode']}; "
+                  f"goal {_goal(r)})."]
+        if r.get("description"):
+            lines += ["", f"What it ran: {r['description']}"]
+    return "\n".join(lines) + "\n"

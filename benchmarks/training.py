@@ -1,0 +1,85 @@
+"""A full training step of a P4Inv flow ÷ the same flow built from nn.Linear layers."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from benchmarks.layers import row
+from benchmarks.timing import compare
+from invlin.nn import BentIdentity, InvertibleSequential, P4InvLinear, P4Scheduler
+
+__all__ = ["LinearBlock", "training_rows"]
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class LinearBlock(nn.Module):
+    """nn.Linear with the flow interface; its log|det| is taken as 0 (nn.Linear has none)."""
+
+    def __init__(self, n: int, device: str, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n, n, device=device, dtype=dtype)
+        with torch.no_grad():  # orthogonal like the P4 layers' A (QR in float32: no 16-bit QR)
+            w = torch.empty(n, n, device=device, dtype=torch.float32)
+            self.linear.weight.copy_(nn.init.orthogonal_(w))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.linear(x), x.new_zeros(x.shape[:-1])
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError("the nn.Linear anchor is forward-only")
+
+
+def _flow(kind: str, n: int, blocks: int, device: str, dtype: torch.dtype) -> nn.Module:
+    layers: list[nn.Module] = []
+    for i in range(blocks):
+        if kind == "p4":
+            layers.append(P4InvLinear(n, init="orthogonal", device=device, dtype=dtype))
+        else:
+            layers.append(LinearBlock(n, device, dtype))
+        if i < blocks - 1:
+            layers.append(BentIdentity())
+    return InvertibleSequential(*layers).to(device=device, dtype=dtype)
+
+
+def _step_fn(kind: str, n: int, blocks: int, data: torch.Tensor, device: str,
+             dtype: torch.dtype):
+    """One step: forward, NLL (+ the P4 penalty), backward, Adam, and for P4 the scheduler."""
+    flow = _flow(kind, n, blocks, device, dtype)
+    opt = torch.optim.Adam(flow.parameters(), lr=1e-3)
+    sched = P4Scheduler(flow, opt, merge_every=1, force_every=10) if kind == "p4" else None
+    layers = list(sched.layers.values()) if sched is not None else []
+
+    def step() -> None:
+        z, logdet = flow(data)
+        loss = (0.5 * z.square().sum(-1) - logdet).mean() + n * _HALF_LOG_2PI
+        for layer in layers:
+            loss = loss + layer.penalty()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+
+    return step, sched
+
+
+def training_rows(sizes: list[int], *, device: str, dtype: torch.dtype, batch: int,
+                  repeats: int, blocks: int = 4) -> list[dict[str, object]]:
+    """Training step of a ``blocks``-layer P4Inv flow (P4InvLinear + BentIdentity, Adam,
+    P4Scheduler merging every step, forcing every 10th) ÷ the same with nn.Linear layers."""
+    rows: list[dict[str, object]] = []
+    for n in sizes:
+        torch.manual_seed(n)
+        data = torch.randn(batch, n, device=device, dtype=dtype)
+        p4_step, sched = _step_fn("p4", n, blocks, data, device, dtype)
+        lin_step, _ = _step_fn("linear", n, blocks, data, device, dtype)
+        t = compare({"p4": p4_step, "linear": lin_step}, device=device, repeats=repeats,
+                    target=0.05)
+        merges = sum(c["merges"] for c in sched.counters.values()) if sched else 0
+        rows.append(row("training_step", n, dtype, device, t["p4"], t["linear"],
+                        blocks=blocks, steps=sched.steps if sched else 0, merges=merges))
+    return rows

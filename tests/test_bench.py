@@ -1,0 +1,56 @@
+"""The benchmark suite's machinery: paired ratios, goals, rendering, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.goals import judge
+from benchmarks.render import render
+from benchmarks.run import main
+from benchmarks.timing import Timing, compare, ratio
+
+
+def test_ratio_is_the_median_of_paired_samples():
+    # A load spike in round 2 slows both candidates: paired ratios stay 2, medians would not.
+    num = Timing(0.0, (2.0, 20.0, 2.0, 2.0, 2.0))
+    den = Timing(0.0, (1.0, 10.0, 1.0, 1.0, 1.0))
+    assert ratio(num, den)["ratio"] == 2.0
+    assert ratio(Timing(0.0, (3.0, 1.0, 2.0)), Timing(0.0, (1.0, 1.0, 1.0)))["ratio"] == 2.0
+
+
+def test_compare_orders_work_by_cost():
+    t = compare({"one": lambda: sum(range(1000)), "ten": lambda: sum(range(10000))},
+                repeats=5, target=0.002)
+    assert ratio(t["ten"], t["one"])["ratio"] > 2  # ~10 on any machine
+    with pytest.raises(ValueError, match="repeats"):
+        compare({"x": lambda: None}, repeats=0)
+
+
+def test_goals_apply_only_where_the_issue_states_them():
+    rows = judge([
+        {"case": "p4_forward", "n": 64, "mode": "grad", "ratio": 3.0},
+        {"case": "p4_forward", "n": 256, "mode": "grad", "ratio": 1.1},
+        {"case": "p4_forward", "n": 256, "mode": "no_grad", "ratio": 2.0},
+        {"case": "lu_inverse", "n": 1024, "ratio": 2.5},
+        {"case": "report_wall_time", "seconds": 30.0},
+        {"case": "lu_forward", "n": 1024, "ratio": 9.0},
+    ])
+    assert [(r["goal"], r["met"]) for r in rows] == [
+        (None, None), (1.15, True), (None, None), (2.0, False), (60.0, True), (None, None)]
+
+
+def test_tiny_end_to_end_run_writes_json_and_markdown(tmp_path):
+    assert main(["--sizes", "8", "--merge-sizes", "8", "16", "--batch", "16", "--repeats", "2",
+                 "--cases", "p4", "merge", "lu", "leaky", "accuracy", "training",
+                 "--ulp-points", "500", "--machine", "tiny", "--out-dir", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "tiny.json").read_text())
+    cases = {r["case"] for r in result["rows"]}
+    assert {"p4_forward", "p4_inverse", "p4_inverse_vs_solve", "merge_vs_inv", "lu_forward",
+            "lu_inverse", "leaky_softplus_inverse", "training_step"} <= cases
+    assert all(r["ratio"] > 0 and r["num_ms"] > 0 for r in result["rows"])
+    assert result["accuracy"][0]["max_ulp"] < 6
+    text = (tmp_path / "tiny.md").read_text()
+    assert "P4InvLinear forward ÷ nn.Linear forward" in text and "## Goals" in text
+    assert render(result, baseline=result).count("| before |") >= 1

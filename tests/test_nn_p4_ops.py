@@ -1,0 +1,136 @@
+"""The fused P4Inv kernels: values, gradients (incl. double backward) and the cached checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from invlin.nn import P4InvLinear
+from invlin.nn.p4_ops import perturbed_linear, sherman_morrison_linear
+from invlin.testing import assert_forward, kappa1
+
+
+def _operands(n=5, batch=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    a = q + 0.1 * torch.randn(n, n, generator=g, dtype=torch.float64)
+    u, v, b = (0.3 * torch.randn(n, generator=g, dtype=torch.float64) for _ in range(3))
+    x = torch.randn(batch, n, generator=g, dtype=torch.float64)
+    return a, u, v, b, x
+
+
+# Fewer rows than n (the rank-one term applied to the output) and more (folded into the matrix).
+BATCHES = [3, 12]
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+def test_perturbed_linear_matches_the_explicit_matrix(batch):
+    a, u, v, b, x = _operands(batch=batch)
+    m = a + torch.outer(u, v)
+    assert_forward(out=perturbed_linear(x, a, u, v, b), expected=x @ m.T + b, kappa=kappa1(m),
+                   dtype="float64")
+    assert_forward(out=perturbed_linear(x, a, u, v, None), expected=x @ m.T, kappa=kappa1(m),
+                   dtype="float64")
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+def test_sherman_morrison_linear_matches_a_dense_solve(batch):
+    a, u, v, b, y = _operands(seed=1, batch=batch)
+    xinv = torch.linalg.inv(a)
+    xu = xinv @ u
+    c = 1 + v @ xu
+    m = a + torch.outer(u, v)
+    expected = torch.linalg.solve(m, (y - b).T).T
+    out = sherman_morrison_linear(y, xinv, xu, v, c, b)
+    assert_forward(out=out, expected=expected, kappa=kappa1(m), dtype="float64")
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_gradients_and_double_backward(with_bias, batch):
+    a, u, v, b, x = _operands(n=4, seed=2, batch=batch)
+    xinv = torch.linalg.inv(a)
+    args = [t.clone().requires_grad_() for t in (x, u, v, b)]
+
+    def fwd(x, u, v, b):
+        return perturbed_linear(x, a, u, v, b if with_bias else None)
+
+    assert torch.autograd.gradcheck(fwd, args)
+    assert torch.autograd.gradgradcheck(fwd, args)
+    xu = (xinv @ u).requires_grad_()
+    c = (1 + v @ xinv @ u).requires_grad_()
+    args = [x.clone().requires_grad_(), xu, v.clone().requires_grad_(), c,
+            b.clone().requires_grad_()]
+
+    def inv(y, xu, v, c, b):
+        return sherman_morrison_linear(y, xinv, xu, v, c, b if with_bias else None)
+
+    assert torch.autograd.gradcheck(inv, args)
+    assert torch.autograd.gradgradcheck(inv, args)
+
+
+def test_one_dimensional_input_and_vmap():
+    a, u, v, b, x = _operands(seed=3)
+    one = perturbed_linear(x[0], a, u, v, b)
+    assert one.shape == (5,)
+    batched = torch.func.vmap(lambda r: perturbed_linear(r, a, u, v, b))(x)
+    assert torch.allclose(batched, perturbed_linear(x, a, u, v, b), rtol=1e-14, atol=0)
+
+
+def test_inverse_raises_on_singular_factor_even_after_a_cached_check():
+    layer = P4InvLinear(3, dtype=torch.float64)
+    y = torch.randn(2, 3, dtype=torch.float64)
+    layer.inverse(y)  # c checked and remembered for these parameters
+    with torch.no_grad():  # c = 1 + vᵀu = 0 now, with A = I
+        layer.v.copy_(torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+        layer.u.copy_(torch.tensor([-1.0, 0.0, 0.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="singular"):
+        layer.inverse(y)
+    with torch.no_grad():
+        layer.u.copy_(torch.tensor([-1.0, math.inf, 0.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="singular"):
+        layer.inverse(y)
+
+
+def test_inverse_check_is_skipped_only_for_unchanged_parameters(monkeypatch):
+    layer = P4InvLinear(3, dtype=torch.float64)
+    y = torch.randn(2, 3, dtype=torch.float64)
+    seen = []
+    real = torch.isfinite
+
+    def spy(t):
+        seen.append(t.shape)
+        return real(t)
+
+    monkeypatch.setattr(torch, "isfinite", spy)
+    layer.inverse(y)
+    layer.inverse(y)
+    assert len(seen) == 1  # checked once
+    with torch.no_grad():
+        layer.u.add_(0.01)
+    layer.inverse(y)
+    assert len(seen) == 2  # the in-place change bumped u's version
+
+
+def test_merge_accepts_finite_state_whose_sum_overflows_and_refuses_overflow():
+    # The merge proves finiteness by two sums and checks entry by entry only when a sum is not
+    # finite: a finite state whose sum overflows must still merge ...
+    a = torch.diag(torch.tensor([0.9e308, 0.9e308, 1.0, 1.0], dtype=torch.float64))
+    layer = P4InvLinear(4, init=a, dtype=torch.float64)
+    assert not math.isfinite(float(layer.weight.sum()))
+    with torch.no_grad():
+        layer.u.copy_(torch.tensor([0.0, 0.0, 1e-3, 0.0]))
+        layer.v.copy_(torch.tensor([0.0, 0.0, 0.1, 0.1]))
+    assert layer.merge(force=True)
+    assert torch.isfinite(layer.weight).all() and layer.merges == 1
+    # ... and an update that overflows is refused with the state untouched (c = 1 is fine).
+    layer = P4InvLinear(4, dtype=torch.float64)
+    with torch.no_grad():
+        layer.u.copy_(torch.tensor([1e300, 0.0, 0.0, 0.0], dtype=torch.float64))
+        layer.v.copy_(torch.tensor([0.0, 1e10, 0.0, 0.0]))
+    assert float(layer.factor().detach()) == 1.0
+    assert not layer.merge(force=True)
+    assert torch.equal(layer.weight, torch.eye(4, dtype=torch.float64))
+    assert layer.refusals == 1 and layer.nonfinite_resets == 0
