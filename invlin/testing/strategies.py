@@ -1,0 +1,258 @@
+"""Hypothesis strategies for invlin: conditioned matrices, LU factors and rank-one update paths.
+
+The strategies draw *structural* parameters (dimension, dtype, log κ, determinant sign, the
+factors c = 1 + vᵀA⁻¹u of each update, how close a path comes to the singular set, a seed for
+the random orthogonal factors) and build the case with :mod:`invlin.testing.cases`; nothing is
+filtered with ``assume``. Shrinking therefore moves towards small n, small κ, short paths and
+seed 0. Sizes come from the active settings profile (:mod:`invlin.testing.profiles`).
+
+Every strategy accepts fixed values or strategies for ``n`` and ``dtype``. Every returned case
+has a reproducible ``repr`` (exact float literals): :func:`invlin.testing.reproduce.reproducible`
+puts it into the failure message as a script that rebuilds the case.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.strategies import SearchStrategy
+
+from invlin.reference.rank_one import Guard
+from invlin.testing import cases
+from invlin.testing.cases import KAPPA_LIMIT, LUCase, MatrixCase, PathCase
+from invlin.testing.profiles import max_dimension, max_updates
+
+__all__ = [
+    "FACTOR_KINDS",
+    "GUARD_LOG_C",
+    "PATH_KINDS",
+    "conditioned_matrices",
+    "crossing_paths",
+    "dimensions",
+    "dtypes",
+    "factor_sequences",
+    "lu_factors",
+    "lu_nets",
+    "matrices",
+    "nearly_singular_matrices",
+    "permutation_matrices",
+    "seeds",
+    "update_paths",
+]
+
+#: log|c| threshold of the default guard (:class:`invlin.reference.Guard`): |c| ≤ e⁻⁶ is refused.
+GUARD_LOG_C: float = float(Guard().min_log_abs_c)  # type: ignore[arg-type]
+
+#: Ranges of log|c| and whether negative c (a determinant sign flip) is drawn, per regime.
+FACTOR_KINDS: dict[str, tuple[float, float, bool]] = {
+    "benign": (-0.7, 0.7, False),
+    "sign_flip": (-1.6, 1.6, True),
+    "near_guard": (GUARD_LOG_C - 0.5, GUARD_LOG_C + 0.5, True),
+    "mixed": (GUARD_LOG_C - 0.5, 1.6, True),
+}
+#: Path regimes :func:`update_paths` draws from.
+PATH_KINDS: tuple[str, ...] = (*FACTOR_KINDS, "crossing", "bounce")
+
+
+def _pick(draw: Any, value: Any, default: SearchStrategy) -> Any:
+    if isinstance(value, SearchStrategy):
+        return draw(value)
+    return draw(default) if value is None else value
+
+
+def seeds() -> SearchStrategy[int]:
+    """Seeds of the random orthogonal factors and directions (shrink towards 0)."""
+    return st.integers(0, 2**32 - 1)
+
+
+def dtypes() -> SearchStrategy[str]:
+    """``"float64"`` or ``"float32"``."""
+    return st.sampled_from(("float64", "float32"))
+
+
+@st.composite
+def dimensions(draw: Any, min_n: int = 1, max_n: int | None = None) -> int:
+    """n in [``min_n``, ``max_n``]; ``max_n`` defaults to the profile's (or ``$INVLIN_MAX_N``)."""
+    hi = max_dimension() if max_n is None else max_n
+    return draw(st.integers(min_n, max(min_n, hi)))
+
+
+def _log_kappa_limit(dt: str) -> float:
+    return math.log10(KAPPA_LIMIT[dt])
+
+
+@st.composite
+def conditioned_matrices(
+    draw: Any, n: Any = None, dtype: Any = None, *, min_log_kappa: float = 0.0,
+    max_log_kappa: float | None = None, sign: int | None = None, shape: str | None = None,
+) -> MatrixCase:
+    """Q₁·diag(s)·Q₂ᵀ with a prescribed κ₂ = 10^x, x in [``min_log_kappa``, ``max_log_kappa``]
+    (default: up to 1e12 in float64, 1e5 in float32), a prescribed det sign and a spectrum shape
+    (log-spaced, one small or one large singular value); scaled by 2^e, |e| ≤ 4."""
+    dt = _pick(draw, dtype, dtypes())
+    size = _pick(draw, n, dimensions())
+    hi = _log_kappa_limit(dt) if max_log_kappa is None else min(max_log_kappa,
+                                                               _log_kappa_limit(dt))
+    lk = draw(st.floats(min(min_log_kappa, hi), hi))
+    sg = draw(st.sampled_from((1, -1))) if sign is None else sign
+    sh = shape or draw(st.sampled_from(("geometric", "one_small", "one_large")))
+    scale = 2.0 ** draw(st.integers(-4, 4))
+    rng = np.random.default_rng(draw(seeds()))
+    return cases.conditioned_matrix(size, 10.0**lk, sg, rng, dtype=dt, shape=sh, scale=scale)
+
+
+@st.composite
+def permutation_matrices(draw: Any, n: Any = None, dtype: Any = None) -> MatrixCase:
+    """Signed permutations scaled by powers of two 2^e, |e| ≤ 8 (exact; κ and sign known)."""
+    dt = _pick(draw, dtype, dtypes())
+    size = _pick(draw, n, dimensions())
+    rng = np.random.default_rng(draw(seeds()))
+    return cases.permutation_like(size, rng, dtype=dt, max_exponent=draw(st.integers(0, 8)))
+
+
+@st.composite
+def nearly_singular_matrices(draw: Any, n: Any = None, dtype: Any = None) -> MatrixCase:
+    """One singular value 10⁻³..1 times the dtype's κ limit below the others (n ≥ 2 when the
+    size limit allows; κ₂ in [limit/1000, limit])."""
+    dt = _pick(draw, dtype, dtypes())
+    size = _pick(draw, n, dimensions(min_n=min(2, max_dimension())))
+    hi = _log_kappa_limit(dt)
+    case = draw(conditioned_matrices(size, dt, min_log_kappa=hi - 3, max_log_kappa=hi,
+                                     shape="one_small"))
+    return MatrixCase(case.a, case.dtype, case.kappa, case.sign, "nearly_singular")
+
+
+def matrices(n: Any = None, dtype: Any = None) -> SearchStrategy[MatrixCase]:
+    """Any of :func:`conditioned_matrices`, :func:`permutation_matrices`,
+    :func:`nearly_singular_matrices`."""
+    return st.one_of(conditioned_matrices(n, dtype), permutation_matrices(n, dtype),
+                     nearly_singular_matrices(n, dtype))
+
+
+@st.composite
+def lu_factors(
+    draw: Any, n: Any = None, *, min_log_diag: float = -2.0, max_log_diag: float = 1.0,
+    tiny: int = 0, tiny_log_range: tuple[float, float] = (-330.0, -3.0), zero: bool = False,
+) -> LUCase:
+    """L (unit lower) and U (upper) with diag(U) of both signs and magnitudes 10^x, x in
+    [``min_log_diag``, ``max_log_diag``]; up to ``tiny`` entries of diag(U) replaced by ±10^x
+    with x in ``tiny_log_range`` (default down to float64 subnormals and below, i.e. exact 0;
+    weighted towards 10⁻³²⁴..10⁻³⁰⁵ and 10⁻⁴⁶..10⁻³⁷, where 1/u_ii overflows float64 or float32),
+    and, when ``zero``, one entry set to exactly 0. Off-diagonal scale 0..1/√n·0.5."""
+    size = _pick(draw, n, dimensions())
+    mags = draw(st.lists(st.floats(min_log_diag, max_log_diag), min_size=size, max_size=size))
+    signs = draw(st.lists(st.sampled_from((1.0, -1.0)), min_size=size, max_size=size))
+    diag = np.array(signs) * 10.0 ** np.array(mags)
+    lo, hi = tiny_log_range
+    # Extra weight where 1/|u_ii| approaches the overflow threshold of float64 (10^308) and of
+    # float32 (10^38): that is where a triangular solve turns into inf and then inf − inf.
+    bands = [st.floats(lo, hi)] + [st.floats(max(lo, a), min(hi, b))
+                                   for a, b in ((-324.0, -305.0), (-46.0, -37.0)) if
+                                   max(lo, a) < min(hi, b)]
+    for _ in range(draw(st.integers(0, min(tiny, size)))):
+        i = draw(st.integers(0, size - 1))
+        diag[i] = draw(st.sampled_from((1.0, -1.0))) * 10.0 ** draw(st.one_of(bands))
+    if zero:
+        diag[draw(st.integers(0, size - 1))] = 0.0
+    rng = np.random.default_rng(draw(seeds()))
+    return cases.lu_factors(diag, rng, offdiag=draw(st.floats(0.0, 0.5)))
+
+
+@st.composite
+def lu_nets(draw: Any, n: Any = None, *, max_blocks: int = 3, **diag: Any) -> list[LUCase]:
+    """1..``max_blocks`` LU factor sets of one size n for an LU-Net (keywords as
+    :func:`lu_factors`)."""
+    size = _pick(draw, n, dimensions())
+    return draw(st.lists(lu_factors(size, **diag), min_size=1, max_size=max_blocks))
+
+
+@st.composite
+def factor_sequences(draw: Any, kind: str, max_size: int | None = None) -> list[float]:
+    """1..``max_size`` (default: the profile's path length) factors c of one regime of
+    :data:`FACTOR_KINDS`; ``sign_flip`` sequences contain at least one negative c."""
+    if kind not in FACTOR_KINDS:
+        raise ValueError(f"kind must be one of {sorted(FACTOR_KINDS)}, got {kind!r}")
+    lo, hi, negative = FACTOR_KINDS[kind]
+    size = max_updates() if max_size is None else max_size
+    logs = draw(st.lists(st.floats(lo, hi), min_size=1, max_size=size))
+    if negative:
+        flips = draw(st.lists(st.booleans(), min_size=len(logs), max_size=len(logs)))
+        if kind == "sign_flip" and not any(flips):
+            flips[0] = True
+    else:
+        flips = [False] * len(logs)
+    return [(-1.0 if f else 1.0) * math.exp(x) for f, x in zip(flips, logs, strict=True)]
+
+
+@st.composite
+def crossing_paths(
+    draw: Any, n: Any = None, dtype: Any = None, *, cross: bool | None = None,
+    max_size: int | None = None,
+) -> PathCase:
+    """Paths along a line A(t) = A₀ + t·u vᵀ that approach det = 0, cross it (c < 0) or bounce
+    off it, and move away again (see :func:`invlin.testing.cases.crossing_path`).
+
+    The start has κ₂ ≤ 10^((log₁₀ limit − 2)/2); the closest approach ``gap`` is drawn so that
+    κ stays below the dtype's limit (≤ 1e12 / 1e5); the crossing factor −e^{±y}, y ≤ 6.5,
+    reaches the guard threshold |c| = e⁻⁶ from both sides. The number of updates stays within
+    ``max_size`` (default: the profile's path length, at least 8).
+    """
+    dt = _pick(draw, dtype, dtypes())
+    size = _pick(draw, n, dimensions())
+    limit = max(8, max_updates() if max_size is None else max_size)
+    lk_hi = (_log_kappa_limit(dt) - 2) / 2
+    start = draw(conditioned_matrices(size, dt, max_log_kappa=lk_hi))
+    spread = draw(st.floats(0.0, 1.0))
+    y = draw(st.floats(0.0, 6.5))
+    descending = draw(st.booleans())  # c = −e^{−y} (towards the guard) or −e^{+y}
+    # κ along the line ≤ κ(a0)·(1 + 3·√(1+s²))²/|g| ≤ limit  ⇒  g ≥ 30·κ(a0)/limit (|t| ≤ 3).
+    log_gap_lo = math.log10(30.0 * start.kappa * (1 + spread**2) / KAPPA_LIMIT[dt])
+    # Approach and departure take about 2·log(1/gap)/log(1/ratio) updates; ratio ≥ 10^-2.5.
+    log_gap_lo = max(log_gap_lo, -2.5 * (limit - 4) / 2, -12.0)
+    log_gap = draw(st.floats(min(log_gap_lo, -1.0), -1.0))
+    log_ratio_hi = max(0.3, 2.0 * -log_gap / (limit - 4))
+    log_ratio = draw(st.floats(min(log_ratio_hi, 2.5), 2.5))
+    closest = 10.0**log_gap
+    far = closest * math.exp(y)
+    before, after = (far, closest) if descending else (closest, far)
+    if before >= 1.0:
+        before, after = closest, far
+    crossing = draw(st.booleans()) if cross is None else cross
+    rng = np.random.default_rng(draw(seeds()))
+    return cases.crossing_path(start.a, rng, gap=before, after=after, ratio=10.0**-log_ratio,
+                               end=draw(st.sampled_from((1.0, 2.0))), cross=crossing, dtype=dt,
+                               spread=spread)
+
+
+@st.composite
+def update_paths(
+    draw: Any, kind: Any = None, n: Any = None, dtype: Any = None, *,
+    kinds: tuple[str, ...] = PATH_KINDS, matrix: SearchStrategy[MatrixCase] | None = None,
+) -> PathCase:
+    """A starting matrix and a sequence of rank-one updates of one regime.
+
+    ``kind`` (default: drawn from ``kinds``) is a key of :data:`FACTOR_KINDS` — factors c drawn
+    in that regime, directions random with spread s ∈ [0, 2], the path kept inside the dtype's κ
+    limit — or ``"crossing"``/``"bounce"`` (:func:`crossing_paths`). ``matrix`` (default
+    :func:`matrices`) draws the start of the factor regimes.
+    """
+    k = _pick(draw, kind, st.sampled_from(kinds))
+    if k not in PATH_KINDS:
+        raise ValueError(f"kind must be one of {PATH_KINDS}, got {k!r}")
+    if matrix is not None:
+        start = draw(matrix)
+        dt, size = start.dtype, start.n
+    else:
+        dt = _pick(draw, dtype, dtypes())
+        size = _pick(draw, n, dimensions())
+    if k in ("crossing", "bounce"):
+        return draw(crossing_paths(size, dt, cross=(k == "crossing")))
+    if matrix is None:
+        start = draw(matrices(size, dt))
+    cs = draw(factor_sequences(k))
+    spread = draw(st.floats(0.0, 2.0))
+    rng = np.random.default_rng(draw(seeds()))
+    return cases.rank_one_path(start.a, cs, rng, dtype=dt, spread=spread, kind=k)
