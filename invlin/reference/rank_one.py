@@ -229,17 +229,18 @@ class TrackedMatrix:
 
     # -- drift control -------------------------------------------------------------------------
     def correct(
-        self, order: int = 2, steps: int = 1, *, side: Literal["right", "left"] = "right"
+        self, order: int = 2, steps: int = 1, *, side: Literal["left", "right"] = "left"
     ) -> float:
-        """Hyperpower correction X ← X(I + R + … + R^{order−1}) with R = I − AX, ``steps`` times
-        (``side="left"``: X ← (I + R + …)X with R = I − XA).
+        """Hyperpower correction X ← (I + R + … + R^{order−1})X with R = I − XA, ``steps`` times
+        (``side="right"``: X ← X(I + R + …) with R = I − AX).
 
         The residual becomes R^order (order 2 is Newton–Schulz); each step costs ``order``
         matrix products. Converges only when ‖R‖ < 1: when ‖R‖₁ ≥ 1 nothing is changed and a
         ValueError advises :meth:`refresh`. Returns ‖R‖₁ before the first step. The tracked
         determinant is not touched (use :meth:`refresh` to recompute it). Only the chosen side
         reaches the rounding floor: the other residual stays near κ·nε (a LAPACK ratio of about
-        10⁻³κ); the LAPACK inverse ratio and the drift estimators measure the left one.
+        10⁻³κ); the LAPACK inverse ratio and the drift estimators measure the left one, hence
+        the default (the torch layer corrects the same side).
         """
         if isinstance(order, bool) or not isinstance(order, int) or order < 2:
             raise ValueError(f"order must be an integer >= 2, got {order!r}")
