@@ -479,3 +479,10 @@ def test_backend_choice_without_flint(monkeypatch):
 def test_auto_prefers_flint():
     assert available_backends() == ("flint", "mpmath")
     assert evaluate(np.eye(2)).backend == "flint"
+
+
+@pytest.mark.parametrize("backend", available_backends())
+@pytest.mark.parametrize("value", [3.0, 0.36159505490948474, -0.7434992493538084, 7e-300])
+def test_kappa_of_a_scalar_is_exactly_one(backend, value):
+    # For n = 1, ‖a‖·‖1/a‖ = 1; the rounded product used to come out as 0.9999999999999999.
+    assert evaluate(np.array([[value]]), backend=backend).kappa == 1.0

@@ -166,7 +166,8 @@ def _result(
         sign=lo.sign,
         logabsdet=raw_to_float(lad),
         logabsdet_mp=mpmath.mp.make_mpf(lad),
-        kappa=raw_to_float(kappa),
+        # κ₁ ≥ 1 always (‖A‖‖A⁻¹‖ ≥ ‖AA⁻¹‖ = 1); rounding the product may land just below.
+        kappa=max(1.0, raw_to_float(kappa)),
         bits=lo.bits,
         check_bits=check_bits,
         backend=backend,
