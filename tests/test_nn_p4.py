@@ -110,7 +110,7 @@ def test_penalty_gradcheck_and_values():
         layer.v.copy_(torch.tensor([1.0, 0, 0], dtype=torch.float64))
     # log|c| = -4: P = (−2 − (−4))² = 4 for both terms (det A = 1) -> 0.1 · 8
     assert float(layer.penalty().detach()) == pytest.approx(0.8, rel=1e-12)
-    # Move c and det out of bounds on both sides so that both relu branches are exercised.
+    # c = e^-4 sits below the lower bound, so gradcheck runs through the lower relu branch.
     u = layer.u.detach().clone().requires_grad_()
     v = layer.v.detach().clone().requires_grad_()
 
