@@ -1,0 +1,1 @@
+"""Validate invertible layers of any flow library with invlin's checks."""
