@@ -1,4 +1,4 @@
-"""Tests of the ``invlin`` command line and the built-in drift check."""
+"""Tests of the ``invlin`` command line and its drift report on small planted cases."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import pytest
 
 from invlin.cli import main
-from invlin.drift.quick import quick_drift
 
 
 def test_report_prints_summary_writes_report_and_passes(capsys, tmp_path):
@@ -22,15 +21,7 @@ def test_report_prints_summary_writes_report_and_passes(capsys, tmp_path):
     assert (out / "report.html").is_file() and (out / "data.json").is_file()
 
 
-def test_quick_drift_is_deterministic_and_checks_against_oracle():
-    a = quick_drift(5, 12, ("float32",), seed=3)
-    b = quick_drift(5, 12, ("float32",), seed=3)
-    assert a == b
-    assert all(r.sign_ok and r.passed for r in a)
-    assert a[-1].updates == 12 and a[-1].oracle_bits >= 64
-
-
-def test_quick_drift_flags_a_planted_defect(monkeypatch, tmp_path):
+def test_report_flags_a_planted_defect(monkeypatch, tmp_path):
     """A Sherman–Morrison update that forgets the 1/c factor must fail the check."""
     import numpy as np
 
@@ -48,11 +39,8 @@ def test_quick_drift_flags_a_planted_defect(monkeypatch, tmp_path):
 
     args = ["report", "--n", "4", "--updates", "10", "--dtypes", "float64", "--regimes", "walk",
             "--engines", "reference", "--no-progress", "--strict"]
-    assert all(r.passed for r in quick_drift(4, 10, ("float64",)))
     assert main([*args, "--output", str(tmp_path / "good")]) == 0
     monkeypatch.setattr(rank_one.TrackedMatrix, "update", missing_one_over_c)
-    rows = quick_drift(4, 10, ("float64",))
-    assert not any(r.passed for r in rows)
     assert main([*args, "--output", str(tmp_path / "bad")]) == 1
     data = json.loads((tmp_path / "bad" / "data.json").read_text())
     tracks = data["configurations"][0]["tracks"]

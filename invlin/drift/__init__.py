@@ -4,7 +4,6 @@ from invlin.drift.config import DEFAULTS, Configuration, checkpoints, plan_sweep
 from invlin.drift.executors import run_dask, run_local, run_sweep
 from invlin.drift.measure import CheckpointRecord
 from invlin.drift.policies import ENGINES, POLICIES, make_track, policy_spec
-from invlin.drift.quick import QuickRow, quick_drift
 from invlin.drift.regimes import REGIMES, UpdateSequence, generate
 from invlin.drift.replay import replay_history
 from invlin.drift.results import SCHEMA_VERSION, ConfigurationResult, TrackResult, report_data
@@ -19,7 +18,6 @@ __all__ = [
     "CheckpointRecord",
     "Configuration",
     "ConfigurationResult",
-    "QuickRow",
     "TrackResult",
     "UpdateSequence",
     "checkpoints",
@@ -27,7 +25,6 @@ __all__ = [
     "make_track",
     "plan_sweep",
     "policy_spec",
-    "quick_drift",
     "replay_history",
     "report_data",
     "run_configuration",
