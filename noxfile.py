@@ -83,3 +83,36 @@ def experiments(session: nox.Session) -> None:
     _install(session, "experiments,flint")
     session.run("invlin", "train", "toy2d", "--quiet", *session.posargs)
     session.run("invlin", "train", "digits", "--quiet", *session.posargs)
+
+
+#: The flow libraries ``invlin validate --library`` knows, pinned to their current releases.
+VALIDATE_LIBRARIES = {
+    "nflows": "nflows==0.14",
+    "zuko": "zuko==1.6.0",
+    "normflows": "normflows==1.7.3",
+    "freia": "FrEIA==0.2",
+    "pyro": "pyro-ppl==1.9.2",
+}
+
+
+@nox.session(default=False)
+@nox.parametrize("library", list(VALIDATE_LIBRARIES))
+def validate(session: nox.Session, library: str) -> None:
+    """Validate one library's curated layers (its own environment) into reports/validate/NAME.
+
+    Exit status 1 (a check failed) still writes the report and does not fail the session;
+    a usage error (status 2) does. Extra arguments go to ``invlin validate``."""
+    _install(session, "validate,flint")
+    args = ["-c", CONSTRAINTS] if CONSTRAINTS else []
+    session.install(*args, VALIDATE_LIBRARIES[library])
+    session.run("invlin", "validate", "--library", library, "--out",
+                f"reports/validate/{library}", *session.posargs, success_codes=[0, 1])
+
+
+@nox.session(default=False)
+def conformance(session: nox.Session) -> None:
+    """Merge reports/validate/*/conformance.json into reports/validate/README.md (+ JSON).
+
+    Run after ``nox -s validate``; needs no flow library."""
+    _install(session, "validate")
+    session.run("python", "-m", "invlin.validate.summary", "reports/validate", *session.posargs)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 #: Modules with a ``register(subparsers)`` function that adds one subcommand and sets ``func``.
-COMMANDS = ("invlin.drift.command", "invlin.experiments.command")
+COMMANDS = ("invlin.drift.command", "invlin.experiments.command", "invlin.validate.command")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,11 +29,14 @@ __all__ = [
     "FACTOR_KINDS",
     "GUARD_LOG_C",
     "PATH_KINDS",
+    "batch_shapes",
     "conditioned_matrices",
     "crossing_paths",
     "dimensions",
     "dtypes",
+    "edge_inputs",
     "factor_sequences",
+    "layer_inputs",
     "lu_factors",
     "lu_nets",
     "matrices",
@@ -256,3 +259,120 @@ def update_paths(
     spread = draw(st.floats(0.0, 2.0))
     rng = np.random.default_rng(draw(seeds()))
     return cases.rank_one_path(start.a, cs, rng, dtype=dt, spread=spread, kind=k)
+
+
+# -- inputs of a layer (the validator's searches) --------------------------------------------------
+_MANTISSA: dict[str, int] = {"float64": 52, "float32": 23}
+
+
+def _input_dtype(dtype: Any) -> str:
+    name = cases._check_dtype(dtype)
+    return name
+
+
+def _open_interval(domain: Any) -> tuple[float, float]:
+    if domain is None:
+        return -math.inf, math.inf
+    lo, hi = (float(domain[0]), float(domain[1]))
+    if not lo < hi:
+        raise ValueError(f"domain must be an interval (lo, hi) with lo < hi, got {domain!r}")
+    return lo, hi
+
+
+@st.composite
+def batch_shapes(draw: Any, min_dims: int = 1, max_dims: int = 3, max_side: int = 4
+                 ) -> tuple[int, ...]:
+    """Batch shapes of ``min_dims``..``max_dims`` dimensions, sides 1..``max_side`` (shrink to
+    ``(1,)*min_dims``)."""
+    if not 0 <= min_dims <= max_dims or max_side < 1:
+        raise ValueError(f"need 0 <= min_dims <= max_dims and max_side >= 1, got "
+                         f"{min_dims}, {max_dims}, {max_side}")
+    k = draw(st.integers(min_dims, max_dims))
+    return tuple(draw(st.lists(st.integers(1, max_side), min_size=k, max_size=k)))
+
+
+@st.composite
+def layer_inputs(
+    draw: Any, features: int, *, dtype: Any = "float64", batch: tuple[int, ...] | None = None,
+    max_batch: int = 8, bound: float = 8.0, domain: Any = None, min_abs: float = 2.0**-8,
+) -> np.ndarray:
+    """Inputs x of shape ``(*batch, features)`` (default batch ``(b,)``, b in 1..``max_batch``):
+    a float64 array whose entries are exact in ``dtype``.
+
+    Without a ``domain``: entries 0 or ±[``min_abs``, ``bound``] — no tiny nonzero entries,
+    whose products underflow into subnormals and lose relative accuracy in any layer. With a
+    domain (lo, hi) (ends may be infinite): entries in the middle 7/8 of (lo, hi) ∩
+    [−``bound``, ``bound``]; :func:`edge_inputs` draws the ends. Shrinks towards zeros and a
+    batch of one.
+    """
+    dt = _input_dtype(dtype)
+    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+        raise ValueError(f"features must be a positive integer, got {features!r}")
+    if not 0 < min_abs < bound:
+        raise ValueError(f"need 0 < min_abs < bound, got {min_abs!r}, {bound!r}")
+    width = 32 if dt == "float32" else 64
+    lo, hi = _open_interval(domain)
+    if math.isinf(lo) and math.isinf(hi):
+        mag = st.floats(min_abs, bound, width=width)
+        entry = st.one_of(st.just(0.0), mag, mag.map(lambda v: -v))
+    else:
+        a, b = max(lo, -bound), min(hi, bound)
+        if not a < b:
+            raise ValueError(f"domain {domain!r} does not meet [-{bound}, {bound}]")
+        margin = (b - a) / 16
+        a, b = float(np.float32(a + margin)), float(np.float32(b - margin))
+        entry = st.floats(min(a, b), max(a, b), width=width)
+    row = st.lists(entry, min_size=features, max_size=features)
+    if batch is None:  # a list of rows: Hypothesis shrinks it by deleting whole samples
+        rows = draw(st.lists(row, min_size=1, max_size=max_batch))
+        return np.asarray(rows, dtype=np.float64).reshape(len(rows), features)
+    shape = tuple(batch)
+    rows = draw(st.lists(row, min_size=int(np.prod(shape)), max_size=int(np.prod(shape))))
+    return np.asarray(rows, dtype=np.float64).reshape(*shape, features)
+
+
+def _near(end: float, toward: float, k: int, dt: str) -> float:
+    """``end`` moved by max(|end|, 1)·2^-k towards ``toward``, rounded to ``dt``, strictly
+    inside and not past the midpoint."""
+    np_dt = np.dtype(dt).type
+    step = max(abs(end), 1.0) * 2.0**-k
+    mid = (end + toward) / 2 if math.isfinite(toward) else end + math.copysign(1.0, toward - end)
+    value = end + math.copysign(min(step, abs(mid - end)), toward - end)
+    out = np_dt(value)
+    if out == np_dt(end) or (out - np_dt(end)) * (toward - end) < 0:
+        out = np.nextafter(np_dt(end), np_dt(toward if math.isfinite(toward) else mid))
+    return float(out)
+
+
+@st.composite
+def edge_inputs(
+    draw: Any, features: int, *, dtype: Any = "float64", domain: Any = None, max_batch: int = 4,
+    large: float = 1e4,
+) -> np.ndarray:
+    """Inputs of shape ``(b, features)`` near the ends of ``domain`` (lo, hi), exact in ``dtype``.
+
+    Each entry is near a finite end (end ± max(|end|, 1)·2^-k, k = 1..mantissa bits, strictly
+    inside), large (±[1, ``large``]) towards an infinite end, or the middle of the interval
+    (0 for all of R). Shrinks towards the middle, k = 1 and magnitude 1.
+    """
+    dt = _input_dtype(dtype)
+    lo, hi = _open_interval(domain)
+    width = 32 if dt == "float32" else 64
+    mid = 0.0 if math.isinf(lo) and math.isinf(hi) else (
+        (lo + hi) / 2 if math.isfinite(lo) and math.isfinite(hi)
+        else (lo + 1.0 if math.isfinite(lo) else hi - 1.0))
+    fmid = float(np.dtype(dt).type(mid))
+
+    @st.composite
+    def entry(draw2: Any) -> float:
+        kind = draw2(st.sampled_from(("mid", "lo", "hi")))
+        if kind == "mid":
+            return fmid
+        end, toward = (lo, hi) if kind == "lo" else (hi, lo)
+        if math.isinf(end):
+            return math.copysign(draw2(st.floats(1.0, large, width=width)), end)
+        return _near(end, toward, draw2(st.integers(1, _MANTISSA[dt])), dt)
+
+    row = st.lists(entry(), min_size=features, max_size=features)
+    values = draw(st.lists(row, min_size=1, max_size=max_batch))
+    return np.asarray(values, dtype=np.float64).reshape(len(values), features)

@@ -1,0 +1,136 @@
+"""Adapter for ``torch.distributions.Transform`` (and pyro's transforms): ``t(x)``, ``t.inv(y)``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.distributions import Transform, constraints
+
+from invlin.validate.adapters._common import move_tensors, square, sum_event
+from invlin.validate.protocol import Adapter, Unsupported
+
+__all__ = ["DistributionsAdapter", "constraint_interval", "transform_library"]
+
+
+def transform_library(layer: object) -> str:
+    """"pyro", "zuko" or "torch" from the module that defines ``type(layer)``."""
+    module = type(layer).__module__ or ""
+    for name in ("pyro", "zuko"):
+        if module == name or module.startswith(name + "."):
+            return name
+    return "torch"
+
+
+def constraint_interval(c: constraints.Constraint) -> tuple[float, float] | None:
+    """The interval of a (possibly ``independent``-wrapped) bounded constraint, else ``None``."""
+    while hasattr(c, "base_constraint"):
+        c = c.base_constraint  # type: ignore[attr-defined]
+    lo = getattr(c, "lower_bound", None)
+    hi = getattr(c, "upper_bound", None)
+    if lo is None and hi is None:
+        return None
+    try:
+        lo_f = -math.inf if lo is None else float(lo)
+        hi_f = math.inf if hi is None else float(hi)
+    except (TypeError, ValueError):  # tensor-valued (batched) bounds: not one interval
+        return None
+    return (lo_f, hi_f)
+
+
+class DistributionsAdapter(Adapter):
+    """A ``torch.distributions.Transform`` (pyro ``TransformModule`` included).
+
+    ``forward``: ``y = t(x)``, ``ladj = t.log_abs_det_jacobian(x, y)``; ``inverse``:
+    ``x = t.inv(y)``, ``ladj = t.inv.log_abs_det_jacobian(y, x)`` — torch's inverse transform
+    negates the forward value itself, the adapter does not. torch broadcasts over any batch
+    shape, so nothing is reshaped. An elementwise transform (``domain.event_dim == 0``) returns
+    an elementwise log|det| of shape ``(*batch, features)``: the adapter sums it over the last
+    axis (a documented normalisation; any other shape is passed on for the shape check).
+
+    Caching: with ``cache_size=1`` torch returns the cached ``x`` when ``t.inv`` is called on
+    the very tensor ``t`` returned (an identity test on the object); pass a clone to make the
+    layer really invert.
+    """
+
+    def __init__(self, layer: object, features: int, *, name: str | None = None) -> None:
+        super().__init__(layer, features, name=name)
+        self.library = transform_library(layer)
+
+    def transform(self) -> Transform:
+        """The torch ``Transform`` to evaluate (the layer itself here)."""
+        return self.layer  # type: ignore[return-value]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.transform()
+        y = t(x)
+        ld = t.log_abs_det_jacobian(x, y)
+        return y, sum_event(_as_tensor(ld, y), x, t.domain.event_dim)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ti = self.transform().inv
+        x = ti(y)
+        ld = ti.log_abs_det_jacobian(y, x)
+        return x, sum_event(_as_tensor(ld, x), y, ti.domain.event_dim)
+
+    def to(self, *, dtype: torch.dtype | None = None, device: str | torch.device | None = None):
+        """Move an ``nn.Module`` transform, or the tensor attributes of a plain one."""
+        if self.module is not None:
+            self.module.to(dtype=dtype, device=device)
+        else:
+            move_tensors(self.layer, dtype=dtype, device=device, seen=set())
+        return self
+
+    def domain(self) -> tuple[float, float] | None:
+        return constraint_interval(self.transform().domain)
+
+    # -- linear layers (pyro) --------------------------------------------------------------
+    def matrix(self) -> torch.Tensor | None:
+        """W in float64 for pyro's ``Householder``, ``MatrixExponential`` (the exact
+        exponential exp(M), which pyro approximates by a truncated series) and
+        ``LowerCholeskyAffine``; ``None`` otherwise."""
+        names = {c.__name__ for c in type(self.layer).__mro__}
+        layer = self.layer
+        n = self.features
+        if "ConditionedHouseholder" in names:
+            u = layer.u_unnormed  # type: ignore[attr-defined]
+            u = (u() if callable(u) else u).detach().to(torch.float64)
+            u = u / torch.linalg.norm(u, dim=-1, keepdim=True)
+            w = torch.eye(n, dtype=torch.float64, device=u.device)
+            for k in range(u.shape[-2]):
+                w = w - 2.0 * torch.outer(u[k], u[k] @ w)
+            return w
+        if "ConditionedMatrixExponential" in names:
+            m = layer.weights  # type: ignore[attr-defined]
+            m = (m() if callable(m) else m).detach().to(torch.float64)
+            return torch.linalg.matrix_exp(m)
+        if "LowerCholeskyAffine" in names:
+            return layer.scale_tril.detach().to(torch.float64)  # type: ignore[attr-defined]
+        return None
+
+    @torch.no_grad()
+    def set_matrix(self, w: torch.Tensor) -> None:
+        """``LowerCholeskyAffine`` only, for a lower-triangular ``w`` (see :meth:`admissible`)."""
+        names = {c.__name__ for c in type(self.layer).__mro__}
+        if "LowerCholeskyAffine" not in names:
+            raise Unsupported(f"{self.name} has no settable matrix")
+        w = square(w, self.features).to(torch.float64)
+        if not torch.equal(w, torch.tril(w)):
+            raise Unsupported("LowerCholeskyAffine holds a lower-triangular matrix only; "
+                              "pass admissible(w)")
+        ref = self.layer.scale_tril  # type: ignore[attr-defined]
+        self.layer.scale_tril = w.to(ref)  # type: ignore[attr-defined]
+
+    def admissible(self, w: torch.Tensor) -> torch.Tensor:
+        """The lower factor L of w = L Q with diag(L) > 0: w's singular values, triangular."""
+        w = square(w, self.features).to(torch.float64)
+        _, r = torch.linalg.qr(w.mT)
+        lower = r.mT
+        return lower * torch.sign(torch.diagonal(lower))
+
+
+def _as_tensor(ld: object, like: torch.Tensor) -> torch.Tensor:
+    """A Python number becomes a 0-d tensor (its shape is then reported, not broadcast)."""
+    if isinstance(ld, torch.Tensor):
+        return ld
+    return torch.as_tensor(ld, dtype=like.dtype, device=like.device)

@@ -1,0 +1,77 @@
+"""Finite outputs near the ends of the layer's domain and for large inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from invlin.testing.strategies import edge_inputs
+from invlin.validate.checks.base import CheckContext, Make, fresh, numpy64, result, tensor
+from invlin.validate.results import CheckResult
+from invlin.validate.search import Probe, search, tensor_literal
+
+__all__ = ["LARGE", "edges"]
+
+#: Largest |x| drawn towards an infinite end of the domain.
+LARGE: float = 1e4
+
+
+def _first_nonfinite(values: dict[str, torch.Tensor], rows: int) -> tuple[str, int, float] | None:
+    for what, t in values.items():
+        a = numpy64(t)
+        # (rows, ...) as the protocol asks; any other shape (the batch-shape check reports it)
+        # is judged as one row.
+        a = a.reshape(rows, -1) if a.size and a.size % rows == 0 and a.shape[:1] == (rows,) \
+            else a.reshape(1, -1)
+        bad = np.flatnonzero(~np.isfinite(a).all(axis=1))
+        if bad.size:
+            j = int(bad[0])
+            row = a[j]
+            return what, j, float(row[~np.isfinite(row)][0])
+    return None
+
+
+def edges(make: Make, ctx: CheckContext) -> CheckResult:
+    """y, log|det| and the inverse of y are finite for inputs near the domain's ends (end ±
+    max(|end|, 1)·2⁻ᵏ, k up to the mantissa length, strictly inside) and, towards an infinite
+    end, for |x| up to 1e4 (finite in float32 and float64 alike).
+
+    No tolerance: a NaN or ±inf where the exact map is finite is a failure (the log|det| of a
+    sigmoid at x = 1e4 is −1e4, not −inf). The inverse is given the forward's outputs, so no
+    point outside the codomain is ever asked for. Rows whose y is already non-finite fail on y.
+    """
+    name = "edges"
+    tested = fresh(make, ctx)
+    n = ctx.features
+    domain = tested.domain()
+
+    def probe(x: np.ndarray) -> Probe:
+        b = x.shape[0]
+        y, ladj = tested.forward(tensor(x, ctx))
+        bad = _first_nonfinite({"forward y": y, "forward log|det|": ladj}, b)
+        if bad is None:
+            xb, ladj_inv = tested.inverse(y.detach().clone())
+            bad = _first_nonfinite({"inverse x (of the forward's y)": xb,
+                                    "inverse log|det|": ladj_inv}, b)
+        if bad is None:
+            return Probe(ok=True, message="all outputs finite")
+        what, j, value = bad
+        example = {"x": x, "row": j, "output": what, "value": value}
+        msg = f"{what} is {value} for row {j}: x = {x[j].tolist()}"
+        if what.startswith("inverse"):  # say where the forward put that row
+            yj = numpy64(y)[j]
+            example["y"] = yj
+            msg += f", forward y = {yj.tolist()}"
+        return Probe(ok=False, message=msg, example=example)
+
+    def snippet(x: np.ndarray) -> str:
+        return (f"x = {tensor_literal(x, ctx.dtype)}\n"
+                "y, ladj = adapter.forward(x)\n"
+                "x_back, ladj_inv = adapter.inverse(y.clone())\n"
+                "print(y, ladj, x_back, ladj_inv, sep='\\n')")
+
+    strategy = edge_inputs(n, dtype=ctx.dtype, domain=domain, large=LARGE)
+    out = search(strategy, probe, profile=ctx.profile, max_examples=ctx.examples(0.5),
+                 seed=ctx.seed, describe=lambda x: {"x": x}, snippet=snippet)
+    where = "near the domain's ends" if domain is not None else "for |x| up to 1e4"
+    return result(name, ctx, out, f"outputs finite {where}")

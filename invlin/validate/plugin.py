@@ -1,0 +1,53 @@
+"""pytest plugin: the ``invlin_validate`` fixture and the ``--invlin-profile`` option.
+
+Installed with invlin (entry point ``pytest11``), so any project can write::
+
+    def test_my_layer(invlin_validate):
+        invlin_validate(make_my_layer, features=6)   # raises AssertionError on a failure
+
+and choose the search effort with ``pytest --invlin-profile thorough`` (default
+``$INVLIN_PROFILE`` or ``ci``). Loading the plugin imports neither torch nor Hypothesis:
+they are imported when the fixture is first called.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+__all__ = ["PROFILES", "invlin_validate", "pytest_addoption"]
+
+PROFILES = ("dev", "ci", "thorough")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("invlin", "invlin layer validation")
+    group.addoption("--invlin-profile", dest="invlin_profile", choices=PROFILES, default=None,
+                    help="search effort of the invlin_validate fixture: dev, ci or thorough "
+                         "(default $INVLIN_PROFILE or ci)")
+
+
+def _profile(config: pytest.Config) -> str:
+    chosen = config.getoption("invlin_profile", default=None)
+    if chosen:
+        return chosen
+    env = os.environ.get("INVLIN_PROFILE", "")
+    return env if env in PROFILES else "ci"
+
+
+@pytest.fixture
+def invlin_validate(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """:func:`invlin.validate.check` bound to the chosen ``--invlin-profile``.
+
+    Call it as ``invlin_validate(factory, features=4, dtypes=..., checks=...)``; it returns the
+    layer's report or raises ``AssertionError`` with the rendered failures.
+    """
+    from invlin.validate.assertion import check
+
+    bound = functools.partial(check, profile=_profile(request.config))
+    bound.profile = _profile(request.config)  # type: ignore[attr-defined]
+    return bound

@@ -1,0 +1,284 @@
+"""Hypothesis search over a check's cases: worst ratio seen and the shrunk minimal failing case."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, Phase, Verbosity, example, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import target as hypothesis_target
+from hypothesis.strategies import SearchStrategy
+
+from invlin.testing.profiles import PROFILES
+from invlin.validate.protocol import Unsupported
+
+__all__ = [
+    "SHRINK_LIMIT",
+    "LayerFault",
+    "Outcome",
+    "Probe",
+    "internal",
+    "jsonable",
+    "search",
+    "tensor_literal",
+]
+
+#: Evaluations allowed after the first failure: shrinking stops there (the example is then the
+#: smallest failing one found so far) so that a failing check costs bounded time.
+SHRINK_LIMIT: dict[str, int] = {"dev": 40, "ci": 150, "thorough": 1000}
+_MAX_INLINE = 256  # entries of an array written into an example as a list
+
+
+@dataclass
+class Probe:
+    """What one case gave: ``ratio`` (worst, tolerance-engine units) against ``allowed``.
+
+    ``ok`` is the verdict; ``message`` says what was compared (and, on failure, where it went
+    wrong); ``example`` the case as JSON-ready data; ``repro`` Python lines that rerun it, given
+    an ``adapter`` (see :attr:`CheckContext.setup`).
+    """
+
+    ok: bool
+    ratio: float | None = None
+    allowed: float | None = None
+    message: str = ""
+    example: dict[str, Any] | None = None
+    repro: str | None = None
+
+
+@dataclass
+class Outcome:
+    """Result of a search: ``failure`` (the shrunk failing probe) or ``None``; ``raised`` the
+    ``"Type: message"`` of an exception the layer raised on the shrunk case (with that case in
+    ``failure``); ``worst`` the passing probe with the largest ratio; ``examples`` evaluated."""
+
+    failure: Probe | None = None
+    raised: str | None = None
+    worst: Probe | None = None
+    examples: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float | None:
+        probe = self.failure if self.failure is not None else self.worst
+        return None if probe is None else probe.ratio
+
+    @property
+    def allowed(self) -> float | None:
+        probe = self.failure if self.failure is not None else self.worst
+        return None if probe is None else probe.allowed
+
+
+class LayerFault(ValueError):
+    """Raised by the validator's own code about something the layer did (a wrong output type or
+    shape): reported as the layer's exception, never as a validator bug."""
+
+
+_OWN = tuple(str(Path(__file__).resolve().parent / d) for d in ("checks", "search.py",
+                                                                  "runner.py"))
+_OWN += (str(Path(__file__).resolve().parents[1] / "testing"),)
+
+
+def internal(exc: BaseException) -> bool:
+    """True when ``exc`` was raised by the validator's own code (checks, search, runner, the
+    tolerance engine) rather than by the layer or its adapter — a validator bug — unless it is
+    a :class:`LayerFault`."""
+    if isinstance(exc, LayerFault):
+        return False
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    return last is not None and str(Path(last).resolve()).startswith(_OWN)
+
+
+class _Failed(Exception):
+    def __init__(self, probe: Probe) -> None:
+        super().__init__(probe.message)
+        self.probe = probe
+
+
+class _Raised(Exception):
+    def __init__(self, text: str, probe: Probe) -> None:
+        super().__init__(text)
+        self.text = text
+        self.probe = probe
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON-ready data: arrays/tensors as (nested) lists when they have at most
+    256 entries (else shape and extremes), non-finite floats as the strings "inf", "-inf",
+    "nan"."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().double().numpy()
+    if isinstance(value, np.ndarray):
+        if value.size > _MAX_INLINE:
+            finite = value[np.isfinite(value)]
+            return {"shape": list(value.shape),
+                    "min": jsonable(float(finite.min())) if finite.size else None,
+                    "max": jsonable(float(finite.max())) if finite.size else None,
+                    "nonfinite": int(value.size - finite.size)}
+        return jsonable(value.tolist())
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return v
+    if value is None or isinstance(value, str):
+        return value
+    return repr(value)
+
+
+def tensor_literal(a: Any, dtype: str) -> str:
+    """Python source of a torch tensor holding ``a`` exactly (float reprs round-trip)."""
+    arr = np.asarray(a, dtype=np.float64)
+    return f"torch.tensor({arr.tolist()!r}, dtype=torch.{dtype})"
+
+
+def _key(case: Any) -> Any:
+    if isinstance(case, np.ndarray):
+        return ("nd", case.shape, case.tobytes())
+    if isinstance(case, (tuple, list)):
+        return tuple(_key(c) for c in case)
+    return repr(case)
+
+
+def _error_text(exc: BaseException) -> str:
+    """``"Type: first line of the message"``."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def search(
+    strategy: SearchStrategy,
+    probe: Callable[[Any], Probe],
+    *,
+    profile: str,
+    max_examples: int,
+    seed: int = 0,
+    describe: Callable[[Any], dict[str, Any]] | None = None,
+    snippet: Callable[[Any], str] | None = None,
+    explicit: Iterable[Any] = (),
+) -> Outcome:
+    """Run ``probe`` on up to ``max_examples`` cases drawn from ``strategy`` (after the
+    ``explicit`` ones); stop at the first failing case and shrink it.
+
+    ``profile`` (dev/ci/thorough) sets derandomisation (ci), targeting (thorough: the search is
+    steered towards large ratios) and the shrink budget :data:`SHRINK_LIMIT`; other runs are
+    seeded with ``seed``. An exception raised inside ``probe`` (by the layer) is shrunk like a
+    failure and returned in ``raised``, its case in ``failure`` (via ``describe``/``snippet``).
+    Nothing is written to disk (no example database) or printed. :class:`Unsupported` raised by
+    ``probe`` ends the search and is re-raised (the check is skipped); an exception from the
+    validator's own code (:func:`internal`) propagates as the bug it is.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
+    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
+        raise ValueError(f"max_examples must be a positive integer, got {max_examples!r}")
+    prof = PROFILES[profile]
+    limit = SHRINK_LIMIT[profile]
+    state: dict[str, Any] = {"n": 0, "after": 0, "failing": set(), "worst": None, "last": None}
+
+    def body(case: Any) -> None:
+        key = _key(case)
+        if state.get("unsupported") is not None:
+            return
+        if state["failing"]:
+            state["after"] += 1
+            if state["after"] > limit:  # shrink budget spent: only known failures fail
+                if key in state["failing"]:
+                    raise state["failing_exc"][key]
+                return
+        state["n"] += 1
+        try:
+            out = probe(case)
+        except Unsupported as exc:  # the check cannot run on this layer: stop, skip it
+            state["unsupported"] = exc
+            return
+        except Exception as exc:  # the layer raised: keep the case, let Hypothesis shrink it
+            if internal(exc):
+                raise
+            p = Probe(ok=False, message=f"the layer raised {_error_text(exc)}",
+                      example=jsonable(describe(case)) if describe else None,
+                      repro=snippet(case) if snippet else None)
+            err = _Raised(_error_text(exc), p)
+            _remember(key, err)
+            raise err from exc
+        if out.ok:
+            if out.ratio is not None and math.isfinite(out.ratio):
+                worst = state["worst"]
+                if worst is None or worst.ratio is None or out.ratio > worst.ratio:
+                    state["worst"] = out
+                if prof.targeting:
+                    hypothesis_target(float(out.ratio), label="ratio")
+            return
+        if out.example is None and describe is not None:
+            out.example = describe(case)
+        out.example = jsonable(out.example)
+        if out.repro is None and snippet is not None:
+            out.repro = snippet(case)
+        err2 = _Failed(out)
+        _remember(key, err2)
+        raise err2
+
+    def _remember(key: Any, err: Exception) -> None:
+        state["failing"].add(key)
+        state.setdefault("failing_exc", {})[key] = err
+        state["last"] = err
+
+    phases = [Phase.explicit, Phase.generate, Phase.shrink]
+    if prof.targeting:
+        phases.insert(2, Phase.target)
+    config = settings(
+        max_examples=max_examples, derandomize=prof.derandomize, database=None, deadline=None,
+        verbosity=Verbosity.quiet, phases=phases, report_multiple_bugs=False, print_blob=False,
+        suppress_health_check=list(HealthCheck),
+    )
+    test = given(strategy)(body)
+    for case in reversed(list(explicit)):
+        test = example(case)(test)
+    test = config(test)
+    if not prof.derandomize:
+        test = hypothesis_seed(seed)(test)
+    outcome = Outcome()
+    try:
+        test()
+        if state.get("unsupported") is not None:
+            raise state["unsupported"]
+    except _Failed as exc:
+        outcome.failure = exc.probe
+    except _Raised as exc:
+        outcome.failure, outcome.raised = exc.probe, exc.text
+    except Unsupported:
+        raise
+    except Exception as exc:  # Hypothesis itself gave up (flaky layer, ...): report the last case
+        last = state["last"]
+        if last is None or internal(exc):
+            raise
+        outcome.notes.append(f"the search ended with {type(exc).__name__}: the layer did not "
+                             f"fail reproducibly; the last failing case is reported unshrunk")
+        if isinstance(last, _Raised):
+            outcome.failure, outcome.raised = last.probe, last.text
+        else:
+            outcome.failure = last.probe
+    if state["after"] > limit:
+        outcome.notes.append(f"shrinking stopped after {limit} evaluations")
+    outcome.worst = state["worst"]
+    outcome.examples = state["n"]
+    return outcome
