@@ -45,7 +45,8 @@ def _p4(n: int, device: str, dtype: torch.dtype, seed: int) -> P4InvLinear:
 
 def p4_rows(sizes: list[int], *, device: str, dtype: torch.dtype, batch: int,
             repeats: int) -> list[dict[str, object]]:
-    """P4InvLinear forward/inverse ÷ nn.Linear forward (with and without autograd), P4 inverse
+    """P4InvLinear forward/inverse ÷ nn.Linear forward (with and without autograd; repeated
+    calls with the same parameters, and with u changed before every call), P4 inverse
     ÷ torch.linalg.solve on the same matrix, and ÷ triangular solves with precomputed LU
     factors of that matrix (at n ≥ 1024)."""
     rows: list[dict[str, object]] = []
@@ -64,6 +65,7 @@ def p4_rows(sizes: list[int], *, device: str, dtype: torch.dtype, batch: int,
                             device=device, repeats=repeats)
             rows.append(row("p4_forward", n, dtype, device, t["forward"], t["linear"], mode=mode))
             rows.append(row("p4_inverse", n, dtype, device, t["inverse"], t["linear"], mode=mode))
+        rows += _fresh_rows(p4, lin, x, y, n, dtype=dtype, device=device, repeats=repeats)
         with torch.no_grad():
             m = (p4.weight + torch.outer(p4.u.double(), p4.v.double())).to(dtype)
             rhs = (y - p4.bias).mT.contiguous()
@@ -81,6 +83,31 @@ def p4_rows(sizes: list[int], *, device: str, dtype: torch.dtype, batch: int,
         if n >= 1024:
             rows.append(row("p4_inverse_vs_triangular", n, dtype, device, t["inverse"],
                             t["lu_solve"], work_dtype=str(work).removeprefix("torch.")))
+    return rows
+
+
+def _fresh_rows(p4: P4InvLinear, lin: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor,
+                n: int, *, dtype: torch.dtype, device: str,
+                repeats: int) -> list[dict[str, object]]:
+    """Forward and inverse with u changed in place before every call (autograd on), so no
+    product of the previous call can be reused — the cost a training step pays once per
+    parameter update. The in-place change is timed alone and subtracted, pair by pair."""
+    sign = [1.0]
+
+    def perturb(p4: P4InvLinear = p4) -> None:
+        sign[0] = -sign[0]  # alternate, so u stays where it was
+        with torch.no_grad():
+            p4.u.add_(sign[0] * 1e-4 / math.sqrt(n))
+
+    t = compare({"linear": lambda: lin(x), "perturb": perturb,
+                 "forward": lambda: (perturb(), p4(x)),
+                 "inverse": lambda: (perturb(), p4.inverse(y))}, device=device, repeats=repeats)
+    rows = []
+    for case, name in (("p4_forward_fresh", "forward"), ("p4_inverse_fresh", "inverse")):
+        net = Timing(max(t[name].median - t["perturb"].median, 1e-9),
+                     tuple(max(a - b, 1e-9) for a, b in
+                           zip(t[name].samples, t["perturb"].samples, strict=True)))
+        rows.append(row(case, n, dtype, device, net, t["linear"], mode="grad"))
     return rows
 
 

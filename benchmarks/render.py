@@ -9,6 +9,10 @@ __all__ = ["TITLES", "render"]
 TITLES: dict[str, str] = {
     "p4_forward": "P4InvLinear forward ÷ nn.Linear forward",
     "p4_inverse": "P4InvLinear inverse ÷ nn.Linear forward",
+    "p4_forward_fresh": "P4InvLinear forward with u changed before every call ÷ nn.Linear "
+                        "forward (nothing reused: the once-per-update cost of training)",
+    "p4_inverse_fresh": "P4InvLinear inverse with u changed before every call ÷ nn.Linear "
+                        "forward (nothing reused)",
     "p4_inverse_vs_solve": "P4InvLinear inverse ÷ torch.linalg.solve (same matrix, same batch)",
     "p4_inverse_vs_triangular": "P4InvLinear inverse ÷ triangular solves (lu_solve with "
                                 "precomputed LU factors of the same matrix)",

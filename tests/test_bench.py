@@ -47,8 +47,9 @@ def test_tiny_end_to_end_run_writes_json_and_markdown(tmp_path):
                  "--ulp-points", "500", "--machine", "tiny", "--out-dir", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "tiny.json").read_text())
     cases = {r["case"] for r in result["rows"]}
-    assert {"p4_forward", "p4_inverse", "p4_inverse_vs_solve", "merge_vs_inv", "lu_forward",
-            "lu_inverse", "leaky_softplus_inverse", "training_step"} <= cases
+    assert {"p4_forward", "p4_inverse", "p4_forward_fresh", "p4_inverse_fresh",
+            "p4_inverse_vs_solve", "merge_vs_inv", "lu_forward", "lu_inverse",
+            "leaky_softplus_inverse", "training_step"} <= cases
     assert all(r["ratio"] > 0 and r["num_ms"] > 0 for r in result["rows"])
     assert result["accuracy"][0]["max_ulp"] < 6
     text = (tmp_path / "tiny.md").read_text()

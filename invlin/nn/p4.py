@@ -6,16 +6,39 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from invlin.nn.monitor import DriftMonitor, DriftReading, probe_drift
-from invlin.nn.p4_ops import perturbed_linear, sherman_morrison_linear
+from invlin.nn.p4_cache import ProductCache
+from invlin.nn.p4_ops import (
+    forward_products,
+    inverse_products,
+    log_abs_factor,
+    p4_forward,
+    p4_inverse,
+    p4_penalty,
+)
 from invlin.reference.rank_one import Guard
 
 __all__ = ["P4InvLinear"]
 
 _STATE = ("weight", "weight_inverse", "logabsdet", "sign")
+# inverse() keeps one buffer for y − b between calls when y has at most this many elements
+# (16 MiB in float32): a fresh batch-sized temporary per call costs page faults on glibc, whose
+# malloc returns freed memory above its trim threshold to the system.
+_SPARE_LIMIT = 1 << 22
+
+
+def _to(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def _widens(src: torch.dtype, dst: torch.dtype) -> bool:
+    """Whether every finite value of dtype ``src`` is exactly a finite value of ``dst``."""
+    if src == dst:
+        return True
+    fs, fd = torch.finfo(src), torch.finfo(dst)
+    return fd.max >= fs.max and fd.eps <= fs.eps and fd.smallest_normal <= fs.smallest_normal
 
 
 class P4InvLinear(nn.Module):
@@ -40,6 +63,12 @@ class P4InvLinear(nn.Module):
 
     Shapes: ``forward(x)`` with x ``(*, n)`` returns (y ``(*, n)``, log|det| ``(*,)``);
     ``inverse(y)`` returns (x, log|det ∂x/∂y|) with the negated log|det|.
+
+    Speed: with at least n rows, forward and inverse apply W = A + u vᵀ and
+    M = X − (Xu)(vᵀX)/c with one matrix product each; on the CPU these O(n²) products (and c,
+    log|det|) are kept between calls while u, v and the state are unchanged (compared entry by
+    entry, see :class:`~invlin.nn.p4_cache.ProductCache`: two extra n×n matrices in the compute
+    dtype), and ``inverse`` reuses one buffer for y − b (up to 2²² elements).
 
     >>> layer = P4InvLinear(3, init="reverse")
     >>> y, ld = layer(torch.ones(2, 3))
@@ -100,6 +129,9 @@ class P4InvLinear(nn.Module):
         self.last_reading: DriftReading | None = None
         self._cache: dict[tuple, torch.Tensor] = {}
         self._checked: tuple = ()  # (X, u, v) and their versions whose c was found nonzero
+        self._bound: tuple = ()  # (A, X, their pointers and versions, max|A|, max|X| bounds)
+        self._products = ProductCache()  # W, M, Xu, c, log|det| while u, v, state are unchanged
+        self._spare: dict[tuple, torch.Tensor] = {}  # a buffer for y − b, reused by inverse
 
     # -- construction ----------------------------------------------------------------------------
     @staticmethod
@@ -165,6 +197,9 @@ class P4InvLinear(nn.Module):
             self._buffers[k] = old.to(device=moved.device, dtype=target)
         self._cache = {}
         self._checked = ()
+        self._bound = ()
+        self._products.clear()
+        self._spare = {}
         return self
 
     # -- cached casts of the state to the compute dtype -------------------------------------------
@@ -197,7 +232,7 @@ class P4InvLinear(nn.Module):
 
     def log_abs_det(self) -> torch.Tensor:
         """log|det(A + u vᵀ)| = log|det A| + log|c| (state dtype, differentiable); shape ``()``."""
-        return self.logabsdet + torch.log(torch.abs(self.factor()))
+        return self.logabsdet + log_abs_factor(self.u, self.v, self.weight_inverse)
 
     # -- the map -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,12 +240,16 @@ class P4InvLinear(nn.Module):
         of shape ``(*,)`` in x's dtype (one matrix product plus O(batch·n) rank-one terms)."""
         self._check(x, "x")
         a = self._cast("weight", x.dtype)
-        u, v = self.u.to(x.dtype), self.v.to(x.dtype)
-        bias = None if self.bias is None else self.bias.to(x.dtype)
-        # A + u vᵀ is formed (O(n²)) and applied by one matrix product; u, v, b get their
-        # gradients in O(batch·n) (see invlin.nn.p4_ops).
-        y = perturbed_linear(x, a, u, v, bias)
-        ld = self.log_abs_det().to(x.dtype)
+        state = (self.weight, self.weight_inverse, self.logabsdet)
+        products = None
+        if x.numel() >= self.features ** 2 and self._products.usable(x, a):
+            # A + u vᵀ is formed (O(n²)) once per value of u, v and the state, then applied by
+            # one matrix product per call; u, v, b get their gradients in O(batch·n).
+            products = self._products.fetch(
+                "forward", x.dtype, state, self.u, self.v,
+                lambda: forward_products(a, self.u, self.v, self.weight_inverse, self.logabsdet))
+        y, ld = p4_forward(x, a, self.u, self.v, self.bias, self.weight_inverse, self.logabsdet,
+                           products=products)
         return y, ld.expand(x.shape[:-1])
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,41 +258,66 @@ class P4InvLinear(nn.Module):
 
         Raises ValueError when 1 + vᵀA⁻¹u = 0 (the perturbed matrix is singular)."""
         self._check(y, "y")
-        sdt = self.weight.dtype
-        xu = self.weight_inverse @ self.u.to(sdt)
-        c = 1 + self.v.to(sdt) @ xu
-        self._require_nonsingular(c)
         xinv = self._cast("weight_inverse", y.dtype)
-        bias = None if self.bias is None else self.bias.to(y.dtype)
-        # X − (Xu)(vᵀX)/c is formed (O(n²)) and applied to y − b by one matrix product.
-        x = sherman_morrison_linear(y, xinv, xu.to(y.dtype), self.v.to(y.dtype), c.to(y.dtype),
-                                    bias)
-        ld = -(self.logabsdet + torch.log(torch.abs(c)))
-        return x, ld.to(y.dtype).expand(y.shape[:-1])
+        full = y.numel() >= self.features ** 2
+        usable = self._products.usable(y, xinv)
+
+        def products() -> tuple:
+            sdt = self.weight.dtype
+            with torch.no_grad():  # p4_inverse takes the gradients of a = Xu and c
+                xu = self.weight_inverse @ self.u.to(sdt)
+                c = 1 + self.v.to(sdt) @ xu
+            self._require_nonsingular(c)
+            # X − (Xu)(vᵀX)/c is formed (O(n²)) and applied to y − b by one matrix product.
+            return inverse_products(xinv, self.v, self.logabsdet, xu, c, full)
+
+        state = (self.weight_inverse, self.logabsdet)
+        pre = (self._products.fetch("inverse", y.dtype, state, self.u, self.v, products,
+                                    store=full) if usable else products())
+        scratch = key = None
+        if usable and self.bias is not None and y.numel() <= _SPARE_LIMIT:
+            key = (tuple(y.shape), y.dtype)
+            scratch = self._spare.pop(key, None)  # atomic: a concurrent call cannot share it
+            if scratch is None:
+                scratch = torch.empty(y.shape, dtype=y.dtype, device=y.device)
+        x, ld = p4_inverse(y, xinv, self.weight_inverse, self.u, self.v, self.bias,
+                           self.logabsdet, pre, scratch=scratch)
+        if scratch is not None:
+            spare = self._spare  # keep only this shape's buffer (no Module.__setattr__ per call)
+            spare.clear()
+            spare[key] = scratch
+        return x, ld.expand(y.shape[:-1])
 
     def _require_nonsingular(self, c: torch.Tensor) -> None:
         """Raise ValueError unless c = 1 + vᵀA⁻¹u is finite and nonzero. The check reads c on
         the host (a device sync), so its outcome is remembered for these very X, u and v at
         their current versions: calls with unchanged parameters skip it."""
-        ts = (self.weight_inverse, self.u, self.v)
-        key = tuple((t.data_ptr(), t._version) for t in ts)
-        if self._checked and self._checked[1] == key and all(
-                a is b for a, b in zip(self._checked[0], ts, strict=True)):
-            return
+        if torch._C._are_functorch_transforms_active():  # wrapped tensors: no data pointers
+            self._checked = ()
+            key = None
+        else:
+            ts = (self.weight_inverse, self.u, self.v)
+            key = tuple((t.data_ptr(), t._version) for t in ts)
+            if self._checked and self._checked[1] == key and all(
+                    a is b for a, b in zip(self._checked[0], ts, strict=True)):
+                return
         if not bool(torch.isfinite(c)) or bool(c == 0):
             raise ValueError(f"A + u vᵀ is singular: c = 1 + vᵀA⁻¹u = {float(c.detach())}")
-        self._checked = (ts, key)
+        if key is not None:
+            self._checked = (ts, key)
 
     def penalty(self, weight: float = 0.1) -> torch.Tensor:
         """weight·[P(log|c|) + P(log|c·det A|)], P(t) = relu(min − t)² + relu(t − max)².
 
         Keeps c and det away from the singular set (P4Inv); add it to the loss. Shape ``()``.
         """
-        lo, hi = self.penalty_bounds
-        log_c = torch.log(torch.abs(self.factor()))
-        terms = torch.stack([log_c, log_c + self.logabsdet])
-        p = F.relu(lo - terms).square() + F.relu(terms - hi).square()
-        return (weight * p.sum()).to(self.u.dtype)
+        factor = None
+        if self._products.usable(self.u, self.weight_inverse):  # c from this step's forward
+            kept = self._products.find(("forward",), (self.weight, self.weight_inverse,
+                                                      self.logabsdet), self.u, self.v)
+            factor = None if kept is None else (kept[3], kept[2], kept[1])
+        return p4_penalty(self.u, self.v, self.weight_inverse, self.logabsdet,
+                          self.penalty_bounds, weight, factor=factor)
 
     # -- merging and drift control ----------------------------------------------------------------
     @torch.no_grad()
@@ -261,6 +325,40 @@ class P4InvLinear(nn.Module):
         """u ← 0, v ~ N(0, I) (in place, so optimizer references stay valid)."""
         self.u.zero_()
         self.v.normal_(generator=self.generator)
+
+    def _max_abs_state(self) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+        """max|A| and max|X|: as floats when bounded by the last in-place merge for these very
+        buffers at their current data pointers and versions (any in-place change of A or X
+        bumps its version; writes through ``.data`` do not and must not be used on the state),
+        else as tensors to be read in the merge's one device-to-host transfer."""
+        a, x = self.weight, self.weight_inverse
+        b = self._bound
+        if b and b[0] is a and b[1] is x and b[2] == (a.data_ptr(), a._version, x.data_ptr(),
+                                                     x._version):
+            return b[3], b[4]
+        inf = float("inf")
+        return torch.linalg.vector_norm(a, inf), torch.linalg.vector_norm(x, inf)
+
+    def _merged_max(self, max_a: float, max_x: float, mu: float, mv: float, mxu: float,
+                    mvx: float, alpha: float) -> tuple[float, float] | None:
+        """Upper bounds on max|A + u vᵀ| and max|X + α (Xu)(vᵀX)| as computed by torch.addr, or
+        None when they cannot be shown to stay below a quarter of the dtype's largest value
+        (then the merge computes out of place and checks the entries).
+
+        Every partial product of the rank-one terms is bounded (whatever order a kernel
+        multiplies in) and each rounding widens a bound by at most (1 + ε); 4ε covers the
+        three roundings of an entry. NaN anywhere makes a comparison false: no bound."""
+        limit = torch.finfo(self.weight.dtype).max / 4
+        grow = 1 + 4 * torch.finfo(self.weight.dtype).eps
+        k = abs(alpha)
+        parts = (mu, mv, mu * mv, k, mxu, mvx, k * mxu, k * mvx, mxu * mvx, k * mxu * mvx)
+        if not all(p < limit for p in parts):
+            return None
+        new_a = (max_a + mu * mv) * grow
+        new_x = (max_x + k * mxu * mvx) * grow
+        if not (new_a < limit and new_x < limit):
+            return None
+        return new_a, new_x
 
     @torch.no_grad()
     def merge(self, force: bool = False) -> bool:
@@ -272,14 +370,25 @@ class P4InvLinear(nn.Module):
         Runs the drift monitor after a successful merge.
         """
         sdt = self.weight.dtype
-        u, v = self.u.to(sdt), self.v.to(sdt)
-        xu = self.weight_inverse @ u
+        a, x = self.weight, self.weight_inverse
+        u, v = _to(self.u, sdt), _to(self.v, sdt)
+        xu = x @ u
+        vx = v @ x
         c = 1 + v @ xu
-        finite = torch.isfinite(self.u).all() & torch.isfinite(self.v).all()
-        # One device-to-host transfer for all the guard needs (the merge decision is made on
-        # the host; a GPU waits here once instead of once per value).
-        ok, c_value, log_c, ld = torch.stack(
-            [finite.to(sdt), c, torch.log(torch.abs(c)), self.logabsdet]).tolist()
+        bounds = self._max_abs_state()
+        inf = float("inf")
+        scalars = [c, torch.log(torch.abs(c)), self.logabsdet,
+                   *(torch.linalg.vector_norm(t, inf) for t in (u, v, xu, vx))]
+        # u, v are finite iff max|u|, max|v| are (NaN and inf reach the max) when the state
+        # dtype holds their values exactly; else they are checked as they are.
+        exact = _widens(self.u.dtype, sdt) and _widens(self.v.dtype, sdt)
+        if not exact:
+            scalars.append((torch.isfinite(self.u).all() & torch.isfinite(self.v).all()).to(sdt))
+        scalars += [m for m in bounds if isinstance(m, torch.Tensor)]
+        # One device-to-host transfer for all the guard and the overflow bound need (the merge
+        # decision is made on the host; a GPU waits here once instead of once per value).
+        c_value, log_c, ld, mu, mv, mxu, mvx, *rest = torch.stack(scalars).tolist()
+        ok = math.isfinite(mu) and math.isfinite(mv) if exact else bool(rest.pop(0))
         if not ok:
             self.nonfinite_resets += 1
             self.refusals += 1
@@ -292,17 +401,28 @@ class P4InvLinear(nn.Module):
         if guard.reason(log_c, new_ld) is not None:
             self.refusals += 1
             return False
-        vx = v @ self.weight_inverse
-        new_a = torch.addr(self.weight, u, v)
-        new_x = torch.addr(self.weight_inverse, xu, vx, alpha=-1.0 / c_value)
-        # A NaN or ±inf entry makes a sum non-finite, so finite sums prove finite entries; only
-        # when a sum is not finite (e.g. it overflowed) are the entries checked one by one.
-        if not bool(torch.isfinite(torch.stack([new_a.sum(), new_x.sum()])).all()) and not (
-                bool(torch.isfinite(new_a).all()) and bool(torch.isfinite(new_x).all())):
-            self.refusals += 1
-            return False
-        self.weight.copy_(new_a)
-        self.weight_inverse.copy_(new_x)
+        alpha = -1.0 / c_value
+        read = iter(rest)
+        max_a, max_x = (next(read) if isinstance(m, torch.Tensor) else m for m in bounds)
+        new_max = self._merged_max(max_a, max_x, mu, mv, mxu, mvx, alpha)
+        if new_max is not None:
+            # Proven finite: update A and X in place (each read and written once, no copies).
+            a.addr_(u, v)
+            x.addr_(xu, vx, alpha=alpha)
+            self._bound = (a, x, (a.data_ptr(), a._version, x.data_ptr(), x._version),
+                           *new_max)
+        else:
+            new_a = torch.addr(a, u, v)
+            new_x = torch.addr(x, xu, vx, alpha=alpha)
+            # A NaN or ±inf entry makes a sum non-finite, so finite sums prove finite entries;
+            # only when a sum is not finite (e.g. it overflowed) are the entries checked one by
+            # one.
+            if not bool(torch.isfinite(torch.stack([new_a.sum(), new_x.sum()])).all()) and not (
+                    bool(torch.isfinite(new_a).all()) and bool(torch.isfinite(new_x).all())):
+                self.refusals += 1
+                return False
+            a.copy_(new_a)
+            x.copy_(new_x)
         self.logabsdet.add_(log_c)
         if c_value < 0:
             self.sign.neg_()

@@ -1,4 +1,4 @@
-"""The P4Inv map and its Sherman–Morrison inverse, one matrix product each, O(batch·n) backward."""
+"""The P4Inv map, its Sherman–Morrison inverse and log|c|: fused forwards, O(batch·n) backwards."""
 
 from __future__ import annotations
 
@@ -7,26 +7,80 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["perturbed_linear", "sherman_morrison_linear"]
+__all__ = ["Products", "forward_products", "inverse_products", "log_abs_factor", "p4_forward",
+           "p4_inverse", "p4_penalty", "perturbed_linear", "sherman_morrison_linear"]
+
+# How an op runs (see _route): plain tensor operations, the low-overhead autograd.Function, or
+# the setup_context one that functorch transforms (vmap, grad, jacrev, ...) need.
+_PLAIN, _EAGER, _FUNCTORCH = 0, 1, 2
+
+
+def _route(*tensors: torch.Tensor | None) -> int:
+    """_PLAIN when autograd records nothing for these inputs, _FUNCTORCH under a functorch
+    transform, else _EAGER.
+
+    A Function with ``setup_context`` costs about 50 µs of Python per call (``apply`` binds its
+    arguments through ``inspect.signature``) against about 15 µs for the classic ``ctx`` style,
+    and with nothing to record neither is needed: the forward's tensor operations alone give the
+    same values."""
+    if torch._C._are_functorch_transforms_active():
+        return _FUNCTORCH
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return _EAGER
+    return _PLAIN
 
 
 def _rows(t: torch.Tensor, n: int) -> torch.Tensor:
     return t.reshape(-1, n)
 
 
+def _to(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """t in ``dtype`` (without a dispatched no-op when it is already)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+# -- y = x (A + u vᵀ)ᵀ + b ------------------------------------------------------------------------
+def _perturbed(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+               bias: torch.Tensor | None) -> torch.Tensor:
+    n = a.shape[-1]
+    if x.numel() < n * n:  # fewer rows than n: the rank-one term costs less on the output
+        y = F.linear(x, a, bias)
+        return torch.addr(_rows(y, n), _rows(x, n) @ v, u).reshape(y.shape)
+    return F.linear(x, torch.addr(a, u, v), bias)
+
+
+def _perturbed_grads(needs: tuple, has_bias: bool, x: torch.Tensor, a: torch.Tensor,
+                     u: torch.Tensor, v: torch.Tensor, grad: torch.Tensor,
+                     w: torch.Tensor | None = None) -> tuple:
+    """Gradients for (x, A, u, v, b) of y = x (A + u vᵀ)ᵀ + b (A's is None); ``w`` is
+    A + u vᵀ when already formed."""
+    n = a.shape[-1]
+    g, xr = _rows(grad, n), _rows(x, n)
+    gx = gu = gv = gb = None
+    if needs[0]:
+        gx = grad @ (torch.addr(a, u, v) if w is None else w)  # ∂/∂x of x Wᵀ: grad · W
+    if needs[2]:
+        gu = g.mT @ (xr @ v)  # Σ_b grad_b (v·x_b)
+    if needs[3]:
+        gv = xr.mT @ (g @ u)  # Σ_b x_b (u·grad_b)
+    if has_bias and needs[4]:
+        gb = g.sum(0)
+    return gx, None, gu, gv, gb
+
+
+def _perturbed_backward(ctx: Any, grad: torch.Tensor) -> tuple:
+    return _perturbed_grads(ctx.needs_input_grad, ctx.has_bias, *ctx.saved_tensors, grad)
+
+
 class _PerturbedLinear(torch.autograd.Function):
-    """y = x (A + u vᵀ)ᵀ + b; A carries no gradient."""
+    """y = x (A + u vᵀ)ᵀ + b; A carries no gradient (functorch-compatible form)."""
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
                 bias: torch.Tensor | None) -> torch.Tensor:
-        n = a.shape[-1]
-        if x.numel() < n * n:  # fewer rows than n: the rank-one term costs less on the output
-            y = F.linear(x, a, bias)
-            return torch.addr(_rows(y, n), _rows(x, n) @ v, u).reshape(y.shape)
-        return F.linear(x, torch.addr(a, u, v), bias)
+        return _perturbed(x, a, u, v, bias)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
@@ -34,68 +88,362 @@ class _PerturbedLinear(torch.autograd.Function):
         ctx.save_for_backward(x, a, u, v)
         ctx.has_bias = bias is not None
 
+    backward = staticmethod(_perturbed_backward)
+
+
+class _PerturbedLinearEager(torch.autograd.Function):
+    """The same as :class:`_PerturbedLinear` in the classic form (less Python per call)."""
+
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
-        x, a, u, v = ctx.saved_tensors
-        n = a.shape[-1]
-        g, xr = _rows(grad, n), _rows(x, n)
-        gx = gu = gv = gb = None
-        if ctx.needs_input_grad[0]:
-            gx = grad @ torch.addr(a, u, v)  # ∂/∂x of x Wᵀ: grad · W
-        if ctx.needs_input_grad[2]:
-            gu = g.mT @ (xr @ v)  # Σ_b grad_b (v·x_b)
-        if ctx.needs_input_grad[3]:
-            gv = xr.mT @ (g @ u)  # Σ_b x_b (u·grad_b)
-        if ctx.has_bias and ctx.needs_input_grad[4]:
-            gb = g.sum(0)
-        return gx, None, gu, gv, gb
+    def forward(ctx: Any, x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+                bias: torch.Tensor | None) -> torch.Tensor:
+        _PerturbedLinear.setup_context(ctx, (x, a, u, v, bias), None)
+        return _perturbed(x, a, u, v, bias)
+
+    backward = staticmethod(_perturbed_backward)
+
+
+# -- x = (X − a wᵀ/c)(y − b) ----------------------------------------------------------------------
+def _sherman_morrison(y: torch.Tensor, xinv: torch.Tensor, a: torch.Tensor, v: torch.Tensor,
+                      c: torch.Tensor, bias: torch.Tensor | None, m: torch.Tensor | None = None,
+                      scratch: torch.Tensor | None = None) -> torch.Tensor:
+    """``m``: the matrix X − a (vᵀX)/c when already formed; ``scratch``: a tensor of y's shape
+    and dtype to hold y − b (it is overwritten)."""
+    n = xinv.shape[-1]
+    yb = y if bias is None else torch.sub(y, bias, out=scratch) if scratch is not None else y - bias
+    if y.numel() < n * n:  # fewer rows than n: z = X(y − b), then x = z − a (vᵀz)/c
+        z = _rows(F.linear(yb, xinv), n)
+        return torch.addr(z, (z @ v) / c, a, alpha=-1).reshape(y.shape)
+    return F.linear(yb, _inverse_matrix(xinv, a, v, c) if m is None else m)
+
+
+def _inverse_matrix(xinv: torch.Tensor, a: torch.Tensor, v: torch.Tensor,
+                    c: torch.Tensor) -> torch.Tensor:
+    """M = X − a (vᵀX)/c, all in one dtype."""
+    return torch.addr(xinv, a / c, v @ xinv, alpha=-1)
+
+
+def _sherman_morrison_grads(needs: tuple, y: torch.Tensor, xinv: torch.Tensor, a: torch.Tensor,
+                            v: torch.Tensor, c: torch.Tensor, bias: torch.Tensor | None,
+                            grad: torch.Tensor, m: torch.Tensor | None = None) -> tuple:
+    """Gradients for (y, X, a, v, c, b) of x = (X − a wᵀ/c)(y − b), w = Xᵀv (X's is None);
+    ``m`` is X − a wᵀ/c when already formed."""
+    n = xinv.shape[-1]
+    w = v @ xinv
+    yb = y if bias is None else y - bias
+    g, yr = _rows(grad, n), _rows(yb, n)
+    # With z = X(y − b), s = w·(y − b) and k = s/c per row: x = z − a k.
+    gy = ga = gv = gc = gb = None
+    if needs[0] or (bias is not None and needs[5]):
+        gyb = grad @ (torch.addr(xinv, a / c, w, alpha=-1) if m is None else m)  # grad · M
+        gy = gyb if needs[0] else None
+        if bias is not None and needs[5]:
+            gb = -_rows(gyb, n).sum(0)
+    if needs[2] or needs[3] or needs[4]:
+        s = yr @ w
+        h = g @ a  # −∂L/∂k per row
+        if needs[2]:
+            ga = -(g.mT @ (s / c))
+        if needs[3]:
+            gv = xinv @ (-(yr.mT @ h) / c)  # ∂L/∂w = −Σ_b h_b (y − b)_b / c, w = Xᵀv
+        if needs[4]:
+            gc = (h @ s) / (c * c)
+    return gy, None, ga, gv, gc, gb
+
+
+def _sherman_morrison_backward(ctx: Any, grad: torch.Tensor) -> tuple:
+    y, xinv, a, v, c, bias = ctx.saved_tensors
+    return _sherman_morrison_grads(ctx.needs_input_grad, y, xinv, a, v, c, bias, grad)
 
 
 class _ShermanMorrisonLinear(torch.autograd.Function):
     """x = M (y − b) with M = X − a wᵀ/c, w = Xᵀv: the Sherman–Morrison inverse of A + u vᵀ
-    given X ≈ A⁻¹, a = Xu and c = 1 + vᵀa; X carries no gradient, a, v, c and b do."""
+    given X ≈ A⁻¹, a = Xu and c = 1 + vᵀa; X carries no gradient, a, v, c and b do
+    (functorch-compatible form)."""
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(y: torch.Tensor, xinv: torch.Tensor, a: torch.Tensor, v: torch.Tensor,
                 c: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        n = xinv.shape[-1]
-        yb = y if bias is None else y - bias
-        if y.numel() < n * n:  # fewer rows than n: z = X(y − b), then x = z − a (vᵀz)/c
-            z = _rows(F.linear(yb, xinv), n)
-            return torch.addr(z, (z @ v) / c, a, alpha=-1).reshape(y.shape)
-        return F.linear(yb, torch.addr(xinv, a / c, v @ xinv, alpha=-1))
+        return _sherman_morrison(y, xinv, a, v, c, bias)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-        y, xinv, a, v, c, bias = inputs
+        ctx.save_for_backward(*inputs)
+
+    backward = staticmethod(_sherman_morrison_backward)
+
+
+class _ShermanMorrisonLinearEager(torch.autograd.Function):
+    """The same as :class:`_ShermanMorrisonLinear` in the classic form (less Python per call)."""
+
+    @staticmethod
+    def forward(ctx: Any, y: torch.Tensor, xinv: torch.Tensor, a: torch.Tensor, v: torch.Tensor,
+                c: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(y, xinv, a, v, c, bias)
+        return _sherman_morrison(y, xinv, a, v, c, bias)
+
+    backward = staticmethod(_sherman_morrison_backward)
+
+
+# -- log|c|, c = 1 + vᵀXu, and the layer-level fusions that use it ---------------------------------
+def _factor(u: torch.Tensor, v: torch.Tensor,
+            xinv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(log|c|, c, a = Xu) in X's dtype."""
+    a = xinv @ u.to(xinv.dtype)
+    c = 1 + v.to(xinv.dtype) @ a
+    return torch.log(torch.abs(c)), c, a
+
+
+def _saved_factor(ctx: Any, u: torch.Tensor, v: torch.Tensor,
+                  xinv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c, a) for a backward pass: the forward's values, or — when the backward itself is
+    recorded (double backward) — the same values rebuilt from u and v so they carry a graph."""
+    if torch.is_grad_enabled():
+        _, c, a = _factor(u, v, xinv)
+        return c, a
+    return ctx.c, ctx.a
+
+
+def _factor_grads(ctx: Any, k: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+                  xinv: torch.Tensor, c: torch.Tensor, a: torch.Tensor, iu: int,
+                  iv: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """∂/∂u and ∂/∂v of k·log|c| (k in X's dtype): k Xᵀv/c and k Xu/c, in u's and v's dtypes."""
+    k = k / c
+    gu = (k * (v.to(xinv.dtype) @ xinv)).to(u.dtype) if ctx.needs_input_grad[iu] else None
+    gv = (k * a).to(v.dtype) if ctx.needs_input_grad[iv] else None
+    return gu, gv
+
+
+def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    return b if a is None else a if b is None else a + b
+
+
+# (matrix, a = Xu, c, log|c|, log|det|): W = A + u vᵀ for the forward or M = X − a (vᵀX)/c for
+# the inverse in the compute dtype (None when not formed), a, c and log|c| in the state dtype,
+# and the direction's log|det| (shape ``()``) in the compute dtype.
+Products = tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _full(t: torch.Tensor, n: int) -> bool:
+    """Whether t ``(*, n)`` has at least n rows, so the rank-one term is folded into the
+    matrix (O(n²)) rather than applied to the rows (O(rows·n))."""
+    return t.numel() >= n * n
+
+
+def forward_products(a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor,
+                     logabsdet: torch.Tensor, full: bool = True) -> Products:
+    """The forward's per-parameter products: W = A + u vᵀ in A's dtype (None unless ``full``),
+    a = Xu and c = 1 + vᵀa in X's dtype, log|det A + u vᵀ| in A's dtype. No autograd."""
+    with torch.no_grad():
+        dt = a.dtype
+        w = torch.addr(a, _to(u, dt), _to(v, dt)) if full else None
+        log_c, c, xu = _factor(u, v, xinv)
+        return w, xu, c, log_c, (logabsdet + log_c).to(dt)
+
+
+def inverse_products(xinv_y: torch.Tensor, v: torch.Tensor, logabsdet: torch.Tensor,
+                     a: torch.Tensor, c: torch.Tensor, full: bool = True) -> Products:
+    """The inverse's per-parameter products from a = Xu and c (state dtype): M = X − a (vᵀX)/c in
+    the dtype of ``xinv_y`` (X in the compute dtype; None unless ``full``) and
+    −log|det A + u vᵀ| in that dtype. No autograd."""
+    with torch.no_grad():
+        dt = xinv_y.dtype
+        m = _inverse_matrix(xinv_y, a.to(dt), _to(v, dt), c.to(dt)) if full else None
+        log_c = torch.log(torch.abs(c))
+        return m, a, c, log_c, (-(logabsdet + log_c)).to(dt)
+
+
+def _forward(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+             bias: torch.Tensor | None, xinv: torch.Tensor, logabsdet: torch.Tensor,
+             products: Products | None) -> tuple[torch.Tensor, Products]:
+    dt, n = x.dtype, a.shape[-1]
+    full = _full(x, n)
+    if products is None or (full and products[0] is None):
+        products = forward_products(a, u, v, xinv, logabsdet, full)
+    b = None if bias is None else _to(bias, dt)
+    y = F.linear(x, products[0], b) if full else _perturbed(x, a, _to(u, dt), _to(v, dt), b)
+    return y, products
+
+
+def _inverse(y: torch.Tensor, xinv_y: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
+             logabsdet: torch.Tensor, products: Products,
+             scratch: torch.Tensor | None) -> tuple[torch.Tensor, Products]:
+    dt, n = y.dtype, xinv_y.shape[-1]
+    full = _full(y, n)
+    if full and products[0] is None:
+        products = inverse_products(xinv_y, v, logabsdet, products[1], products[2])
+    m, a, c = products[:3]
+    b = None if bias is None else _to(bias, dt)
+    if full:  # M applied to y − b: a, v and c are in M already
+        yb = y if b is None else torch.sub(y, b, out=scratch) if scratch is not None else y - b
+        return F.linear(yb, m), products
+    return _sherman_morrison(y, xinv_y, a.to(dt), v.to(dt), c.to(dt), b, m, scratch), products
+
+
+class _LogAbsFactor(torch.autograd.Function):
+    """log|c| with ∂/∂u = Xᵀv/c and ∂/∂v = Xu/c; X carries no gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor) -> torch.Tensor:
+        log_c, ctx.c, ctx.a = _factor(u, v, xinv)
+        ctx.save_for_backward(u, v, xinv)
+        return log_c
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
-        y, xinv, a, v, c, bias = ctx.saved_tensors
-        n = xinv.shape[-1]
-        w = v @ xinv
-        yb = y if bias is None else y - bias
-        g, yr = _rows(grad, n), _rows(yb, n)
-        # With z = X(y − b), s = w·(y − b) and k = s/c per row: x = z − a k.
-        gy = ga = gv = gc = gb = None
-        if ctx.needs_input_grad[0] or (bias is not None and ctx.needs_input_grad[5]):
-            gyb = grad @ torch.addr(xinv, a / c, w, alpha=-1)  # grad · M
-            gy = gyb if ctx.needs_input_grad[0] else None
-            if bias is not None and ctx.needs_input_grad[5]:
-                gb = -_rows(gyb, n).sum(0)
-        if ctx.needs_input_grad[2] or ctx.needs_input_grad[3] or ctx.needs_input_grad[4]:
-            s = yr @ w
-            h = g @ a  # −∂L/∂k per row
-            if ctx.needs_input_grad[2]:
-                ga = -(g.mT @ (s / c))
-            if ctx.needs_input_grad[3]:
-                gv = xinv @ (-(yr.mT @ h) / c)  # ∂L/∂w = −Σ_b h_b (y − b)_b / c, w = Xᵀv
-            if ctx.needs_input_grad[4]:
-                gc = (h @ s) / (c * c)
-        return gy, None, ga, gv, gc, gb
+        u, v, xinv = ctx.saved_tensors
+        c, a = _saved_factor(ctx, u, v, xinv)
+        return (*_factor_grads(ctx, grad, u, v, xinv, c, a, 0, 1), None)
+
+
+def _penalty_value(log_c: torch.Tensor, logabsdet: torch.Tensor, lo: float, hi: float,
+                   weight: float) -> torch.Tensor:
+    terms = torch.stack([log_c, log_c + logabsdet])
+    return weight * (F.relu(lo - terms).square() + F.relu(terms - hi).square()).sum()
+
+
+def _relu(t: float) -> float:
+    return t if not t < 0.0 else 0.0  # NaN passes through, as in F.relu
+
+
+def _penalty_host(log_c: float, logabsdet: float, lo: float, hi: float,
+                  weight: float) -> tuple[float, float]:
+    """(penalty, weight·Σ P′(t)) on host floats: the IEEE operations of :func:`_penalty_value`
+    and of the backward's slope, in the same order (so the same bits)."""
+    total = slope = 0.0
+    for i, t in enumerate((log_c, log_c + logabsdet)):
+        below, above = _relu(lo - t), _relu(t - hi)
+        p, d = below * below + above * above, above - below
+        total, slope = (p, d) if i == 0 else (total + p, slope + d)
+    return weight * total, weight * (2 * slope)
+
+
+class _Penalty(torch.autograd.Function):
+    """weight·[P(log|c|) + P(log|c| + log|det A|)], P(t) = relu(lo − t)² + relu(t − hi)².
+
+    On the CPU the scalar arithmetic runs on host floats (no device to wait for): a handful of
+    tensor operations fewer per call, the same values."""
+
+    @staticmethod
+    def forward(ctx: Any, u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor,
+                logabsdet: torch.Tensor, lo: float, hi: float, weight: float,
+                factor: tuple | None) -> torch.Tensor:
+        log_c, ctx.c, ctx.a = _factor(u, v, xinv) if factor is None else factor
+        ctx.save_for_backward(u, v, xinv, logabsdet)
+        ctx.bounds = (lo, hi, weight)
+        ctx.host = None
+        if log_c.device.type == "cpu":
+            value, wslope = _penalty_host(float(log_c), float(logabsdet), lo, hi, weight)
+            ctx.host = (wslope, float(ctx.c))
+            return torch.tensor(value, dtype=u.dtype)
+        return _penalty_value(log_c, logabsdet, lo, hi, weight).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        u, v, xinv, logabsdet = ctx.saved_tensors
+        lo, hi, weight = ctx.bounds
+        none = (None,) * 6
+        if ctx.host is not None and not torch.is_grad_enabled():
+            wslope, c = ctx.host
+            k = float(grad) * wslope / c  # k = ∂L/∂log|c| / c
+            gu = (_to(v, xinv.dtype) @ xinv * k).to(u.dtype) if ctx.needs_input_grad[0] else None
+            gv = (ctx.a * k).to(v.dtype) if ctx.needs_input_grad[1] else None
+            return (gu, gv, *none)
+        c, a = _saved_factor(ctx, u, v, xinv)
+        terms = torch.log(torch.abs(c)) + torch.stack([torch.zeros_like(logabsdet), logabsdet])
+        slope = 2 * (F.relu(terms - hi) - F.relu(lo - terms)).sum()  # Σ P′(t)
+        k = grad.to(xinv.dtype) * (weight * slope)
+        return (*_factor_grads(ctx, k, u, v, xinv, c, a, 0, 1), *none)
+
+
+class _Forward(torch.autograd.Function):
+    """(y, log|det|) of P4InvLinear.forward in one autograd node: y as in
+    :func:`perturbed_linear`, log|det| = log|det A| + log|c| in x's dtype (shape ``()``)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+                bias: torch.Tensor | None, xinv: torch.Tensor, logabsdet: torch.Tensor,
+                products: Products | None) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.set_materialize_grads(False)
+        kept = products is not None
+        y, (ctx.w, ctx.a, ctx.c, _, ld) = _forward(x, a, u, v, bias, xinv, logabsdet, products)
+        ctx.save_for_backward(x, a, u, v, xinv)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return y, ld.clone() if kept else ld  # an output must not be the caller's tensor
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor | None, grad_ld: torch.Tensor | None) -> tuple:
+        x, a, u, v, xinv = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        twice = torch.is_grad_enabled()  # double backward: every value rebuilt from u and v
+        gx = gu = gv = gb = None
+        if grad is not None:
+            dt = x.dtype
+            gx, _, gu, gv, gb = _perturbed_grads(needs, ctx.bias_dtype is not None, x, a,
+                                                 _to(u, dt), _to(v, dt), grad,
+                                                 None if twice else ctx.w)
+            gu = None if gu is None else _to(gu, u.dtype)
+            gv = None if gv is None else _to(gv, v.dtype)
+            gb = None if gb is None else _to(gb, ctx.bias_dtype)
+        if grad_ld is not None and (needs[2] or needs[3]):
+            if twice or grad_ld.device.type != "cpu":
+                c, xu = _saved_factor(ctx, u, v, xinv)
+                gu_ld, gv_ld = _factor_grads(ctx, grad_ld.to(xinv.dtype), u, v, xinv, c, xu, 2, 3)
+                gu, gv = _add(gu, gu_ld), _add(gv, gv_ld)
+            else:  # host scalar k = ∂L/∂log|c| / c: the gradients are k·Xᵀv and k·Xu
+                k = float(grad_ld) / float(ctx.c)
+                if needs[2]:
+                    w = _to(v, xinv.dtype) @ xinv
+                    gu = (w * k).to(u.dtype) if gu is None else gu.add_(w, alpha=k)
+                if needs[3]:
+                    gv = (ctx.a * k).to(v.dtype) if gv is None else gv.add_(ctx.a, alpha=k)
+        return gx, None, gu, gv, gb, None, None, None
+
+
+class _Inverse(torch.autograd.Function):
+    """(x, −log|det|) of P4InvLinear.inverse in one autograd node, given a = Xu and c = 1 + vᵀa
+    in X's dtype (computed by the caller for its singularity check; their gradients reach u and
+    v here): x as in :func:`sherman_morrison_linear` with X in y's dtype."""
+
+    @staticmethod
+    def forward(ctx: Any, y: torch.Tensor, xinv_y: torch.Tensor, xinv: torch.Tensor,
+                u: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
+                logabsdet: torch.Tensor, products: Products,
+                scratch: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.set_materialize_grads(False)
+        x, (ctx.m, ctx.a, ctx.c, _, ld) = _inverse(y, xinv_y, v, bias, logabsdet, products,
+                                                   scratch)
+        ctx.save_for_backward(y, xinv_y, xinv, u, v, bias)
+        return x, ld.clone()  # an output must not be the caller's tensor
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor | None, grad_ld: torch.Tensor | None) -> tuple:
+        y, xinv_y, xinv, u, v, bias = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        dt, sdt = y.dtype, xinv.dtype
+        c, a = _saved_factor(ctx, u, v, xinv)
+        gy = gb = ga = gv = gc = None
+        if grad is not None:
+            # The Sherman–Morrison map's gradients for (y, a, v, c, b) in y's dtype.
+            gy, _, ga, gv, gc, gb = _sherman_morrison_grads(
+                (needs[0], False, needs[3], needs[4], needs[3] or needs[4], needs[5]),
+                y, xinv_y, a.to(dt), v.to(dt), c.to(dt), None if bias is None else bias.to(dt),
+                grad, None if torch.is_grad_enabled() else ctx.m)
+            gb = None if gb is None else gb.to(bias.dtype)
+            ga = None if ga is None else ga.to(sdt)
+            gc = None if gc is None else gc.to(sdt)
+            gv = None if gv is None else gv.to(v.dtype)
+        if grad_ld is not None and (needs[3] or needs[4]):
+            gc = _add(gc, -grad_ld.to(sdt) / c)  # ld = −(log|det A| + log|c|)
+        gu = None
+        if gc is not None:  # c = 1 + vᵀa: c reaches a through v and v through a
+            ga = _add(ga, gc * v.to(sdt))
+            gv = _add(gv, (gc * a).to(v.dtype)) if needs[4] else gv
+        if ga is not None and needs[3]:
+            gu = (ga @ xinv).to(u.dtype)  # a = Xu
+        return gy, None, None, gu, gv, gb, None, None, None
 
 
 def perturbed_linear(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
@@ -106,9 +454,14 @@ def perturbed_linear(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch
 
     The backward pass costs one matrix product (for x) plus O(batch·n) for u, v and b, where
     autograd through the folded weight would cost a second, n×n weight gradient; it is built
-    from differentiable operations, so double backward works.
+    from differentiable operations, so double backward works. With autograd recording nothing
+    for these inputs no autograd.Function is entered at all.
     """
-    return _PerturbedLinear.apply(x, a, u, v, bias)
+    route = _route(x, u, v, bias)
+    if route == _PLAIN:
+        return _perturbed(x, a, u, v, bias)
+    fn = _PerturbedLinearEager if route == _EAGER else _PerturbedLinear
+    return fn.apply(x, a, u, v, bias)
 
 
 def sherman_morrison_linear(y: torch.Tensor, xinv: torch.Tensor, a: torch.Tensor,
@@ -122,4 +475,87 @@ def sherman_morrison_linear(y: torch.Tensor, xinv: torch.Tensor, a: torch.Tensor
     pass costs one matrix product (for y) plus O(batch·n + n²) for a, v, c and b, and supports
     double backward.
     """
-    return _ShermanMorrisonLinear.apply(y, xinv, a, v, c, bias)
+    route = _route(y, a, v, c, bias)
+    if route == _PLAIN:
+        return _sherman_morrison(y, xinv, a, v, c, bias)
+    fn = _ShermanMorrisonLinearEager if route == _EAGER else _ShermanMorrisonLinear
+    return fn.apply(y, xinv, a, v, c, bias)
+
+
+def log_abs_factor(u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor) -> torch.Tensor:
+    """log|c|, c = 1 + vᵀXu, in X's dtype (shape ``()``) for X ``(n, n)`` and u, v ``(n,)``;
+    differentiable in u and v (X carries no gradient), double backward included.
+
+    The same two O(n²) products as the plain expression, in one autograd node: the gradients
+    Xᵀv/c and Xu/c cost one more matrix–vector product in the backward pass."""
+    if _route(u, v) == _EAGER:
+        return _LogAbsFactor.apply(u, v, xinv)
+    return _factor(u, v, xinv)[0]
+
+
+def p4_forward(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+               bias: torch.Tensor | None, xinv: torch.Tensor, logabsdet: torch.Tensor, *,
+               products: Products | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, log|det|) of P4InvLinear: y = :func:`perturbed_linear` with A ``a`` in x's dtype and
+    u, v, b (parameters of any dtype) cast to it, and log|det| = log|det A| + log|1 + vᵀXu| of
+    shape ``()`` in x's dtype, from u and v as given and X, log|det A| ``logabsdet`` in the state
+    dtype. One autograd node when autograd records.
+
+    ``products``: :func:`forward_products` of these very tensors, when the caller kept them from
+    an earlier call (the values are then not recomputed; the results are the same bits)."""
+    route = _route(x, u, v, bias)
+    if route == _EAGER:
+        return _Forward.apply(x, a, u, v, bias, xinv, logabsdet, products)
+    if route == _FUNCTORCH:  # every value as a function of u and v, for the transform to see
+        dt = x.dtype
+        y = perturbed_linear(x, a, u.to(dt), v.to(dt), None if bias is None else bias.to(dt))
+        return y, (logabsdet + _factor(u, v, xinv)[0]).to(dt)
+    kept = products is not None
+    y, products = _forward(x, a, u, v, bias, xinv, logabsdet, products)
+    return y, products[4].clone() if kept else products[4]
+
+
+def p4_inverse(y: torch.Tensor, xinv_y: torch.Tensor, xinv: torch.Tensor, u: torch.Tensor,
+               v: torch.Tensor, bias: torch.Tensor | None, logabsdet: torch.Tensor,
+               products: Products, *,
+               scratch: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, −log|det|) of P4InvLinear.inverse: x by :func:`sherman_morrison_linear` with
+    ``xinv_y`` = X in y's dtype and v, b cast to it, −log|det| of shape ``()`` in y's dtype.
+
+    ``products``: :func:`inverse_products` of these tensors — at least a = Xu and c = 1 + vᵀa in
+    the state dtype, as the caller computed them for its singularity check (M and log|det| may be
+    None/anything when ``full`` was False; they are formed here as needed). The gradients of a
+    and c are taken here. ``scratch``: a tensor of y's shape and dtype to hold y − b (saves
+    allocating one per call). One autograd node when autograd records."""
+    route = _route(y, u, v, bias)
+    if route == _EAGER:
+        return _Inverse.apply(y, xinv_y, xinv, u, v, bias, logabsdet, products, scratch)
+    dt = y.dtype
+    if route == _FUNCTORCH:  # a and c as functions of u and v, for the transform to see
+        _, c, a = _factor(u, v, xinv)
+        x = sherman_morrison_linear(y, xinv_y, a.to(dt), v.to(dt), c.to(dt),
+                                    None if bias is None else bias.to(dt))
+        return x, (-(logabsdet + torch.log(torch.abs(c)))).to(dt)
+    x, products = _inverse(y, xinv_y, v, bias, logabsdet, products, scratch)
+    return x, products[4].clone()
+
+
+def p4_penalty(u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor, logabsdet: torch.Tensor,
+               bounds: tuple[float, float], weight: float, *,
+               factor: tuple | None = None) -> torch.Tensor:
+    """weight·[P(log|c|) + P(log|c| + log|det A|)], P(t) = relu(lo − t)² + relu(t − hi)² for
+    ``bounds`` = (lo, hi); shape ``()`` in u's dtype. One autograd node when autograd records
+    (its backward is closed-form, rebuilt from differentiable operations for double backward).
+
+    ``factor``: (log|c|, c, Xu) in X's dtype for these very tensors when the caller kept them
+    (see :data:`Products`), else they are computed."""
+    lo, hi = bounds
+    route = _route(u, v)
+    if route == _EAGER:
+        return _Penalty.apply(u, v, xinv, logabsdet, lo, hi, weight, factor)
+    if route == _FUNCTORCH or factor is None:
+        factor = _factor(u, v, xinv)
+    if route == _PLAIN and factor[0].device.type == "cpu":
+        value, _ = _penalty_host(float(factor[0]), float(logabsdet), lo, hi, weight)
+        return torch.tensor(value, dtype=u.dtype)
+    return _penalty_value(factor[0], logabsdet, lo, hi, weight).to(u.dtype)

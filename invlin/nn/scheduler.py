@@ -137,6 +137,7 @@ class P4Scheduler:
         self.correct_every = correct_every
         self.reset = tuple(reset)
         self.steps = 0
+        self._lazy: tuple = (None, set())  # (optimizer, ids of params it keeps no fresh state for)
         self.history: MergeHistory | None = MergeHistory() if record else None
         if self.history is not None:
             for name, layer in self.layers.items():
@@ -159,14 +160,31 @@ class P4Scheduler:
                 if ok:
                     params = [getattr(layer, p) for p in self.reset]
                     params = [p for p in params if p is not None]
-                    reset_optimizer_state(self.optimizer,
-                                          [p for p in params if self._optimizes(p)])
+                    self._reset_state([p for p in params if self._optimizes(p)])
                     if snapshot is not None:
                         self.history.record(name, layer, *snapshot, step=self.steps)
         if self.correct_every is not None and self.steps % self.correct_every == 0:
             for layer in self.layers.values():
                 layer.check_drift()
         return merged
+
+    def _reset_state(self, params: list[torch.Tensor]) -> None:
+        """:func:`reset_optimizer_state` for ``params``; a parameter for which a fresh optimizer
+        created no state (lazy optimizers: SGD, Adam, AdamW, RMSprop, …) just loses its entry
+        at later resets, without building a fresh optimizer each time."""
+        opt = self.optimizer
+        if self._lazy[0] is not opt:
+            self._lazy = (opt, set())
+        lazy = self._lazy[1]
+        slow = []
+        for p in params:
+            if id(p) in lazy:
+                opt.state.pop(p, None)
+            else:
+                slow.append(p)
+        if slow:
+            reset_optimizer_state(opt, slow)
+            lazy.update(id(p) for p in slow if not opt.state.get(p))
 
     def _optimizes(self, p: torch.Tensor) -> bool:
         return any(p is q for g in self.optimizer.param_groups for q in g["params"])

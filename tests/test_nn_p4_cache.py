@@ -1,0 +1,200 @@
+"""P4InvLinear's product cache and y − b buffer: reused only for unchanged values, never stale."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+import invlin.nn.p4 as p4_module
+from invlin.nn import P4InvLinear
+from invlin.reference.rank_one import Guard
+
+N, BATCH = 6, 10  # BATCH ≥ N: the matrices are formed and cached
+
+
+def _layer(seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    layer = P4InvLinear(N, init="orthogonal", generator=g, dtype=dtype, guard=Guard.off())
+    with torch.no_grad():
+        layer.u.copy_(0.3 * torch.randn(N, generator=g, dtype=dtype))
+        layer.bias.copy_(torch.randn(N, generator=g, dtype=dtype))
+    return layer
+
+
+def _fresh(layer):
+    copy = P4InvLinear(N, init=layer.weight.detach().clone(), dtype=layer.u.dtype)
+    copy.load_state_dict(layer.state_dict())
+    return copy
+
+
+def _calls(layer):
+    x = torch.randn(BATCH, N, generator=torch.Generator().manual_seed(9), dtype=layer.u.dtype)
+    y, ld = layer(x)
+    xi, ldi = layer.inverse(y.detach())
+    return [t.detach().clone() for t in (y, ld, xi, ldi)]
+
+
+def _equal(a, b):
+    return all(torch.equal(s, t) for s, t in zip(a, b, strict=True))
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Counts how often the forward and inverse products are computed."""
+    counts = {"forward": 0, "inverse": 0}
+    for kind in counts:
+        real = getattr(p4_module, f"{kind}_products")
+
+        def wrapped(*args, _real=real, _kind=kind, **kwargs):
+            counts[_kind] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(p4_module, f"{kind}_products", wrapped)
+    return counts
+
+
+def test_unchanged_values_reuse_the_products_and_give_the_same_bits(spy):
+    layer = _layer()
+    first = _calls(layer)
+    second = _calls(layer)
+    assert spy == {"forward": 1, "inverse": 1}
+    assert _equal(first, second) and _equal(second, _calls(_fresh(layer)))
+    assert spy == {"forward": 2, "inverse": 2}  # the copy computed its own once
+
+
+@pytest.mark.parametrize("change", ["u in place", "v in place", "u via .data", "v via .data",
+                                    "u element", "bias in place"])
+def test_a_changed_parameter_changes_the_outputs(change, spy):
+    layer = _layer(1)
+    before = _calls(layer)
+    with torch.no_grad():
+        if change == "u in place":
+            layer.u.add_(0.05)
+        elif change == "v in place":
+            layer.v.mul_(1.1)
+        elif change == "u via .data":  # bypasses the version counter, as gradcheck does
+            layer.u.data.add_(0.05)
+        elif change == "v via .data":
+            layer.v.data[2] += 0.5
+        elif change == "u element":
+            layer.u[3] = -0.2
+        else:
+            layer.bias.add_(1.0)
+    after = _calls(layer)
+    recomputed = dict(spy)
+    assert not torch.equal(after[0], before[0]) and not torch.equal(after[2], before[2])
+    assert _equal(after, _calls(_fresh(layer)))  # and they are the new values' outputs
+    if change != "bias in place":
+        assert not torch.equal(after[1], before[1])  # log|det| follows u and v
+        assert recomputed == {"forward": 2, "inverse": 2}
+    else:  # b is applied per call, not kept
+        assert recomputed == {"forward": 1, "inverse": 1}
+
+
+@pytest.mark.parametrize("change", ["merge", "refresh", "correct", "state copy_", "load"])
+def test_a_changed_state_changes_the_outputs(change):
+    layer = _layer(2, dtype=torch.float64)
+    other = _layer(3, dtype=torch.float64)
+    _calls(layer)
+    if change == "merge":
+        assert layer.merge(force=True)
+        with torch.no_grad():
+            layer.u.normal_(std=0.1)  # v was redrawn by the merge, u is zero: make it live
+    elif change == "refresh":
+        with torch.no_grad():
+            layer.weight.mul_(2.0)  # A changed, X and log|det| refreshed from it below
+        layer.refresh()
+    elif change == "correct":
+        with torch.no_grad():
+            layer.weight_inverse.mul_(1 + 1e-6)  # planted drift, removed by the correction
+        assert layer.correct()
+    elif change == "state copy_":
+        with torch.no_grad():
+            layer.weight.copy_(other.weight)
+            layer.weight_inverse.copy_(other.weight_inverse)
+            layer.logabsdet.copy_(other.logabsdet)
+            layer.sign.copy_(other.sign)
+    else:
+        layer.load_state_dict(other.state_dict())
+    assert _equal(_calls(layer), _calls(_fresh(layer)))
+
+
+def test_functional_call_uses_the_substituted_parameters():
+    layer = _layer(4)
+    _calls(layer)
+    x = torch.randn(BATCH, N)
+    u = layer.u.detach() + 0.1
+    y, ld = torch.func.functional_call(layer, {"u": u}, (x,))
+    with torch.no_grad():
+        layer.u.copy_(u)
+    y2, ld2 = layer(x)
+    assert torch.equal(y, y2) and torch.equal(ld, ld2)
+
+
+def test_returned_log_determinants_are_not_the_cached_tensors():
+    layer = _layer(5)
+    x = torch.randn(N)  # one sample: log|det| of shape (), writable in place
+    with torch.no_grad():
+        _, ld = layer(torch.randn(BATCH, N))
+        _, ld1 = layer(x)
+        ld1 += 100.0
+        _, ld2 = layer(x)
+    assert torch.equal(ld2, ld[0])
+
+
+def test_inverse_outputs_do_not_share_the_reused_buffer():
+    layer = _layer(6)
+    y1, y2 = torch.randn(BATCH, N), torch.randn(BATCH, N)
+    x1, _ = layer.inverse(y1)
+    keep = x1.detach().clone()
+    x2, _ = layer.inverse(y2)
+    assert torch.equal(x1, keep) and not torch.equal(x1, x2)
+    assert torch.equal(layer(x1)[0].detach(), layer(x1)[0].detach())
+
+
+def test_concurrent_inverses_agree_with_serial_ones():
+    layer = _layer(7)
+    ys = [torch.randn(BATCH, N, generator=torch.Generator().manual_seed(i)) for i in range(8)]
+    with torch.no_grad():
+        serial = [layer.inverse(y)[0] for y in ys]
+    results: dict[int, torch.Tensor] = {}
+
+    def run(i):
+        with torch.no_grad():
+            for _ in range(50):
+                results[i] = layer.inverse(ys[i])[0]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(torch.equal(results[i], serial[i]) for i in range(8))
+
+
+def test_products_are_kept_only_on_the_cpu_outside_transforms():
+    layer = _layer(8)
+    x = torch.randn(BATCH, N)
+    with torch.no_grad():
+        plain = layer(x)
+        mapped = torch.func.vmap(layer)(x)  # per-sample calls: nothing kept or reused
+    assert torch.equal(plain[1], mapped[1])
+    assert not layer._products.usable(torch.empty(0, device="meta"))
+
+
+def test_cached_log_determinant_is_copied_out_for_a_single_feature():
+    # n = 1: one sample already fills the n×n threshold, so its log|det| comes from the cache.
+    layer = P4InvLinear(1)
+    with torch.no_grad():
+        layer.u.fill_(0.5)
+        _, ld1 = layer(torch.ones(1))
+        ld1 += 100.0  # the caller's tensor, not the cache's
+        _, ld2 = layer(torch.ones(1))
+    assert float(ld2) == pytest.approx(float(torch.log1p(0.5 * layer.v.detach())[0]), rel=1e-6)
+    outs = [layer(torch.ones(1))[1] for _ in range(2)]  # autograd: two outputs, two nodes
+    torch.autograd.backward([o.sum() for o in outs])
+    assert layer.u.grad is not None and torch.isfinite(layer.u.grad).all()
+    kept = [entry[-1] for entry in layer._products._entries.values()]
+    assert kept and all(t is None or not t.requires_grad for value in kept for t in value)
