@@ -296,3 +296,206 @@ def test_edges_draws_points_next_to_the_ends_of_a_bounded_domain():
     xs = np.concatenate([a.ravel() for a in seen])
     assert xs.min() > 0 and xs.max() < 1
     assert xs.min() < 1e-12 and 1 - xs.max() < 1e-12  # the ends, to within a few ulps
+
+
+# -- validator bugs found while triaging the first conformance report -------------------------
+def test_every_reproduction_snippet_runs_in_a_fresh_interpreter(broken_reports):
+    """A failure's snippet runs to the end; an error's snippet raises the layer's exception.
+
+    Caught: the log|det| snippet deep-copied the adapter *after* calling it, which a called
+    ``cache_size=1`` torch Transform refuses (non-leaf tensors in its cache) — WrongSignTransform.
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cases = [(r.check, r.dtype, r.status, r.exception, r.repro)
+             for report in broken_reports.values() for r in report.results
+             if r.status in ("fail", "error") and r.repro]
+    assert {c[0] for c in cases} >= set(CHECKS) - {"logdet_consistency"}
+    runner = (
+        "import json, sys, traceback\n"
+        "cases = json.loads(sys.stdin.read())\n"
+        "out = []\n"
+        "for check, dtype, status, exception, code in cases:\n"
+        "    try:\n"
+        "        exec(compile(code, check, 'exec'), {})\n"
+        "        out.append(None)\n"
+        "    except Exception as exc:\n"
+        "        out.append(f'{type(exc).__name__}: {exc}'.splitlines()[0])\n"
+        "print(json.dumps(out))\n")
+    tests = Path(__file__).resolve().parent
+    env = {**__import__("os").environ, "PYTHONPATH": str(tests)}
+    done = subprocess.run([sys.executable, "-c", runner], input=json.dumps(cases), env=env,
+                          capture_output=True, text=True, timeout=600, check=True)
+    raised = json.loads(done.stdout.strip().splitlines()[-1])
+    for (check, dtype, status, exception, _), got in zip(cases, raised, strict=True):
+        if status == "fail":
+            assert got is None, (check, dtype, got)
+        else:  # the snippet reproduces the exception the layer raised
+            assert got is not None and got.split(":")[0] == exception.split(":")[0], \
+                (check, dtype, got, exception)
+
+
+class _MiddleIdentity(torch.nn.Module):
+    """y = x on [−1, 1], y = sign(x)(1 + (|x| − 1)·e^a) outside; like nflows' spline with
+    identity tails, ``a`` enters the graph only when some |x| > 1 (an ``if`` on the data), so
+    at x = 0 autograd reports no gradient at all (``None``) for a correct layer."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.full((features,), 0.3))
+
+    def _map(self, x: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out, ld = x.clone(), torch.zeros_like(x)
+        outside = x.abs() > 1
+        if bool(outside.any()):
+            scale = torch.exp(a).expand_as(x)[outside]
+            out[outside] = torch.sign(x[outside]) * (1 + (x[outside].abs() - 1) * scale)
+            ld[outside] = a.expand_as(x)[outside]
+        return out, ld.sum(-1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._map(x, self.a)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._map(y, -self.a)
+
+
+def test_a_gradient_missing_at_one_point_only_is_retried():
+    """Caught: a ``None`` gradient failed at once, so nflows' rational-quadratic coupling
+    failed whenever Hypothesis drew inputs all in the identity tails. The first case drawn is
+    x = 0, where this correct layer gives ``a`` no gradient; the retries give it one."""
+    layer = _MiddleIdentity(FEATURES)
+    y, ld = layer(torch.zeros(1, FEATURES))
+    assert not (y.requires_grad or ld.requires_grad)  # no path to ``a`` at x = 0
+    report = validate(_MiddleIdentity, checks=["gradients"], **RUN)
+    assert [r.status for r in report.results] == ["pass", "pass"], report.results
+    assert "zero or missing at this x" in report.results[0].message
+    # a parameter that never reaches the graph still fails (DetachedBias, in BROKEN)
+
+
+class _LayoutSensitiveCoupling(torch.nn.Module):
+    """Additive coupling y_b = x_b + t(x_a) (log|det| = 0) whose conditioner sums its 512
+    hidden terms in an order that depends on the batch size, as BLAS kernels block a (1, n) and
+    a (B, n) product differently: the same map in exact arithmetic. The hidden units come in
+    pairs with output weights w and −(1 − 10⁻⁴)·w, so at every x_a the terms nearly cancel
+    (|t| ≈ 10⁻⁴·Σ|terms|) and float32 rounding differs between layouts by up to ~10⁴·ε·|t|,
+    far more than κε of the layer's Jacobian (κ ≈ 1)."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(7)
+        half, self.na = 256, features // 2
+        nb = features - self.na
+        inner = 0.5 * torch.randn(half, self.na, generator=g)
+        shift = torch.randn(half, generator=g)
+        w = torch.randn(nb, half, generator=g)
+        self.inner = torch.nn.Parameter(torch.cat([inner, inner]))
+        self.shift = torch.nn.Parameter(torch.cat([shift, shift]))
+        self.outer = torch.nn.Parameter(torch.cat([w, -(1 - 1e-4) * w], -1))
+        self.bias = torch.nn.Parameter(torch.zeros(nb))
+
+    def _t(self, xa: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(xa @ self.inner.mT + self.shift)  # (B, K)
+        terms = h[:, None, :] * self.outer  # (B, nb, K)
+        if xa.shape[0] == 1:
+            s = terms.sum(-1)
+        else:  # another summation order: sequential, from the last term
+            s = terms.flip(-1).cumsum(-1)[..., -1]
+        return s + self.bias
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = x.reshape(-1, x.shape[-1])
+        t = self._t(flat[:, :self.na])
+        y = torch.cat([flat[:, :self.na], flat[:, self.na:] + t], -1).reshape(x.shape)
+        return y, torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = y.reshape(-1, y.shape[-1])
+        t = self._t(flat[:, :self.na])
+        x = torch.cat([flat[:, :self.na], flat[:, self.na:] - t], -1).reshape(y.shape)
+        return x, torch.zeros(y.shape[:-1], dtype=y.dtype, device=y.device)
+
+def test_float32_layout_differences_of_a_deep_conditioner_are_judged_by_measured_rounding(
+        monkeypatch):
+    """Caught: batch_shape judged two float32 layouts by κε of the layer's Jacobian alone,
+    which does not bound a conditioner network's rounding (nflows' rational-quadratic
+    coupling: 455 ratio units). Below float64 each layout is now also allowed its own error
+    against the float64 copy in that layout; a batch-mean log|det| still fails (BROKEN).
+    (float64 keeps the κε bound: it has no more precise copy to measure against, and this
+    synthetic layer does fail it there — nflows' coupling does not, ratio ≈ 6.)"""
+    from invlin.testing import forward_ratio
+    from invlin.validate.adapters import adapt
+    from invlin.validate.checks.truth import local, scale_output
+
+    n = 4
+    layer = _LayoutSensitiveCoupling(n)
+    x = np.zeros((2, n))
+    y_batch, _ = layer(torch.zeros(2, n))
+    y_alone, _ = layer(torch.zeros(1, n))
+    ref = adapt(_LayoutSensitiveCoupling(n).double(), n)
+    loc = local(ref, x[:1])
+    kappa = float(scale_output(loc, x[:1], loc.y)[0] / np.abs(loc.y).sum())
+    strict = forward_ratio(y_alone.double(), y_batch[:1].double(), kappa=kappa,
+                           dtype="float32").value
+    assert strict > THRESHOLD  # the κε bound alone flags this correct layer (≈ 4.6e3)
+    run = {"features": n, "profile": "ci", "max_examples": 30, "dtypes": ("float32",),
+           "checks": ["batch_shape"]}
+    report = validate(_LayoutSensitiveCoupling, **run)
+    assert [r.status for r in report.results] == ["pass"], report.results[0].message
+    # the same search without the measured allowance fails: the case is really drawn
+    from invlin.validate.checks import shapes
+
+    init = shapes._Measured.__init__
+
+    def strict_only(self, *args):
+        init(self, *args)
+        self.on = False
+
+    monkeypatch.setattr(shapes._Measured, "__init__", strict_only)
+    report = validate(_LayoutSensitiveCoupling, **run)
+    assert [r.status for r in report.results] == ["fail"]
+    assert "values depend on the batch layout" in report.results[0].message
+
+
+def test_logdet_oracle_compares_the_tracked_sign():
+    """P4InvLinear tracks sign det A through merges; its adapter's ``sign()`` is compared with
+    the oracle's sign, and a wrong sign fails."""
+    from invlin.validate.adapters import P4InvLinearAdapter
+
+    def negative(features: int) -> P4InvLinear:
+        layer = P4InvLinear(features, init="reverse")  # n = 3: one swap, det −1
+        with torch.no_grad():
+            layer.u.normal_(0.0, 0.2, generator=torch.Generator().manual_seed(1))
+        return layer
+
+    class FlippedSign(P4InvLinearAdapter):
+        def sign(self) -> torch.Tensor:
+            return -super().sign()
+
+    good = validate(negative, checks=["logdet_oracle"], **RUN)
+    assert [r.status for r in good.results] == ["pass", "pass"]
+    assert all("sign -1 exact" in r.message for r in good.results), good.results[0].message
+    bad = validate(lambda features: FlippedSign(negative(features), features),
+                   checks=["logdet_oracle"], **RUN)
+    assert [r.status for r in bad.results] == ["fail", "fail"]
+    assert "det sign [1.0]" in bad.results[0].message
+
+
+def test_edges_does_not_invert_outputs_rounded_onto_the_end_of_the_codomain():
+    """tanh(−20) rounds to −1.0 in float64, whose exact preimage is −∞: torch's TanhTransform
+    returns atanh(−1) = −inf, the right answer. Such rows are counted, not failed; an inverse
+    that is non-finite strictly inside the codomain still fails."""
+    from torch.distributions.transforms import TanhTransform
+
+    class NanInverse(TanhTransform):
+        def _inverse(self, y):
+            return torch.full_like(y, math.nan)
+
+    report = validate(lambda features: TanhTransform(), checks=["edges"], **RUN)
+    assert [r.status for r in report.results] == ["pass", "pass"]
+    assert all("was not judged" in r.message for r in report.results), report.results[0].message
+    report = validate(lambda features: NanInverse(), checks=["edges"], **RUN)
+    assert [r.status for r in report.results] == ["fail", "fail"]
+    assert "inverse x" in report.results[0].message

@@ -23,6 +23,7 @@ __all__ = [
     "BROKEN",
     "BatchMeanLogdet",
     "CorrectLinear",
+    "DetachedBias",
     "DevicelessEye",
     "IllConditionedInverse",
     "LowPrecisionEvalCache",
@@ -34,8 +35,10 @@ __all__ = [
     "StaleTransformCache",
     "WrongDimsLogdet",
     "WrongSignLogdet",
+    "WrongSignTransform",
     "batch_mean_logdet",
     "correct_linear",
+    "detached_bias",
     "deviceless_eye",
     "ill_conditioned_inverse",
     "low_precision_eval_cache",
@@ -46,6 +49,7 @@ __all__ = [
     "stale_transform_cache",
     "wrong_dims_logdet",
     "wrong_sign_logdet",
+    "wrong_sign_transform",
 ]
 
 
@@ -281,6 +285,51 @@ class StaleTransformCache(Transform, nn.Module):
         return self.log_scale.sum().expand(x.shape[:-1])
 
 
+class DetachedBias(nn.Module):
+    """y = exp(s) ⊙ x + b. Bug: b enters as ``b.detach()``, so no gradient ever reaches it (an
+    optimizer never moves it); every value is right."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(features)
+        self.log_scale = nn.Parameter(0.3 * torch.randn(features, generator=g))
+        self.bias = nn.Parameter(0.1 * torch.randn(features, generator=g))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = x * torch.exp(self.log_scale) + self.bias.detach()
+        return y, self.log_scale.sum().expand(x.shape[:-1])
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (y - self.bias.detach()) * torch.exp(-self.log_scale)
+        return x, (-self.log_scale.sum()).expand(y.shape[:-1])
+
+
+class WrongSignTransform(Transform, nn.Module):
+    """y = exp(s) ⊙ x as a torch ``Transform`` module with ``cache_size=1``, as pyro builds its
+    layers. Bugs: log|det| = −Σ s (wrong sign), and torch's cache goes stale after an in-place
+    update of s (pyro #2384). Once called, the transform holds non-leaf tensors in its cache,
+    which ``copy.deepcopy`` refuses: a reproduction must copy it before calling it."""
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+    __hash__ = nn.Module.__hash__
+
+    def __init__(self, features: int) -> None:
+        super().__init__(cache_size=1)
+        g = torch.Generator().manual_seed(features)
+        self.log_scale = nn.Parameter(0.3 * torch.randn(features, generator=g))
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.exp(self.log_scale)
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return y * torch.exp(-self.log_scale)
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -self.log_scale.sum().expand(x.shape[:-1])
+
+
 # -- factories ---------------------------------------------------------------------------------
 def _matrix(layer: nn.Module, features: int) -> Adapter:
     return MatrixAdapter(layer, features, name=type(layer).__name__)
@@ -322,6 +371,14 @@ def stale_transform_cache(features: int) -> nn.Module:
     return StaleTransformCache(features)
 
 
+def detached_bias(features: int) -> nn.Module:
+    return DetachedBias(features)
+
+
+def wrong_sign_transform(features: int) -> nn.Module:
+    return WrongSignTransform(features)
+
+
 def missing_factor_logdet(features: int) -> Adapter:
     return _matrix(MissingFactorLogdet(features), features)
 
@@ -353,7 +410,10 @@ _ALL_BUT_LOGDET = ("round_trip", "logdet_consistency", "batch_shape", "dtype_dev
 #: * float32 eval-mode inverse: only the modes check compares eval with train (float64 only);
 #: * stale cache (own eval-mode cache, or torch's ``cache_size=1``): the parameter update of
 #:   the cache check;
-#: * removed API: every check that calls the inverse raises AttributeError.
+#: * removed API: every check that calls the inverse raises AttributeError;
+#: * detached bias: only the gradients check looks at gradients;
+#: * wrong-sign Transform: autograd (no matrix, so no oracle) and, being a ``cache_size=1``
+#:   transform, the cache check's parameter update.
 BROKEN: dict = {
     wrong_sign_logdet: {d: ("fail", ("logdet_autograd", "logdet_oracle", "conditioning"))
                         for d in ("float64", "float32")},
@@ -370,4 +430,7 @@ BROKEN: dict = {
     stale_cache: {d: ("fail", ("cache",)) for d in ("float64", "float32")},
     stale_transform_cache: {d: ("fail", ("cache",)) for d in ("float64", "float32")},
     removed_torch_api: {d: ("error", _ALL_BUT_LOGDET) for d in ("float64", "float32")},
+    detached_bias: {d: ("fail", ("gradients",)) for d in ("float64", "float32")},
+    wrong_sign_transform: {d: ("fail", ("logdet_autograd", "cache"))
+                           for d in ("float64", "float32")},
 }

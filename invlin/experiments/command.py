@@ -38,20 +38,45 @@ def _positive(text: str) -> int:
     return value
 
 
+def _merge_period(text: str) -> tuple[str | None, int]:
+    from invlin.experiments.toy2d import MERGE_EVERY
+
+    model, _, value = text.rpartition("=")
+    if model and model not in MERGE_EVERY:
+        raise argparse.ArgumentTypeError(f"MODEL must be one of {tuple(MERGE_EVERY)}, got "
+                                         f"{model!r}")
+    return model or None, _positive(value)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand (``toy2d`` and ``digits``) to the ``invlin`` parser."""
     from invlin.experiments.datasets import TOY_DENSITIES
+    from invlin.experiments.toy2d import MERGE_EVERY, MODELS
 
     train = sub.add_parser("train", help="train the seeds' experiments (toy2d, digits)")
     which = train.add_subparsers(dest="experiment", required=True)
     toy = which.add_parser("toy2d", help="P4Inv flows on 2-D toy densities vs affine coupling")
     toy.add_argument("--densities", nargs="+", default=list(TOY_DENSITIES), choices=TOY_DENSITIES)
+    toy.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS),
+                     help="models to train (all): " + "; ".join(f"{k}: {v}"
+                                                               for k, v in MODELS.items()))
     toy.add_argument("--steps", type=_positive, default=2000, help="training steps (2000)")
-    toy.add_argument("--blocks", type=_positive, default=32, help="P4 blocks (32)")
-    toy.add_argument("--merge-every", type=_positive, default=1, help="P4 merge period (1)")
+    toy.add_argument("--blocks", type=_positive, default=16,
+                     help="P4Inv + bent identity blocks of p4_bent (16)")
+    toy.add_argument("--couplings", type=_positive, default=8,
+                     help="coupling layers of realnvp and realnvp_p4 (8)")
+    toy.add_argument("--hidden", type=_positive, default=24,
+                     help="hidden width of realnvp and realnvp_p4 (24)")
+    toy.add_argument("--merge-every", nargs="+", type=_merge_period, default=[],
+                     metavar="[MODEL=]N",
+                     help="P4 merge period: N for all P4 models, or MODEL=N pairs (default: "
+                          + " ".join(f"{k}={v}" for k, v in MERGE_EVERY.items()) + ")")
     toy.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (5e-3)")
+    toy.add_argument("--batch", type=_positive, default=512, help="batch size (512)")
     dig = which.add_parser("digits", help="LU-Net on 8×8 digits vs affine coupling")
-    dig.add_argument("--steps", type=_positive, default=3000, help="training steps (3000)")
+    dig.add_argument("--steps", type=_positive, default=6000, help="training steps (6000)")
+    dig.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (1e-2)")
+    dig.add_argument("--batch", type=_positive, default=256, help="batch size (256)")
     dig.add_argument("--blocks", type=_positive, default=4, help="LU layers (4)")
     for p in (toy, dig):
         p.add_argument("--seed", type=int, default=0)
@@ -62,6 +87,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="torch CPU threads (default: torch's choice)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=_run)
+
+
+def _periods(pairs: list[tuple[str | None, int]]) -> int | dict[str, int] | None:
+    if len(pairs) == 1 and pairs[0][0] is None:
+        return pairs[0][1]
+    if any(model is None for model, _ in pairs):
+        raise ValueError("--merge-every takes one N for all models, or MODEL=N pairs")
+    return {model: n for model, n in pairs} or None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -78,31 +111,43 @@ def _run(args: argparse.Namespace) -> int:
     settings["argv"] = " ".join(sys.argv[3:]) if len(sys.argv) > 3 else ""
     if args.experiment == "toy2d":
         from invlin.experiments.render import write_toy2d
-        from invlin.experiments.toy2d import run_toy2d
+        from invlin.experiments.toy2d import merge_periods, run_toy2d
 
-        results = run_toy2d(args.densities, steps=args.steps, blocks=args.blocks, seed=args.seed,
-                            merge_every=args.merge_every, lr=args.lr,
+        try:
+            periods = merge_periods(_periods(args.merge_every))
+        except ValueError as exc:
+            print(f"invlin train: {exc}", file=sys.stderr)
+            return 2
+        settings["merge_every"] = periods
+        results = run_toy2d(args.densities, models=args.models, steps=args.steps,
+                            blocks=args.blocks, couplings=args.couplings, hidden=args.hidden,
+                            seed=args.seed, merge_every=periods, lr=args.lr, batch=args.batch,
                             device=args.device, progress=_Progress(args.steps, not args.quiet))
         paths = write_toy2d(results, args.out, settings)
-        print(f"{'density':<16} {'model':<40} {'params':>7} {'test NLL':>9}")
+        print(f"{'density':<16} {'model':<17} {'params':>7} {'test NLL':>9} {'optimum':>8} "
+              f"{'in region':>9}")
         for r in results:
-            print(f"{r.density:<16} {r.model:<40} {r.parameters:>7} {r.test_nll:>9.3f}")
+            print(f"{r.density:<16} {r.model:<17} {r.parameters:>7} {r.test_nll:>9.3f} "
+                  f"{r.optimum:>8.3f} {100 * r.region_fraction:>8.1f}%")
         bad = [d for r in results for d in r.drift if not d.passed]
         for r in results:
             if r.drift:
-                print(f"{r.density}: P4 counters {r.counters}; layers within the oracle bound: "
-                      f"{sum(d.passed for d in r.drift)}/{len(r.drift)}")
+                print(f"{r.density} {r.model}: P4 counters {r.counters}; layers within the "
+                      f"oracle bound: {sum(d.passed for d in r.drift)}/{len(r.drift)}")
     else:
         from invlin.experiments.digits import run_digits
         from invlin.experiments.render import write_digits
 
-        results = run_digits(steps=args.steps, blocks=args.blocks, seed=args.seed,
+        results = run_digits(steps=args.steps, blocks=args.blocks, lr=args.lr, batch=args.batch,
+                             seed=args.seed,
                              device=args.device, progress=_Progress(args.steps, not args.quiet))
         paths = write_digits(results, args.out, settings)
-        print(f"{'model':<44} {'params':>7} {'bits/dim':>9} {'density ms':>11} {'sample ms':>10}")
+        print(f"{'model':<52} {'params':>7} {'test b/d':>9} {'train b/d':>9} "
+              f"{'density ms':>11} {'sample ms':>10}")
         for r in results:
-            print(f"{r.model:<44} {r.parameters:>7} {r.test_bits_per_dim:>9.3f} "
-                  f"{r.density_ms_per_image:>11.4f} {r.sampling_ms_per_image:>10.4f}")
+            print(f"{r.model:<52} {r.parameters:>7} {r.test_bits_per_dim:>9.3f} "
+                  f"{r.train_bits_per_dim:>9.3f} {r.density_ms_per_image:>11.4f} "
+                  f"{r.sampling_ms_per_image:>10.4f}")
         bad = []
     print("wrote " + ", ".join(str(p) for p in paths))
     if bad:

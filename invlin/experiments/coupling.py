@@ -1,11 +1,13 @@
-"""The RealNVP-style affine-coupling baseline the experiments compare against."""
+"""RealNVP-style affine-coupling flows: fixed alternating masks, or P4Inv layers as the mixing."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-__all__ = ["AffineCoupling", "coupling_flow", "matched_coupling_flow"]
+__all__ = ["MIXINGS", "AffineCoupling", "coupling_flow", "matched_coupling_flow"]
+
+MIXINGS = ("alternate", "p4")
 
 
 class AffineCoupling(nn.Module):
@@ -41,22 +43,49 @@ class AffineCoupling(nn.Module):
         return (y - t) * torch.exp(-s), -s.sum(-1)
 
 
-def coupling_flow(features: int, layers: int, hidden: int = 64):
-    """``layers`` affine couplings with alternating masks, as an ``InvertibleSequential``."""
+def coupling_flow(features: int, layers: int, hidden: int = 64, *, mixing: str = "alternate",
+                  generator: torch.Generator | None = None):
+    """``layers`` affine couplings as an ``InvertibleSequential``.
+
+    ``mixing="alternate"`` (RealNVP): the conditioning half alternates between the even and the
+    odd features, i.e. a fixed permutation sits between consecutive couplings.
+    ``mixing="p4"``: every coupling conditions on the even features and a trainable
+    :class:`~invlin.nn.P4InvLinear` before each coupling mixes the features instead (the P4Inv
+    paper's use of P4Inv blocks inside coupling flows). The P4 layers start at the reversal
+    permutation, so for even ``features`` both flows start as the same function; train them with
+    :class:`~invlin.nn.P4Scheduler` and add their penalty to the loss. ``generator`` seeds the
+    P4 layers' resets of v.
+    """
+    from invlin.nn.p4 import P4InvLinear
     from invlin.nn.sequential import InvertibleSequential
 
+    if mixing not in MIXINGS:
+        raise ValueError(f"mixing must be one of {MIXINGS}, got {mixing!r}")
     idx = torch.arange(features)
-    blocks = [AffineCoupling(features, (idx % 2 == k % 2) if features > 1 else idx < 0, hidden)
-              for k in range(layers)]
+    if features == 1:
+        masks = [idx < 0] * layers
+    elif mixing == "alternate":
+        masks = [idx % 2 == k % 2 for k in range(layers)]
+    else:
+        masks = [idx % 2 == 0] * layers
+    blocks: list[nn.Module] = []
+    for mask in masks:
+        if mixing == "p4":
+            blocks.append(P4InvLinear(features, init="reverse", generator=generator))
+        blocks.append(AffineCoupling(features, mask, hidden))
     return InvertibleSequential(*blocks)
 
 
-def matched_coupling_flow(features: int, layers: int, target: int):
+def _count(features: int, layers: int, hidden: int, mixing: str) -> int:
+    h, n = hidden, features
+    per = (n * h + h) + (h * h + h) + (h * 2 * n + 2 * n) + n
+    return layers * (per + (3 * n if mixing == "p4" else 0))
+
+
+def matched_coupling_flow(features: int, layers: int, target: int, *, mixing: str = "alternate",
+                          generator: torch.Generator | None = None):
     """The ``layers``-coupling flow whose hidden width gives the parameter count closest to
     ``target`` (width ≥ 2); returns ``(flow, hidden)``."""
-    def count(h: int) -> int:
-        per = (features * h + h) + (h * h + h) + (h * 2 * features + 2 * features) + features
-        return layers * per
-
-    hidden = min(range(2, 1025), key=lambda h: abs(count(h) - target))
-    return coupling_flow(features, layers, hidden=hidden), hidden
+    hidden = min(range(2, 1025), key=lambda h: abs(_count(features, layers, h, mixing) - target))
+    return coupling_flow(features, layers, hidden=hidden, mixing=mixing,
+                         generator=generator), hidden

@@ -70,6 +70,11 @@ class P4InvLinear(nn.Module):
     entry, see :class:`~invlin.nn.p4_cache.ProductCache`: two extra n×n matrices in the compute
     dtype), and ``inverse`` reuses one buffer for y − b (up to 2²² elements).
 
+    Changing the state by hand: write A with an in-place tensor op under ``torch.no_grad()``
+    (``layer.weight.copy_(w)``) or ``load_state_dict``, then call :meth:`refresh`. Writes through
+    ``.data`` (``layer.weight.data.copy_(w)``) bypass PyTorch's version counters, so the cached
+    casts and products cannot see them and the layer keeps computing with the old A.
+
     >>> layer = P4InvLinear(3, init="reverse")
     >>> y, ld = layer(torch.ones(2, 3))
     >>> y.shape, ld.shape, int(layer.sign)

@@ -71,6 +71,10 @@ def nflows() -> list[Entry]:
     return [
         Entry("LULinear", seeded(lambda n: perturb(nt.LULinear(n), 0.3)),
               "identity init + noise; diag(U) = softplus(raw) + 1e-3"),
+        Entry("LULinearCached",
+              seeded(lambda n: perturb(nt.LULinear(n, using_cache=True), 0.3)),
+              "LULinear with using_cache=True: eval mode keeps W, W⁻¹, log|det| (nflows' "
+              "own cache)"),
         Entry("NaiveLinear", seeded(lambda n: perturb(nt.NaiveLinear(n))),
               "random orthogonal init + noise"),
         Entry("SVDLinear",

@@ -87,6 +87,14 @@ class Adapter(ABC):
         """Interval every input coordinate must lie in (``None``: all of R)."""
         return None
 
+    def codomain(self) -> tuple[float, float] | None:
+        """Interval every output coordinate lies in (``None``: all of R or not known).
+
+        A finite end is the limit of the map, not a value it takes: an output rounded onto it
+        (tanh(−20) = −1.0 in float64) has an infinite preimage.
+        """
+        return None
+
 
 #: A factory called with ``features=N`` that returns a layer in any supported convention.
 Factory = Callable[..., object]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from invlin.validate.render import (
     warnings_rows,
 )
 from invlin.validate.results import CheckResult, Conformance, LayerReport
+from invlin.validate.triage import KINDS, TRIAGE_FILE, Verdict, load_triage, match, unmatched
 
 __all__ = ["conventions_markdown", "load_parts", "main", "merge", "render_summary"]
 
@@ -75,7 +77,14 @@ def _indented(text: str, lang: str = "") -> str:
     return "  " + fence(text, lang).replace("\n", "\n  ")
 
 
-def _finding(layer: LayerReport, results: list[CheckResult]) -> list[str]:
+def _verdict_of(verdicts: list[Verdict], lib: str, layer: LayerReport,
+                results: list[CheckResult]) -> Verdict | None:
+    found = [match(verdicts, lib, layer.name, r) for r in results]
+    return next((v for v in found if v is not None), None)
+
+
+def _finding(layer: LayerReport, results: list[CheckResult],
+             verdict: Verdict | None = None) -> list[str]:
     checks = list(dict.fromkeys(r.check for r in results))
     where = ", ".join(dict.fromkeys(f"{r.dtype}/{r.device}" for r in results))
     worst = max(results, key=lambda r: -1.0 if r.ratio is None else float(r.ratio))
@@ -88,6 +97,9 @@ def _finding(layer: LayerReport, results: list[CheckResult]) -> list[str]:
     if worst.ratio is not None or worst.allowed is not None:
         head += f": worst ratio {fmt_number(worst.ratio)} (allowed {fmt_number(worst.allowed)})"
     lines = [head]
+    if verdict is not None:
+        lines += ["", f"  Verdict: **{verdict.label}** — {md_escape(verdict.summary)} "
+                      f"(see [Triage](#triage))"]
     first = next((r for r in results if r.message or r.exception), worst)
     detail = first.message or ""
     if first.exception and first.exception not in detail:
@@ -142,13 +154,14 @@ def _environment(parts: dict[str, Conformance]) -> list[str]:
 _GLANCE_CHARS = 160  # the "what" column: first line of the message, cut
 
 
-def _glance(parts: dict[str, Conformance]) -> list[str]:
-    """Table rows: library, layer, check(s), where, worst ratio / allowed, first message line."""
+def _glance(parts: dict[str, Conformance], verdicts: list[Verdict]) -> list[str]:
+    """Table rows: library, layer, check(s), where, worst ratio / allowed, verdict, first
+    message line."""
     rows = []
     for lib, part in parts.items():
         for layer in part.layers:
             if layer.error is not None:
-                rows.append([lib, layer.name, "(build)", "", "", layer.error])
+                rows.append([lib, layer.name, "(build)", "", "", "untriaged", layer.error])
             for results in _grouped(layer):
                 checks = ", ".join(dict.fromkeys(r.check for r in results))
                 where = ", ".join(dict.fromkeys(f"{r.dtype}/{r.device}" for r in results))
@@ -161,13 +174,51 @@ def _glance(parts: dict[str, Conformance]) -> list[str]:
                 text = (text.strip().splitlines() or [""])[0]
                 if len(text) > _GLANCE_CHARS:
                     text = text[:_GLANCE_CHARS - 1] + "…"
-                rows.append([lib, layer.name, checks, where, ratio, text])
+                v = _verdict_of(verdicts, lib, layer, results)
+                rows.append([lib, layer.name, checks, where, ratio,
+                             v.kind if v is not None else "untriaged", text])
     return ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
 
 
-def render_summary(parts: dict[str, Conformance], *, conventions: str = "") -> str:
-    """The README of ``reports/validate``: a table per library, then each finding with its
-    reproduction, the convention table and links to the per-library reports."""
+def _triage(parts: dict[str, Conformance], verdicts: list[Verdict]) -> list[str]:
+    """The Triage section: every verdict that explains a finding of these runs (facts, the
+    library's source, a reproduction that uses only the library), then findings without a
+    verdict and verdicts that no longer match anything."""
+    untriaged, stale = unmatched(verdicts, parts)
+    live = [v for v in verdicts if v.library in parts and v not in stale]
+    out = ["", "## Triage", "",
+           "What each finding is, from `triage.json` (hand-written, each verdict checked by "
+           "reading the library's source and running the reproduction below, which uses only "
+           "the library and torch and asserts the fact; `tests/test_validate_triage.py` runs "
+           "them). Kinds: " + "; ".join(f"*{k}*: {v}" for k, v in KINDS.items()) + "."]
+    if live:
+        out += ["", "| library | layer | checks | kind | what it is |", "|---|---|---|---|---|"]
+        out += [f"| {v.library} | {md_escape(v.layer)} | {md_escape(', '.join(v.checks))}"
+                f"{' (' + ', '.join(v.dtypes) + ')' if v.dtypes else ''} | {v.kind} | "
+                f"{md_escape(v.summary)} |" for v in live]
+    for v in live:
+        where = f" ({', '.join(v.dtypes)})" if v.dtypes else ""
+        out += ["", f"### {v.library} · {v.layer} · {', '.join(v.checks)}{where}", "",
+                f"**{v.label}.** {v.summary}", "", v.facts, "", f"Source: {v.source}", "",
+                "Reproduction (the library and torch only):", "", fence(v.reproduction, "python")]
+    if untriaged:
+        out += ["", "### Findings without a verdict", ""]
+        seen = dict.fromkeys(f"- {lib} · {md_escape(layer)} · `{r.check}` ({r.dtype}/"
+                             f"{r.device})" for lib, layer, r in untriaged)
+        out += list(seen)
+    if stale:
+        out += ["", "### Verdicts that match no finding of these runs", ""]
+        out += [f"- {v.library} · {md_escape(v.layer)} · {', '.join(v.checks)}: "
+                f"{md_escape(v.summary)}" for v in stale]
+    return out
+
+
+def render_summary(parts: dict[str, Conformance], *, conventions: str = "",
+                   triage: list[Verdict] | None = None) -> str:
+    """The README of ``reports/validate``: a table per library, the triage (what each finding
+    is, from ``triage``), then each finding with its reproduction, the convention table and
+    links to the per-library reports."""
+    verdicts = list(triage or [])
     out = ["# Conformance of flow libraries' invertible layers", "",
            "Each library's curated layers were validated by `invlin validate --library NAME "
            "--out reports/validate/NAME` (what `nox -s validate` runs, one environment per "
@@ -186,13 +237,15 @@ def render_summary(parts: dict[str, Conformance], *, conventions: str = "") -> s
         out.append(f"| [{lib}]({lib}/conformance.md) | {_version(lib, part.meta)} | "
                    f"{c['layers']} | {ok} | {c['pass']} | {c['fail']} | "
                    f"{c['error'] + c['layer_errors']} | {c['skip']} |")
-    glance = _glance(parts)
+    if verdicts:
+        out += _triage(parts, verdicts)
+    glance = _glance(parts, verdicts)
     if glance:
         out += ["", "## Findings at a glance", "",
                 "One row per layer and check (or per exception a layer raised in several "
-                "checks); the details and reproductions follow.", "",
-                "| library | layer | check | where | ratio / allowed | what |",
-                "|---|---|---|---|---|---|", *glance]
+                "checks), with its kind from the triage; the details and reproductions follow.",
+                "", "| library | layer | check | where | ratio / allowed | kind | what |",
+                "|---|---|---|---|---|---|---|", *glance]
     out += ["", "## Findings"]
     for lib, part in parts.items():
         out += ["", f"### {lib} {_version(lib, part.meta)}", ""]
@@ -204,7 +257,8 @@ def render_summary(parts: dict[str, Conformance], *, conventions: str = "") -> s
                         _indented(layer.error), ""]
             for results in _grouped(layer):
                 found = True
-                out += [*_finding(layer, results), ""]
+                out += [*_finding(layer, results, _verdict_of(verdicts, lib, layer, results)),
+                        ""]
         if not found:
             out.append("Every curated layer passed every check it could run (skips are listed "
                        f"in [{lib}/conformance.md]({lib}/conformance.md)).")
@@ -222,7 +276,8 @@ def render_summary(parts: dict[str, Conformance], *, conventions: str = "") -> s
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m invlin.validate.summary [FOLDER]``: write FOLDER/README.md and
-    FOLDER/conformance.json from FOLDER/*/conformance.json (default reports/validate)."""
+    FOLDER/conformance.json from FOLDER/*/conformance.json (default reports/validate), with
+    the verdicts of FOLDER/triage.json when it exists."""
     from invlin.validate.output import write_text_atomic
 
     parser = argparse.ArgumentParser(prog="python -m invlin.validate.summary",
@@ -234,7 +289,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"invlin.validate.summary: error: {exc}", file=sys.stderr)
         return 2
-    readme = render_summary(parts, conventions=conventions_markdown())
+    try:
+        triage = load_triage(args.folder / TRIAGE_FILE)
+    except (ValueError, json.JSONDecodeError) as exc:
+        print(f"invlin.validate.summary: error: {exc}", file=sys.stderr)
+        return 2
+    readme = render_summary(parts, conventions=conventions_markdown(), triage=triage)
     write_text_atomic(args.folder / "README.md", readme)
     write_text_atomic(args.folder / "conformance.json", render_json(merge(parts)))
     print(f"written: {args.folder / 'README.md'}, {args.folder / 'conformance.json'}")

@@ -84,11 +84,18 @@ class DistributionsAdapter(Adapter):
     def domain(self) -> tuple[float, float] | None:
         return constraint_interval(self.transform().domain)
 
+    def codomain(self) -> tuple[float, float] | None:
+        return constraint_interval(self.transform().codomain)
+
     # -- linear layers (pyro) --------------------------------------------------------------
     def matrix(self) -> torch.Tensor | None:
-        """W in float64 for pyro's ``Householder``, ``MatrixExponential`` (the exact
-        exponential exp(M), which pyro approximates by a truncated series) and
-        ``LowerCholeskyAffine``; ``None`` otherwise."""
+        """W in float64 for pyro's ``Householder``, ``MatrixExponential`` and
+        ``LowerCholeskyAffine``; ``None`` otherwise.
+
+        ``MatrixExponential`` applies the truncated series Σ_{k≤K} Mᵏ/k! (K = its
+        ``iterations``, 8 by default, as its docstring says), not exp(M): W is that series —
+        the matrix the layer really applies — so the oracle judges the log|det| the layer
+        returns (tr M = log det exp(M)) against the map it computes."""
         names = {c.__name__ for c in type(self.layer).__mro__}
         layer = self.layer
         n = self.features
@@ -103,7 +110,12 @@ class DistributionsAdapter(Adapter):
         if "ConditionedMatrixExponential" in names:
             m = layer.weights  # type: ignore[attr-defined]
             m = (m() if callable(m) else m).detach().to(torch.float64)
-            return torch.linalg.matrix_exp(m)
+            term = torch.eye(n, dtype=torch.float64, device=m.device)
+            w = term.clone()
+            for k in range(int(layer.iterations)):  # type: ignore[attr-defined]
+                term = m @ term / (k + 1)
+                w = w + term
+            return w
         if "LowerCholeskyAffine" in names:
             return layer.scale_tril.detach().to(torch.float64)  # type: ignore[attr-defined]
         return None

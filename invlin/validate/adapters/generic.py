@@ -55,6 +55,13 @@ class P4InvLinearAdapter(GenericAdapter):
         return torch.addr(a, u, v)
 
     @torch.no_grad()
+    def sign(self) -> torch.Tensor:
+        """sign det(A + u vᵀ) as the layer tracks it: the ``sign`` buffer (sign det A, carried
+        through merges by the determinant lemma) times sign(c), c = 1 + vᵀA⁻¹u; shape ()."""
+        layer = self.layer
+        return layer.sign * torch.sign(layer.factor())  # type: ignore[attr-defined]
+
+    @torch.no_grad()
     def set_matrix(self, w: torch.Tensor) -> None:
         """A ← w, u ← 0, then :meth:`P4InvLinear.refresh` re-factors A⁻¹, sign and log|det A|.
 

@@ -103,12 +103,16 @@ def logdet_autograd(make: Make, ctx: CheckContext) -> CheckResult:
                      message=msg if ok else f"log|det| disagrees with autograd: {msg}")
 
     def snippet(x: np.ndarray) -> str:
-        return _forward_snippet(ctx, x, (
-            "x64 = x.double().requires_grad_(True)\n"
-            "ref = __import__('copy').deepcopy(adapter).to(dtype=torch.float64, device='cpu')\n"
-            "jac = torch.stack([torch.autograd.functional.jacobian(\n"
-            "    lambda r: ref.forward(r[None])[0][0], row) for row in x64.detach()])\n"
-            "print('layer:', ladj, 'autograd slogdet:', torch.linalg.slogdet(jac).logabsdet)"))
+        # The float64 copy is taken before the layer runs: a called torch Transform caches
+        # non-leaf tensors, which deepcopy refuses.
+        return (f"import copy\n"
+                f"ref = copy.deepcopy(adapter).to(dtype=torch.float64, device='cpu')\n"
+                f"x = {tensor_literal(x, ctx.dtype)}\n"
+                f"y, ladj = adapter.forward(x)\n"
+                f"jac = torch.stack([torch.autograd.functional.jacobian(\n"
+                f"    lambda r: ref.forward(r[None])[0][0], row) for row in x.double()])\n"
+                f"print('layer:', ladj, 'autograd slogdet:', "
+                f"torch.linalg.slogdet(jac).logabsdet)")
 
     out = search(strategy, probe, profile=ctx.profile, max_examples=ctx.examples(),
                  seed=ctx.seed, describe=lambda x: {"x": x}, snippet=snippet)

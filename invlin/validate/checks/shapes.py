@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from hypothesis import strategies as st
 
+from invlin.testing import THRESHOLD, eps
 from invlin.testing.strategies import batch_shapes, layer_inputs
 from invlin.validate.checks.base import (
     ALLOWED,
@@ -30,7 +32,7 @@ from invlin.validate.checks.truth import (
     worst_logdet,
     worst_rows,
 )
-from invlin.validate.protocol import Unsupported
+from invlin.validate.protocol import Adapter, Unsupported
 from invlin.validate.results import CheckResult
 from invlin.validate.search import Outcome, Probe, search, tensor_literal
 
@@ -49,6 +51,62 @@ def _worse(a: tuple[Worst, str], b: tuple[Worst, str]) -> tuple[Worst, str]:
         else a
 
 
+@dataclass
+class _Own:
+    """The dtype's own error in one layout, per flattened row: ``values`` (b,) the 1-norm of
+    the output error, ``logdet`` (b,) the log|det| error (zeros when not measured)."""
+
+    values: np.ndarray
+    logdet: np.ndarray
+
+    def row(self, j: int) -> _Own:
+        return _Own(self.values[j:j + 1], self.logdet[j:j + 1])
+
+
+class _Measured:
+    """Errors of the tested layer against its float64 copy run on the very same inputs in the
+    very same layout (float32 only; float64 is judged by the strict bound, so zeros)."""
+
+    def __init__(self, ref: Adapter, ctx: CheckContext, n: int) -> None:
+        self.ref, self.n, self.dtype = ref, n, ctx.dtype
+        self.on = ctx.dtype != "float64"
+
+    def _own(self, call: str, inp: np.ndarray, got: np.ndarray, got_ld: np.ndarray) -> _Own:
+        rows = got.reshape(-1, self.n).shape[0]
+        zero = np.zeros(rows)
+        if not self.on:
+            return _Own(zero, zero)
+        with torch.no_grad():
+            try:
+                out, ld = getattr(self.ref, call)(torch.as_tensor(inp, dtype=torch.float64))
+            except Exception:  # the float64 copy cannot run this: no allowance, strict bound
+                return _Own(zero, zero)
+        want, want_ld = numpy64(out).reshape(rows, self.n), numpy64(ld).reshape(-1)
+        err = np.abs(got.reshape(rows, self.n) - want).sum(axis=1)
+        if want_ld.size == 1:
+            want_ld = np.full(rows, want_ld[0])
+        err_ld = np.abs(got_ld.reshape(-1) - want_ld) if want_ld.size == rows else zero
+        # a non-finite difference is no allowance: the comparison itself reports it
+        return _Own(np.where(np.isfinite(err), err, 0.0),
+                    np.where(np.isfinite(err_ld), err_ld, 0.0))
+
+    def forward(self, x: np.ndarray, y: np.ndarray, ld: np.ndarray) -> _Own:
+        """Own error of y = f(x) and its log|det| computed with input ``x`` in its layout."""
+        return self._own("forward", x, y, ld)
+
+    def inverse(self, y: np.ndarray, x: np.ndarray, ld: np.ndarray) -> _Own:
+        """Own error of x = f⁻¹(y) and its log|det| computed with input ``y`` in its layout."""
+        return self._own("inverse", y, x, ld)
+
+    def rows(self, a: _Own, b: _Own) -> np.ndarray:
+        """Extra output-space scale (units of ε) allowing |v_A − v_B| the measured errors."""
+        return (a.values + b.values) / (THRESHOLD * eps(self.dtype))
+
+    def logdets(self, a: _Own, b: _Own) -> np.ndarray:
+        """Extra κ_eff of :func:`logdet_ratio` (which divides by nκε) for the log|det| errors."""
+        return (a.logdet + b.logdet) / (THRESHOLD * self.n * eps(self.dtype))
+
+
 def batch_shape(make: Make, ctx: CheckContext) -> CheckResult:
     """Outputs have shape ``(*batch, n)`` and log|det| exactly ``batch`` for 1-, 2- and 3-D
     batch shapes, in both directions, and the values equal those of the flattened batch
@@ -58,6 +116,18 @@ def batch_shape(make: Make, ctx: CheckContext) -> CheckResult:
     Each value is computed twice in the dtype; both computations err by the evaluation bounds of
     :mod:`~invlin.validate.checks.truth`: y-values κ + ‖J‖‖x‖/‖y‖, x-values κ + ‖J⁻¹‖‖y‖/‖x‖
     (:func:`forward_ratio`), log|det| ``kappa_logdet`` (:func:`logdet_ratio`), each ≤ THRESHOLD.
+
+    Below float64 that is not the whole error of a layer with a deep parameter network (a
+    coupling layer's conditioner): its outputs carry the network's rounding, which κ(J) of the
+    layer's own Jacobian does not bound, and BLAS blocks a (1, n) and a (B, n) product
+    differently (nflows' rational-quadratic coupling: 455 ratio units in float32 between a
+    sample alone and in a batch of two). So in float32 each comparison of layouts A and B is
+    also allowed the dtype's own error *measured* in each layout against the float64 copy
+    evaluated in that same layout: |v_A − v_B| ≤ |v_A − v64_A| + |v_B − v64_B| + THRESHOLD·ε·
+    (κ-scaled bound) (:func:`_measured`). By the triangle inequality this passes exactly when
+    the float64 copy's own layouts agree to within the κ-scaled bound, so a log|det| averaged
+    over the batch or summed over the wrong axes still fails — the float64 copy differs
+    between layouts too. float64 keeps the strict bound.
     """
     name = "batch_shape"
     tested, ref = pair(make, ctx)
@@ -85,7 +155,8 @@ def batch_shape(make: Make, ctx: CheckContext) -> CheckResult:
             return Probe(ok=False, message="; ".join(problems), example=example)
         flat = x.reshape(-1, n)
         yf, lf = tested.forward(tensor(flat, ctx))
-        xf, lif = tested.inverse(y.detach().clone().reshape(-1, n))
+        y_in = y.detach().clone()
+        xf, lif = tested.inverse(y_in.reshape(-1, n))
         loc = local(ref, flat)
         ky, kx, kl = scale_output(loc, flat, loc.y), scale_input(loc, flat, loc.y), \
             kappa_logdet(loc, n)
@@ -97,22 +168,35 @@ def batch_shape(make: Make, ctx: CheckContext) -> CheckResult:
                 batch_values(lif, b, "the flattened inverse log|det|")
         except ShapeMismatch as exc:
             return Probe(ok=False, message=str(exc), example=example)
+        m = _Measured(ref, ctx, n)
+        fwd_a, fwd_f = m.forward(x, y2, l2), m.forward(flat, numpy64(yf), lf_)
+        inv_a = m.inverse(numpy64(y_in), x2, li2)
+        inv_f = m.inverse(numpy64(y_in).reshape(-1, n), numpy64(xf), lif_)
         worst = max(
-            (worst_rows(y2, numpy64(yf), ky, ctx.dtype), "forward y vs the flattened batch"),
-            (worst_logdet(l2, lf_, kl, n, ctx.dtype), "forward log|det| vs the flattened batch"),
-            (worst_rows(x2, numpy64(xf), kx, ctx.dtype), "inverse x vs the flattened batch"),
-            (worst_logdet(li2, lif_, kl, n, ctx.dtype), "inverse log|det| vs the flattened batch"),
+            (worst_rows(y2, numpy64(yf), ky + m.rows(fwd_a, fwd_f), ctx.dtype),
+             "forward y vs the flattened batch"),
+            (worst_logdet(l2, lf_, kl + m.logdets(fwd_a, fwd_f), n, ctx.dtype),
+             "forward log|det| vs the flattened batch"),
+            (worst_rows(x2, numpy64(xf), kx + m.rows(inv_a, inv_f), ctx.dtype),
+             "inverse x vs the flattened batch"),
+            (worst_logdet(li2, lif_, kl + m.logdets(inv_a, inv_f), n, ctx.dtype),
+             "inverse log|det| vs the flattened batch"),
             key=lambda t: t[0].value)
         rows = min(_PER_SAMPLE, flat.shape[0]) if flat.shape[0] > 1 else 0
         for j in range(rows):
             ys, ls = tested.forward(tensor(flat[j:j + 1], ctx))
-            worst = _worse(worst, (worst_rows(numpy64(ys), y2[j:j + 1], ky[j:j + 1],
-                                              ctx.dtype), f"forward y of sample {j} alone"))
             try:
                 ls_ = batch_values(ls, (1,), f"the forward log|det| of sample {j} alone")
             except ShapeMismatch as exc:
                 return Probe(ok=False, message=str(exc), example=example)
-            worst = _worse(worst, (worst_logdet(ls_, l2[j:j + 1], kl[j:j + 1], n, ctx.dtype),
+            one = m.forward(flat[j:j + 1], numpy64(ys), ls_)
+            here = fwd_a.row(j)
+            worst = _worse(worst, (worst_rows(numpy64(ys), y2[j:j + 1],
+                                              ky[j:j + 1] + m.rows(one, here), ctx.dtype),
+                                   f"forward y of sample {j} alone"))
+            worst = _worse(worst, (worst_logdet(ls_, l2[j:j + 1],
+                                                kl[j:j + 1] + m.logdets(one, here), n,
+                                                ctx.dtype),
                                    f"forward log|det| of sample {j} alone"))
         w, what = worst
         if w.ratio is None:

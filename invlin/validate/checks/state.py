@@ -117,8 +117,11 @@ def modes(make: Make, ctx: CheckContext) -> CheckResult:
     def snippet(x: np.ndarray) -> str:
         return (f"x = {tensor_literal(x, ctx.dtype)}\n"
                 "adapter.train(True)\ny_t, l_t = adapter.forward(x)\n"
+                "x_t, li_t = adapter.inverse(y_t.detach().clone())\n"
                 "adapter.train(False)\ny_e, l_e = adapter.forward(x)\n"
-                "print((y_e - y_t).abs().max(), (l_e - l_t).abs().max())")
+                "x_e, li_e = adapter.inverse(y_t.detach().clone())\n"
+                "print('forward:', (y_e - y_t).abs().max(), (l_e - l_t).abs().max())\n"
+                "print('inverse:', (x_e - x_t).abs().max(), (li_e - li_t).abs().max())")
 
     strategy = layer_inputs(n, dtype=ctx.dtype, domain=tested.domain())
     out = search(strategy, probe, profile=ctx.profile, max_examples=ctx.examples(0.2),
@@ -218,15 +221,24 @@ def cache(make: Make, ctx: CheckContext) -> CheckResult:
         return out
 
     def snippet(x: np.ndarray) -> str:
-        lines = [f"x = {tensor_literal(x, ctx.dtype)}"]
+        lines = ["import copy",
+                 "fresh = copy.deepcopy(adapter)  # taken before any call: it holds no cache",
+                 f"x = {tensor_literal(x, ctx.dtype)}"]
         if has_modes:
-            lines.append("adapter.train(False)")
+            lines += ["adapter.train(False)", "fresh.train(False)"]
         lines += ["y1, _ = adapter.forward(x)",
-                  "with torch.no_grad():",
-                  "    for p in adapter.parameters():",
-                  "        p.add_(0.1 * p.abs() + 0.05)",
-                  "y2, _ = adapter.forward(x)  # the same x tensor",
-                  "print('changed by the update:', (y2 - y1).abs().max())"]
+                  "x1, _ = adapter.inverse(y1)"]
+        if has_params:
+            lines += ["with torch.no_grad():  # an optimizer step's worth of change, in place",
+                      "    for a in (adapter, fresh):",
+                      "        for p in a.parameters():",
+                      "            p.add_(0.1 * p.abs() + 0.05)"]
+        lines += ["y2, _ = adapter.forward(x)  # the same x tensor as before",
+                  "x2, _ = adapter.inverse(y1)  # the same y tensor as before",
+                  "y_ref, _ = fresh.forward(x.clone())",
+                  "x_ref, _ = fresh.inverse(y1.detach().clone())",
+                  "print('forward vs a fresh copy:', (y2 - y_ref).abs().max())",
+                  "print('inverse vs a fresh copy:', (x2 - x_ref).abs().max())"]
         return "\n".join(lines)
 
     strategy = layer_inputs(n, dtype=ctx.dtype, domain=domain, max_batch=4)
