@@ -76,7 +76,8 @@ def test_nll_of_identity_flow_is_standard_normal():
 
 def test_train_toy2d_command_runs_and_checks_drift(tmp_path, capsys):
     code = main(["train", "toy2d", "--steps", "15", "--blocks", "3", "--couplings", "2",
-                 "--hidden", "4", "--densities", "two_moons", "--out", str(tmp_path), "--quiet"])
+                 "--hidden", "4", "--densities", "eight_gaussians", "--out", str(tmp_path),
+                 "--quiet"])
     out = capsys.readouterr().out
     assert code == 0, out
     data = json.loads((tmp_path / "toy2d.json").read_text())
@@ -95,11 +96,13 @@ def test_train_toy2d_command_runs_and_checks_drift(tmp_path, capsys):
         # is far above the sampling error of the 20 000-sample mean.
         assert math.isfinite(r["test_nll"]) and r["test_nll"] > r["optimum"] - 0.1
         assert 0.0 <= r["region_fraction"] <= 1.0
-    assert (tmp_path / "toy2d_two_moons.png").stat().st_size > 1000
+    assert (tmp_path / "toy2d_eight_gaussians.png").stat().st_size > 1000
     assert "p4_bent: P4 counters" in out and "within the oracle bound: 4/4" in out
     assert "true density (optimum)" in (tmp_path / "toy2d.md").read_text()
+    threads = torch.get_num_threads()
     assert main(["train", "toy2d", "--merge-every", "2", "p4_bent=3", "--steps", "1",
                  "--out", str(tmp_path)]) == 2
+    assert torch.get_num_threads() == threads  # --threads (default 1) is undone on return
 
 
 def test_train_digits_command_runs(tmp_path):

@@ -83,8 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
         p.add_argument("--out", type=Path, default=Path("reports/experiments"),
                        help="output folder (reports/experiments)")
-        p.add_argument("--threads", type=int, default=None,
-                       help="torch CPU threads (default: torch's choice)")
+        p.add_argument("--threads", type=_positive, default=1,
+                       help="torch CPU threads (1: these small models gain nothing from more, "
+                            "and lose much when other processes share the cores)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=_run)
 
@@ -100,8 +101,17 @@ def _periods(pairs: list[tuple[str | None, int]]) -> int | dict[str, int] | None
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _train(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("invlin train: --device cuda requested but no CUDA device is available",
               file=sys.stderr)
