@@ -180,6 +180,10 @@ def _glance(parts: dict[str, Conformance], verdicts: list[Verdict]) -> list[str]
     return ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
 
 
+def _checks(v: Verdict) -> str:
+    return "every failing check" if "*" in v.checks else ", ".join(v.checks)
+
+
 def _triage(parts: dict[str, Conformance], verdicts: list[Verdict]) -> list[str]:
     """The Triage section: every verdict that explains a finding of these runs (facts, the
     library's source, a reproduction that uses only the library), then findings without a
@@ -187,20 +191,23 @@ def _triage(parts: dict[str, Conformance], verdicts: list[Verdict]) -> list[str]
     untriaged, stale = unmatched(verdicts, parts)
     live = [v for v in verdicts if v.library in parts and v not in stale]
     out = ["", "## Triage", "",
-           "What each finding is, from `triage.json` (hand-written, each verdict checked by "
-           "reading the library's source and running the reproduction below, which uses only "
-           "the library and torch and asserts the fact; `tests/test_validate_triage.py` runs "
-           "them). Kinds: " + "; ".join(f"*{k}*: {v}" for k, v in KINDS.items()) + "."]
+           "What each finding is, from `triage.json` (hand-written; each verdict checked by "
+           "reading the library's source and running its reproduction below, which calls the "
+           "library directly — no adapter — and asserts the fact; where the exact parameters "
+           "matter it takes the layer from the catalog factory that built it. "
+           "`tests/test_validate_triage.py` runs them all). Kinds: "
+           + "; ".join(f"*{k}*: {v}" for k, v in KINDS.items()) + "."]
     if live:
         out += ["", "| library | layer | checks | kind | what it is |", "|---|---|---|---|---|"]
-        out += [f"| {v.library} | {md_escape(v.layer)} | {md_escape(', '.join(v.checks))}"
+        out += [f"| {v.library} | {md_escape(', '.join(v.layers))} | "
+                f"{md_escape(_checks(v))}"
                 f"{' (' + ', '.join(v.dtypes) + ')' if v.dtypes else ''} | {v.kind} | "
                 f"{md_escape(v.summary)} |" for v in live]
     for v in live:
         where = f" ({', '.join(v.dtypes)})" if v.dtypes else ""
-        out += ["", f"### {v.library} · {v.layer} · {', '.join(v.checks)}{where}", "",
+        out += ["", f"### {v.library} · {', '.join(v.layers)} · {_checks(v)}{where}", "",
                 f"**{v.label}.** {v.summary}", "", v.facts, "", f"Source: {v.source}", "",
-                "Reproduction (the library and torch only):", "", fence(v.reproduction, "python")]
+                "Reproduction:", "", fence(v.reproduction, "python")]
     if untriaged:
         out += ["", "### Findings without a verdict", ""]
         seen = dict.fromkeys(f"- {lib} · {md_escape(layer)} · `{r.check}` ({r.dtype}/"
@@ -208,7 +215,7 @@ def _triage(parts: dict[str, Conformance], verdicts: list[Verdict]) -> list[str]
         out += list(seen)
     if stale:
         out += ["", "### Verdicts that match no finding of these runs", ""]
-        out += [f"- {v.library} · {md_escape(v.layer)} · {', '.join(v.checks)}: "
+        out += [f"- {v.library} · {md_escape(', '.join(v.layers))} · {_checks(v)}: "
                 f"{md_escape(v.summary)}" for v in stale]
     return out
 
