@@ -7,10 +7,21 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main"]
+__all__ = ["main", "positive_int"]
 
 #: Modules with a ``register(subparsers)`` function that adds one subcommand and sets ``func``.
 COMMANDS = ("invlin.drift.command", "invlin.experiments.command", "invlin.validate.command")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a positive integer, or a usage error quoting ``text``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,22 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from invlin.cli import positive_int
 from invlin.drift.config import DEFAULTS, DTYPES
 from invlin.drift.executors import EXECUTORS
 from invlin.drift.policies import ENGINES, POLICIES
 from invlin.drift.regimes import REGIMES
 
 __all__ = ["register"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _fraction(text: str) -> float:
@@ -64,9 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "`invlin report replay HISTORY` audits a recorded training run instead.",
     )
     d = DEFAULTS
-    rep.add_argument("--dims", "--n", "-n", type=_positive_int, nargs="+", default=list(d["dims"]),
+    rep.add_argument("--dims", "--n", "-n", type=positive_int, nargs="+", default=list(d["dims"]),
                      metavar="N", help=f"dimensions n (default {' '.join(map(str, d['dims']))})")
-    rep.add_argument("--updates", type=_positive_int, nargs="+", default=list(d["updates"]),
+    rep.add_argument("--updates", type=positive_int, nargs="+", default=list(d["updates"]),
                      metavar="K", help="updates per sequence (default 1000)")
     rep.add_argument("--regimes", nargs="+", choices=REGIMES, default=list(d["regimes"]),
                      help="condition regimes (default: all)")
@@ -84,14 +75,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "1e-10: κ grows by about 1/depth)")
     rep.add_argument("--scale", type=_fraction, default=d["scale"],
                      help="size ‖u vᵀ‖ of a random-walk step (default 0.05)")
-    rep.add_argument("--refresh-every", type=_positive_int, default=d["refresh_every"],
+    rep.add_argument("--refresh-every", type=positive_int, default=d["refresh_every"],
                      help="merges between refreshes of the refresh policy (default 100)")
     rep.add_argument("--executor", choices=EXECUTORS, default="local",
                      help="local: in this process (default); dask: one task per configuration "
                           "on a Dask cluster")
     rep.add_argument("--scheduler", default=None, metavar="ADDRESS",
                      help="Dask scheduler address (default: start a LocalCluster)")
-    rep.add_argument("--workers", type=_positive_int, default=None,
+    rep.add_argument("--workers", type=positive_int, default=None,
                      help="workers of the LocalCluster (default: one per CPU)")
     _common(rep)
     rep.set_defaults(func=_sweep, _parser=rep)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from invlin.cli import positive_int
 from invlin.validate.recorder import record_warnings
 from invlin.validate.target import UsageError
 
@@ -17,16 +18,6 @@ __all__ = ["register", "run_validation"]
 PROFILES = ("dev", "ci", "thorough")
 DTYPES = ("float64", "float32")
 FORMATS = ("text", "markdown", "json")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def default_profile() -> str:
@@ -55,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="'package.module:factory' or 'path/to/file.py:factory'; the factory is "
                         "called as factory(features=N) and returns a layer (optional with "
                         "--library)")
-    p.add_argument("--features", type=_positive_int, default=4, metavar="N",
+    p.add_argument("--features", type=positive_int, default=4, metavar="N",
                    help="number of features passed to the factory (default 4)")
     p.add_argument("--library", action="append", default=None, metavar="NAME",
                    help="also run the curated layers of a library: invlin, nflows, zuko, "
