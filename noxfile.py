@@ -1,4 +1,4 @@
-"""nox sessions for invlin: tests, report, lint (more arrive with later features)."""
+"""nox sessions: tests, properties, lint (CI); report, bench, cuda, experiments, validate."""
 
 from __future__ import annotations
 
