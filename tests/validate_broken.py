@@ -304,27 +304,13 @@ class DetachedBias(nn.Module):
         return x, (-self.log_scale.sum()).expand(y.shape[:-1])
 
 
-class WrongSignTransform(Transform, nn.Module):
+class WrongSignTransform(StaleTransformCache):
     """y = exp(s) ⊙ x as a torch ``Transform`` module with ``cache_size=1``, as pyro builds its
     layers. Bugs: log|det| = −Σ s (wrong sign), and torch's cache goes stale after an in-place
     update of s (pyro #2384). Once called, the transform holds non-leaf tensors in its cache,
     which ``copy.deepcopy`` refuses: a reproduction must copy it before calling it."""
 
-    domain = constraints.real_vector
-    codomain = constraints.real_vector
-    bijective = True
     __hash__ = nn.Module.__hash__
-
-    def __init__(self, features: int) -> None:
-        super().__init__(cache_size=1)
-        g = torch.Generator().manual_seed(features)
-        self.log_scale = nn.Parameter(0.3 * torch.randn(features, generator=g))
-
-    def _call(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.exp(self.log_scale)
-
-    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
-        return y * torch.exp(-self.log_scale)
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return -self.log_scale.sum().expand(x.shape[:-1])
