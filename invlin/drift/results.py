@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from invlin._json import jsonable
 from invlin.drift.measure import CheckpointRecord
 
 __all__ = [
@@ -93,20 +94,6 @@ class ConfigurationResult:
                 "event": self.event, "planned_sigma": self.planned_sigma,
                 "oracle": self.oracle, "seconds": self.seconds, **self.extra,
                 "tracks": [t.to_dict() for t in self.tracks]}
-
-
-def jsonable(x: Any) -> Any:
-    """``x`` with non-finite floats as the strings "inf", "-inf", "nan" (JSON has no such
-    numbers) and tuples as lists."""
-    if isinstance(x, float):
-        if math.isfinite(x):
-            return x
-        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    return x
 
 
 def report_data(

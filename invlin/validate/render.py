@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 from collections.abc import Iterable
 from typing import Any
 
+from invlin._json import jsonable
 from invlin.validate.results import CheckResult, Conformance, LayerReport
 
 __all__ = [
@@ -32,32 +32,6 @@ _EXAMPLE_CHARS = 4000  # longer minimal examples are cut in text/Markdown (JSON 
 
 
 # -- values --------------------------------------------------------------------------------
-def jsonable(value: Any) -> Any:
-    """``value`` with tensors/arrays as lists, tuples as lists and non-finite floats as the
-    strings ``"nan"``, ``"inf"``, ``"-inf"`` (strict JSON has no NaN); other objects as str."""
-    if value is None or isinstance(value, (bool, str, int)):
-        return value
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return value
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in value]
-    tolist = getattr(value, "tolist", None)  # torch.Tensor, numpy arrays and scalars
-    if callable(tolist):
-        try:
-            return jsonable(tolist())
-        except Exception:  # a tensor on the meta device, ...
-            pass
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return jsonable(float(value))
-    return str(value)  # torch.dtype, torch.device, paths, ...
-
-
 def _number(value: Any) -> float | None:
     """A ratio as a float (JSON stores non-finite ones as strings), ``None`` when absent."""
     if value is None:

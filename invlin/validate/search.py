@@ -14,6 +14,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import target as hypothesis_target
 from hypothesis.strategies import SearchStrategy
 
+from invlin._json import jsonable as _jsonable
 from invlin.testing.profiles import PROFILES
 from invlin.validate.protocol import Unsupported
 
@@ -114,35 +115,8 @@ class _Raised(Exception):
 def jsonable(value: Any) -> Any:
     """``value`` as JSON-ready data: arrays/tensors as (nested) lists when they have at most
     256 entries (else shape and extremes), non-finite floats as the strings "inf", "-inf",
-    "nan"."""
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().double().numpy()
-    if isinstance(value, np.ndarray):
-        if value.size > _MAX_INLINE:
-            finite = value[np.isfinite(value)]
-            return {"shape": list(value.shape),
-                    "min": jsonable(float(finite.min())) if finite.size else None,
-                    "max": jsonable(float(finite.max())) if finite.size else None,
-                    "nonfinite": int(value.size - finite.size)}
-        return jsonable(value.tolist())
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return v
-    if value is None or isinstance(value, str):
-        return value
-    return repr(value)
+    "nan", other objects as their repr."""
+    return _jsonable(value, max_inline=_MAX_INLINE, fallback=repr)
 
 
 def tensor_literal(a: Any, dtype: str) -> str:
