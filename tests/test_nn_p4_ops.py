@@ -95,8 +95,9 @@ def test_inverse_raises_on_singular_factor_even_after_a_cached_check():
 
 
 def test_inverse_check_is_skipped_only_for_unchanged_parameters(monkeypatch):
+    # A tensor c (on a GPU: reading it waits for the device) is checked once per value of X, u
+    # and v; on the CPU c arrives as a host float and is checked on every call.
     layer = P4InvLinear(3, dtype=torch.float64)
-    y = torch.randn(2, 3, dtype=torch.float64)
     seen = []
     real = torch.isfinite
 
@@ -105,13 +106,18 @@ def test_inverse_check_is_skipped_only_for_unchanged_parameters(monkeypatch):
         return real(t)
 
     monkeypatch.setattr(torch, "isfinite", spy)
-    layer.inverse(y)
-    layer.inverse(y)
+    c = layer.factor().detach()
+    layer._require_nonsingular(c)
+    layer._require_nonsingular(c)
     assert len(seen) == 1  # checked once
     with torch.no_grad():
         layer.u.add_(0.01)
-    layer.inverse(y)
+    layer._require_nonsingular(layer.factor().detach())
     assert len(seen) == 2  # the in-place change bumped u's version
+    with pytest.raises(ValueError, match="singular"):
+        layer._require_nonsingular(0.0)
+    with pytest.raises(ValueError, match="singular"):
+        layer._require_nonsingular(float("nan"))
 
 
 def test_merge_accepts_finite_state_whose_sum_overflows_and_refuses_overflow():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -11,6 +12,8 @@ from torch import nn
 from invlin.nn.monitor import DriftMonitor, DriftReading, probe_drift
 from invlin.nn.p4_cache import ProductCache
 from invlin.nn.p4_ops import (
+    _log_abs,
+    _NoGrad,
     forward_products,
     inverse_products,
     log_abs_factor,
@@ -33,12 +36,20 @@ def _to(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t if t.dtype == dtype else t.to(dtype)
 
 
+@functools.cache
 def _widens(src: torch.dtype, dst: torch.dtype) -> bool:
     """Whether every finite value of dtype ``src`` is exactly a finite value of ``dst``."""
     if src == dst:
         return True
     fs, fd = torch.finfo(src), torch.finfo(dst)
     return fd.max >= fs.max and fd.eps <= fs.eps and fd.smallest_normal <= fs.smallest_normal
+
+
+@functools.cache
+def _overflow_constants(dtype: torch.dtype) -> tuple[float, float]:
+    """(a quarter of the largest finite value, 1 + 4ε) of ``dtype``, for the merge's bound."""
+    info = torch.finfo(dtype)
+    return info.max / 4, 1 + 4 * info.eps
 
 
 class P4InvLinear(nn.Module):
@@ -221,7 +232,17 @@ class P4InvLinear(nn.Module):
         self._cache[name] = cast
         return cast
 
+    def _parts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor,
+                              torch.Tensor, torch.Tensor]:
+        """(u, v, b, A, X, log|det A|) read from the module's dicts: attribute access through
+        ``nn.Module.__getattr__`` costs about 1 µs each, a dozen times per call."""
+        p, b = self._parameters, self._buffers
+        return p["u"], p["v"], p.get("bias"), b["weight"], b["weight_inverse"], b["logabsdet"]
+
     def _check(self, x: torch.Tensor, name: str) -> None:
+        if (isinstance(x, torch.Tensor) and x.ndim >= 1 and x.shape[-1] == self.features
+                and x.is_floating_point()):
+            return
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
         if x.ndim < 1 or x.shape[-1] != self.features:
@@ -244,17 +265,16 @@ class P4InvLinear(nn.Module):
         """y = x (A + u vᵀ)ᵀ + b for x of shape ``(*, n)``; returns (y, log|det|) with log|det|
         of shape ``(*,)`` in x's dtype (one matrix product plus O(batch·n) rank-one terms)."""
         self._check(x, "x")
+        u, v, bias, a_state, xinv, logabsdet = self._parts()
         a = self._cast("weight", x.dtype)
-        state = (self.weight, self.weight_inverse, self.logabsdet)
         products = None
         if x.numel() >= self.features ** 2 and self._products.usable(x, a):
             # A + u vᵀ is formed (O(n²)) once per value of u, v and the state, then applied by
             # one matrix product per call; u, v, b get their gradients in O(batch·n).
             products = self._products.fetch(
-                "forward", x.dtype, state, self.u, self.v,
-                lambda: forward_products(a, self.u, self.v, self.weight_inverse, self.logabsdet))
-        y, ld = p4_forward(x, a, self.u, self.v, self.bias, self.weight_inverse, self.logabsdet,
-                           products=products)
+                "forward", x.dtype, (a_state, xinv, logabsdet), u, v,
+                lambda: forward_products(a, u, v, xinv, logabsdet))
+        y, ld = p4_forward(x, a, u, v, bias, xinv, logabsdet, products=products)
         return y, ld.expand(x.shape[:-1])
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,40 +283,46 @@ class P4InvLinear(nn.Module):
 
         Raises ValueError when 1 + vᵀA⁻¹u = 0 (the perturbed matrix is singular)."""
         self._check(y, "y")
+        u, v, bias, _, xinv_s, logabsdet = self._parts()
         xinv = self._cast("weight_inverse", y.dtype)
         full = y.numel() >= self.features ** 2
         usable = self._products.usable(y, xinv)
 
         def products() -> tuple:
-            sdt = self.weight.dtype
-            with torch.no_grad():  # p4_inverse takes the gradients of a = Xu and c
-                xu = self.weight_inverse @ self.u.to(sdt)
-                c = 1 + self.v.to(sdt) @ xu
+            sdt = xinv_s.dtype
+            with _NoGrad():  # p4_inverse takes the gradients of a = Xu and c
+                xu = torch.mv(xinv_s, _to(u, sdt))
+                c = torch.dot(_to(v, sdt), xu)
+                # On the CPU c is read as a host float (no device to wait for).
+                c = 1.0 + float(c) if xu.device.type == "cpu" else 1 + c
             self._require_nonsingular(c)
             # X − (Xu)(vᵀX)/c is formed (O(n²)) and applied to y − b by one matrix product.
-            return inverse_products(xinv, self.v, self.logabsdet, xu, c, full)
+            return inverse_products(xinv, v, logabsdet, xu, c, full)
 
-        state = (self.weight_inverse, self.logabsdet)
-        pre = (self._products.fetch("inverse", y.dtype, state, self.u, self.v, products,
+        pre = (self._products.fetch("inverse", y.dtype, (xinv_s, logabsdet), u, v, products,
                                     store=full) if usable else products())
         scratch = key = None
-        if usable and self.bias is not None and y.numel() <= _SPARE_LIMIT:
+        if usable and bias is not None and y.numel() <= _SPARE_LIMIT:
             key = (tuple(y.shape), y.dtype)
             scratch = self._spare.pop(key, None)  # atomic: a concurrent call cannot share it
             if scratch is None:
                 scratch = torch.empty(y.shape, dtype=y.dtype, device=y.device)
-        x, ld = p4_inverse(y, xinv, self.weight_inverse, self.u, self.v, self.bias,
-                           self.logabsdet, pre, scratch=scratch)
+        x, ld = p4_inverse(y, xinv, xinv_s, u, v, bias, logabsdet, pre, scratch=scratch)
         if scratch is not None:
             spare = self._spare  # keep only this shape's buffer (no Module.__setattr__ per call)
             spare.clear()
             spare[key] = scratch
         return x, ld.expand(y.shape[:-1])
 
-    def _require_nonsingular(self, c: torch.Tensor) -> None:
-        """Raise ValueError unless c = 1 + vᵀA⁻¹u is finite and nonzero. The check reads c on
-        the host (a device sync), so its outcome is remembered for these very X, u and v at
-        their current versions: calls with unchanged parameters skip it."""
+    def _require_nonsingular(self, c: torch.Tensor | float) -> None:
+        """Raise ValueError unless c = 1 + vᵀA⁻¹u (a host float or a 0-dim tensor) is finite and
+        nonzero. Reading a tensor c on the host is a device sync, so the outcome is remembered
+        for these very X, u and v at their current versions: calls with unchanged parameters
+        skip it."""
+        if not isinstance(c, torch.Tensor):
+            if not math.isfinite(c) or c == 0.0:
+                raise ValueError(f"A + u vᵀ is singular: c = 1 + vᵀA⁻¹u = {c}")
+            return
         if torch._C._are_functorch_transforms_active():  # wrapped tensors: no data pointers
             self._checked = ()
             key = None
@@ -325,11 +351,15 @@ class P4InvLinear(nn.Module):
                           self.penalty_bounds, weight, factor=factor)
 
     # -- merging and drift control ----------------------------------------------------------------
-    @torch.no_grad()
     def reset_perturbation(self) -> None:
         """u ← 0, v ~ N(0, I) (in place, so optimizer references stay valid)."""
-        self.u.zero_()
-        self.v.normal_(generator=self.generator)
+        with _NoGrad():
+            self._reset_perturbation()
+
+    def _reset_perturbation(self) -> None:
+        p = self._parameters
+        p["u"].zero_()
+        p["v"].normal_(generator=self.generator)
 
     def _max_abs_state(self) -> tuple[float | torch.Tensor, float | torch.Tensor]:
         """max|A| and max|X|: as floats when bounded by the last in-place merge for these very
@@ -353,8 +383,7 @@ class P4InvLinear(nn.Module):
         Every partial product of the rank-one terms is bounded (whatever order a kernel
         multiplies in) and each rounding widens a bound by at most (1 + ε); 4ε covers the
         three roundings of an entry. NaN anywhere makes a comparison false: no bound."""
-        limit = torch.finfo(self.weight.dtype).max / 4
-        grow = 1 + 4 * torch.finfo(self.weight.dtype).eps
+        limit, grow = _overflow_constants(self.weight.dtype)
         k = abs(alpha)
         parts = (mu, mv, mu * mv, k, mxu, mvx, k * mxu, k * mvx, mxu * mvx, k * mxu * mvx)
         if not all(p < limit for p in parts):
@@ -365,7 +394,6 @@ class P4InvLinear(nn.Module):
             return None
         return new_a, new_x
 
-    @torch.no_grad()
     def merge(self, force: bool = False) -> bool:
         """Fold u vᵀ into A, A⁻¹, sign and log|det|, then reset the perturbation.
 
@@ -374,37 +402,45 @@ class P4InvLinear(nn.Module):
         zero or non-finite c. Non-finite u or v: no merge, perturbation reset, state untouched.
         Runs the drift monitor after a successful merge.
         """
-        sdt = self.weight.dtype
-        a, x = self.weight, self.weight_inverse
-        u, v = _to(self.u, sdt), _to(self.v, sdt)
+        with _NoGrad():
+            return self._merge(force)
+
+    def _merge(self, force: bool) -> bool:
+        # Counters and the bound are plain attributes: written through __dict__, as
+        # Module.__setattr__ would after its checks for parameters, buffers and modules (which
+        # cost about 7 µs per write).
+        d = self.__dict__
+        u_p, v_p, _, a, x, logabsdet = self._parts()
+        sdt = a.dtype
+        u, v = _to(u_p, sdt), _to(v_p, sdt)
         xu = x @ u
         vx = v @ x
-        c = 1 + v @ xu
         bounds = self._max_abs_state()
-        inf = float("inf")
-        scalars = [c, torch.log(torch.abs(c)), self.logabsdet,
-                   *(torch.linalg.vector_norm(t, inf) for t in (u, v, xu, vx))]
+        # max|u|, max|v|, max|Xu|, max|vᵀX|, vᵀXu, log|det A| (and what else is needed) in one
+        # tensor: one device-to-host transfer for all the guard and the overflow bound need
+        # (the merge decision is made on the host; a GPU waits here once, not once per value).
+        parts = [torch.linalg.vector_norm(torch.stack((u, v, xu, vx)), math.inf, dim=1),
+                 torch.dot(v, xu).reshape(1), logabsdet.reshape(1)]
         # u, v are finite iff max|u|, max|v| are (NaN and inf reach the max) when the state
         # dtype holds their values exactly; else they are checked as they are.
-        exact = _widens(self.u.dtype, sdt) and _widens(self.v.dtype, sdt)
+        exact = _widens(u_p.dtype, sdt) and _widens(v_p.dtype, sdt)
         if not exact:
-            scalars.append((torch.isfinite(self.u).all() & torch.isfinite(self.v).all()).to(sdt))
-        scalars += [m for m in bounds if isinstance(m, torch.Tensor)]
-        # One device-to-host transfer for all the guard and the overflow bound need (the merge
-        # decision is made on the host; a GPU waits here once instead of once per value).
-        c_value, log_c, ld, mu, mv, mxu, mvx, *rest = torch.stack(scalars).tolist()
+            parts.append((torch.isfinite(u_p).all() & torch.isfinite(v_p).all()).to(sdt)
+                         .reshape(1))
+        parts += [m.reshape(1) for m in bounds if isinstance(m, torch.Tensor)]
+        mu, mv, mxu, mvx, dot, ld, *rest = torch.cat(parts).tolist()
         ok = math.isfinite(mu) and math.isfinite(mv) if exact else bool(rest.pop(0))
         if not ok:
-            self.nonfinite_resets += 1
-            self.refusals += 1
-            self.reset_perturbation()
+            d["nonfinite_resets"] += 1
+            d["refusals"] += 1
+            self._reset_perturbation()
             return False
-        if not math.isfinite(c_value):
-            log_c = math.nan
+        c_value = 1.0 + dot  # on the host in float64 (for a float64 state: torch's own sum)
+        log_c = _log_abs(c_value) if math.isfinite(c_value) else math.nan
         new_ld = ld + log_c
         guard = Guard.off() if force else self.guard
         if guard.reason(log_c, new_ld) is not None:
-            self.refusals += 1
+            d["refusals"] += 1
             return False
         alpha = -1.0 / c_value
         read = iter(rest)
@@ -414,7 +450,7 @@ class P4InvLinear(nn.Module):
             # Proven finite: update A and X in place (each read and written once, no copies).
             a.addr_(u, v)
             x.addr_(xu, vx, alpha=alpha)
-            self._bound = (a, x, (a.data_ptr(), a._version, x.data_ptr(), x._version),
+            d["_bound"] = (a, x, (a.data_ptr(), a._version, x.data_ptr(), x._version),
                            *new_max)
         else:
             new_a = torch.addr(a, u, v)
@@ -424,15 +460,15 @@ class P4InvLinear(nn.Module):
             # one.
             if not bool(torch.isfinite(torch.stack([new_a.sum(), new_x.sum()])).all()) and not (
                     bool(torch.isfinite(new_a).all()) and bool(torch.isfinite(new_x).all())):
-                self.refusals += 1
+                d["refusals"] += 1
                 return False
             a.copy_(new_a)
             x.copy_(new_x)
-        self.logabsdet.add_(log_c)
+        logabsdet.add_(log_c)
         if c_value < 0:
-            self.sign.neg_()
-        self.merges += 1
-        self.reset_perturbation()
+            self._buffers["sign"].neg_()
+        d["merges"] += 1
+        self._reset_perturbation()
         if self.monitor is not None and self.merges % self.monitor.every == 0:
             self.check_drift()
         return True

@@ -9,6 +9,8 @@ import torch
 
 __all__ = ["ProductCache"]
 
+_transforms_active = torch._C._are_functorch_transforms_active
+
 
 class ProductCache:
     """Keeps the O(n²) products of one P4InvLinear call for the next call with the same values.
@@ -17,9 +19,11 @@ class ProductCache:
 
     * the state tensors (A, X, log|det A|) are the very objects it was made from, at the same
       data pointers and versions (every in-place change through them bumps the version);
-    * u and v are the very parameter objects it was made from **and equal, entry by entry, to
-      the copies taken then** — O(n) compares, so changes that bypass version counters (writes
-      through ``.data``, as torch.autograd.gradcheck makes) cannot leave it stale.
+    * u and v are the very parameter objects it was made from, at the same versions (an
+      optimizer step bumps them: the entry is dropped without reading any value), **and equal,
+      entry by entry, to the copies taken then** — O(n) compares, so changes that bypass version
+      counters (writes through ``.data``, as torch.autograd.gradcheck makes) cannot leave it
+      stale.
 
     The compares read u and v on the host, so the cache is used for CPU tensors only (on a GPU
     each call would wait for the device). It holds one entry per (direction, dtype): for
@@ -36,8 +40,12 @@ class ProductCache:
     @staticmethod
     def usable(*tensors: torch.Tensor) -> bool:
         """Whether entries may be used for these tensors (CPU, outside functorch transforms)."""
-        return (not torch._C._are_functorch_transforms_active()
-                and all(t.device.type == "cpu" for t in tensors))
+        if _transforms_active():
+            return False
+        for t in tensors:
+            if t.device.type != "cpu":
+                return False
+        return True
 
     @staticmethod
     def _state_key(state: Sequence[torch.Tensor]) -> tuple:
@@ -49,8 +57,9 @@ class ProductCache:
         entry = self._entries.get((kind, dtype))
         if entry is None:
             return None
-        refs, key, pu, pv, u0, v0, value = entry
-        if not (pu is u and pv is v and all(a is b for a, b in zip(refs, state, strict=True))
+        refs, key, pu, pv, versions, u0, v0, value = entry
+        if not (pu is u and pv is v and versions == (u._version, v._version)
+                and all(a is b for a, b in zip(refs, state, strict=True))
                 and key == self._state_key(state)):
             return None
         if not (torch.equal(u, u0) and torch.equal(v, v0)):
@@ -60,11 +69,11 @@ class ProductCache:
     def put(self, kind: str, dtype: torch.dtype, state: Sequence[torch.Tensor],
             u: torch.Tensor, v: torch.Tensor, value: Any) -> None:
         """Store ``value`` for ``kind`` and ``dtype`` as computed from these tensors."""
-        with torch.no_grad():
-            u0, v0 = torch.stack((u, v)).unbind() if u.dtype == v.dtype else (u.clone(),
-                                                                              v.clone())
-        self._entries[(kind, dtype)] = (tuple(state), self._state_key(state), u, v, u0, v0,
-                                        value)
+        du, dv = u.detach(), v.detach()
+        u0, v0 = (torch.stack((du, dv)).unbind() if u.dtype == v.dtype
+                  else (du.clone(), dv.clone()))
+        self._entries[(kind, dtype)] = (tuple(state), self._state_key(state), u, v,
+                                        (u._version, v._version), u0, v0, value)
 
     def find(self, kinds: Sequence[str], state: Sequence[torch.Tensor], u: torch.Tensor,
              v: torch.Tensor) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -15,6 +16,9 @@ __all__ = ["Products", "forward_products", "inverse_products", "log_abs_factor",
 _PLAIN, _EAGER, _FUNCTORCH = 0, 1, 2
 
 
+_transforms_active = torch._C._are_functorch_transforms_active
+
+
 def _route(*tensors: torch.Tensor | None) -> int:
     """_PLAIN when autograd records nothing for these inputs, _FUNCTORCH under a functorch
     transform, else _EAGER.
@@ -23,11 +27,27 @@ def _route(*tensors: torch.Tensor | None) -> int:
     arguments through ``inspect.signature``) against about 15 µs for the classic ``ctx`` style,
     and with nothing to record neither is needed: the forward's tensor operations alone give the
     same values."""
-    if torch._C._are_functorch_transforms_active():
+    if _transforms_active():
         return _FUNCTORCH
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return _EAGER
+    if torch.is_grad_enabled():
+        for t in tensors:
+            if t is not None and t.requires_grad:
+                return _EAGER
     return _PLAIN
+
+
+class _NoGrad:
+    """``torch.no_grad()`` for the per-call paths: the same switch, without the decorator
+    machinery that makes ``torch.no_grad()`` cost about 3 µs per use."""
+
+    __slots__ = ("_prev",)
+
+    def __enter__(self) -> None:
+        self._prev = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)
+
+    def __exit__(self, *exc: object) -> None:
+        torch._C._set_grad_enabled(self._prev)
 
 
 def _rows(t: torch.Tensor, n: int) -> torch.Tensor:
@@ -222,8 +242,10 @@ def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
 
 # (matrix, a = Xu, c, log|c|, log|det|): W = A + u vᵀ for the forward or M = X − a (vᵀX)/c for
 # the inverse in the compute dtype (None when not formed), a, c and log|c| in the state dtype,
-# and the direction's log|det| (shape ``()``) in the compute dtype.
-Products = tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+# and the direction's log|det| (shape ``()``) in the compute dtype. On the CPU c, log|c| and
+# log|det| are host floats (log|det| then rounded to the compute dtype by :func:`_scalar`).
+Scalar = torch.Tensor | float
+Products = tuple[torch.Tensor | None, torch.Tensor, Scalar, Scalar, Scalar]
 
 
 def _full(t: torch.Tensor, n: int) -> bool:
@@ -232,24 +254,60 @@ def _full(t: torch.Tensor, n: int) -> bool:
     return t.numel() >= n * n
 
 
+def _log_abs(c: float) -> float:
+    """log|c| of a host float (−inf at 0, NaN for NaN), as torch.log(torch.abs(c))."""
+    c = abs(c)
+    return math.log(c) if c != 0.0 else -math.inf
+
+
 def forward_products(a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor,
                      logabsdet: torch.Tensor, full: bool = True) -> Products:
     """The forward's per-parameter products: W = A + u vᵀ in A's dtype (None unless ``full``),
-    a = Xu and c = 1 + vᵀa in X's dtype, log|det A + u vᵀ| in A's dtype. No autograd."""
-    with torch.no_grad():
+    a = Xu in X's dtype, c = 1 + vᵀa and log|c| in X's dtype, and log|det A + u vᵀ| (in A's
+    dtype; see :func:`_scalar`). No autograd.
+
+    On the CPU c, log|c| and log|det| are host floats in X's dtype (reading a CPU scalar costs
+    no wait, and the scalar arithmetic then needs no tensor operations); elsewhere 0-dim
+    tensors."""
+    with _NoGrad():
         dt = a.dtype
         w = torch.addr(a, _to(u, dt), _to(v, dt)) if full else None
+        if xinv.device.type == "cpu":
+            xu = torch.mv(xinv, _to(u, xinv.dtype))
+            c = 1.0 + float(torch.dot(_to(v, xinv.dtype), xu))
+            log_c = _log_abs(c)
+            return w, xu, c, log_c, float(logabsdet) + log_c
         log_c, c, xu = _factor(u, v, xinv)
         return w, xu, c, log_c, (logabsdet + log_c).to(dt)
 
 
+def _tensor(value: torch.Tensor | float, dtype: torch.dtype) -> torch.Tensor:
+    """``value`` (a 0-dim tensor or a host float) as a 0-dim tensor in ``dtype``."""
+    if isinstance(value, torch.Tensor):
+        return _to(value, dtype)
+    return torch.scalar_tensor(value, dtype=dtype)
+
+
+def _scalar(value: torch.Tensor | float, dtype: torch.dtype, copy: bool) -> torch.Tensor:
+    """``value`` as a 0-dim tensor in ``dtype`` that no one else holds when ``copy``: a host float
+    is rounded once to ``dtype`` (as ``.to(dtype)`` rounds a float64 tensor); a tensor (already
+    in ``dtype``) is cloned when ``copy``, else returned."""
+    if not isinstance(value, torch.Tensor):
+        return torch.scalar_tensor(value, dtype=dtype)
+    return value.clone() if copy else value
+
+
 def inverse_products(xinv_y: torch.Tensor, v: torch.Tensor, logabsdet: torch.Tensor,
                      a: torch.Tensor, c: torch.Tensor, full: bool = True) -> Products:
-    """The inverse's per-parameter products from a = Xu and c (state dtype): M = X − a (vᵀX)/c in
-    the dtype of ``xinv_y`` (X in the compute dtype; None unless ``full``) and
-    −log|det A + u vᵀ| in that dtype. No autograd."""
-    with torch.no_grad():
+    """The inverse's per-parameter products from a = Xu and c (state dtype; c a host float on the
+    CPU, see :data:`Products`): M = X − a (vᵀX)/c in the dtype of ``xinv_y`` (X in the compute
+    dtype; None unless ``full``) and −log|det A + u vᵀ| in that dtype. No autograd."""
+    with _NoGrad():
         dt = xinv_y.dtype
+        if not isinstance(c, torch.Tensor):  # a / c divides by c rounded to dt, as below
+            m = torch.addr(xinv_y, a.to(dt) / c, _to(v, dt) @ xinv_y, alpha=-1) if full else None
+            log_c = _log_abs(c)
+            return m, a, c, log_c, -(float(logabsdet) + log_c)
         m = _inverse_matrix(xinv_y, a.to(dt), _to(v, dt), c.to(dt)) if full else None
         log_c = torch.log(torch.abs(c))
         return m, a, c, log_c, (-(logabsdet + log_c)).to(dt)
@@ -279,7 +337,7 @@ def _inverse(y: torch.Tensor, xinv_y: torch.Tensor, v: torch.Tensor, bias: torch
     if full:  # M applied to y − b: a, v and c are in M already
         yb = y if b is None else torch.sub(y, b, out=scratch) if scratch is not None else y - b
         return F.linear(yb, m), products
-    return _sherman_morrison(y, xinv_y, a.to(dt), v.to(dt), c.to(dt), b, m, scratch), products
+    return _sherman_morrison(y, xinv_y, a.to(dt), v.to(dt), _tensor(c, dt), b, m, scratch), products
 
 
 class _LogAbsFactor(torch.autograd.Function):
@@ -334,7 +392,7 @@ class _Penalty(torch.autograd.Function):
         ctx.save_for_backward(u, v, xinv, logabsdet)
         ctx.bounds = (lo, hi, weight)
         ctx.host = None
-        if log_c.device.type == "cpu":
+        if xinv.device.type == "cpu":
             value, wslope = _penalty_host(float(log_c), float(logabsdet), lo, hi, weight)
             ctx.host = (wslope, float(ctx.c))
             return torch.tensor(value, dtype=u.dtype)
@@ -371,7 +429,7 @@ class _Forward(torch.autograd.Function):
         y, (ctx.w, ctx.a, ctx.c, _, ld) = _forward(x, a, u, v, bias, xinv, logabsdet, products)
         ctx.save_for_backward(x, a, u, v, xinv)
         ctx.bias_dtype = None if bias is None else bias.dtype
-        return y, ld.clone() if kept else ld  # an output must not be the caller's tensor
+        return y, _scalar(ld, x.dtype, kept)  # an output must not be the caller's tensor
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor | None, grad_ld: torch.Tensor | None) -> tuple:
@@ -416,7 +474,7 @@ class _Inverse(torch.autograd.Function):
         x, (ctx.m, ctx.a, ctx.c, _, ld) = _inverse(y, xinv_y, v, bias, logabsdet, products,
                                                    scratch)
         ctx.save_for_backward(y, xinv_y, xinv, u, v, bias)
-        return x, ld.clone()  # an output must not be the caller's tensor
+        return x, _scalar(ld, y.dtype, True)  # an output must not be the caller's tensor
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor | None, grad_ld: torch.Tensor | None) -> tuple:
@@ -424,6 +482,7 @@ class _Inverse(torch.autograd.Function):
         needs = ctx.needs_input_grad
         dt, sdt = y.dtype, xinv.dtype
         c, a = _saved_factor(ctx, u, v, xinv)
+        c = _tensor(c, sdt)
         gy = gb = ga = gv = gc = None
         if grad is not None:
             # The Sherman–Morrison map's gradients for (y, a, v, c, b) in y's dtype.
@@ -512,7 +571,7 @@ def p4_forward(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tenso
         return y, (logabsdet + _factor(u, v, xinv)[0]).to(dt)
     kept = products is not None
     y, products = _forward(x, a, u, v, bias, xinv, logabsdet, products)
-    return y, products[4].clone() if kept else products[4]
+    return y, _scalar(products[4], x.dtype, kept)
 
 
 def p4_inverse(y: torch.Tensor, xinv_y: torch.Tensor, xinv: torch.Tensor, u: torch.Tensor,
@@ -537,7 +596,7 @@ def p4_inverse(y: torch.Tensor, xinv_y: torch.Tensor, xinv: torch.Tensor, u: tor
                                     None if bias is None else bias.to(dt))
         return x, (-(logabsdet + torch.log(torch.abs(c)))).to(dt)
     x, products = _inverse(y, xinv_y, v, bias, logabsdet, products, scratch)
-    return x, products[4].clone()
+    return x, _scalar(products[4], dt, True)
 
 
 def p4_penalty(u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor, logabsdet: torch.Tensor,
@@ -555,7 +614,7 @@ def p4_penalty(u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor, logabsdet: 
         return _Penalty.apply(u, v, xinv, logabsdet, lo, hi, weight, factor)
     if route == _FUNCTORCH or factor is None:
         factor = _factor(u, v, xinv)
-    if route == _PLAIN and factor[0].device.type == "cpu":
+    if route == _PLAIN and xinv.device.type == "cpu":
         value, _ = _penalty_host(float(factor[0]), float(logabsdet), lo, hi, weight)
         return torch.tensor(value, dtype=u.dtype)
     return _penalty_value(factor[0], logabsdet, lo, hi, weight).to(u.dtype)
