@@ -342,13 +342,12 @@ class P4InvLinear(nn.Module):
 
         Keeps c and det away from the singular set (P4Inv); add it to the loss. Shape ``()``.
         """
+        u, v, _, a, xinv, logabsdet = self._parts()
         factor = None
-        if self._products.usable(self.u, self.weight_inverse):  # c from this step's forward
-            kept = self._products.find(("forward",), (self.weight, self.weight_inverse,
-                                                      self.logabsdet), self.u, self.v)
+        if self._products.usable(u, xinv):  # c from this step's forward
+            kept = self._products.find(("forward",), (a, xinv, logabsdet), u, v)
             factor = None if kept is None else (kept[3], kept[2], kept[1])
-        return p4_penalty(self.u, self.v, self.weight_inverse, self.logabsdet,
-                          self.penalty_bounds, weight, factor=factor)
+        return p4_penalty(u, v, xinv, logabsdet, self.penalty_bounds, weight, factor=factor)
 
     # -- merging and drift control ----------------------------------------------------------------
     def reset_perturbation(self) -> None:

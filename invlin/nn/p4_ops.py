@@ -395,7 +395,7 @@ class _Penalty(torch.autograd.Function):
         if xinv.device.type == "cpu":
             value, wslope = _penalty_host(float(log_c), float(logabsdet), lo, hi, weight)
             ctx.host = (wslope, float(ctx.c))
-            return torch.tensor(value, dtype=u.dtype)
+            return torch.scalar_tensor(value, dtype=u.dtype)
         return _penalty_value(log_c, logabsdet, lo, hi, weight).to(u.dtype)
 
     @staticmethod
@@ -406,6 +406,8 @@ class _Penalty(torch.autograd.Function):
         if ctx.host is not None and not torch.is_grad_enabled():
             wslope, c = ctx.host
             k = float(grad) * wslope / c  # k = ∂L/∂log|c| / c
+            if k == 0.0:  # inside the bounds (the usual case): no gradient, and no operations
+                return (None, None, *none)
             gu = (_to(v, xinv.dtype) @ xinv * k).to(u.dtype) if ctx.needs_input_grad[0] else None
             gv = (ctx.a * k).to(v.dtype) if ctx.needs_input_grad[1] else None
             return (gu, gv, *none)
@@ -616,5 +618,5 @@ def p4_penalty(u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor, logabsdet: 
         factor = _factor(u, v, xinv)
     if route == _PLAIN and xinv.device.type == "cpu":
         value, _ = _penalty_host(float(factor[0]), float(logabsdet), lo, hi, weight)
-        return torch.tensor(value, dtype=u.dtype)
+        return torch.scalar_tensor(value, dtype=u.dtype)
     return _penalty_value(factor[0], logabsdet, lo, hi, weight).to(u.dtype)
