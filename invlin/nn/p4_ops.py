@@ -80,9 +80,9 @@ def _perturbed_grads(needs: tuple, has_bias: bool, x: torch.Tensor, a: torch.Ten
     if needs[0]:
         gx = grad @ (torch.addr(a, u, v) if w is None else w)  # ∂/∂x of x Wᵀ: grad · W
     if needs[2]:
-        gu = g.mT @ (xr @ v)  # Σ_b grad_b (v·x_b)
+        gu = torch.mv(g.t(), torch.mv(xr, v))  # Σ_b grad_b (v·x_b)
     if needs[3]:
-        gv = xr.mT @ (g @ u)  # Σ_b x_b (u·grad_b)
+        gv = torch.mv(xr.t(), torch.mv(g, u))  # Σ_b x_b (u·grad_b)
     if has_bias and needs[4]:
         gb = g.sum(0)
     return gx, None, gu, gv, gb
@@ -436,8 +436,10 @@ class _Forward(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor | None, grad_ld: torch.Tensor | None) -> tuple:
         x, a, u, v, xinv = ctx.saved_tensors
-        needs = ctx.needs_input_grad
         twice = torch.is_grad_enabled()  # double backward: every value rebuilt from u and v
+        if not twice and (grad_ld is None or grad_ld.device.type == "cpu"):
+            return (*_forward_grads_host(ctx, x, a, u, v, xinv, grad, grad_ld), None, None, None)
+        needs = ctx.needs_input_grad
         gx = gu = gv = gb = None
         if grad is not None:
             dt = x.dtype
@@ -448,18 +450,45 @@ class _Forward(torch.autograd.Function):
             gv = None if gv is None else _to(gv, v.dtype)
             gb = None if gb is None else _to(gb, ctx.bias_dtype)
         if grad_ld is not None and (needs[2] or needs[3]):
-            if twice or grad_ld.device.type != "cpu":
-                c, xu = _saved_factor(ctx, u, v, xinv)
-                gu_ld, gv_ld = _factor_grads(ctx, grad_ld.to(xinv.dtype), u, v, xinv, c, xu, 2, 3)
-                gu, gv = _add(gu, gu_ld), _add(gv, gv_ld)
-            else:  # host scalar k = ∂L/∂log|c| / c: the gradients are k·Xᵀv and k·Xu
-                k = float(grad_ld) / float(ctx.c)
-                if needs[2]:
-                    w = _to(v, xinv.dtype) @ xinv
-                    gu = (w * k).to(u.dtype) if gu is None else gu.add_(w, alpha=k)
-                if needs[3]:
-                    gv = (ctx.a * k).to(v.dtype) if gv is None else gv.add_(ctx.a, alpha=k)
+            c, xu = _saved_factor(ctx, u, v, xinv)
+            gu_ld, gv_ld = _factor_grads(ctx, grad_ld.to(xinv.dtype), u, v, xinv, c, xu, 2, 3)
+            gu, gv = _add(gu, gu_ld), _add(gv, gv_ld)
         return gx, None, gu, gv, gb, None, None, None
+
+
+def _forward_grads_host(ctx: Any, x: torch.Tensor, a: torch.Tensor, u: torch.Tensor,
+                        v: torch.Tensor, xinv: torch.Tensor, grad: torch.Tensor | None,
+                        grad_ld: torch.Tensor | None) -> tuple:
+    """Gradients for (x, A, u, v, b) of :class:`_Forward` on the CPU when the backward is not
+    itself recorded: those of y (one matrix product for x, O(batch·n) for u, v and b) plus
+    those of log|c|, k·Xᵀv and k·Xu with k = ∂L/∂log|c| / c read on the host, each added by
+    the same ``addmv`` that sums over the batch."""
+    needs = ctx.needs_input_grad
+    dt, sdt, n = x.dtype, xinv.dtype, a.shape[-1]
+    k = 0.0 if grad_ld is None or not (needs[2] or needs[3]) else float(grad_ld) / float(ctx.c)
+    ld_u = torch.mv(xinv.t(), _to(v, sdt)) if needs[2] and k != 0.0 else None  # Xᵀv
+    ld_v = ctx.a if needs[3] and k != 0.0 else None  # Xu
+    gx = gu = gv = gb = None
+    if grad is not None:
+        g, xr = _rows(grad, n), _rows(x, n)
+        u_dt, v_dt = _to(u, dt), _to(v, dt)
+        if needs[0]:
+            gx = grad @ (torch.addr(a, u_dt, v_dt) if ctx.w is None else ctx.w)
+        if needs[2]:
+            s = torch.mv(xr, v_dt)
+            gu = (torch.mv(g.t(), s) if ld_u is None
+                  else torch.addmv(ld_u.to(dt), g.t(), s, beta=k))
+        if needs[3]:
+            t = torch.mv(g, u_dt)
+            gv = (torch.mv(xr.t(), t) if ld_v is None
+                  else torch.addmv(ld_v.to(dt), xr.t(), t, beta=k))
+        if ctx.bias_dtype is not None and needs[4]:
+            gb = _to(g.sum(0), ctx.bias_dtype)
+    else:
+        gu = None if ld_u is None else ld_u * k
+        gv = None if ld_v is None else ld_v * k
+    return (gx, None, None if gu is None else _to(gu, u.dtype),
+            None if gv is None else _to(gv, v.dtype), gb)
 
 
 class _Inverse(torch.autograd.Function):
