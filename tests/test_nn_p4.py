@@ -102,6 +102,30 @@ class _InverseCall(torch.nn.Module):
         return self.l.inverse(y)
 
 
+def test_penalty_inside_its_bounds_adds_no_gradient():
+    # Inside the bounds P is flat: the penalty's backward adds nothing (and runs no operations),
+    # so the gradients of forward + penalty are those of the forward alone, bit for bit.
+    layer = P4InvLinear(4, init="orthogonal", dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        layer.u.copy_(torch.tensor([0.1, -0.2, 0.05, 0.3], dtype=torch.float64))
+    x = torch.randn(8, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    lo, hi = layer.penalty_bounds
+    assert lo < float(torch.log(torch.abs(layer.factor().detach()))) < hi
+    pen = layer.penalty()
+    assert float(pen.detach()) == 0.0
+    pen.backward()
+    assert layer.u.grad is None and layer.v.grad is None
+    grads = []
+    for with_penalty in (False, True):
+        layer.zero_grad(set_to_none=True)
+        y, ld = layer(x)
+        loss = y.square().sum() - ld.sum() + (layer.penalty() if with_penalty else 0.0)
+        loss.backward()
+        grads.append([p.grad.clone() for p in (layer.u, layer.v, layer.bias)])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+
+
 def test_penalty_gradcheck_and_values():
     layer = P4InvLinear(3, dtype=torch.float64)
     assert float(layer.penalty().detach()) == 0.0  # c = 1, det = 1 inside the bounds

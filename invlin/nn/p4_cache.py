@@ -57,12 +57,12 @@ class ProductCache:
         entry = self._entries.get((kind, dtype))
         if entry is None:
             return None
-        refs, key, pu, pv, versions, u0, v0, value = entry
+        refs, key, pu, pv, versions, uv0, value = entry
         if not (pu is u and pv is v and versions == (u._version, v._version)
                 and all(a is b for a, b in zip(refs, state, strict=True))
                 and key == self._state_key(state)):
             return None
-        if not (torch.equal(u, u0) and torch.equal(v, v0)):
+        if not (torch.equal(u, uv0[0]) and torch.equal(v, uv0[1])):
             return None
         return value
 
@@ -70,10 +70,9 @@ class ProductCache:
             u: torch.Tensor, v: torch.Tensor, value: Any) -> None:
         """Store ``value`` for ``kind`` and ``dtype`` as computed from these tensors."""
         du, dv = u.detach(), v.detach()
-        u0, v0 = (torch.stack((du, dv)).unbind() if u.dtype == v.dtype
-                  else (du.clone(), dv.clone()))
+        uv0 = torch.stack((du, dv)) if u.dtype == v.dtype else (du.clone(), dv.clone())
         self._entries[(kind, dtype)] = (tuple(state), self._state_key(state), u, v,
-                                        (u._version, v._version), u0, v0, value)
+                                        (u._version, v._version), uv0, value)
 
     def find(self, kinds: Sequence[str], state: Sequence[torch.Tensor], u: torch.Tensor,
              v: torch.Tensor) -> Any:
