@@ -321,7 +321,8 @@ def inverse_products(xinv_y: torch.Tensor, v: torch.Tensor, logabsdet: torch.Ten
     with _NoGrad():
         dt = xinv_y.dtype
         if not isinstance(c, torch.Tensor):  # a / c divides by c rounded to dt, as below
-            m = torch.addr(xinv_y, a.to(dt) / c, _to(v, dt) @ xinv_y, alpha=-1) if full else None
+            m = (torch.addr(xinv_y, a.to(dt) / c, torch.mv(xinv_y.t(), _to(v, dt)), alpha=-1)
+                 if full else None)
             log_c = _log_abs(c)
             return m, a, c, log_c, -(float(logabsdet) + log_c)
         m = _inverse_matrix(xinv_y, a.to(dt), _to(v, dt), c.to(dt)) if full else None
@@ -424,7 +425,8 @@ class _Penalty(torch.autograd.Function):
             k = float(grad) * wslope / c  # k = ∂L/∂log|c| / c
             if k == 0.0:  # inside the bounds (the usual case): no gradient, and no operations
                 return (None, None, *none)
-            gu = (_to(v, xinv.dtype) @ xinv * k).to(u.dtype) if ctx.needs_input_grad[0] else None
+            gu = ((torch.mv(xinv.t(), _to(v, xinv.dtype)) * k).to(u.dtype)
+                  if ctx.needs_input_grad[0] else None)
             gv = (ctx.a * k).to(v.dtype) if ctx.needs_input_grad[1] else None
             return (gu, gv, *none)
         c, a = _saved_factor(ctx, u, v, xinv)
