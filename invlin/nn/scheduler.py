@@ -149,6 +149,7 @@ class P4Scheduler:
         merged: dict[str, bool] = {}
         if self.steps % self.merge_every == 0:
             force = self.force_every is not None and self.steps % self.force_every == 0
+            optimized = None  # ids of the optimizer's parameters, gathered once per step
             for name, layer in self.layers.items():
                 snapshot = None
                 if self.history is not None:
@@ -158,9 +159,11 @@ class P4Scheduler:
                 ok = layer.merge(force=force)
                 merged[name] = ok
                 if ok:
-                    params = [getattr(layer, p) for p in self.reset]
-                    params = [p for p in params if p is not None]
-                    self._reset_state([p for p in params if self._optimizes(p)])
+                    if optimized is None:
+                        optimized = {id(q) for g in self.optimizer.param_groups
+                                     for q in g["params"]}
+                    params = [layer._parameters.get(p) for p in self.reset]
+                    self._reset_state([p for p in params if p is not None and id(p) in optimized])
                     if snapshot is not None:
                         self.history.record(name, layer, *snapshot, step=self.steps)
         if self.correct_every is not None and self.steps % self.correct_every == 0:
@@ -185,9 +188,6 @@ class P4Scheduler:
         if slow:
             reset_optimizer_state(opt, slow)
             lazy.update(id(p) for p in slow if not opt.state.get(p))
-
-    def _optimizes(self, p: torch.Tensor) -> bool:
-        return any(p is q for g in self.optimizer.param_groups for q in g["params"])
 
     @property
     def counters(self) -> dict[str, dict[str, int]]:
