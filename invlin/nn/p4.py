@@ -275,7 +275,7 @@ class P4InvLinear(nn.Module):
                 "forward", x.dtype, (a_state, xinv, logabsdet), u, v,
                 lambda: forward_products(a, u, v, xinv, logabsdet))
         y, ld = p4_forward(x, a, u, v, bias, xinv, logabsdet, products=products)
-        return y, ld.expand(x.shape[:-1])
+        return y, ld
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x = (A + u vᵀ)⁻¹ (y − b) by Sherman–Morrison with the tracked A⁻¹, y of shape
@@ -312,7 +312,7 @@ class P4InvLinear(nn.Module):
             spare = self._spare  # keep only this shape's buffer (no Module.__setattr__ per call)
             spare.clear()
             spare[key] = scratch
-        return x, ld.expand(y.shape[:-1])
+        return x, ld
 
     def _require_nonsingular(self, c: torch.Tensor | float) -> None:
         """Raise ValueError unless c = 1 + vᵀA⁻¹u (a host float or a 0-dim tensor) is finite and

@@ -438,7 +438,8 @@ class _Penalty(torch.autograd.Function):
 
 class _Forward(torch.autograd.Function):
     """(y, log|det|) of P4InvLinear.forward in one autograd node: y as in
-    :func:`perturbed_linear`, log|det| = log|det A| + log|c| in x's dtype (shape ``()``)."""
+    :func:`perturbed_linear`, log|det| = log|det A| + log|c| in x's dtype, expanded to x's
+    batch shape inside the node (no autograd-visible expand: one op fewer per call)."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
@@ -449,7 +450,8 @@ class _Forward(torch.autograd.Function):
         y, (ctx.w, ctx.a, ctx.c, _, ld) = _forward(x, a, u, v, bias, xinv, logabsdet, products)
         ctx.save_for_backward(x, a, u, v, xinv)
         ctx.bias_dtype = None if bias is None else bias.dtype
-        return y, _scalar(ld, x.dtype, kept)  # an output must not be the caller's tensor
+        # an output must not be the caller's tensor
+        return y, _scalar(ld, x.dtype, kept).expand(x.shape[:-1])
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor | None, grad_ld: torch.Tensor | None) -> tuple:
@@ -469,7 +471,8 @@ class _Forward(torch.autograd.Function):
             gb = None if gb is None else _to(gb, ctx.bias_dtype)
         if grad_ld is not None and (needs[2] or needs[3]):
             c, xu = _saved_factor(ctx, u, v, xinv)
-            gu_ld, gv_ld = _factor_grads(ctx, grad_ld.to(xinv.dtype), u, v, xinv, c, xu, 2, 3)
+            gu_ld, gv_ld = _factor_grads(ctx, grad_ld.sum().to(xinv.dtype), u, v, xinv, c, xu,
+                                         2, 3)
             gu, gv = _add(gu, gu_ld), _add(gv, gv_ld)
         return gx, None, gu, gv, gb, None, None, None
 
@@ -483,7 +486,8 @@ def _forward_grads_host(ctx: Any, x: torch.Tensor, a: torch.Tensor, u: torch.Ten
     the same ``addmv`` that sums over the batch."""
     needs = ctx.needs_input_grad
     dt, sdt, n = x.dtype, xinv.dtype, a.shape[-1]
-    k = 0.0 if grad_ld is None or not (needs[2] or needs[3]) else float(grad_ld) / float(ctx.c)
+    k = (0.0 if grad_ld is None or not (needs[2] or needs[3])
+         else float(grad_ld.sum()) / float(ctx.c))
     ld_u = torch.mv(xinv.t(), _to(v, sdt)) if needs[2] and k != 0.0 else None  # Xᵀv
     ld_v = ctx.a if needs[3] and k != 0.0 else None  # Xu
     gx = gu = gv = gb = None
@@ -523,7 +527,8 @@ class _Inverse(torch.autograd.Function):
         x, (ctx.m, ctx.a, ctx.c, _, ld) = _inverse(y, xinv_y, v, bias, logabsdet, products,
                                                    scratch)
         ctx.save_for_backward(y, xinv_y, xinv, u, v, bias)
-        return x, _scalar(ld, y.dtype, True)  # an output must not be the caller's tensor
+        # an output must not be the caller's tensor
+        return x, _scalar(ld, y.dtype, True).expand(y.shape[:-1])
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor | None, grad_ld: torch.Tensor | None) -> tuple:
@@ -544,7 +549,7 @@ class _Inverse(torch.autograd.Function):
             gc = None if gc is None else gc.to(sdt)
             gv = None if gv is None else gv.to(v.dtype)
         if grad_ld is not None and (needs[3] or needs[4]):
-            gc = _add(gc, -grad_ld.to(sdt) / c)  # ld = −(log|det A| + log|c|)
+            gc = _add(gc, -grad_ld.sum().to(sdt) / c)  # ld = −(log|det A| + log|c|)
         gu = None
         if gc is not None:  # c = 1 + vᵀa: c reaches a through v and v through a
             ga = _add(ga, gc * v.to(sdt))
@@ -606,8 +611,8 @@ def p4_forward(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tenso
                products: Products | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(y, log|det|) of P4InvLinear: y = :func:`perturbed_linear` with A ``a`` in x's dtype and
     u, v, b (parameters of any dtype) cast to it, and log|det| = log|det A| + log|1 + vᵀXu| of
-    shape ``()`` in x's dtype, from u and v as given and X, log|det A| ``logabsdet`` in the state
-    dtype. One autograd node when autograd records.
+    x's batch shape ``(*,)`` (one value, expanded) in x's dtype, from u and v as given and X,
+    log|det A| ``logabsdet`` in the state dtype. One autograd node when autograd records.
 
     ``products``: :func:`forward_products` of these very tensors, when the caller kept them from
     an earlier call (the values are then not recomputed; the results are the same bits)."""
@@ -617,10 +622,10 @@ def p4_forward(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tenso
     if route == _FUNCTORCH:  # every value as a function of u and v, for the transform to see
         dt = x.dtype
         y = perturbed_linear(x, a, u.to(dt), v.to(dt), None if bias is None else bias.to(dt))
-        return y, (logabsdet + _factor(u, v, xinv)[0]).to(dt)
+        return y, (logabsdet + _factor(u, v, xinv)[0]).to(dt).expand(x.shape[:-1])
     kept = products is not None
     y, products = _forward(x, a, u, v, bias, xinv, logabsdet, products)
-    return y, _scalar(products[4], x.dtype, kept)
+    return y, _scalar(products[4], x.dtype, kept).expand(x.shape[:-1])
 
 
 def p4_inverse(y: torch.Tensor, xinv_y: torch.Tensor, xinv: torch.Tensor, u: torch.Tensor,
@@ -628,7 +633,8 @@ def p4_inverse(y: torch.Tensor, xinv_y: torch.Tensor, xinv: torch.Tensor, u: tor
                products: Products, *,
                scratch: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, −log|det|) of P4InvLinear.inverse: x by :func:`sherman_morrison_linear` with
-    ``xinv_y`` = X in y's dtype and v, b cast to it, −log|det| of shape ``()`` in y's dtype.
+    ``xinv_y`` = X in y's dtype and v, b cast to it, −log|det| of y's batch shape ``(*,)`` (one
+    value, expanded) in y's dtype.
 
     ``products``: :func:`inverse_products` of these tensors — at least a = Xu and c = 1 + vᵀa in
     the state dtype, as the caller computed them for its singularity check (M and log|det| may be
@@ -643,9 +649,9 @@ def p4_inverse(y: torch.Tensor, xinv_y: torch.Tensor, xinv: torch.Tensor, u: tor
         _, c, a = _factor(u, v, xinv)
         x = sherman_morrison_linear(y, xinv_y, a.to(dt), v.to(dt), c.to(dt),
                                     None if bias is None else bias.to(dt))
-        return x, (-(logabsdet + torch.log(torch.abs(c)))).to(dt)
+        return x, (-(logabsdet + torch.log(torch.abs(c)))).to(dt).expand(y.shape[:-1])
     x, products = _inverse(y, xinv_y, v, bias, logabsdet, products, scratch)
-    return x, _scalar(products[4], dt, True)
+    return x, _scalar(products[4], dt, True).expand(y.shape[:-1])
 
 
 def p4_penalty(u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor, logabsdet: torch.Tensor,
