@@ -140,3 +140,25 @@ def test_merge_accepts_finite_state_whose_sum_overflows_and_refuses_overflow():
     assert not layer.merge(force=True)
     assert torch.equal(layer.weight, torch.eye(4, dtype=torch.float64))
     assert layer.refusals == 1 and layer.nonfinite_resets == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_host_scalars_agree_with_the_tensor_form_used_off_the_cpu(dtype):
+    # On the CPU c, log|c| and log|det| are host floats; on a GPU 0-dim tensors. Both forms run
+    # here on the CPU (the tensor one is called directly) and must give the same values.
+    from invlin.nn.p4_ops import _factor, forward_products, inverse_products
+
+    a, u, v, _, _ = _operands(n=6)
+    xinv = torch.linalg.inv(a)
+    logabsdet = torch.linalg.slogdet(a)[1]
+    _, xu, c, log_c, ld = forward_products(a.to(dtype), u.to(dtype), v.to(dtype), xinv,
+                                           logabsdet)
+    log_c_t, c_t, xu_t = _factor(u.to(dtype), v.to(dtype), xinv)
+    assert isinstance(c, float) and isinstance(ld, float)
+    assert torch.equal(xu, xu_t) and c == float(c_t)  # the same float64 sum
+    assert log_c == pytest.approx(float(log_c_t), rel=4 * torch.finfo(torch.float64).eps)
+    assert ld == pytest.approx(float(logabsdet + log_c_t), rel=1e-15)
+    host = inverse_products(xinv.to(dtype), v.to(dtype), logabsdet, xu, c)
+    tensor = inverse_products(xinv.to(dtype), v.to(dtype), logabsdet, xu, c_t)
+    assert torch.equal(host[0], tensor[0])  # M: a / c divides by c rounded to dtype both ways
+    assert host[4] == pytest.approx(float(tensor[4]), rel=torch.finfo(dtype).eps)
