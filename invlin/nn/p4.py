@@ -14,6 +14,7 @@ from invlin.nn.p4_cache import ProductCache
 from invlin.nn.p4_ops import (
     _log_abs,
     _NoGrad,
+    _to,
     forward_products,
     inverse_products,
     log_abs_factor,
@@ -30,10 +31,6 @@ _STATE = ("weight", "weight_inverse", "logabsdet", "sign")
 # (16 MiB in float32): a fresh batch-sized temporary per call costs page faults on glibc, whose
 # malloc returns freed memory above its trim threshold to the system.
 _SPARE_LIMIT = 1 << 22
-
-
-def _to(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return t if t.dtype == dtype else t.to(dtype)
 
 
 @functools.cache

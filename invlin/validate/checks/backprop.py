@@ -10,7 +10,7 @@ from invlin.validate.checks.base import CheckContext, Make, fresh, result, skipp
 from invlin.validate.checks.state import perturb
 from invlin.validate.protocol import Adapter
 from invlin.validate.results import CheckResult
-from invlin.validate.search import Probe, search, tensor_literal
+from invlin.validate.search import Probe, tensor_literal
 
 __all__ = ["gradients", "parameter_names"]
 
@@ -151,8 +151,7 @@ def gradients(make: Make, ctx: CheckContext) -> CheckResult:
                 "                   for k, g in zip(names, grads)})")
 
     strategy = layer_inputs(n, dtype=ctx.dtype, domain=domain, max_batch=4)
-    out = search(strategy, probe, profile=ctx.profile, max_examples=ctx.examples(0.05),
-                 seed=ctx.seed, describe=lambda x: {"x": x}, snippet=snippet)
+    out = ctx.search(strategy, probe, snippet=snippet, share=0.05)
     res = result(name, ctx, out, f"gradients reach all {len(labels)} parameters both ways")
     if res.status == "pass" and retried:
         res.message += "; " + "; ".join(sorted(retried))

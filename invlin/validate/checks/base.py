@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,7 +14,7 @@ from invlin.testing import allowed_ratio
 from invlin.testing.profiles import PROFILES
 from invlin.validate.protocol import Adapter, Unsupported
 from invlin.validate.results import CheckResult
-from invlin.validate.search import LayerFault, Outcome
+from invlin.validate.search import LayerFault, Outcome, Probe, search
 
 __all__ = [
     "ALLOWED",
@@ -83,6 +84,19 @@ class CheckContext:
         ``minimum``)."""
         total = self.max_examples or PROFILES[self.profile].max_examples
         return max(minimum, round(total * share))
+
+    def search(self, strategy: Any, probe: Callable[[Any], Probe], *,
+               snippet: Callable[[Any], str] | None = None, share: float = 1.0,
+               minimum: int = 2,
+               describe: Callable[[Any], dict[str, Any]] | None = None,
+               explicit: Iterable[Any] = ()) -> Outcome:
+        """:func:`invlin.validate.search.search` with this context's profile, seed and
+        :meth:`examples` (``share``, ``minimum``); cases are described as ``{"x": case}``
+        unless ``describe`` is given; ``explicit`` cases run first."""
+        return search(strategy, probe, profile=self.profile,
+                      max_examples=self.examples(share, minimum=minimum), seed=self.seed,
+                      describe=describe or (lambda x: {"x": x}), snippet=snippet,
+                      explicit=explicit)
 
     def repro(self, lines: str) -> str:
         """:attr:`setup` followed by ``lines``: a runnable script."""

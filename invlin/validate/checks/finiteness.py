@@ -8,7 +8,7 @@ import torch
 from invlin.testing.strategies import edge_inputs
 from invlin.validate.checks.base import CheckContext, Make, fresh, numpy64, result, tensor
 from invlin.validate.results import CheckResult
-from invlin.validate.search import Probe, search, tensor_literal
+from invlin.validate.search import Probe, tensor_literal
 
 __all__ = ["LARGE", "edges"]
 
@@ -97,8 +97,7 @@ def edges(make: Make, ctx: CheckContext) -> CheckResult:
                 "print(y, ladj, x_back, ladj_inv, sep='\\n')")
 
     strategy = edge_inputs(n, dtype=ctx.dtype, domain=domain, large=LARGE)
-    out = search(strategy, probe, profile=ctx.profile, max_examples=ctx.examples(0.5),
-                 seed=ctx.seed, describe=lambda x: {"x": x}, snippet=snippet)
+    out = ctx.search(strategy, probe, snippet=snippet, share=0.5)
     where = "near the domain's ends" if domain is not None else "for |x| up to 1e4"
     res = result(name, ctx, out, f"outputs finite {where}")
     if skipped_rows["n"]:

@@ -28,7 +28,7 @@ from invlin.validate.checks.base import (
 from invlin.validate.checks.truth import Local, scale_input, worst_rows
 from invlin.validate.protocol import Unsupported
 from invlin.validate.results import CheckResult
-from invlin.validate.search import LayerFault, Probe, search, tensor_literal
+from invlin.validate.search import LayerFault, Probe, tensor_literal
 
 __all__ = ["KAPPAS", "conditioning"]
 
@@ -157,10 +157,10 @@ def conditioning(make: Make, ctx: CheckContext) -> CheckResult:
     y_fixed = np.asarray(np.linspace(-1.0, 1.0, 2 * n).reshape(2, n), dtype=ctx.dtype)
     explicit = [(conditioned_matrix(n, k, 1, rng, dtype=ctx.dtype), y_fixed.astype(np.float64))
                 for k in kappas]
-    out = search(st.tuples(matrices, ys), probe, profile=ctx.profile,
-                 max_examples=ctx.examples(0.2, minimum=len(kappas)), seed=ctx.seed,
-                 describe=lambda c: {"kappa_target": c[0].kappa, "matrix": c[0].a, "y": c[1]},
-                 snippet=snippet, explicit=explicit)
+    out = ctx.search(st.tuples(matrices, ys), probe, snippet=snippet, share=0.2,
+                     minimum=len(kappas), explicit=explicit,
+                     describe=lambda c: {"kappa_target": c[0].kappa, "matrix": c[0].a,
+                                         "y": c[1]})
     res = result(name, ctx, out, f"accurate up to κ = {kappas[-1]:g}")
     if unset["count"]:
         res.message += f"; {unset['count']} matrices could not be set and were not judged"

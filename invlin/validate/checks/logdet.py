@@ -30,7 +30,7 @@ from invlin.validate.checks.truth import (
     worst_logdet,
 )
 from invlin.validate.results import CheckResult
-from invlin.validate.search import Probe, search, tensor_literal
+from invlin.validate.search import Probe, tensor_literal
 
 __all__ = ["logdet_autograd", "logdet_consistency", "logdet_oracle"]
 
@@ -114,8 +114,7 @@ def logdet_autograd(make: Make, ctx: CheckContext) -> CheckResult:
                 f"print('layer:', ladj, 'autograd slogdet:', "
                 f"torch.linalg.slogdet(jac).logabsdet)")
 
-    out = search(strategy, probe, profile=ctx.profile, max_examples=ctx.examples(),
-                 seed=ctx.seed, describe=lambda x: {"x": x}, snippet=snippet)
+    out = ctx.search(strategy, probe, snippet=snippet)
     return result(name, ctx, out, "log|det| matches float64 autograd slogdet")
 
 
@@ -190,8 +189,7 @@ def logdet_oracle(make: Make, ctx: CheckContext) -> CheckResult:
             "w = adapter.matrix().detach().double().cpu().numpy()\n"
             "print('layer:', ladj, 'oracle:', evaluate(w).logabsdet)"))
 
-    out = search(strategy, probe, profile=ctx.profile, max_examples=ctx.examples(0.1),
-                 seed=ctx.seed, describe=lambda x: {"x": x}, snippet=snippet)
+    out = ctx.search(strategy, probe, snippet=snippet, share=0.1)
     return result(name, ctx, out, "log|det| matches the oracle")
 
 
@@ -240,6 +238,5 @@ def logdet_consistency(make: Make, ctx: CheckContext) -> CheckResult:
             "_, ladj_inv = adapter.inverse(y.clone())\n"
             "print('forward:', ladj, 'minus inverse:', -ladj_inv)"))
 
-    out = search(strategy, probe, profile=ctx.profile, max_examples=ctx.examples(),
-                 seed=ctx.seed, describe=lambda x: {"x": x}, snippet=snippet)
+    out = ctx.search(strategy, probe, snippet=snippet)
     return result(name, ctx, out, "forward and inverse log|det| agree")

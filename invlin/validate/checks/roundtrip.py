@@ -16,7 +16,7 @@ from invlin.validate.checks.base import (
 )
 from invlin.validate.checks.truth import local, scale_input, scale_output, worst_rows
 from invlin.validate.results import CheckResult
-from invlin.validate.search import Probe, search, tensor_literal
+from invlin.validate.search import Probe, tensor_literal
 
 __all__ = ["round_trip"]
 
@@ -75,6 +75,5 @@ def round_trip(make: Make, ctx: CheckContext) -> CheckResult:
                 f"x_back, _ = adapter.inverse(y.clone())\n"
                 f"print('x → y → x error per row:', (x_back - x).abs().sum(-1))")
 
-    out = search(strategy, probe, profile=ctx.profile, max_examples=ctx.examples(),
-                 seed=ctx.seed, describe=lambda x: {"x": x}, snippet=snippet)
+    out = ctx.search(strategy, probe, snippet=snippet)
     return result(NAME, ctx, out, "both round trips within κ-scaled bounds")

@@ -34,7 +34,7 @@ from invlin.validate.checks.truth import (
 )
 from invlin.validate.protocol import Adapter, Unsupported
 from invlin.validate.results import CheckResult
-from invlin.validate.search import Outcome, Probe, search, tensor_literal
+from invlin.validate.search import Outcome, Probe, tensor_literal
 
 __all__ = ["batch_shape", "dtype_device"]
 
@@ -237,9 +237,8 @@ def batch_shape(make: Make, ctx: CheckContext) -> CheckResult:
 
     total = Outcome()
     for ndim in (1, 2, 3):
-        out = search(_cases(n, ctx, ndim, domain), probe, profile=ctx.profile,
-                     max_examples=ctx.examples(1 / 3), seed=ctx.seed,
-                     describe=lambda x: {"x_shape": list(x.shape), "x": x}, snippet=snippet)
+        out = ctx.search(_cases(n, ctx, ndim, domain), probe, snippet=snippet, share=1 / 3,
+                         describe=lambda x: {"x_shape": list(x.shape), "x": x})
         total.examples += out.examples
         total.notes += out.notes
         if out.worst is not None and (total.worst is None or (out.worst.ratio or 0) >
@@ -366,8 +365,7 @@ def dtype_device(make: Make, ctx: CheckContext) -> CheckResult:
                 f"print([(t.dtype, t.device) for t in (y, ladj, x_back, ladj_inv)])")
 
     strategy = layer_inputs(n, dtype=ctx.dtype, domain=tested.domain(), max_batch=4)
-    out = search(strategy, probe, profile=ctx.profile, max_examples=ctx.examples(0.1),
-                 seed=ctx.seed, describe=lambda x: {"x": x}, snippet=snippet)
+    out = ctx.search(strategy, probe, snippet=snippet, share=0.1)
     res = result(name, ctx, out, f"{ctx.dtype} and {ctx.device} kept in every output")
     if want_device.type == "cpu" and res.status == "pass" and not torch.cuda.is_available():
         res.message += "; CUDA not available here, so only the CPU device was exercised"

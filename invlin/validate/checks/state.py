@@ -35,7 +35,7 @@ from invlin.validate.checks.truth import (
 )
 from invlin.validate.protocol import Adapter
 from invlin.validate.results import CheckResult
-from invlin.validate.search import Probe, search, tensor_literal
+from invlin.validate.search import Probe, tensor_literal
 
 __all__ = ["cache", "modes", "perturb"]
 
@@ -124,8 +124,7 @@ def modes(make: Make, ctx: CheckContext) -> CheckResult:
                 "print('inverse:', (x_e - x_t).abs().max(), (li_e - li_t).abs().max())")
 
     strategy = layer_inputs(n, dtype=ctx.dtype, domain=tested.domain())
-    out = search(strategy, probe, profile=ctx.profile, max_examples=ctx.examples(0.2),
-                 seed=ctx.seed, describe=lambda x: {"x": x}, snippet=snippet)
+    out = ctx.search(strategy, probe, snippet=snippet, share=0.2)
     return result(name, ctx, out, "train and eval mode agree")
 
 
@@ -242,8 +241,7 @@ def cache(make: Make, ctx: CheckContext) -> CheckResult:
         return "\n".join(lines)
 
     strategy = layer_inputs(n, dtype=ctx.dtype, domain=domain, max_batch=4)
-    out = search(strategy, probe, profile=ctx.profile, max_examples=ctx.examples(0.1),
-                 seed=ctx.seed, describe=lambda x: {"x": x}, snippet=snippet)
+    out = ctx.search(strategy, probe, snippet=snippet, share=0.1)
     passed = "cached and uncached calls agree"
     passed += "; no stale cache after a parameter update" if has_params else \
         "; no trainable parameters, so staleness after an update was not tested"
