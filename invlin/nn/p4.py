@@ -265,14 +265,16 @@ class P4InvLinear(nn.Module):
         u, v, bias, a_state, xinv, logabsdet = self._parts()
         a = self._cast("weight", x.dtype)
         products = None
-        if x.numel() >= self.features ** 2 and self._products.usable(x, a):
+        cache = self._products
+        if x.numel() >= self.features ** 2 and cache.usable(x, a):
             # A + u vᵀ is formed (O(n²)) once per value of u, v and the state, then applied by
             # one matrix product per call; u, v, b get their gradients in O(batch·n).
-            products = self._products.fetch(
-                "forward", x.dtype, (a_state, xinv, logabsdet), u, v,
-                lambda: forward_products(a, u, v, xinv, logabsdet))
-        y, ld = p4_forward(x, a, u, v, bias, xinv, logabsdet, products=products)
-        return y, ld
+            state = (a_state, xinv, logabsdet)
+            products = cache.get("forward", x.dtype, state, u, v)
+            if products is None:
+                products = forward_products(a, u, v, xinv, logabsdet)
+                cache.put("forward", x.dtype, state, u, v, products)
+        return p4_forward(x, a, u, v, bias, xinv, logabsdet, products=products)
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x = (A + u vᵀ)⁻¹ (y − b) by Sherman–Morrison with the tracked A⁻¹, y of shape
@@ -283,33 +285,44 @@ class P4InvLinear(nn.Module):
         u, v, bias, _, xinv_s, logabsdet = self._parts()
         xinv = self._cast("weight_inverse", y.dtype)
         full = y.numel() >= self.features ** 2
-        usable = self._products.usable(y, xinv)
+        cache = self._products
+        scratch = None
+        if cache.usable(y, xinv):
+            state = (xinv_s, logabsdet)
+            pre = cache.get("inverse", y.dtype, state, u, v)
+            if pre is None:
+                pre = self._inverse_products(u, v, xinv, xinv_s, logabsdet, full)
+                if full:
+                    cache.put("inverse", y.dtype, state, u, v, pre)
+            if bias is not None and y.numel() <= _SPARE_LIMIT:
+                key = (y.shape, y.dtype)
+                # popped (atomic): a concurrent call cannot share it; only this shape's is kept
+                scratch = self._spare.pop(key, None)
+                if scratch is None:
+                    scratch = torch.empty(y.shape, dtype=y.dtype, device=y.device)
+                x, ld = p4_inverse(y, xinv, xinv_s, u, v, bias, logabsdet, pre, scratch=scratch)
+                spare = self._spare  # (no Module.__setattr__ per call)
+                spare.clear()
+                spare[key] = scratch
+                return x, ld
+        else:
+            pre = self._inverse_products(u, v, xinv, xinv_s, logabsdet, full)
+        return p4_inverse(y, xinv, xinv_s, u, v, bias, logabsdet, pre)
 
-        def products() -> tuple:
-            sdt = xinv_s.dtype
-            with _NoGrad():  # p4_inverse takes the gradients of a = Xu and c
-                xu = torch.mv(xinv_s, _to(u, sdt))
-                c = torch.dot(_to(v, sdt), xu)
-                # On the CPU c is read as a host float (no device to wait for).
-                c = 1.0 + float(c) if xu.device.type == "cpu" else 1 + c
-            self._require_nonsingular(c)
-            # X − (Xu)(vᵀX)/c is formed (O(n²)) and applied to y − b by one matrix product.
-            return inverse_products(xinv, v, logabsdet, xu, c, full)
-
-        pre = (self._products.fetch("inverse", y.dtype, (xinv_s, logabsdet), u, v, products,
-                                    store=full) if usable else products())
-        scratch = key = None
-        if usable and bias is not None and y.numel() <= _SPARE_LIMIT:
-            key = (tuple(y.shape), y.dtype)
-            scratch = self._spare.pop(key, None)  # atomic: a concurrent call cannot share it
-            if scratch is None:
-                scratch = torch.empty(y.shape, dtype=y.dtype, device=y.device)
-        x, ld = p4_inverse(y, xinv, xinv_s, u, v, bias, logabsdet, pre, scratch=scratch)
-        if scratch is not None:
-            spare = self._spare  # keep only this shape's buffer (no Module.__setattr__ per call)
-            spare.clear()
-            spare[key] = scratch
-        return x, ld
+    def _inverse_products(self, u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor,
+                          xinv_s: torch.Tensor, logabsdet: torch.Tensor, full: bool) -> tuple:
+        """The inverse's products (see :func:`inverse_products`) after the singularity check:
+        a = Xu and c = 1 + vᵀa in the state dtype, M = X − a (vᵀX)/c in X's compute-dtype copy
+        ``xinv`` when ``full``."""
+        sdt = xinv_s.dtype
+        with _NoGrad():  # p4_inverse takes the gradients of a = Xu and c
+            xu = torch.mv(xinv_s, _to(u, sdt))
+            c = torch.dot(_to(v, sdt), xu)
+            # On the CPU c is read as a host float (no device to wait for).
+            c = 1.0 + float(c) if xu.device.type == "cpu" else 1 + c
+        self._require_nonsingular(c)
+        # X − (Xu)(vᵀX)/c is formed (O(n²)) and applied to y − b by one matrix product.
+        return inverse_products(xinv, v, logabsdet, xu, c, full)
 
     def _require_nonsingular(self, c: torch.Tensor | float) -> None:
         """Raise ValueError unless c = 1 + vᵀA⁻¹u (a host float or a 0-dim tensor) is finite and

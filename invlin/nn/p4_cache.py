@@ -47,43 +47,53 @@ class ProductCache:
                 return False
         return True
 
-    @staticmethod
-    def _state_key(state: Sequence[torch.Tensor]) -> tuple:
-        return tuple((t.data_ptr(), t._version) for t in state)
-
     def get(self, kind: str, dtype: torch.dtype, state: Sequence[torch.Tensor],
             u: torch.Tensor, v: torch.Tensor) -> Any:
         """The products stored for ``kind`` and ``dtype`` if still valid, else None."""
         entry = self._entries.get((kind, dtype))
         if entry is None:
             return None
-        refs, key, pu, pv, versions, uv0, value = entry
-        if not (pu is u and pv is v and versions == (u._version, v._version)
-                and all(a is b for a, b in zip(refs, state, strict=True))
-                and key == self._state_key(state)):
+        # A plain loop: this runs on every call, where generator expressions cost microseconds.
+        refs, pu, pv, key, u0, v0, value = entry
+        if pu is not u or pv is not v or len(refs) != len(state):
             return None
-        if not (torch.equal(u, uv0[0]) and torch.equal(v, uv0[1])):
+        i = 0
+        for t in state:
+            if t is not refs[i] or t._version != key[2 * i] or t.data_ptr() != key[2 * i + 1]:
+                return None
+            i += 1
+        if u._version != key[-2] or v._version != key[-1]:
+            return None
+        if not (torch.equal(u, u0) and torch.equal(v, v0)):
             return None
         return value
 
     def put(self, kind: str, dtype: torch.dtype, state: Sequence[torch.Tensor],
             u: torch.Tensor, v: torch.Tensor, value: Any) -> None:
         """Store ``value`` for ``kind`` and ``dtype`` as computed from these tensors."""
-        du, dv = u.detach(), v.detach()
-        uv0 = torch.stack((du, dv)) if u.dtype == v.dtype else (du.clone(), dv.clone())
-        self._entries[(kind, dtype)] = (tuple(state), self._state_key(state), u, v,
-                                        (u._version, v._version), uv0, value)
+        key: list[int] = []
+        for t in state:
+            key += (t._version, t.data_ptr())
+        key += (u._version, v._version)
+        prev = torch.is_grad_enabled()  # copies without autograd (cheaper than detach)
+        torch._C._set_grad_enabled(False)
+        try:
+            if u.dtype == v.dtype:  # one copy for both snapshots
+                u0, v0 = torch.stack((u, v)).unbind()
+            else:
+                u0, v0 = u.clone(), v.clone()
+        finally:
+            torch._C._set_grad_enabled(prev)
+        self._entries[(kind, dtype)] = (tuple(state), u, v, tuple(key), u0, v0, value)
 
     def find(self, kinds: Sequence[str], state: Sequence[torch.Tensor], u: torch.Tensor,
              v: torch.Tensor) -> Any:
         """The first valid stored products of any of ``kinds`` (any dtype), else None."""
         for (kind, dtype) in list(self._entries):
             if kind in kinds:
-                entry = self._entries.get((kind, dtype))
-                if entry is not None and len(entry[0]) == len(state):
-                    value = self.get(kind, dtype, state, u, v)
-                    if value is not None:
-                        return value
+                value = self.get(kind, dtype, state, u, v)
+                if value is not None:
+                    return value
         return None
 
     def fetch(self, kind: str, dtype: torch.dtype, state: Sequence[torch.Tensor],

@@ -259,7 +259,7 @@ def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
 # (matrix, a = Xu, c, log|c|, log|det|): W = A + u vᵀ for the forward or M = X − a (vᵀX)/c for
 # the inverse in the compute dtype (None when not formed), a, c and log|c| in the state dtype,
 # and the direction's log|det| (shape ``()``) in the compute dtype. On the CPU c, log|c| and
-# log|det| are host floats (log|det| then rounded to the compute dtype by :func:`_scalar`).
+# log|det| are host floats (log|det| then rounded to the compute dtype by :func:`_batch`).
 Scalar = torch.Tensor | float
 Products = tuple[torch.Tensor | None, torch.Tensor, Scalar, Scalar, Scalar]
 
@@ -280,7 +280,7 @@ def forward_products(a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, xinv: to
                      logabsdet: torch.Tensor, full: bool = True) -> Products:
     """The forward's per-parameter products: W = A + u vᵀ in A's dtype (None unless ``full``),
     a = Xu in X's dtype, c = 1 + vᵀa and log|c| in X's dtype, and log|det A + u vᵀ| (in A's
-    dtype; see :func:`_scalar`). No autograd.
+    dtype; see :func:`_batch`). No autograd.
 
     On the CPU c, log|c| and log|det| are host floats in X's dtype (reading a CPU scalar costs
     no wait, and the scalar arithmetic then needs no tensor operations); elsewhere 0-dim
@@ -304,13 +304,14 @@ def _tensor(value: torch.Tensor | float, dtype: torch.dtype) -> torch.Tensor:
     return torch.scalar_tensor(value, dtype=dtype)
 
 
-def _scalar(value: torch.Tensor | float, dtype: torch.dtype, copy: bool) -> torch.Tensor:
-    """``value`` as a 0-dim tensor in ``dtype`` that no one else holds when ``copy``: a host float
-    is rounded once to ``dtype`` (as ``.to(dtype)`` rounds a float64 tensor); a tensor (already
-    in ``dtype``) is cloned when ``copy``, else returned."""
+def _batch(value: torch.Tensor | float, like: torch.Tensor, copy: bool) -> torch.Tensor:
+    """``value`` (log|det|, one value) over the batch shape ``(*,)`` of ``like`` ``(*, n)``, in
+    like's dtype: a host float is rounded once to that dtype (as ``.to(dtype)`` rounds a float64
+    tensor) and filled into new memory, one operation; a 0-dim tensor (already in that dtype) is
+    expanded, after a copy when ``copy`` (an output must not be a tensor someone else holds)."""
     if not isinstance(value, torch.Tensor):
-        return torch.scalar_tensor(value, dtype=dtype)
-    return value.clone() if copy else value
+        return torch.full(like.shape[:-1], value, dtype=like.dtype, device=like.device)
+    return (value.clone() if copy else value).expand(like.shape[:-1])
 
 
 def inverse_products(xinv_y: torch.Tensor, v: torch.Tensor, logabsdet: torch.Tensor,
@@ -451,7 +452,7 @@ class _Forward(torch.autograd.Function):
         ctx.save_for_backward(x, a, u, v, xinv)
         ctx.bias_dtype = None if bias is None else bias.dtype
         # an output must not be the caller's tensor
-        return y, _scalar(ld, x.dtype, kept).expand(x.shape[:-1])
+        return y, _batch(ld, x, kept)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor | None, grad_ld: torch.Tensor | None) -> tuple:
@@ -528,7 +529,7 @@ class _Inverse(torch.autograd.Function):
                                                    scratch)
         ctx.save_for_backward(y, xinv_y, xinv, u, v, bias)
         # an output must not be the caller's tensor
-        return x, _scalar(ld, y.dtype, True).expand(y.shape[:-1])
+        return x, _batch(ld, y, True)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor | None, grad_ld: torch.Tensor | None) -> tuple:
@@ -558,6 +559,8 @@ class _Inverse(torch.autograd.Function):
             gu = (ga @ xinv).to(u.dtype)  # a = Xu
         return gy, None, None, gu, gv, gb, None, None, None
 
+
+_FORWARD, _INVERSE = _apply(_Forward), _apply(_Inverse)
 
 def perturbed_linear(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
                      bias: torch.Tensor | None) -> torch.Tensor:
@@ -618,14 +621,14 @@ def p4_forward(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tenso
     an earlier call (the values are then not recomputed; the results are the same bits)."""
     route = _route(x, u, v, bias)
     if route == _EAGER:
-        return _apply(_Forward)(x, a, u, v, bias, xinv, logabsdet, products)
+        return _FORWARD(x, a, u, v, bias, xinv, logabsdet, products)
     if route == _FUNCTORCH:  # every value as a function of u and v, for the transform to see
         dt = x.dtype
         y = perturbed_linear(x, a, u.to(dt), v.to(dt), None if bias is None else bias.to(dt))
         return y, (logabsdet + _factor(u, v, xinv)[0]).to(dt).expand(x.shape[:-1])
     kept = products is not None
     y, products = _forward(x, a, u, v, bias, xinv, logabsdet, products)
-    return y, _scalar(products[4], x.dtype, kept).expand(x.shape[:-1])
+    return y, _batch(products[4], x, kept)
 
 
 def p4_inverse(y: torch.Tensor, xinv_y: torch.Tensor, xinv: torch.Tensor, u: torch.Tensor,
@@ -643,7 +646,7 @@ def p4_inverse(y: torch.Tensor, xinv_y: torch.Tensor, xinv: torch.Tensor, u: tor
     allocating one per call). One autograd node when autograd records."""
     route = _route(y, u, v, bias)
     if route == _EAGER:
-        return _apply(_Inverse)(y, xinv_y, xinv, u, v, bias, logabsdet, products, scratch)
+        return _INVERSE(y, xinv_y, xinv, u, v, bias, logabsdet, products, scratch)
     dt = y.dtype
     if route == _FUNCTORCH:  # a and c as functions of u and v, for the transform to see
         _, c, a = _factor(u, v, xinv)
@@ -651,7 +654,7 @@ def p4_inverse(y: torch.Tensor, xinv_y: torch.Tensor, xinv: torch.Tensor, u: tor
                                     None if bias is None else bias.to(dt))
         return x, (-(logabsdet + torch.log(torch.abs(c)))).to(dt).expand(y.shape[:-1])
     x, products = _inverse(y, xinv_y, v, bias, logabsdet, products, scratch)
-    return x, _scalar(products[4], dt, True).expand(y.shape[:-1])
+    return x, _batch(products[4], y, True)
 
 
 def p4_penalty(u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor, logabsdet: torch.Tensor,
