@@ -422,22 +422,28 @@ class P4InvLinear(nn.Module):
         u_p, v_p, _, a, x, logabsdet = self._parts()
         sdt = a.dtype
         u, v = _to(u_p, sdt), _to(v_p, sdt)
-        xu = x @ u
+        xu = torch.mv(x, u)
         vx = v @ x
         bounds = self._max_abs_state()
-        # max|u|, max|v|, max|Xu|, max|vᵀX|, vᵀXu, log|det A| (and what else is needed) in one
-        # tensor: one device-to-host transfer for all the guard and the overflow bound need
-        # (the merge decision is made on the host; a GPU waits here once, not once per value).
-        parts = [torch.linalg.vector_norm(torch.stack((u, v, xu, vx)), math.inf, dim=1),
-                 torch.dot(v, xu).reshape(1), logabsdet.reshape(1)]
+        # max|u|, max|v|, max|Xu|, max|vᵀX|, vᵀXu, log|det A| (and what else is needed) are
+        # read on the host, where the merge decision is made: off the CPU in one tensor, one
+        # device-to-host transfer (a GPU waits here once, not once per value).
+        norms = torch.linalg.vector_norm(torch.stack((u, v, xu, vx)), math.inf, dim=1)
+        dot = torch.dot(v, xu)
         # u, v are finite iff max|u|, max|v| are (NaN and inf reach the max) when the state
         # dtype holds their values exactly; else they are checked as they are.
         exact = _widens(u_p.dtype, sdt) and _widens(v_p.dtype, sdt)
+        extra = [m for m in bounds if isinstance(m, torch.Tensor)]
         if not exact:
-            parts.append((torch.isfinite(u_p).all() & torch.isfinite(v_p).all()).to(sdt)
-                         .reshape(1))
-        parts += [m.reshape(1) for m in bounds if isinstance(m, torch.Tensor)]
-        mu, mv, mxu, mvx, dot, ld, *rest = torch.cat(parts).tolist()
+            extra.insert(0, (torch.isfinite(u_p).all() & torch.isfinite(v_p).all()).to(sdt))
+        if x.device.type == "cpu":  # reading a CPU value waits for nothing: no gathering op
+            mu, mv, mxu, mvx = norms.tolist()
+            dot, ld = float(dot), float(logabsdet)
+            rest = [float(m) for m in extra]
+        else:
+            mu, mv, mxu, mvx, dot, ld, *rest = torch.cat(
+                [norms, dot.reshape(1), logabsdet.reshape(1), *(m.reshape(1) for m in extra)]
+            ).tolist()
         ok = math.isfinite(mu) and math.isfinite(mv) if exact else bool(rest.pop(0))
         if not ok:
             d["nonfinite_resets"] += 1
