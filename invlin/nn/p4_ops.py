@@ -67,7 +67,8 @@ class _NoGrad:
 
 
 def _rows(t: torch.Tensor, n: int) -> torch.Tensor:
-    return t.reshape(-1, n)
+    """t ``(*, n)`` as rows ``(m, n)`` (t itself when it has two dimensions)."""
+    return t if t.dim() == 2 else t.reshape(-1, n)
 
 
 def _to(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -496,7 +497,8 @@ def _forward_grads_host(ctx: Any, x: torch.Tensor, a: torch.Tensor, u: torch.Ten
         g, xr = _rows(grad, n), _rows(x, n)
         u_dt, v_dt = _to(u, dt), _to(v, dt)
         if needs[0]:
-            gx = grad @ (torch.addr(a, u_dt, v_dt) if ctx.w is None else ctx.w)
+            w = torch.addr(a, u_dt, v_dt) if ctx.w is None else ctx.w
+            gx = torch.mm(grad, w) if grad.dim() == 2 else grad @ w
         if needs[2]:
             s = torch.mv(xr, v_dt)
             gu = (torch.mv(g.t(), s) if ld_u is None
@@ -560,7 +562,9 @@ class _Inverse(torch.autograd.Function):
         return gy, None, None, gu, gv, gb, None, None, None
 
 
+# The Functions' entry points, bound once (see _apply).
 _FORWARD, _INVERSE = _apply(_Forward), _apply(_Inverse)
+_LOG_ABS_FACTOR, _PENALTY = _apply(_LogAbsFactor), _apply(_Penalty)
 
 def perturbed_linear(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
                      bias: torch.Tensor | None) -> torch.Tensor:
@@ -605,7 +609,7 @@ def log_abs_factor(u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor) -> torc
     The same two O(n²) products as the plain expression, in one autograd node: the gradients
     Xᵀv/c and Xu/c cost one more matrix–vector product in the backward pass."""
     if _route(u, v) == _EAGER:
-        return _apply(_LogAbsFactor)(u, v, xinv)
+        return _LOG_ABS_FACTOR(u, v, xinv)
     return _factor(u, v, xinv)[0]
 
 
@@ -669,7 +673,7 @@ def p4_penalty(u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor, logabsdet: 
     lo, hi = bounds
     route = _route(u, v)
     if route == _EAGER:
-        return _apply(_Penalty)(u, v, xinv, logabsdet, lo, hi, weight, factor)
+        return _PENALTY(u, v, xinv, logabsdet, lo, hi, weight, factor)
     if route == _FUNCTORCH or factor is None:
         factor = _factor(u, v, xinv)
     if route == _PLAIN and xinv.device.type == "cpu":
