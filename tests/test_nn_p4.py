@@ -44,7 +44,7 @@ def _same(s1, s2):
     return all(a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(s1, s2, strict=True))
 
 
-def test_forward_inverse_logdet_match_explicit_perturbed_matrix():
+def test_forward_inverse_logdet_match_explicit_perturbed_matrix(scalar_form):
     layer = _layer()
     x = torch.randn(3, 4, 6, dtype=torch.float64)
     y, ld = layer(x)
@@ -60,7 +60,7 @@ def test_forward_inverse_logdet_match_explicit_perturbed_matrix():
     assert torch.equal(ldi, -ld)
 
 
-def test_logdet_matches_autograd_jacobian():
+def test_logdet_matches_autograd_jacobian(scalar_form):
     layer = _layer(5, seed=1)
     x = torch.randn(5, dtype=torch.float64)
     jac = torch.autograd.functional.jacobian(lambda t: layer(t)[0], x)
@@ -73,7 +73,7 @@ def test_logdet_matches_autograd_jacobian():
                      expected=torch.linalg.slogdet(jinv)[1], n=5, kappa=kappa, dtype="float64")
 
 
-def test_gradcheck_u_v_bias_forward_and_inverse():
+def test_gradcheck_u_v_bias_forward_and_inverse(scalar_form):
     layer = _layer(4, seed=2)
     x = torch.randn(3, 4, dtype=torch.float64)
     params = tuple(p.detach().clone().requires_grad_() for p in (layer.u, layer.v, layer.bias))
@@ -126,7 +126,7 @@ def test_penalty_inside_its_bounds_adds_no_gradient():
     assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
 
 
-def test_penalty_gradcheck_and_values():
+def test_penalty_gradcheck_and_values(scalar_form):
     layer = P4InvLinear(3, dtype=torch.float64)
     assert float(layer.penalty().detach()) == 0.0  # c = 1, det = 1 inside the bounds
     with torch.no_grad():
@@ -152,7 +152,7 @@ def test_penalty_gradcheck_and_values():
     assert torch.autograd.gradcheck(pen, (u, v))
 
 
-def test_merge_leaves_function_unchanged_and_resets_perturbation():
+def test_merge_leaves_function_unchanged_and_resets_perturbation(scalar_form):
     layer = _layer(8, seed=3)
     x = torch.randn(10, 8, dtype=torch.float64)
     y0, ld0 = layer(x)
@@ -173,7 +173,7 @@ def test_merge_leaves_function_unchanged_and_resets_perturbation():
     assert_inverse(m, out=layer.weight_inverse, updates=1)
 
 
-def test_train_and_eval_agree():
+def test_train_and_eval_agree(scalar_form):
     layer = _layer(5, seed=4)
     x = torch.randn(4, 5, dtype=torch.float64)
     layer.train()
@@ -228,7 +228,7 @@ def test_state_dict_round_trip_is_exact():
     assert torch.equal(layer(x)[0], other(x)[0])
 
 
-def test_bad_inputs_and_nonfinite_perturbation():
+def test_bad_inputs_and_nonfinite_perturbation(scalar_form):
     layer = _layer(4, seed=6)
     with pytest.raises(ValueError, match=r"x must have shape \(\*, 4\)"):
         layer(torch.randn(2, 5, dtype=torch.float64))
@@ -243,7 +243,7 @@ def test_bad_inputs_and_nonfinite_perturbation():
     assert layer.counters["nonfinite_resets"] == 1
 
 
-def test_guard_refusal_keeps_state_and_perturbation():
+def test_guard_refusal_keeps_state_and_perturbation(scalar_form):
     layer = P4InvLinear(3, dtype=torch.float64)
     with torch.no_grad():
         layer.u.copy_(torch.tensor([math.exp(-7.0) - 1, 0, 0], dtype=torch.float64))
@@ -255,7 +255,7 @@ def test_guard_refusal_keeps_state_and_perturbation():
     assert float(layer.logabsdet) == pytest.approx(-7.0)
 
 
-def test_agrees_with_numpy_reference_and_oracle_after_merges():
+def test_agrees_with_numpy_reference_and_oracle_after_merges(scalar_form):
     n, k = 10, 200
     g = torch.Generator().manual_seed(7)
     layer = P4InvLinear(n, init="orthogonal", generator=g, dtype=torch.float64,
@@ -279,7 +279,7 @@ def test_agrees_with_numpy_reference_and_oracle_after_merges():
                      kappa=truth.kappa, dtype="float64", updates=k)
 
 
-def test_monitor_corrects_planted_drift_and_refreshes_large_drift():
+def test_monitor_corrects_planted_drift_and_refreshes_large_drift(scalar_form):
     layer = P4InvLinear(12, init="orthogonal", dtype=torch.float64, monitor=DriftMonitor())
     with torch.no_grad():
         layer.weight_inverse.add_(1e-9 * torch.randn(12, 12, dtype=torch.float64))
@@ -302,7 +302,7 @@ def test_monitor_corrects_planted_drift_and_refreshes_large_drift():
      (torch.optim.Adagrad, {"lr": 1e-2, "initial_accumulator_value": 0.5}),
      (torch.optim.RMSprop, {"lr": 1e-3})],
 )
-def test_scheduler_resets_optimizer_state_of_v_only(opt_cls, kwargs):
+def test_scheduler_resets_optimizer_state_of_v_only(opt_cls, kwargs, scalar_form):
     torch.manual_seed(0)
     model = torch.nn.Sequential(P4InvLinear(4), torch.nn.Linear(4, 4))
     opt = opt_cls(model.parameters(), **kwargs)
@@ -360,7 +360,7 @@ def test_scheduler_history_round_trip(tmp_path):
 
 
 @pytest.mark.slow
-def test_long_float32_training_run_stays_within_bounds():
+def test_long_float32_training_run_stays_within_bounds(scalar_form):
     """20 000 scheduler steps of a float32 layer (float64 state) against the oracle."""
     n, steps = 16, 20_000
     torch.manual_seed(3)

@@ -57,7 +57,7 @@ def _low_c(layer):
 
 @pytest.mark.parametrize("method", ["forward", "inverse", "penalty"])
 @pytest.mark.parametrize("batch", [2, 9])  # fewer rows than n = 4 and more
-def test_gradcheck_and_double_backward_of_the_fused_nodes(method, batch):
+def test_gradcheck_and_double_backward_of_the_fused_nodes(method, batch, scalar_form):
     layer = _layer(seed=batch)
     if method == "penalty":
         _low_c(layer)
@@ -77,7 +77,7 @@ def _dense(layer, x, u, v, b):
 
 
 @pytest.mark.parametrize("method", ["forward", "inverse"])
-def test_values_and_gradients_match_the_dense_formulas(method):
+def test_values_and_gradients_match_the_dense_formulas(method, scalar_form):
     layer = _layer(5, seed=3)
     x, u, v, b = _inputs(layer, 7)
     out = _fn(layer, method)(x, u, v, b)
@@ -98,7 +98,7 @@ def test_values_and_gradients_match_the_dense_formulas(method):
 
 
 @pytest.mark.parametrize("method", ["forward", "inverse", "penalty"])
-def test_plain_eager_and_functorch_routes_agree(method):
+def test_plain_eager_and_functorch_routes_agree(method, scalar_form):
     layer = _layer(6, seed=4)
     if method == "penalty":
         _low_c(layer)
@@ -138,7 +138,7 @@ def test_vmap_over_the_batch_uses_the_functorch_form():
 
 
 @pytest.mark.parametrize("xdtype", [torch.float32, torch.float64])
-def test_gradients_come_back_in_the_parameter_dtype(xdtype):
+def test_gradients_come_back_in_the_parameter_dtype(xdtype, scalar_form):
     layer = _layer(4, seed=6, dtype=torch.float32)
     x = torch.randn(3, 4, dtype=xdtype)
     y, ld = layer(x)
@@ -160,7 +160,7 @@ def test_log_abs_factor_gradcheck_and_double_backward():
     assert torch.autograd.gradgradcheck(lambda u, v: p4_ops.log_abs_factor(u, v, x), (u, v))
 
 
-def test_unused_outputs_need_no_gradient():
+def test_unused_outputs_need_no_gradient(scalar_form):
     layer = _layer(4, seed=8)
     x = torch.randn(3, 4, dtype=torch.float64)
     y, ld = layer(x)

@@ -31,7 +31,7 @@ def _same(s1, s2):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_in_place_merges_equal_out_of_place_merges_bit_for_bit(dtype, monkeypatch):
+def test_in_place_merges_equal_out_of_place_merges_bit_for_bit(dtype, monkeypatch, scalar_form):
     fast, slow = _pair(dtype=dtype)
     monkeypatch.setattr(slow, "_merged_max", lambda *args: None)  # always the checked path
     taken = []
@@ -50,7 +50,7 @@ def test_in_place_merges_equal_out_of_place_merges_bit_for_bit(dtype, monkeypatc
     assert len(taken) == 30 and fast._bound  # the in-place path ran every time
 
 
-def test_bound_is_dropped_when_the_state_changes_in_place():
+def test_bound_is_dropped_when_the_state_changes_in_place(scalar_form):
     # After an in-place merge the layer knows max|A|; an in-place change of A afterwards must
     # make it read max|A| again, or the next merge would overflow A in place and leave inf in
     # the state instead of refusing with the state untouched.
@@ -70,7 +70,7 @@ def test_bound_is_dropped_when_the_state_changes_in_place():
     assert layer.refusals == 1
 
 
-def test_bound_grows_with_each_merge_and_covers_the_state():
+def test_bound_grows_with_each_merge_and_covers_the_state(scalar_form):
     layer = P4InvLinear(5, init="orthogonal", dtype=torch.float64, guard=Guard.off(),
                         generator=torch.Generator().manual_seed(2))
     g = torch.Generator().manual_seed(3)
@@ -83,7 +83,7 @@ def test_bound_grows_with_each_merge_and_covers_the_state():
         assert float(layer.weight_inverse.abs().max()) <= max_x
 
 
-def test_merged_max_refuses_to_bound_overflowing_or_nan_products():
+def test_merged_max_refuses_to_bound_overflowing_or_nan_products(scalar_form):
     layer = P4InvLinear(3, dtype=torch.float64)
     big = torch.finfo(torch.float64).max
     assert layer._merged_max(1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0) is not None
@@ -98,7 +98,8 @@ def test_merged_max_refuses_to_bound_overflowing_or_nan_products():
 
 @pytest.mark.parametrize("state_dtype", [torch.float64, torch.float32, torch.bfloat16,
                                          torch.float16])
-def test_nonfinite_perturbation_resets_and_overflow_in_the_state_dtype_refuses(state_dtype):
+def test_nonfinite_perturbation_resets_and_overflow_in_the_state_dtype_refuses(state_dtype,
+                                                                             scalar_form):
     layer = P4InvLinear(4, state_dtype=state_dtype, guard=Guard.off())
     before = _state(layer)
     with torch.no_grad():

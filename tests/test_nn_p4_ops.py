@@ -79,7 +79,7 @@ def test_one_dimensional_input_and_vmap():
     assert torch.allclose(batched, perturbed_linear(x, a, u, v, b), rtol=1e-14, atol=0)
 
 
-def test_inverse_raises_on_singular_factor_even_after_a_cached_check():
+def test_inverse_raises_on_singular_factor_even_after_a_cached_check(scalar_form):
     layer = P4InvLinear(3, dtype=torch.float64)
     y = torch.randn(2, 3, dtype=torch.float64)
     layer.inverse(y)  # c checked and remembered for these parameters
@@ -120,7 +120,7 @@ def test_inverse_check_is_skipped_only_for_unchanged_parameters(monkeypatch):
         layer._require_nonsingular(float("nan"))
 
 
-def test_merge_accepts_finite_state_whose_sum_overflows_and_refuses_overflow():
+def test_merge_accepts_finite_state_whose_sum_overflows_and_refuses_overflow(scalar_form):
     # The merge proves finiteness by two sums and checks entry by entry only when a sum is not
     # finite: a finite state whose sum overflows must still merge ...
     a = torch.diag(torch.tensor([0.9e308, 0.9e308, 1.0, 1.0], dtype=torch.float64))
@@ -162,3 +162,26 @@ def test_host_scalars_agree_with_the_tensor_form_used_off_the_cpu(dtype):
     tensor = inverse_products(xinv.to(dtype), v.to(dtype), logabsdet, xu, c_t)
     assert torch.equal(host[0], tensor[0])  # M: a / c divides by c rounded to dtype both ways
     assert host[4] == pytest.approx(float(tensor[4]), rel=torch.finfo(dtype).eps)
+
+
+def test_the_device_form_runs_on_the_cpu_when_forced(scalar_form, monkeypatch):
+    # The scalar_form fixture must really switch paths, or its "device" runs would only repeat
+    # the host ones: off the host, c is a 0-dim tensor, nothing is cached, and the merge
+    # gathers its scalars with one cat.
+    from invlin.nn.p4_ops import forward_products
+
+    layer = P4InvLinear(6, init="orthogonal", generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        layer.u.fill_(0.1)
+    _, _, c, _, ld = forward_products(layer.weight.float(), layer.u, layer.v,
+                                      layer.weight_inverse, layer.logabsdet)
+    device = scalar_form == "device"
+    assert isinstance(c, torch.Tensor) == device and isinstance(ld, torch.Tensor) == device
+    layer(torch.randn(8, 6))
+    layer.inverse(torch.randn(8, 6))
+    assert bool(layer._products._entries) != device
+    cats = []
+    real_cat = torch.cat
+    monkeypatch.setattr(torch, "cat", lambda *a, **k: cats.append(1) or real_cat(*a, **k))
+    assert layer.merge()
+    assert len(cats) == (1 if device else 0)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from invlin.nn import p4_ops
 from invlin.nn.monitor import DriftMonitor, DriftReading, probe_drift
 from invlin.nn.p4_cache import ProductCache
 from invlin.nn.p4_ops import (
@@ -319,7 +320,7 @@ class P4InvLinear(nn.Module):
             xu = torch.mv(xinv_s, _to(u, sdt))
             c = torch.dot(_to(v, sdt), xu)
             # On the CPU c is read as a host float (no device to wait for).
-            c = 1.0 + float(c) if xu.device.type == "cpu" else 1 + c
+            c = 1.0 + float(c) if p4_ops._host(xu) else 1 + c
         self._require_nonsingular(c)
         # X − (Xu)(vᵀX)/c is formed (O(n²)) and applied to y − b by one matrix product.
         return inverse_products(xinv, v, logabsdet, xu, c, full)
@@ -436,7 +437,7 @@ class P4InvLinear(nn.Module):
         extra = [m for m in bounds if isinstance(m, torch.Tensor)]
         if not exact:
             extra.insert(0, (torch.isfinite(u_p).all() & torch.isfinite(v_p).all()).to(sdt))
-        if x.device.type == "cpu":  # reading a CPU value waits for nothing: no gathering op
+        if p4_ops._host(x):  # reading a CPU value waits for nothing: no gathering op
             mu, mv, mxu, mvx = norms.tolist()
             dot, ld = float(dot), float(logabsdet)
             rest = [float(m) for m in extra]

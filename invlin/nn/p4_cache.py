@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from invlin.nn import p4_ops
+
 __all__ = ["ProductCache"]
 
 _transforms_active = torch._C._are_functorch_transforms_active
@@ -43,7 +45,7 @@ class ProductCache:
         if _transforms_active():
             return False
         for t in tensors:
-            if t.device.type != "cpu":
+            if not p4_ops._host(t):
                 return False
         return True
 

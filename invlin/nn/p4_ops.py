@@ -38,6 +38,15 @@ def _route(*tensors: torch.Tensor | None) -> int:
     return _PLAIN
 
 
+def _host(t: torch.Tensor) -> bool:
+    """Whether t's values can be read on the host without waiting for a device (a CPU tensor).
+
+    The one switch between the two forms of the per-call scalars: host floats where it holds
+    (no tensor operation per scalar), 0-dim tensors elsewhere (no device sync per call). Tests
+    set it to always-False to run the device form on the CPU."""
+    return t.device.type == "cpu"
+
+
 @functools.cache
 def _apply(fn: type[torch.autograd.Function]) -> Callable[..., Any]:
     """``fn.apply`` without the Python wrapper of ``torch.autograd.Function.apply`` (about 8 µs
@@ -289,7 +298,7 @@ def forward_products(a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, xinv: to
     with _NoGrad():
         dt = a.dtype
         w = torch.addr(a, _to(u, dt), _to(v, dt)) if full else None
-        if xinv.device.type == "cpu":
+        if _host(xinv):
             xu = torch.mv(xinv, _to(u, xinv.dtype))
             c = 1.0 + float(torch.dot(_to(v, xinv.dtype), xu))
             log_c = _log_abs(c)
@@ -411,7 +420,7 @@ class _Penalty(torch.autograd.Function):
         ctx.save_for_backward(u, v, xinv, logabsdet)
         ctx.bounds = (lo, hi, weight)
         ctx.host = None
-        if xinv.device.type == "cpu":
+        if _host(xinv):
             value, wslope = _penalty_host(float(log_c), float(logabsdet), lo, hi, weight)
             ctx.host = (wslope, float(ctx.c))
             return torch.scalar_tensor(value, dtype=u.dtype)
@@ -459,7 +468,7 @@ class _Forward(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor | None, grad_ld: torch.Tensor | None) -> tuple:
         x, a, u, v, xinv = ctx.saved_tensors
         twice = torch.is_grad_enabled()  # double backward: every value rebuilt from u and v
-        if not twice and (grad_ld is None or grad_ld.device.type == "cpu"):
+        if not twice and (grad_ld is None or _host(grad_ld)) and _host(x):
             return (*_forward_grads_host(ctx, x, a, u, v, xinv, grad, grad_ld), None, None, None)
         needs = ctx.needs_input_grad
         gx = gu = gv = gb = None
@@ -676,7 +685,7 @@ def p4_penalty(u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor, logabsdet: 
         return _PENALTY(u, v, xinv, logabsdet, lo, hi, weight, factor)
     if route == _FUNCTORCH or factor is None:
         factor = _factor(u, v, xinv)
-    if route == _PLAIN and xinv.device.type == "cpu":
+    if route == _PLAIN and _host(xinv):
         value, _ = _penalty_host(float(factor[0]), float(logabsdet), lo, hi, weight)
         return torch.scalar_tensor(value, dtype=u.dtype)
     return _penalty_value(factor[0], logabsdet, lo, hi, weight).to(u.dtype)
