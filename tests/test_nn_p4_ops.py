@@ -185,3 +185,46 @@ def test_the_device_form_runs_on_the_cpu_when_forced(scalar_form, monkeypatch):
     monkeypatch.setattr(torch, "cat", lambda *a, **k: cats.append(1) or real_cat(*a, **k))
     assert layer.merge()
     assert len(cats) == (1 if device else 0)
+
+
+def _run_layer(layer, x):
+    """Forward, inverse and penalty of ``layer`` (below the penalty's bound, so every node has
+    a gradient), and the parameters' gradients of their sum."""
+    layer.zero_grad()
+    y, ld = layer(x)
+    xi, ldi = layer.inverse(y)
+    pen = layer.penalty()
+    (y.square().sum() + ld.sum() + xi.sum() + ldi.sum() + pen + layer.log_abs_det()).backward()
+    return [t.detach() for t in (y, ld, xi, ldi, pen)] + [
+        p.grad.clone() for p in (layer.u, layer.v, layer.bias)]
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+def test_the_c_entry_point_equals_the_public_function_apply(batch, monkeypatch):
+    # The layer applies its autograd Functions through torch's C entry point (see _apply), a
+    # private API: it must give the very values and gradients of the public Function.apply.
+    from invlin.nn import p4_ops
+
+    layer = P4InvLinear(6, init="orthogonal", generator=torch.Generator().manual_seed(2),
+                        penalty_bounds=(2.0, 15.0))  # log|c| ≈ 0 < 2: the penalty is active
+    with torch.no_grad():
+        layer.u.normal_(std=0.2, generator=torch.Generator().manual_seed(3))
+    x = torch.randn(batch, 6, generator=torch.Generator().manual_seed(4))
+    fast = _run_layer(layer, x)
+    names = ("_FORWARD", "_INVERSE", "_LOG_ABS_FACTOR", "_PENALTY")
+    for name, fn in zip(names, (p4_ops._Forward, p4_ops._Inverse, p4_ops._LogAbsFactor,
+                                p4_ops._Penalty), strict=True):
+        assert getattr(p4_ops, name) != fn.apply  # the C entry point is in use
+        monkeypatch.setattr(p4_ops, name, fn.apply)
+    public = _run_layer(layer, x)
+    for f, p in zip(fast, public, strict=True):
+        assert torch.equal(f, p)
+    assert float(fast[4]) > 0  # the penalty is active, so its node has a gradient too
+    assert all(g.abs().sum() > 0 for g in fast[5:])
+
+
+def test_without_the_c_entry_point_the_public_apply_is_used(monkeypatch):
+    from invlin.nn import p4_ops
+
+    monkeypatch.delattr(torch._C, "_FunctionBase")
+    assert p4_ops._apply.__wrapped__(p4_ops._Forward) == p4_ops._Forward.apply
