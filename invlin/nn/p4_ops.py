@@ -449,8 +449,8 @@ class _Penalty(torch.autograd.Function):
 
 class _Forward(torch.autograd.Function):
     """(y, log|det|) of P4InvLinear.forward in one autograd node: y as in
-    :func:`perturbed_linear`, log|det| = log|det A| + log|c| in x's dtype, expanded to x's
-    batch shape inside the node (no autograd-visible expand: one op fewer per call)."""
+    :func:`perturbed_linear`, log|det| = log|det A| + log|c| in x's dtype, spread over x's
+    batch shape inside the node (see :func:`_batch`; no autograd-visible expand per call)."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
@@ -627,7 +627,7 @@ def p4_forward(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tenso
                products: Products | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(y, log|det|) of P4InvLinear: y = :func:`perturbed_linear` with A ``a`` in x's dtype and
     u, v, b (parameters of any dtype) cast to it, and log|det| = log|det A| + log|1 + vᵀXu| of
-    x's batch shape ``(*,)`` (one value, expanded) in x's dtype, from u and v as given and X,
+    x's batch shape ``(*,)`` (one value for every row) in x's dtype, from u and v as given and X,
     log|det A| ``logabsdet`` in the state dtype. One autograd node when autograd records.
 
     ``products``: :func:`forward_products` of these very tensors, when the caller kept them from
@@ -650,7 +650,7 @@ def p4_inverse(y: torch.Tensor, xinv_y: torch.Tensor, xinv: torch.Tensor, u: tor
                scratch: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, −log|det|) of P4InvLinear.inverse: x by :func:`sherman_morrison_linear` with
     ``xinv_y`` = X in y's dtype and v, b cast to it, −log|det| of y's batch shape ``(*,)`` (one
-    value, expanded) in y's dtype.
+    value for every row) in y's dtype.
 
     ``products``: :func:`inverse_products` of these tensors — at least a = Xu and c = 1 + vᵀa in
     the state dtype, as the caller computed them for its singularity check (M and log|det| may be
