@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -22,14 +22,15 @@ class ProductCache:
     * the state tensors (A, X, log|det A|) are the very objects it was made from, at the same
       data pointers and versions (every in-place change through them bumps the version);
     * u and v are the very parameter objects it was made from, at the same versions (an
-      optimizer step bumps them: the entry is dropped without reading any value), **and equal,
+      optimizer step bumps them: the entry is passed over without reading any value), **and equal,
       entry by entry, to the copies taken then** — O(n) compares, so changes that bypass version
       counters (writes through ``.data``, as torch.autograd.gradcheck makes) cannot leave it
       stale.
 
-    The compares read u and v on the host, so the cache is used for CPU tensors only (on a GPU
-    each call would wait for the device). It holds one entry per (direction, dtype): for
-    n = 1024 in float32, 4 MiB for W plus 4 MiB for M. Cleared by :meth:`clear`.
+    The compares read u and v on the host, so the cache is used for CPU tensors only
+    (``p4_ops._host``; on a GPU each call would wait for the device). It holds one entry per
+    (direction, dtype): for n = 1024 in float32, 4 MiB for W plus 4 MiB for M. Cleared by
+    :meth:`clear`.
     """
 
     def __init__(self) -> None:
@@ -97,14 +98,3 @@ class ProductCache:
                 if value is not None:
                     return value
         return None
-
-    def fetch(self, kind: str, dtype: torch.dtype, state: Sequence[torch.Tensor],
-              u: torch.Tensor, v: torch.Tensor, compute: Callable[[], Any],
-              store: bool = True) -> Any:
-        """The stored products if valid, else ``compute()`` (stored when ``store``)."""
-        value = self.get(kind, dtype, state, u, v)
-        if value is None:
-            value = compute()
-            if store:
-                self.put(kind, dtype, state, u, v, value)
-        return value

@@ -575,6 +575,7 @@ class _Inverse(torch.autograd.Function):
 _FORWARD, _INVERSE = _apply(_Forward), _apply(_Inverse)
 _LOG_ABS_FACTOR, _PENALTY = _apply(_LogAbsFactor), _apply(_Penalty)
 
+
 def perturbed_linear(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
                      bias: torch.Tensor | None) -> torch.Tensor:
     """y = x (A + u vᵀ)ᵀ + b as ONE matrix product with the rank-one term folded into the
