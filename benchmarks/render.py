@@ -52,6 +52,32 @@ def _ratio_table(rows: list[dict[str, Any]], before: dict[tuple, dict[str, Any]]
     return out
 
 
+def _ops_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Operation counts: one column per (form, n), one row per item."""
+    if not rows:
+        return []
+    cols = list(dict.fromkeys((r["form"], r["n"]) for r in rows))
+    items = list(dict.fromkeys(r["item"] for r in rows))
+    cell = {(r["item"], r["form"], r["n"]): r for r in rows}
+    out = ["", "## Tensor operations per call (counted, not timed)", "",
+           "ATen operations one call dispatches, autograd on: kernels (each a kernel launch on a "
+           "GPU) + host reads (each a device wait on a GPU); views and bare allocations are not "
+           "counted. `host`: P4InvLinear as it runs on the CPU (host-float scalars, product "
+           "cache); `device`: as it runs off the CPU (0-dim tensor scalars, no cache), forced "
+           "on this machine — its counts are a GPU's launches. The in-place change of u in the "
+           "'u changed' rows is not counted.", "",
+           "| call | " + " | ".join(f"{f}, n = {n}" for f, n in cols) + " |",
+           "|---|" + "---|" * len(cols)]
+    for item in items:
+        cells = []
+        for f, n in cols:
+            r = cell.get((item, f, n))
+            cells.append("—" if r is None else
+                         f"{r['kernels']}" + (f" + {r['reads']} reads" if r["reads"] else ""))
+        out.append(f"| {item} | " + " | ".join(cells) + " |")
+    return out
+
+
 def render(result: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
     """The Markdown page for one run; ``baseline`` (an earlier run's JSON) adds a "before"
     column matched by case, n, dtype and mode."""
@@ -90,6 +116,7 @@ def render(result: dict[str, Any], baseline: dict[str, Any] | None = None) -> st
             lines += ["", f"Merge time grows as n^{result['merge_growth_exponent']:.2f} over "
                           f"n = {', '.join(big)} (least squares on log–log; O(n²) expected, "
                           "torch.linalg.inv is O(n³))."]
+    lines += _ops_table([r for r in result["rows"] if r.get("case") == "ops_per_call"])
     acc = result.get("accuracy", [])
     if acc:
         lines += ["", "## LeakySoftplus inverse accuracy (ulp of the dtype)", "",

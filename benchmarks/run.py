@@ -16,13 +16,14 @@ import torch
 from benchmarks.accuracy import leaky_softplus_ulp
 from benchmarks.goals import judge
 from benchmarks.layers import growth_exponent, leaky_softplus_rows, lu_rows, merge_rows, p4_rows
+from benchmarks.ops import ops_rows
 from benchmarks.oracle import oracle_rows, report_wall_time
 from benchmarks.render import render
 from benchmarks.training import training_rows
 
 __all__ = ["CASES", "main", "run"]
 
-CASES = ("p4", "merge", "lu", "leaky", "accuracy", "training", "oracle", "report")
+CASES = ("p4", "merge", "lu", "leaky", "accuracy", "training", "ops", "oracle", "report")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -84,6 +85,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if "training" in args.cases:
             log(f"training step {dtype}")
             rows += training_rows(args.sizes, dtype=dtype, **kw)
+        if "ops" in args.cases:
+            log(f"operation counts {dtype}")
+            rows += ops_rows(args.sizes, device=dev, dtype=dtype, batch=args.batch)
     if "merge" in args.cases:
         log("merge")
         rows += merge_rows(args.merge_sizes, device=dev, repeats=args.repeats)

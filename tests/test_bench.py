@@ -43,15 +43,51 @@ def test_goals_apply_only_where_the_issue_states_them():
 
 def test_tiny_end_to_end_run_writes_json_and_markdown(tmp_path):
     assert main(["--sizes", "8", "--merge-sizes", "8", "16", "--batch", "16", "--repeats", "2",
-                 "--cases", "p4", "merge", "lu", "leaky", "accuracy", "training",
+                 "--cases", "p4", "merge", "lu", "leaky", "accuracy", "training", "ops",
                  "--ulp-points", "500", "--machine", "tiny", "--out-dir", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "tiny.json").read_text())
     cases = {r["case"] for r in result["rows"]}
     assert {"p4_forward", "p4_inverse", "p4_forward_fresh", "p4_inverse_fresh",
             "p4_inverse_vs_solve", "merge_vs_inv", "lu_forward", "lu_inverse",
             "leaky_softplus_inverse", "training_step"} <= cases
-    assert all(r["ratio"] > 0 and r["num_ms"] > 0 for r in result["rows"])
+    timed = [r for r in result["rows"] if r["case"] != "ops_per_call"]
+    assert all(r["ratio"] > 0 and r["num_ms"] > 0 for r in timed)
     assert result["accuracy"][0]["max_ulp"] < 6
     text = (tmp_path / "tiny.md").read_text()
     assert "P4InvLinear forward ÷ nn.Linear forward" in text and "## Goals" in text
+    assert "## Tensor operations per call" in text
+    assert "| P4InvLinear forward | 2 + 2 reads |" in text  # host form: W reused
     assert render(result, baseline=result).count("| before |") >= 1
+
+
+def test_operation_counts_separate_kernels_views_and_reads():
+    import torch
+
+    from benchmarks.ops import count_ops
+
+    x = torch.ones(4, 3)
+    counts = count_ops(lambda: (x.t().contiguous() + 1).sum().item())
+    # t: a view; contiguous: a copy kernel; + 1 and sum: kernels; item: a host read
+    assert counts == {"kernels": 3, "free": 1, "reads": 1}
+
+
+def test_operation_counts_show_the_cache_and_the_device_form():
+    import torch
+
+    from benchmarks.ops import device_form, ops_rows
+    from invlin.nn import p4_ops
+
+    rows = {(r["item"], r["form"]): r for r in ops_rows([8], device="cpu", dtype=torch.float32,
+                                                        batch=16)}
+    assert rows[("nn.Linear forward", "host")]["kernels"] == 1
+    # A repeated call reuses W: its one matrix product plus the log|det| fill, and the two
+    # value checks of u and v; nothing is formed again.
+    assert rows[("P4InvLinear forward", "host")]["kernels"] == 2
+    assert rows[("P4InvLinear forward", "host")]["reads"] == 2
+    # Off the CPU nothing is cached and the scalars are tensors: more kernels, no reads.
+    dev = rows[("P4InvLinear forward", "device")]
+    assert dev["kernels"] > rows[("P4InvLinear forward, u changed", "host")]["kernels"] > 2
+    assert dev["reads"] == 0
+    assert p4_ops._host(torch.empty(0))  # the forced form is undone afterwards
+    with device_form():
+        assert not p4_ops._host(torch.empty(0))
