@@ -199,3 +199,22 @@ def test_cached_log_determinant_is_copied_out_for_a_single_feature():
     kept = [entry[-1] for entry in layer._products._entries.values()]
     assert kept and all(not isinstance(t, torch.Tensor) or not t.requires_grad
                         for value in kept for t in value)
+
+
+@pytest.mark.parametrize("n", [1, N])  # n = 1: one sample fills the n×n threshold (cached path)
+@pytest.mark.parametrize("direction", ["forward", "inverse"])
+def test_a_returned_log_determinant_written_in_place_leaves_later_calls_alone(n, direction,
+                                                                              scalar_form):
+    # Whether the products were kept (CPU) or made for this call only (device form), the
+    # log|det| a call returns must be the caller's own tensor.
+    layer = P4InvLinear(n, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        layer.u.fill_(0.3)
+    call = layer if direction == "forward" else layer.inverse
+    t = torch.randn(n, generator=torch.Generator().manual_seed(10))  # one sample: shape ()
+    with torch.no_grad():
+        _, first = call(t)
+        keep = first.clone()
+        first += 100.0
+        _, again = call(t)
+    assert torch.equal(again, keep)

@@ -287,7 +287,6 @@ class P4InvLinear(nn.Module):
         xinv = self._cast("weight_inverse", y.dtype)
         full = y.numel() >= self.features ** 2
         cache = self._products
-        scratch = None
         if cache.usable(y, xinv):
             state = (xinv_s, logabsdet)
             pre = cache.get("inverse", y.dtype, state, u, v)
@@ -306,9 +305,10 @@ class P4InvLinear(nn.Module):
                 spare.clear()
                 spare[key] = scratch
                 return x, ld
-        else:
-            pre = self._inverse_products(u, v, xinv, xinv_s, logabsdet, full)
-        return p4_inverse(y, xinv, xinv_s, u, v, bias, logabsdet, pre)
+            return p4_inverse(y, xinv, xinv_s, u, v, bias, logabsdet, pre)
+        # Products nobody keeps: their log|det| may be returned as it is.
+        pre = self._inverse_products(u, v, xinv, xinv_s, logabsdet, full)
+        return p4_inverse(y, xinv, xinv_s, u, v, bias, logabsdet, pre, kept=False)
 
     def _inverse_products(self, u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor,
                           xinv_s: torch.Tensor, logabsdet: torch.Tensor, full: bool) -> tuple:

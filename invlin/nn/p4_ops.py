@@ -533,14 +533,14 @@ class _Inverse(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, y: torch.Tensor, xinv_y: torch.Tensor, xinv: torch.Tensor,
                 u: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
-                logabsdet: torch.Tensor, products: Products,
-                scratch: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                logabsdet: torch.Tensor, products: Products, scratch: torch.Tensor | None,
+                kept: bool) -> tuple[torch.Tensor, torch.Tensor]:
         ctx.set_materialize_grads(False)
         x, (ctx.m, ctx.a, ctx.c, _, ld) = _inverse(y, xinv_y, v, bias, logabsdet, products,
                                                    scratch)
         ctx.save_for_backward(y, xinv_y, xinv, u, v, bias)
-        # an output must not be the caller's tensor
-        return x, _batch(ld, y, True)
+        # an output must not be a tensor the caller keeps
+        return x, _batch(ld, y, kept)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor | None, grad_ld: torch.Tensor | None) -> tuple:
@@ -568,7 +568,7 @@ class _Inverse(torch.autograd.Function):
             gv = _add(gv, (gc * a).to(v.dtype)) if needs[4] else gv
         if ga is not None and needs[3]:
             gu = (ga @ xinv).to(u.dtype)  # a = Xu
-        return gy, None, None, gu, gv, gb, None, None, None
+        return gy, None, None, gu, gv, gb, None, None, None, None
 
 
 # The Functions' entry points, bound once (see _apply).
@@ -647,8 +647,8 @@ def p4_forward(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tenso
 
 def p4_inverse(y: torch.Tensor, xinv_y: torch.Tensor, xinv: torch.Tensor, u: torch.Tensor,
                v: torch.Tensor, bias: torch.Tensor | None, logabsdet: torch.Tensor,
-               products: Products, *,
-               scratch: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               products: Products, *, scratch: torch.Tensor | None = None,
+               kept: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, −log|det|) of P4InvLinear.inverse: x by :func:`sherman_morrison_linear` with
     ``xinv_y`` = X in y's dtype and v, b cast to it, −log|det| of y's batch shape ``(*,)`` (one
     value for every row) in y's dtype.
@@ -657,10 +657,12 @@ def p4_inverse(y: torch.Tensor, xinv_y: torch.Tensor, xinv: torch.Tensor, u: tor
     the state dtype, as the caller computed them for its singularity check (M and log|det| may be
     None/anything when ``full`` was False; they are formed here as needed). The gradients of a
     and c are taken here. ``scratch``: a tensor of y's shape and dtype to hold y − b (saves
-    allocating one per call). One autograd node when autograd records."""
+    allocating one per call). ``kept``: whether the caller keeps ``products`` (then a tensor
+    log|det| in them is copied, not returned; False saves that copy). One autograd node when
+    autograd records."""
     route = _route(y, u, v, bias)
     if route == _EAGER:
-        return _INVERSE(y, xinv_y, xinv, u, v, bias, logabsdet, products, scratch)
+        return _INVERSE(y, xinv_y, xinv, u, v, bias, logabsdet, products, scratch, kept)
     dt = y.dtype
     if route == _FUNCTORCH:  # a and c as functions of u and v, for the transform to see
         _, c, a = _factor(u, v, xinv)
@@ -668,7 +670,7 @@ def p4_inverse(y: torch.Tensor, xinv_y: torch.Tensor, xinv: torch.Tensor, u: tor
                                     None if bias is None else bias.to(dt))
         return x, (-(logabsdet + torch.log(torch.abs(c)))).to(dt).expand(y.shape[:-1])
     x, products = _inverse(y, xinv_y, v, bias, logabsdet, products, scratch)
-    return x, _batch(products[4], y, True)
+    return x, _batch(products[4], y, kept)
 
 
 def p4_penalty(u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor, logabsdet: torch.Tensor,
