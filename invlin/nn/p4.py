@@ -141,7 +141,7 @@ class P4InvLinear(nn.Module):
         self.corrections = 0
         self.refreshes = 0
         self.last_reading: DriftReading | None = None
-        self._cache: dict[tuple, torch.Tensor] = {}
+        self._cache: dict[str, tuple] = {}  # state casts to the compute dtype, see _cast
         self._checked: tuple = ()  # (X, u, v) and their versions whose c was found nonzero
         self._bound: tuple = ()  # (A, X, their pointers and versions, max|A|, max|X| bounds)
         self._products = ProductCache()  # W, M, Xu, c, log|det| while u, v, state are unchanged
@@ -221,13 +221,14 @@ class P4InvLinear(nn.Module):
         buf = self._buffers[name]
         if buf.dtype == dtype:
             return buf
-        key = (name, dtype, buf.device, buf.data_ptr(), buf._version)
         hit = self._cache.get(name)
-        if hit is not None and getattr(hit, "_invlin_key", None) == key:
-            return hit
+        # (the buffer object, its data pointer and version, the dtype): any change of the buffer,
+        # in place or by replacement, or a move to another device makes a new cast
+        if (hit is not None and hit[0] is buf and hit[1] == buf._version
+                and hit[2] == buf.data_ptr() and hit[3].dtype == dtype):
+            return hit[3]
         cast = buf.to(dtype)
-        cast._invlin_key = key  # type: ignore[attr-defined]
-        self._cache[name] = cast
+        self._cache[name] = (buf, buf._version, buf.data_ptr(), cast)
         return cast
 
     def _parts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor,

@@ -44,7 +44,7 @@ def _host(t: torch.Tensor) -> bool:
     The one switch between the two forms of the per-call scalars: host floats where it holds
     (no tensor operation per scalar), 0-dim tensors elsewhere (no device sync per call). Tests
     set it to always-False to run the device form on the CPU."""
-    return t.device.type == "cpu"
+    return t.is_cpu
 
 
 @functools.cache
