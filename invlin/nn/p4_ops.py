@@ -390,6 +390,15 @@ def _penalty_value(log_c: torch.Tensor, logabsdet: torch.Tensor, lo: float, hi: 
     return weight * (F.relu(lo - terms).square() + F.relu(terms - hi).square()).sum()
 
 
+def _penalty_parts(log_c: torch.Tensor, logabsdet: torch.Tensor, lo: float, hi: float,
+                   weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(penalty, weight·Σ P′(t)) as tensors, sharing the relus: the operations of
+    :func:`_penalty_value` for the value, and those the backward used to redo for the slope."""
+    terms = torch.stack([log_c, log_c + logabsdet])
+    below, above = F.relu(lo - terms), F.relu(terms - hi)
+    return weight * (below.square() + above.square()).sum(), weight * (2 * (above - below).sum())
+
+
 def _relu(t: float) -> float:
     return t if not t < 0.0 else 0.0  # NaN passes through, as in F.relu
 
@@ -424,14 +433,20 @@ class _Penalty(torch.autograd.Function):
             value, wslope = _penalty_host(float(log_c), float(logabsdet), lo, hi, weight)
             ctx.host = (wslope, float(ctx.c))
             return torch.scalar_tensor(value, dtype=u.dtype)
-        return _penalty_value(log_c, logabsdet, lo, hi, weight).to(u.dtype)
+        # Off the host the slope is kept from here: the backward need not rebuild the terms.
+        value, ctx.wslope = _penalty_parts(log_c, logabsdet, lo, hi, weight)
+        return value.to(u.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
         u, v, xinv, logabsdet = ctx.saved_tensors
         lo, hi, weight = ctx.bounds
         none = (None,) * 6
-        if ctx.host is not None and not torch.is_grad_enabled():
+        twice = torch.is_grad_enabled()  # double backward: every value rebuilt from u and v
+        if ctx.host is None and not twice:
+            k = grad.to(xinv.dtype) * ctx.wslope
+            return (*_factor_grads(ctx, k, u, v, xinv, ctx.c, ctx.a, 0, 1), *none)
+        if ctx.host is not None and not twice:
             wslope, c = ctx.host
             k = float(grad) * wslope / c  # k = ∂L/∂log|c| / c
             if k == 0.0:  # inside the bounds (the usual case): no gradient, and no operations
