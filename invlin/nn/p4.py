@@ -16,6 +16,8 @@ from invlin.nn.p4_ops import (
     _log_abs,
     _NoGrad,
     _to,
+    _transforms_active,
+    _xu_c,
     forward_products,
     inverse_products,
     log_abs_factor,
@@ -316,12 +318,7 @@ class P4InvLinear(nn.Module):
         """The inverse's products (see :func:`inverse_products`) after the singularity check:
         a = Xu and c = 1 + vᵀa in the state dtype, M = X − a (vᵀX)/c in X's compute-dtype copy
         ``xinv`` when ``full``."""
-        sdt = xinv_s.dtype
-        with _NoGrad():  # p4_inverse takes the gradients of a = Xu and c
-            xu = torch.mv(xinv_s, _to(u, sdt))
-            c = torch.dot(_to(v, sdt), xu)
-            # On the CPU c is read as a host float (no device to wait for).
-            c = 1.0 + float(c) if p4_ops._host(xu) else 1 + c
+        xu, c = _xu_c(u, v, xinv_s)  # no autograd: p4_inverse takes the gradients of a and c
         self._require_nonsingular(c)
         # X − (Xu)(vᵀX)/c is formed (O(n²)) and applied to y − b by one matrix product.
         return inverse_products(xinv, v, logabsdet, xu, c, full)
@@ -335,7 +332,7 @@ class P4InvLinear(nn.Module):
             if not math.isfinite(c) or c == 0.0:
                 raise ValueError(f"A + u vᵀ is singular: c = 1 + vᵀA⁻¹u = {c}")
             return
-        if torch._C._are_functorch_transforms_active():  # wrapped tensors: no data pointers
+        if _transforms_active():  # wrapped tensors: no data pointers
             self._checked = ()
             key = None
         else:

@@ -11,8 +11,6 @@ from invlin.nn import p4_ops
 
 __all__ = ["ProductCache"]
 
-_transforms_active = torch._C._are_functorch_transforms_active
-
 
 class ProductCache:
     """Keeps the O(n²) products of one P4InvLinear call for the next call with the same values.
@@ -43,7 +41,7 @@ class ProductCache:
     @staticmethod
     def usable(*tensors: torch.Tensor) -> bool:
         """Whether entries may be used for these tensors (CPU, outside functorch transforms)."""
-        if _transforms_active():
+        if p4_ops._transforms_active():
             return False
         for t in tensors:
             if not p4_ops._host(t):
@@ -78,15 +76,11 @@ class ProductCache:
         for t in state:
             key += (t._version, t.data_ptr())
         key += (u._version, v._version)
-        prev = torch.is_grad_enabled()  # copies without autograd (cheaper than detach)
-        torch._C._set_grad_enabled(False)
-        try:
+        with p4_ops._NoGrad():  # copies without autograd (cheaper than detach)
             if u.dtype == v.dtype:  # one copy for both snapshots
                 u0, v0 = torch.stack((u, v)).unbind()
             else:
                 u0, v0 = u.clone(), v.clone()
-        finally:
-            torch._C._set_grad_enabled(prev)
         self._entries[(kind, dtype)] = (tuple(state), u, v, tuple(key), u0, v0, value)
 
     def find(self, kinds: Sequence[str], state: Sequence[torch.Tensor], u: torch.Tensor,

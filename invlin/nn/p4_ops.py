@@ -242,6 +242,17 @@ def _factor(u: torch.Tensor, v: torch.Tensor,
     return torch.log(torch.abs(c)), c, a
 
 
+def _xu_c(u: torch.Tensor, v: torch.Tensor,
+          xinv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
+    """(a = Xu, c = 1 + vᵀa) in X's dtype, no autograd: c a host float where X can be read on
+    the host without a wait (:func:`_host`), else a 0-dim tensor. The same operations as
+    :func:`_factor`."""
+    with _NoGrad():
+        xu = torch.mv(xinv, _to(u, xinv.dtype))
+        d = torch.dot(_to(v, xinv.dtype), xu)
+        return xu, (1.0 + float(d) if _host(xinv) else 1 + d)
+
+
 def _saved_factor(ctx: Any, u: torch.Tensor, v: torch.Tensor,
                   xinv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(c, a) for a backward pass: the forward's values, or — when the backward itself is
@@ -298,12 +309,11 @@ def forward_products(a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, xinv: to
     with _NoGrad():
         dt = a.dtype
         w = torch.addr(a, _to(u, dt), _to(v, dt)) if full else None
-        if _host(xinv):
-            xu = torch.mv(xinv, _to(u, xinv.dtype))
-            c = 1.0 + float(torch.dot(_to(v, xinv.dtype), xu))
+        xu, c = _xu_c(u, v, xinv)
+        if not isinstance(c, torch.Tensor):
             log_c = _log_abs(c)
             return w, xu, c, log_c, float(logabsdet) + log_c
-        log_c, c, xu = _factor(u, v, xinv)
+        log_c = torch.log(torch.abs(c))
         return w, xu, c, log_c, (logabsdet + log_c).to(dt)
 
 
@@ -384,19 +394,20 @@ class _LogAbsFactor(torch.autograd.Function):
         return (*_factor_grads(ctx, grad, u, v, xinv, c, a, 0, 1), None)
 
 
-def _penalty_value(log_c: torch.Tensor, logabsdet: torch.Tensor, lo: float, hi: float,
-                   weight: float) -> torch.Tensor:
+def _penalty_relus(log_c: torch.Tensor, logabsdet: torch.Tensor, lo: float,
+                   hi: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(relu(lo − t), relu(t − hi)) for t = (log|c|, log|c| + log|det A|), as tensors: the
+    penalty is weight·Σ(below² + above²), its slope weight·2Σ(above − below)."""
     terms = torch.stack([log_c, log_c + logabsdet])
-    return weight * (F.relu(lo - terms).square() + F.relu(terms - hi).square()).sum()
+    return F.relu(lo - terms), F.relu(terms - hi)
 
 
-def _penalty_parts(log_c: torch.Tensor, logabsdet: torch.Tensor, lo: float, hi: float,
-                   weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(penalty, weight·Σ P′(t)) as tensors, sharing the relus: the operations of
-    :func:`_penalty_value` for the value, and those the backward used to redo for the slope."""
-    terms = torch.stack([log_c, log_c + logabsdet])
-    below, above = F.relu(lo - terms), F.relu(terms - hi)
-    return weight * (below.square() + above.square()).sum(), weight * (2 * (above - below).sum())
+def _penalty_value(below: torch.Tensor, above: torch.Tensor, weight: float) -> torch.Tensor:
+    return weight * (below.square() + above.square()).sum()
+
+
+def _penalty_wslope(below: torch.Tensor, above: torch.Tensor, weight: float) -> torch.Tensor:
+    return weight * (2 * (above - below).sum())  # weight·Σ P′(t)
 
 
 def _relu(t: float) -> float:
@@ -406,7 +417,7 @@ def _relu(t: float) -> float:
 def _penalty_host(log_c: float, logabsdet: float, lo: float, hi: float,
                   weight: float) -> tuple[float, float]:
     """(penalty, weight·Σ P′(t)) on host floats: the IEEE operations of :func:`_penalty_value`
-    and of the backward's slope, in the same order (so the same bits)."""
+    and :func:`_penalty_wslope`, in the same order (so the same bits)."""
     total = slope = 0.0
     for i, t in enumerate((log_c, log_c + logabsdet)):
         below, above = _relu(lo - t), _relu(t - hi)
@@ -434,8 +445,9 @@ class _Penalty(torch.autograd.Function):
             ctx.host = (wslope, float(ctx.c))
             return torch.scalar_tensor(value, dtype=u.dtype)
         # Off the host the slope is kept from here: the backward need not rebuild the terms.
-        value, ctx.wslope = _penalty_parts(log_c, logabsdet, lo, hi, weight)
-        return value.to(u.dtype)
+        below, above = _penalty_relus(log_c, logabsdet, lo, hi)
+        ctx.wslope = _penalty_wslope(below, above, weight)
+        return _penalty_value(below, above, weight).to(u.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
@@ -456,9 +468,8 @@ class _Penalty(torch.autograd.Function):
             gv = (ctx.a * k).to(v.dtype) if ctx.needs_input_grad[1] else None
             return (gu, gv, *none)
         c, a = _saved_factor(ctx, u, v, xinv)
-        terms = torch.log(torch.abs(c)) + torch.stack([torch.zeros_like(logabsdet), logabsdet])
-        slope = 2 * (F.relu(terms - hi) - F.relu(lo - terms)).sum()  # Σ P′(t)
-        k = grad.to(xinv.dtype) * (weight * slope)
+        k = grad.to(xinv.dtype) * _penalty_wslope(
+            *_penalty_relus(torch.log(torch.abs(c)), logabsdet, lo, hi), weight)
         return (*_factor_grads(ctx, k, u, v, xinv, c, a, 0, 1), *none)
 
 
@@ -706,4 +717,4 @@ def p4_penalty(u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor, logabsdet: 
     if route == _PLAIN and _host(xinv):
         value, _ = _penalty_host(float(factor[0]), float(logabsdet), lo, hi, weight)
         return torch.scalar_tensor(value, dtype=u.dtype)
-    return _penalty_value(factor[0], logabsdet, lo, hi, weight).to(u.dtype)
+    return _penalty_value(*_penalty_relus(factor[0], logabsdet, lo, hi), weight).to(u.dtype)
