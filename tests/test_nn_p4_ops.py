@@ -228,3 +228,27 @@ def test_without_the_c_entry_point_the_public_apply_is_used(monkeypatch):
 
     monkeypatch.delattr(torch._C, "_FunctionBase")
     assert p4_ops._apply.__wrapped__(p4_ops._Forward) == p4_ops._Forward.apply
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_p4_inverse_copies_a_kept_tensor_log_determinant(grad):
+    # p4_inverse(kept=True) must not hand out the products' own log|det| tensor (the layer
+    # keeps its products between calls); with kept=False it may. Tensor products (the form
+    # used off the CPU) are built directly, since on the CPU the layer keeps host floats.
+    from invlin.nn.p4_ops import _factor, inverse_products, p4_inverse
+
+    layer = P4InvLinear(4, generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        layer.u.fill_(0.2)
+    x_s = layer.weight_inverse
+    _, c, xu = _factor(layer.u.detach(), layer.v.detach(), x_s)
+    products = inverse_products(x_s.float(), layer.v.detach(), layer.logabsdet, xu, c)
+    kept = products[4].clone()
+    y = torch.randn(6, 4, generator=torch.Generator().manual_seed(12))
+    with torch.set_grad_enabled(grad):
+        _, ld = p4_inverse(y, x_s.float(), x_s, layer.u, layer.v, layer.bias, layer.logabsdet,
+                           products, kept=True)
+    assert ld.data_ptr() != products[4].data_ptr()
+    with torch.no_grad():
+        ld[0].add_(100.0)  # a view of the caller's own memory
+    assert torch.equal(products[4], kept)
