@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from benchmarks.timing import Timing, compare, ratio
-from invlin.nn import LeakySoftplus, LULinear, P4InvLinear
+from invlin.nn import LeakySoftplus, LULinear, P4InvLinear, cached_products
 
 __all__ = ["leaky_softplus_rows", "lu_rows", "merge_rows", "p4_rows", "row"]
 
@@ -46,7 +46,8 @@ def _p4(n: int, device: str, dtype: torch.dtype, seed: int) -> P4InvLinear:
 def p4_rows(sizes: list[int], *, device: str, dtype: torch.dtype, batch: int,
             repeats: int) -> list[dict[str, object]]:
     """P4InvLinear forward/inverse ÷ nn.Linear forward (with and without autograd; repeated
-    calls with the same parameters, and with u changed before every call), P4 inverse
+    calls with the same parameters — also inside :func:`~invlin.nn.cached_products` — and with
+    u changed before every call), P4 inverse
     ÷ torch.linalg.solve on the same matrix, and ÷ triangular solves with precomputed LU
     factors of that matrix (at n ≥ 1024)."""
     rows: list[dict[str, object]] = []
@@ -58,13 +59,17 @@ def p4_rows(sizes: list[int], *, device: str, dtype: torch.dtype, batch: int,
         y = p4(x)[0].detach()
         for grad in (True, False):
             mode = "grad" if grad else "no_grad"
+            cands = {"linear": lambda lin=lin, x=x: lin(x),
+                     "forward": lambda p4=p4, x=x: p4(x),
+                     "inverse": lambda p4=p4, y=y: p4.inverse(y)}
+            if grad:
+                cands["forward_cached"] = _cached(cands["forward"])
+                cands["inverse_cached"] = _cached(cands["inverse"])
             with _grad(grad):
-                t = compare({"linear": lambda lin=lin, x=x: lin(x),
-                             "forward": lambda p4=p4, x=x: p4(x),
-                             "inverse": lambda p4=p4, y=y: p4.inverse(y)},
-                            device=device, repeats=repeats)
-            rows.append(row("p4_forward", n, dtype, device, t["forward"], t["linear"], mode=mode))
-            rows.append(row("p4_inverse", n, dtype, device, t["inverse"], t["linear"], mode=mode))
+                t = compare(cands, device=device, repeats=repeats)
+            for case in ("forward", "inverse") + (("forward_cached", "inverse_cached")
+                                                  if grad else ()):
+                rows.append(row(f"p4_{case}", n, dtype, device, t[case], t["linear"], mode=mode))
         rows += _fresh_rows(p4, lin, x, y, n, dtype=dtype, device=device, repeats=repeats)
         with torch.no_grad():
             m = (p4.weight + torch.outer(p4.u.double(), p4.v.double())).to(dtype)
@@ -84,6 +89,14 @@ def p4_rows(sizes: list[int], *, device: str, dtype: torch.dtype, batch: int,
             rows.append(row("p4_inverse_vs_triangular", n, dtype, device, t["inverse"],
                             t["lu_solve"], work_dtype=str(work).removeprefix("torch.")))
     return rows
+
+
+def _cached(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` called inside :func:`~invlin.nn.cached_products` (entering it is timed too)."""
+    def call() -> object:
+        with cached_products():
+            return fn()
+    return call
 
 
 def _fresh_rows(p4: P4InvLinear, lin: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor,

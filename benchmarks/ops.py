@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from invlin.nn import P4InvLinear, p4_ops
+from invlin.nn import P4InvLinear, cached_products, p4_ops
 
 __all__ = ["OpCount", "count_ops", "device_form", "ops_rows"]
 
@@ -68,6 +68,13 @@ def device_form(enabled: bool = True) -> Iterator[None]:
         p4_ops._host = saved
 
 
+def _in_cached_products(fn: Callable[[], object]) -> Callable[[], object]:
+    def call() -> object:
+        with cached_products():
+            return fn()
+    return call
+
+
 def ops_rows(sizes: list[int], *, device: str, dtype: torch.dtype,
              batch: int) -> list[dict[str, object]]:
     """Operations per call of nn.Linear and of P4InvLinear (forward/inverse, repeated calls and
@@ -103,6 +110,12 @@ def ops_rows(sizes: list[int], *, device: str, dtype: torch.dtype,
                     step, _ = _step_fn(kind, n, 4, x, device, dtype)
                     name = "nn.Linear" if kind == "linear" else "P4Inv"
                     items[f"training step, 4-layer {name} flow"] = step
+                # the same calls inside cached_products(): products kept on every device
+                step, _ = _step_fn("p4", n, 4, x, device, dtype)
+                for item, fn in (("P4InvLinear forward", items["P4InvLinear forward"]),
+                                 ("P4InvLinear inverse", items["P4InvLinear inverse"]),
+                                 ("training step, 4-layer P4Inv flow", step)):
+                    items[f"{item}, cached_products()"] = _in_cached_products(fn)
                 for item, fn in items.items():
                     with torch.enable_grad():
                         for _ in range(2):  # warm: caches filled, optimizer state made

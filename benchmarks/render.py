@@ -13,6 +13,11 @@ TITLES: dict[str, str] = {
                         "forward (nothing reused: the once-per-update cost of training)",
     "p4_inverse_fresh": "P4InvLinear inverse with u changed before every call ÷ nn.Linear "
                         "forward (nothing reused)",
+    "p4_forward_cached": "P4InvLinear forward inside invlin.nn.cached_products() ÷ nn.Linear "
+                         "forward (opt-in: products kept on every device, checked by version "
+                         "counters only)",
+    "p4_inverse_cached": "P4InvLinear inverse inside invlin.nn.cached_products() ÷ nn.Linear "
+                         "forward (opt-in, as above)",
     "p4_inverse_vs_solve": "P4InvLinear inverse ÷ torch.linalg.solve (same matrix, same batch)",
     "p4_inverse_vs_triangular": "P4InvLinear inverse ÷ triangular solves (lu_solve with "
                                 "precomputed LU factors of the same matrix)",
@@ -53,29 +58,41 @@ def _ratio_table(rows: list[dict[str, Any]], before: dict[tuple, dict[str, Any]]
 
 
 def _ops_table(rows: list[dict[str, Any]]) -> list[str]:
-    """Operation counts: one column per (form, n), one row per item."""
+    """Operation counts: one column per (form, n) — one per form where every n gives the same
+    counts — and one row per item."""
     if not rows:
         return []
-    cols = list(dict.fromkeys((r["form"], r["n"]) for r in rows))
     items = list(dict.fromkeys(r["item"] for r in rows))
     cell = {(r["item"], r["form"], r["n"]): r for r in rows}
+    cols: list[tuple[str, list[int]]] = []
+    for form in dict.fromkeys(r["form"] for r in rows):
+        ns = list(dict.fromkeys(r["n"] for r in rows if r["form"] == form))
+        same = all(_count(cell.get((i, form, n))) == _count(cell.get((i, form, ns[0])))
+                   for i in items for n in ns)
+        cols += [(form, ns)] if same else [(form, [n]) for n in ns]
     out = ["", "## Tensor operations per call (counted, not timed)", "",
            "ATen operations one call dispatches, autograd on: kernels (each a kernel launch on a "
            "GPU) + host reads (each a device wait on a GPU); views and bare allocations are not "
            "counted. `host`: P4InvLinear as it runs on the CPU (host-float scalars, product "
-           "cache); `device`: as it runs off the CPU (0-dim tensor scalars, no cache), forced "
-           "on this machine — its counts are a GPU's launches. The in-place change of u in the "
-           "'u changed' rows is not counted.", "",
-           "| call | " + " | ".join(f"{f}, n = {n}" for f, n in cols) + " |",
+           "cache); `device`: as it runs off the CPU (0-dim tensor scalars, products kept only "
+           "inside `cached_products()`), forced on this machine — its counts are a GPU's "
+           "launches. The in-place change of u in the 'u changed' rows is not counted.", "",
+           "| call | " + " | ".join(f"{f}, n = {_sizes(ns)}" for f, ns in cols) + " |",
            "|---|" + "---|" * len(cols)]
     for item in items:
-        cells = []
-        for f, n in cols:
-            r = cell.get((item, f, n))
-            cells.append("—" if r is None else
-                         f"{r['kernels']}" + (f" + {r['reads']} reads" if r["reads"] else ""))
+        cells = [_count(cell.get((item, f, ns[0]))) for f, ns in cols]
         out.append(f"| {item} | " + " | ".join(cells) + " |")
     return out
+
+
+def _count(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return "—"
+    return f"{r['kernels']}" + (f" + {r['reads']} reads" if r["reads"] else "")
+
+
+def _sizes(ns: list[int]) -> str:
+    return str(ns[0]) if len(ns) == 1 else ", ".join(str(n) for n in ns)
 
 
 def render(result: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:

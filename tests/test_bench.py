@@ -88,6 +88,28 @@ def test_operation_counts_show_the_cache_and_the_device_form():
     dev = rows[("P4InvLinear forward", "device")]
     assert dev["kernels"] > rows[("P4InvLinear forward, u changed", "host")]["kernels"] > 2
     assert dev["reads"] == 0
+    # Inside cached_products() both forms keep the products: a repeated forward is its one
+    # matrix product plus the log|det| copy, an inverse also y − b, and nothing is read.
+    for form in ("host", "device"):
+        fwd = rows[("P4InvLinear forward, cached_products()", form)]
+        inv = rows[("P4InvLinear inverse, cached_products()", form)]
+        assert (fwd["kernels"], fwd["reads"], inv["kernels"], inv["reads"]) == (2, 0, 3, 0)
+    step = "training step, 4-layer P4Inv flow"
+    assert (rows[(step + ", cached_products()", "device")]["kernels"]
+            < rows[(step, "device")]["kernels"])  # the penalty reuses the forward's c
     assert p4_ops._host(torch.empty(0))  # the forced form is undone afterwards
     with device_form():
         assert not p4_ops._host(torch.empty(0))
+
+
+def test_the_operations_table_merges_sizes_with_equal_counts():
+    from benchmarks.render import _ops_table
+
+    def r(item, form, n, k):
+        return {"item": item, "form": form, "n": n, "kernels": k, "reads": 0}
+
+    rows = [r("a", "host", 8, 2), r("a", "host", 16, 2), r("a", "device", 8, 5),
+            r("a", "device", 16, 6)]
+    header = _ops_table(rows)[5]
+    assert header == "| call | host, n = 8, 16 | device, n = 8 | device, n = 16 |"
+    assert _ops_table(rows)[7] == "| a | 2 | 5 | 6 |"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import threading
 
 import pytest
 import torch
 
 import invlin.nn.p4 as p4_module
-from invlin.nn import P4InvLinear
+from invlin.nn import P4InvLinear, cached_products, p4_ops
+from invlin.nn.p4_cache import ProductCache
 from invlin.reference.rank_one import Guard
 
 N, BATCH = 6, 10  # BATCH ≥ N: the matrices are formed and cached
@@ -186,13 +189,14 @@ def test_products_are_kept_only_on_the_cpu_outside_transforms():
 
 def test_cached_log_determinant_is_copied_out_for_a_single_feature():
     # n = 1: one sample already fills the n×n threshold, so its log|det| comes from the cache.
-    layer = P4InvLinear(1)
+    layer = P4InvLinear(1, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         layer.u.fill_(0.5)
         _, ld1 = layer(torch.ones(1))
         ld1 += 100.0  # the caller's tensor, not the cache's
         _, ld2 = layer(torch.ones(1))
-    assert float(ld2) == pytest.approx(float(torch.log1p(0.5 * layer.v.detach())[0]), rel=1e-6)
+    c = 1.0 + 0.5 * float(layer.v.detach()[0])  # det(1 + u v) for A = 1
+    assert float(ld2) == pytest.approx(math.log(abs(c)), rel=1e-6)
     outs = [layer(torch.ones(1))[1] for _ in range(2)]  # autograd: two outputs, two nodes
     torch.autograd.backward([o.sum() for o in outs])
     assert layer.u.grad is not None and torch.isfinite(layer.u.grad).all()
@@ -218,3 +222,122 @@ def test_a_returned_log_determinant_written_in_place_leaves_later_calls_alone(n,
         first += 100.0
         _, again = call(t)
     assert torch.equal(again, keep)
+
+
+# -- cached_products(): the opt-in, version-keyed form that also works off the CPU -------------
+
+def _outputs_and_grads(layer, *, cached):
+    """Forward and inverse outputs (bit patterns) and the parameter gradients of both."""
+    x = torch.randn(BATCH, N, generator=torch.Generator().manual_seed(11), dtype=layer.u.dtype)
+    ctx = cached_products() if cached else contextlib.nullcontext()
+    layer.zero_grad(set_to_none=True)
+    with ctx:
+        y, ld = layer(x)
+        xi, ldi = layer.inverse(y.detach() + 0.5)
+        (y.square().sum() + ld.sum() + xi.sum() + 2 * ldi.sum()).backward()
+    grads = [p.grad.clone() for p in (layer.u, layer.v, layer.bias)]
+    return [t.detach().clone() for t in (y, ld, xi, ldi)] + grads
+
+
+def test_cached_products_keep_the_products_on_every_form_with_the_same_bits(scalar_form, spy):
+    layer = _layer(12)
+    plain = _outputs_and_grads(layer, cached=False)
+    spy.update(forward=0, inverse=0)
+    first = _outputs_and_grads(layer, cached=True)
+    second = _outputs_and_grads(layer, cached=True)
+    # The host form reuses what the plain calls kept; the device form, which keeps nothing
+    # outside the context, makes each product once inside it and reuses it after that.
+    assert spy == ({"forward": 0, "inverse": 0} if scalar_form == "host"
+                   else {"forward": 1, "inverse": 1})
+    assert _equal(first, plain) and _equal(second, plain)
+
+
+@pytest.mark.parametrize("change", ["u in place", "optimizer step", "merge", "state copy_",
+                                    "load", "u replaced"])
+def test_cached_products_see_every_change_made_by_a_tensor_operation(change, scalar_form):
+    layer, other = _layer(13, dtype=torch.float64), _layer(14, dtype=torch.float64)
+    with cached_products():
+        before = _calls(layer)
+        if change == "u in place":
+            with torch.no_grad():
+                layer.u.add_(0.05)
+        elif change == "optimizer step":
+            opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+            layer(torch.randn(BATCH, N, dtype=torch.float64))[0].sum().backward()
+            opt.step()
+        elif change == "merge":
+            assert layer.merge(force=True)
+            with torch.no_grad():
+                layer.u.normal_(std=0.1)
+        elif change == "state copy_":
+            with torch.no_grad():
+                for name in ("weight", "weight_inverse", "logabsdet", "sign"):
+                    getattr(layer, name).copy_(getattr(other, name))
+        elif change == "load":
+            layer.load_state_dict(other.state_dict())
+        else:  # a new tensor behind the same parameter (new data pointer)
+            layer.u.data = layer.u.data + 0.05
+        after = _calls(layer)
+    assert not torch.equal(after[0], before[0])
+    assert _equal(after, _calls(_fresh(layer)))
+
+
+def test_cached_products_trust_versions_inside_and_compare_values_again_outside():
+    # The documented limit: a write through .data keeps u's version, so inside the context
+    # the kept products are used unchanged; outside, the CPU's value compare sees the write,
+    # and entries made inside (without a copy of u and v) are never used there.
+    layer = _layer(15)
+    with cached_products():
+        before = _calls(layer)
+        layer.u.data.add_(0.05)
+        assert _equal(_calls(layer), before)  # not seen: the contract, as documented
+    after = _calls(layer)
+    assert not torch.equal(after[0], before[0])
+    assert _equal(after, _calls(_fresh(layer)))
+    with cached_products():
+        inside = _calls(layer)  # an entry without copies of u and v...
+    layer.v.data.mul_(1.5)
+    assert _equal(_calls(layer), _calls(_fresh(layer)))  # ...is not used outside
+    assert not _equal(_calls(layer), inside)
+
+
+def test_cached_products_nest_and_end_with_their_block():
+    from invlin.nn import p4_cache
+
+    with cached_products():
+        with cached_products():
+            assert p4_cache._TRUSTED[0] == 2
+        assert p4_cache._TRUSTED[0] == 1
+    with pytest.raises(RuntimeError, match="boom"), cached_products():
+        raise RuntimeError("boom")
+    assert p4_cache._TRUSTED[0] == 0
+    assert not ProductCache.usable(torch.empty(0, device="meta"))
+
+
+def test_the_penalty_reuses_the_forward_products_inside_cached_products(monkeypatch):
+    # Device form: outside the context the penalty computes Xu and c again; inside it takes
+    # them from the forward's entry, and the value and gradients are the same bits.
+    monkeypatch.setattr(p4_ops, "_host", lambda t: False)
+    calls = [0]
+    real = p4_ops._factor
+
+    def counted(*args):
+        calls[0] += 1
+        return real(*args)
+
+    monkeypatch.setattr(p4_ops, "_factor", counted)
+    results = []
+    for cached in (False, True):
+        layer = _layer(16)
+        layer.penalty_bounds = (-0.01, 0.01)  # active: the penalty has a gradient
+        ctx = cached_products() if cached else contextlib.nullcontext()
+        calls[0] = 0
+        with ctx:
+            _, ld = layer(torch.randn(BATCH, N, generator=torch.Generator().manual_seed(1)))
+            pen = layer.penalty(1.0)
+            (ld.sum() + pen).backward()
+        results.append((calls[0], pen.detach(), layer.u.grad, layer.v.grad))
+    (n_plain, *plain), (n_cached, *cached_) = results
+    assert n_cached < n_plain
+    assert all(torch.equal(a, b) for a, b in zip(plain, cached_, strict=True))
+    assert float(plain[0]) > 0.0

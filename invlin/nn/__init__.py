@@ -5,6 +5,7 @@ from invlin.nn.lu import LULinear
 from invlin.nn.lunet import LUNet, dequantize
 from invlin.nn.monitor import DriftMonitor, DriftReading, probe_drift
 from invlin.nn.p4 import P4InvLinear
+from invlin.nn.p4_cache import cached_products
 from invlin.nn.scheduler import MergeHistory, P4Scheduler, reset_optimizer_state
 from invlin.nn.sequential import InvertibleSequential
 
@@ -19,6 +20,7 @@ __all__ = [
     "MergeHistory",
     "P4InvLinear",
     "P4Scheduler",
+    "cached_products",
     "dequantize",
     "probe_drift",
     "reset_optimizer_state",

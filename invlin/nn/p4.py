@@ -79,7 +79,9 @@ class P4InvLinear(nn.Module):
     M = X − (Xu)(vᵀX)/c with one matrix product each; on the CPU these O(n²) products (and c,
     log|det|) are kept between calls while u, v and the state are unchanged (compared entry by
     entry, see :class:`~invlin.nn.p4_cache.ProductCache`: two extra n×n matrices in the compute
-    dtype), and ``inverse`` reuses one buffer for y − b (up to 2²² elements).
+    dtype), and ``inverse`` reuses one buffer for y − b (up to 2²² elements). On other devices
+    they are kept only inside :func:`~invlin.nn.cached_products` (opt-in, checked by version
+    counters alone: reading values would wait for the device on every call).
 
     Changing the state by hand: write A with an in-place tensor op under ``torch.no_grad()``
     (``layer.weight.copy_(w)``) or ``load_state_dict``, then call :meth:`refresh`. Writes through
