@@ -72,6 +72,31 @@ def test_p4_merges_and_monitor_on_gpu_track_the_cpu_state():
     assert int(gpu.sign) == int(cpu.sign)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cached_products_on_gpu_keep_the_products_and_the_bits(dtype):
+    from invlin.nn import cached_products
+    from invlin.nn.p4_cache import ProductCache
+
+    _, gpu = _pair(n=64, seed=2)
+    gpu = gpu.to(dtype)
+    x = torch.randn(128, 64, device=DEV, dtype=dtype)
+    plain = [t.detach() for t in (*gpu(x), *gpu.inverse(x))]
+    assert not gpu._products._entries  # nothing kept off the CPU by default
+    with cached_products():
+        first = [t.detach() for t in (*gpu(x), *gpu.inverse(x))]
+        assert len(gpu._products._entries) == 2
+        torch.cuda.synchronize()
+        again = [t.detach() for t in (*gpu(x), *gpu.inverse(x))]
+        with torch.no_grad():
+            gpu.u.add_(0.01)  # seen: the version moves
+        moved = [t.detach() for t in (*gpu(x), *gpu.inverse(x))]
+    assert all(torch.equal(a, b) for a, b in zip(plain, first, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not torch.equal(moved[0], first[0])
+    assert torch.equal(moved[0], gpu(x)[0].detach())  # outside: recomputed, same values
+    assert ProductCache.usable(x) is False
+
+
 def test_scheduler_with_adam_on_gpu():
     layer = P4InvLinear(16).to(DEV)
     opt = torch.optim.Adam(layer.parameters(), lr=1e-2)
