@@ -29,7 +29,8 @@ def cached_products() -> Iterator[None]:
     :meth:`P4InvLinear.merge`, a replacement of the tensor), **not** when written in place
     through ``.data`` (``layer.u.data.copy_(t)`` keeps the version): do not write parameters
     that way inside the context. Entries hold up to two n×n matrices per layer in the compute
-    dtype.
+    dtype. The switch is process-wide, as ``torch.nn.utils.parametrize.cached()`` is: while any
+    thread is inside, every thread's calls take this form.
 
     >>> from invlin.nn import P4InvLinear, cached_products
     >>> layer = P4InvLinear(4)
