@@ -95,6 +95,14 @@ def _sizes(ns: list[int]) -> str:
     return str(ns[0]) if len(ns) == 1 else ", ".join(str(n) for n in ns)
 
 
+def _code(env: dict[str, Any]) -> str:
+    """'invlin <commit>' (with '+ changes' when its files differ from the commit), or ''."""
+    code = env.get("invlin") or {}
+    if not code.get("commit"):
+        return ""
+    return f"invlin {code['commit']}" + (" + uncommitted changes" if code.get("dirty") else "")
+
+
 def render(result: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
     """The Markdown page for one run; ``baseline`` (an earlier run's JSON) adds a "before"
     column matched by case, n, dtype and mode."""
@@ -102,7 +110,8 @@ def render(result: dict[str, Any], baseline: dict[str, Any] | None = None) -> st
     before = {_key(r): r for r in (baseline or {}).get("rows", []) if "ratio" in r}
     lines = [f"# invlin benchmarks on {result['machine']}", "",
              f"{env['device_name']} · torch {env['torch']} · Python {env['python']} · "
-             f"{env['threads']} torch thread(s) · {result['date']}", "",
+             f"{env['threads']} torch thread(s) · {result['date']}"
+             + (f" · {_code(env)}" if _code(env) else ""), "",
              f"Ratios are medians of {settings['repeats']} interleaved samples measured side by "
              f"side in one process after warm-up (quartiles of the per-sample ratios shown); "
              f"batch {settings['batch']}. Layers run in training mode with a live perturbation "
@@ -110,8 +119,10 @@ def render(result: dict[str, Any], baseline: dict[str, Any] | None = None) -> st
     if settings.get("note"):
         lines += ["", settings["note"]]
     if baseline is not None:
+        code = _code(baseline.get("environment", {}))
         lines += ["", f"Column `before`: {baseline.get('label') or 'baseline'} "
-                      f"({baseline['machine']}, {baseline['date']})."]
+                      f"({baseline['machine']}, {baseline['date']}"
+                      + (f", {code}" if code else "") + ")."]
     goals = [r for r in result["rows"] if r.get("goal") is not None]
     if goals:
         lines += ["", "## Goals", "", "| item | n | dtype | value | goal |",

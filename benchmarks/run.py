@@ -7,6 +7,7 @@ import datetime
 import json
 import platform
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,13 +50,34 @@ def machine_name(device: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
+def code_version() -> dict[str, Any]:
+    """Which invlin was measured: the directory it was imported from and, when that is a git
+    checkout, its commit and whether its files differ from it (``None`` where unknown)."""
+    import invlin
+
+    where = Path(invlin.__file__).resolve().parent.parent
+    commit = dirty = None
+    try:
+        git = ["git", "-C", str(where)]
+        out = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        if out.returncode == 0:
+            commit = out.stdout.strip()
+            status = subprocess.run([*git, "status", "--porcelain", "--", "invlin"],
+                                    capture_output=True, text=True, timeout=10)
+            dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"path": str(where), "commit": commit, "dirty": dirty}
+
+
 def environment(device: str) -> dict[str, Any]:
     cuda = device.startswith("cuda")
     return {"torch": torch.__version__, "python": platform.python_version(),
             "cuda": torch.version.cuda, "threads": torch.get_num_threads(),
             "device": device, "cpu": _cpu_model(),
             "device_name": torch.cuda.get_device_name(torch.device(device)) if cuda
-            else f"CPU: {_cpu_model()}"}
+            else f"CPU: {_cpu_model()}", "invlin": code_version()}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

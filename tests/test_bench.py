@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +114,23 @@ def test_the_operations_table_merges_sizes_with_equal_counts():
     header = _ops_table(rows)[5]
     assert header == "| call | host, n = 8, 16 | device, n = 8 | device, n = 16 |"
     assert _ops_table(rows)[7] == "| a | 2 | 5 | 6 |"
+
+
+def test_reports_name_the_invlin_they_measured(tmp_path):
+    import invlin
+    from benchmarks.run import code_version
+
+    code = code_version()
+    assert code["path"] == str(Path(invlin.__file__).resolve().parent.parent)
+    assert code["commit"] is None or len(code["commit"]) >= 7
+    result = {"machine": "m", "label": "", "date": "d", "rows": [], "accuracy": [],
+              "environment": {"device_name": "CPU: x", "torch": "t", "python": "p",
+                              "threads": 1, "invlin": {"commit": "abc1234", "dirty": True}},
+              "settings": {"repeats": 1, "batch": 1, "note": ""}}
+    before = {**result, "environment": {**result["environment"],
+                                        "invlin": {"commit": "def5678", "dirty": False}}}
+    text = render(result, baseline=before)
+    assert "· invlin abc1234 + uncommitted changes" in text.splitlines()[2]
+    assert "(m, d, invlin def5678)." in text
+    del result["environment"]["invlin"]  # reports written before this field still render
+    assert "invlin" not in render(result).splitlines()[2]
