@@ -222,3 +222,32 @@ def test_bad_inputs_raise(act):
 def test_leaky_rejects_bad_alpha(alpha):
     with pytest.raises(ValueError, match="alpha"):
         LeakySoftplus(alpha)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_leaky_inverse_by_blocks_on_the_cpu(dtype, monkeypatch):
+    # Inputs above the block size are solved block by block: every block gets what solving it
+    # alone gives, and the whole stays within a few ulp of the reference, across block ends,
+    # for a non-contiguous input with infinities and a NaN in a later block.
+    from invlin.nn import activations
+
+    monkeypatch.setattr(activations, "_CPU_BLOCK", 1000)
+    act, reference = LeakySoftplus(ALPHA), ref.LeakySoftplus(ALPHA)
+    rng = np.random.default_rng(41)
+    y = np.concatenate([rng.standard_normal(3000) * 5, 10.0 ** rng.uniform(-30, 30, 1500)])
+    y = np.concatenate([y, -y])  # 9000 values: 9 blocks
+    y[[4321, 7000, 8999]] = [np.inf, -np.inf, np.nan]
+    yt = torch.from_numpy(y).to(dtype).reshape(90, 100).t()  # (100, 90), not contiguous
+    x = act.inverse(yt)[0]
+    assert x.shape == yt.shape and x.dtype == dtype
+    flat = yt.reshape(-1)
+    blocks = torch.cat([act._solve_block(b) for b in flat.split(1000)])
+    torch.testing.assert_close(x.reshape(-1), blocks, rtol=0, atol=0, equal_nan=True)
+    got = x.reshape(-1).numpy().astype(np.float64)
+    yy = flat.numpy().astype(np.float64)
+    finite = np.isfinite(yy)
+    truth = reference.inverse(yy[finite])
+    np_dtype = np.float32 if dtype == torch.float32 else np.float64
+    spacing = np.spacing(np.abs(truth).astype(np_dtype)).astype(np.float64)
+    assert np.all(np.abs(got[finite] - truth) <= MAX_ULP * spacing)
+    assert np.array_equal(got[~finite], yy[~finite], equal_nan=True)  # f(±inf) = ±inf, NaN

@@ -17,6 +17,10 @@ _MAX_NEWTON = 100
 # Newton steps on the cheap one-formula residual before the accurate ones (see _solve).
 _CHEAP_STEPS = {torch.float32: 3, torch.float64: 5}
 # Residual forms of the leaky-softplus inverse switch at these points (least rounding error).
+# On the CPU the inverse runs over blocks of this many elements: its few dozen elementwise passes
+# then work on temporaries that stay in cache (256 KiB in float32) instead of streaming
+# batch-sized ones through memory; measured 2-3x faster for 2.6e5-1e6 elements on 2 cores.
+_CPU_BLOCK = 1 << 16
 _NEAR_LEFT = -0.75
 _NEAR_RIGHT = 3.0
 # Beyond this magnitude the bent identity and its inverse are linear to within float32/64 rounding.
@@ -125,8 +129,10 @@ class LeakySoftplus(_Activation):
     until no element moves, then one free Newton step recentres the result within the
     residual's rounding noise. Measured maxima (3·10⁶ points, worst ones re-checked with
     mpmath): 3.1 ulp in float32 and 2.4 ulp in float64 on the CPU (before this scheme: 2.9 and
-    3.0 on the same points). Gradients of both directions use f′ in closed form (custom
-    autograd functions, double-backward capable).
+    3.0 on the same points). On the CPU, inputs of more than 65 536 elements are solved in
+    blocks of that many, so the iteration's temporaries stay in cache (2–3× faster at 10⁶
+    elements; each block gets the values it would get alone). Gradients of both directions
+    use f′ in closed form (custom autograd functions, double-backward capable).
 
     >>> act = LeakySoftplus(0.1)
     >>> x = torch.tensor([[-2.0, 0.5, 3.0]], dtype=torch.float64)
@@ -201,6 +207,17 @@ class LeakySoftplus(_Activation):
         return torch.clamp(x - r / d, min=lo, max=x)
 
     def _solve(self, y: torch.Tensor) -> torch.Tensor:
+        """f⁻¹(y) elementwise; on the CPU by blocks of ``_CPU_BLOCK`` elements (each block's
+        elements get the same iteration as a tensor of that block alone)."""
+        if not y.is_cpu or y.numel() <= _CPU_BLOCK:
+            return self._solve_block(y)
+        flat = y.reshape(-1)
+        out = torch.empty_like(flat)
+        for dst, src in zip(out.split(_CPU_BLOCK), flat.split(_CPU_BLOCK), strict=True):
+            dst.copy_(self._solve_block(src))
+        return out.view(y.shape)
+
+    def _solve_block(self, y: torch.Tensor) -> torch.Tensor:
         a = self.alpha
         c_hi, c_lo = self._offset(y.dtype)
         info = torch.finfo(y.dtype)
