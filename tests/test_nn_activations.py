@@ -251,3 +251,19 @@ def test_leaky_inverse_by_blocks_on_the_cpu(dtype, monkeypatch):
     spacing = np.spacing(np.abs(truth).astype(np_dtype)).astype(np.float64)
     assert np.all(np.abs(got[finite] - truth) <= MAX_ULP * spacing)
     assert np.array_equal(got[~finite], yy[~finite], equal_nan=True)  # f(±inf) = ±inf, NaN
+
+
+def test_gradients_with_a_blocked_inverse(monkeypatch):
+    # With blocks of 3 elements the leaky inverse of a (2, 4) input runs in 3 blocks: first and
+    # second derivatives of both directions are still right.
+    from invlin.nn import activations
+
+    monkeypatch.setattr(activations, "_CPU_BLOCK", 3)
+    act = LeakySoftplus(ALPHA)
+    x = torch.tensor([[-40.0, -3.0, -0.7, 0.0], [1e-3, 0.5, 2.9, 35.0]], dtype=torch.float64,
+                     requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: act(v), (x,))
+    assert torch.autograd.gradgradcheck(lambda v: act(v), (x,))
+    y = act(x.detach())[0].requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v: act.inverse(v), (y,))
+    assert torch.autograd.gradgradcheck(lambda v: act.inverse(v), (y,))

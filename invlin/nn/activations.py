@@ -16,13 +16,16 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _MAX_NEWTON = 100
 # Newton steps on the cheap one-formula residual before the accurate ones (see _solve).
 _CHEAP_STEPS = {torch.float32: 3, torch.float64: 5}
-# Residual forms of the leaky-softplus inverse switch at these points (least rounding error).
-# On the CPU the inverse runs over blocks of this many elements: its few dozen elementwise passes
-# then make temporaries of 256 KiB (float32) that the allocator hands back from block to block,
-# warm in cache, where batch-sized ones are fresh memory whose pages are faulted in on every pass
-# (glibc returns large blocks to the system). Measured on 2 cores at 10^6 float32 elements:
-# 34 000 -> 7 300 page faults per forward + inverse, the inverse 2-3x faster side by side.
+# On the CPU the leaky-softplus inverse runs over blocks of this many elements: its few dozen
+# elementwise passes then make temporaries of 256 KiB (float32) that the allocator hands back
+# from block to block, where batch-sized ones are fresh memory whose pages are faulted in on
+# every pass (glibc returns large blocks to the system). Measured on 2 cores at 10^6 float32
+# elements: about 34 000-45 000 -> 7 300 page faults per forward + inverse (the rest are the
+# forward's); side by side the inverse 1.25-2.5x faster (at 2.6e5 elements 0.96-2.55x),
+# depending on the allocator's state. Blocking the forward as well measured 0.83-1.0x (no
+# faster: its passes are few), so it is not blocked.
 _CPU_BLOCK = 1 << 16
+# Residual forms of the leaky-softplus inverse switch at these points (least rounding error).
 _NEAR_LEFT = -0.75
 _NEAR_RIGHT = 3.0
 # Beyond this magnitude the bent identity and its inverse are linear to within float32/64 rounding.
@@ -133,8 +136,8 @@ class LeakySoftplus(_Activation):
     mpmath): 3.1 ulp in float32 and 2.4 ulp in float64 on the CPU (before this scheme: 2.9 and
     3.0 on the same points). On the CPU, inputs of more than 65 536 elements are solved in
     blocks of that many, so the iteration's temporaries are small and reused rather than fresh
-    batch-sized memory (2–3× faster at 2.6·10⁵–10⁶ elements; each block gets the values it would
-    get alone). Gradients of both directions
+    batch-sized memory (1.25–2.5× faster at 10⁶ elements, depending on the allocator's state;
+    each block gets the values it would get alone). Gradients of both directions
     use f′ in closed form (custom autograd functions, double-backward capable).
 
     >>> act = LeakySoftplus(0.1)
