@@ -108,10 +108,11 @@ def render(result: dict[str, Any], baseline: dict[str, Any] | None = None) -> st
     column matched by case, n, dtype and mode."""
     env, settings = result["environment"], result["settings"]
     before = {_key(r): r for r in (baseline or {}).get("rows", []) if "ratio" in r}
+    code = _code(env)
     lines = [f"# invlin benchmarks on {result['machine']}", "",
              f"{env['device_name']} · torch {env['torch']} · Python {env['python']} · "
              f"{env['threads']} torch thread(s) · {result['date']}"
-             + (f" · {_code(env)}" if _code(env) else ""), "",
+             + (f" · {code}" if code else ""), "",
              f"Ratios are medians of {settings['repeats']} interleaved samples measured side by "
              f"side in one process after warm-up (quartiles of the per-sample ratios shown); "
              f"batch {settings['batch']}. Layers run in training mode with a live perturbation "
@@ -119,10 +120,10 @@ def render(result: dict[str, Any], baseline: dict[str, Any] | None = None) -> st
     if settings.get("note"):
         lines += ["", settings["note"]]
     if baseline is not None:
-        code = _code(baseline.get("environment", {}))
+        code_before = _code(baseline.get("environment", {}))
         lines += ["", f"Column `before`: {baseline.get('label') or 'baseline'} "
                       f"({baseline['machine']}, {baseline['date']}"
-                      + (f", {code}" if code else "") + ")."]
+                      + (f", {code_before}" if code_before else "") + ")."]
     goals = [r for r in result["rows"] if r.get("goal") is not None]
     if goals:
         lines += ["", "## Goals", "", "| item | n | dtype | value | goal |",
