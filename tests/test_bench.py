@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -122,7 +123,13 @@ def test_reports_name_the_invlin_they_measured(tmp_path):
 
     code = code_version()
     assert code["path"] == str(Path(invlin.__file__).resolve().parent.parent)
-    assert code["commit"] is None or len(code["commit"]) >= 7
+    head = subprocess.run(["git", "-C", code["path"], "rev-parse", "HEAD"], capture_output=True,
+                          text=True)
+    if head.returncode == 0:  # a checkout: the short commit is a prefix of HEAD's full hash
+        assert code["commit"] and head.stdout.strip().startswith(code["commit"])
+        assert isinstance(code["dirty"], bool)
+    else:  # an installed copy: nothing invented
+        assert code["commit"] is None and code["dirty"] is None
     result = {"machine": "m", "label": "", "date": "d", "rows": [], "accuracy": [],
               "environment": {"device_name": "CPU: x", "torch": "t", "python": "p",
                               "threads": 1, "invlin": {"commit": "abc1234", "dirty": True}},

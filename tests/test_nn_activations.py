@@ -254,8 +254,8 @@ def test_leaky_inverse_by_blocks_on_the_cpu(dtype, monkeypatch):
 
 
 def test_gradients_with_a_blocked_inverse(monkeypatch):
-    # With blocks of 3 elements the leaky inverse of a (2, 4) input runs in 3 blocks: first and
-    # second derivatives of both directions are still right.
+    # With blocks of 3 elements the leaky inverse of a (2, 4) input runs in 3 blocks: its first
+    # and second derivatives are still right (the forward, not blocked, is checked alongside).
     from invlin.nn import activations
 
     monkeypatch.setattr(activations, "_CPU_BLOCK", 3)
