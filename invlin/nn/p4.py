@@ -13,6 +13,8 @@ from invlin.nn import p4_ops
 from invlin.nn.monitor import DriftMonitor, DriftReading, probe_drift
 from invlin.nn.p4_cache import ProductCache
 from invlin.nn.p4_ops import (
+    _compiling,
+    _factor,
     _log_abs,
     _NoGrad,
     _to,
@@ -28,6 +30,18 @@ from invlin.nn.p4_ops import (
 from invlin.reference.rank_one import Guard
 
 __all__ = ["P4InvLinear"]
+
+
+def _singular(c: float | torch.Tensor) -> ValueError:
+    return ValueError(f"A + u vᵀ is singular: c = 1 + vᵀA⁻¹u = {float(c)}")
+
+
+@torch.compiler.disable
+def _require_nonsingular_traced(c: torch.Tensor) -> None:
+    """The singularity check of an inverse traced by torch.compile, run eagerly (a graph
+    break: the value is read on the host)."""
+    if not bool(torch.isfinite(c)) or bool(c == 0):
+        raise _singular(c)
 
 _STATE = ("weight", "weight_inverse", "logabsdet", "sign")
 # inverse() keeps one buffer for y − b between calls when y has at most this many elements
@@ -225,6 +239,8 @@ class P4InvLinear(nn.Module):
         buf = self._buffers[name]
         if buf.dtype == dtype:
             return buf
+        if _compiling():  # traced: a cast in the graph (the compiler fuses it)
+            return buf.to(dtype)
         hit = self._cache.get(name)
         # (the buffer object, its data pointer and version, the dtype): any change of the buffer,
         # in place or by replacement, or a move to another device makes a new cast
@@ -290,6 +306,11 @@ class P4InvLinear(nn.Module):
         self._check(y, "y")
         u, v, bias, _, xinv_s, logabsdet = self._parts()
         xinv = self._cast("weight_inverse", y.dtype)
+        if _compiling():  # every value in the graph; the singularity check breaks it (a read)
+            with _NoGrad():
+                c = _factor(u, v, xinv_s)[1]
+            _require_nonsingular_traced(c)
+            return p4_inverse(y, xinv, xinv_s, u, v, bias, logabsdet, None)  # type: ignore[arg-type]
         full = y.numel() >= self.features ** 2
         cache = self._products
         if cache.usable(y, xinv):
@@ -332,7 +353,7 @@ class P4InvLinear(nn.Module):
         skip it."""
         if not isinstance(c, torch.Tensor):
             if not math.isfinite(c) or c == 0.0:
-                raise ValueError(f"A + u vᵀ is singular: c = 1 + vᵀA⁻¹u = {c}")
+                raise _singular(c)
             return
         if _transforms_active():  # wrapped tensors: no data pointers
             self._checked = ()
@@ -344,7 +365,7 @@ class P4InvLinear(nn.Module):
                     a is b for a, b in zip(self._checked[0], ts, strict=True)):
                 return
         if not bool(torch.isfinite(c)) or bool(c == 0):
-            raise ValueError(f"A + u vᵀ is singular: c = 1 + vᵀA⁻¹u = {float(c.detach())}")
+            raise _singular(c.detach())
         if key is not None:
             self._checked = (ts, key)
 

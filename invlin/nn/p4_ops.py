@@ -14,23 +14,25 @@ __all__ = ["Products", "forward_products", "inverse_products", "log_abs_factor",
            "p4_inverse", "p4_penalty", "perturbed_linear", "sherman_morrison_linear"]
 
 # How an op runs (see _route): plain tensor operations, the low-overhead autograd.Function, or
-# the setup_context one that functorch transforms (vmap, grad, jacrev, ...) need.
-_PLAIN, _EAGER, _FUNCTORCH = 0, 1, 2
+# every value as differentiable tensor operations of the inputs, for a tracer to see (functorch
+# transforms: vmap, grad, jacrev, ...; torch.compile).
+_PLAIN, _EAGER, _TRACED = 0, 1, 2
 
 
 _transforms_active = torch._C._are_functorch_transforms_active
+_compiling = torch.compiler.is_compiling
 
 
 def _route(*tensors: torch.Tensor | None) -> int:
-    """_PLAIN when autograd records nothing for these inputs, _FUNCTORCH under a functorch
-    transform, else _EAGER.
+    """_TRACED under a functorch transform or while torch.compile traces, _PLAIN when autograd
+    records nothing for these inputs, else _EAGER.
 
     A Function with ``setup_context`` costs about 50 µs of Python per call (``apply`` binds its
     arguments through ``inspect.signature``) against about 15 µs for the classic ``ctx`` style,
     and with nothing to record neither is needed: the forward's tensor operations alone give the
     same values."""
-    if _transforms_active():
-        return _FUNCTORCH
+    if _transforms_active() or _compiling():
+        return _TRACED
     if torch.is_grad_enabled():
         for t in tensors:
             if t is not None and t.requires_grad:
@@ -662,7 +664,7 @@ def p4_forward(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tenso
     route = _route(x, u, v, bias)
     if route == _EAGER:
         return _FORWARD(x, a, u, v, bias, xinv, logabsdet, products)
-    if route == _FUNCTORCH:  # every value as a function of u and v, for the transform to see
+    if route == _TRACED:  # every value as a function of u and v, for the transform to see
         dt = x.dtype
         y = perturbed_linear(x, a, u.to(dt), v.to(dt), None if bias is None else bias.to(dt))
         return y, (logabsdet + _factor(u, v, xinv)[0]).to(dt).expand(x.shape[:-1])
@@ -690,7 +692,7 @@ def p4_inverse(y: torch.Tensor, xinv_y: torch.Tensor, xinv: torch.Tensor, u: tor
     if route == _EAGER:
         return _INVERSE(y, xinv_y, xinv, u, v, bias, logabsdet, products, scratch, kept)
     dt = y.dtype
-    if route == _FUNCTORCH:  # a and c as functions of u and v, for the transform to see
+    if route == _TRACED:  # a and c as functions of u and v, for the transform to see
         _, c, a = _factor(u, v, xinv)
         x = sherman_morrison_linear(y, xinv_y, a.to(dt), v.to(dt), c.to(dt),
                                     None if bias is None else bias.to(dt))
@@ -712,7 +714,7 @@ def p4_penalty(u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor, logabsdet: 
     route = _route(u, v)
     if route == _EAGER:
         return _PENALTY(u, v, xinv, logabsdet, lo, hi, weight, factor)
-    if route == _FUNCTORCH or factor is None:
+    if route == _TRACED or factor is None:
         factor = _factor(u, v, xinv)
     if route == _PLAIN and _host(xinv):
         value, _ = _penalty_host(float(factor[0]), float(logabsdet), lo, hi, weight)
