@@ -26,6 +26,9 @@ TITLES: dict[str, str] = {
     "lu_inverse": "LULinear inverse ÷ nn.Linear forward",
     "leaky_softplus_inverse": "LeakySoftplus inverse ÷ LeakySoftplus forward",
     "training_step": "Training step: P4Inv flow ÷ the same flow with nn.Linear layers",
+    "training_step_compiled": "Training step with each flow's loss and backward compiled "
+                              "(torch.compile): P4Inv ÷ nn.Linear",
+    "training_step_compiled_vs_eager": "Training step of the P4Inv flow: compiled ÷ eager",
     "oracle_flint_vs_mpmath": "Oracle: flint ÷ mpmath (evaluate, same matrix)",
 }
 
@@ -140,6 +143,13 @@ def render(result: dict[str, Any], baseline: dict[str, Any] | None = None) -> st
             continue
         lines += ["", f"## {title}", ""]
         lines += _ratio_table(rows, before) if rows else [f"Skipped: {skipped[0]['skipped']}."]
+        if case == "training_step_compiled" and rows:
+            c = settings.get("compile") or {}
+            lines += ["", f"`torch.compile(nll, fullgraph=True, backend={c.get('backend')!r}"
+                          + (f", mode={c['mode']!r}" if c.get("mode") else "") + ")` on each "
+                          "flow's loss (forward, NLL, penalty; its backward compiled with it); "
+                          "Adam and the scheduler's merges run eagerly. Compilation happens "
+                          "before the timed warm-up."]
         if case == "merge_vs_inv" and result.get("merge_growth_exponent") is not None:
             big = [str(r["n"]) for r in rows if r["n"] >= 512]
             lines += ["", f"Merge time grows as n^{result['merge_growth_exponent']:.2f} over "

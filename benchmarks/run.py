@@ -20,11 +20,12 @@ from benchmarks.layers import growth_exponent, leaky_softplus_rows, lu_rows, mer
 from benchmarks.ops import ops_rows
 from benchmarks.oracle import oracle_rows, report_wall_time
 from benchmarks.render import render
-from benchmarks.training import training_rows
+from benchmarks.training import compiled_training_rows, training_rows
 
 __all__ = ["CASES", "main", "run"]
 
-CASES = ("p4", "merge", "lu", "leaky", "accuracy", "training", "ops", "oracle", "report")
+CASES = ("p4", "merge", "lu", "leaky", "accuracy", "training", "compiled", "ops", "oracle",
+         "report")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -107,6 +108,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if "training" in args.cases:
             log(f"training step {dtype}")
             rows += training_rows(args.sizes, dtype=dtype, **kw)
+        if "compiled" in args.cases:
+            log(f"compiled training step {dtype}")
+            options = {"backend": args.compile_backend}
+            if args.compile_mode:
+                options["mode"] = args.compile_mode
+            rows += compiled_training_rows(args.sizes, dtype=dtype, compile=options, **kw)
         if "ops" in args.cases:
             log(f"operation counts {dtype}")
             rows += ops_rows(args.sizes, device=dev, dtype=dtype, batch=args.batch)
@@ -125,7 +132,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "environment": environment(dev),
             "settings": {"sizes": args.sizes, "merge_sizes": args.merge_sizes,
                          "dtypes": args.dtypes, "batch": args.batch, "repeats": args.repeats,
-                         "cases": list(args.cases), "note": args.note},
+                         "cases": list(args.cases), "note": args.note,
+                         "compile": {"backend": args.compile_backend, "mode": args.compile_mode}},
             "rows": judge(rows), "accuracy": accuracy,
             "merge_growth_exponent": growth_exponent(merge) if len(merge) > 1 else None}
 
@@ -144,6 +152,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--cases", nargs="+", choices=CASES, default=None,
                    help="cases to run (default: all; oracle and report only on the CPU)")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend of the compiled case (default inductor)")
+    p.add_argument("--compile-mode", default=None,
+                   help="torch.compile mode of the compiled case (e.g. reduce-overhead: CUDA "
+                        "graphs on a GPU; default: torch's default)")
     p.add_argument("--ulp-points", type=int, default=1_000_000)
     p.add_argument("--machine", default=None, help="name of the output files")
     p.add_argument("--label", default="", help="free-text label stored in the JSON")
@@ -162,6 +175,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.cases is None:
         args.cases = CASES if args.device == "cpu" else CASES[:-2]
+    if "compiled" in args.cases:
+        from torch._dynamo import list_backends
+
+        if args.compile_backend not in list_backends(exclude_tags=()):
+            raise SystemExit(f"--compile-backend: unknown torch.compile backend "
+                             f"{args.compile_backend!r} (known: {', '.join(list_backends())})")
     if args.merge_sizes is None:
         args.merge_sizes = sorted({*args.sizes, 512, 2048})
     result = run(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -11,7 +12,7 @@ from benchmarks.layers import row
 from benchmarks.timing import compare
 from invlin.nn import BentIdentity, InvertibleSequential, P4InvLinear, P4Scheduler
 
-__all__ = ["LinearBlock", "training_rows"]
+__all__ = ["LinearBlock", "compiled_training_rows", "training_rows"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -46,18 +47,28 @@ def _flow(kind: str, n: int, blocks: int, device: str, dtype: torch.dtype) -> nn
 
 
 def _step_fn(kind: str, n: int, blocks: int, data: torch.Tensor, device: str,
-             dtype: torch.dtype):
-    """One step: forward, NLL (+ the P4 penalty), backward, Adam, and for P4 the scheduler."""
+             dtype: torch.dtype, compile: dict[str, Any] | None = None):
+    """One step: forward, NLL (+ the P4 penalty), backward, Adam, and for P4 the scheduler.
+
+    ``compile``: keyword arguments of ``torch.compile`` for the loss (forward, NLL, penalty;
+    traced as one graph, ``fullgraph=True``, its backward compiled with it), or None for eager.
+    Adam and the scheduler's merges run eagerly either way."""
     flow = _flow(kind, n, blocks, device, dtype)
     opt = torch.optim.Adam(flow.parameters(), lr=1e-3)
     sched = P4Scheduler(flow, opt, merge_every=1, force_every=10) if kind == "p4" else None
     layers = list(sched.layers.values()) if sched is not None else []
 
-    def step() -> None:
-        z, logdet = flow(data)
+    def nll(x: torch.Tensor) -> torch.Tensor:
+        z, logdet = flow(x)
         loss = (0.5 * z.square().sum(-1) - logdet).mean() + n * _HALF_LOG_2PI
         for layer in layers:
             loss = loss + layer.penalty()
+        return loss
+
+    loss_fn = nll if compile is None else torch.compile(nll, fullgraph=True, **compile)
+
+    def step() -> None:
+        loss = loss_fn(data)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -82,4 +93,44 @@ def training_rows(sizes: list[int], *, device: str, dtype: torch.dtype, batch: i
         merges = sum(c["merges"] for c in sched.counters.values()) if sched else 0
         rows.append(row("training_step", n, dtype, device, t["p4"], t["linear"],
                         blocks=blocks, steps=sched.steps if sched else 0, merges=merges))
+    return rows
+
+
+def compiled_training_rows(sizes: list[int], *, device: str, dtype: torch.dtype, batch: int,
+                           repeats: int, blocks: int = 4,
+                           compile: dict[str, Any] | None = None) -> list[dict[str, object]]:
+    """The training step of :func:`training_rows` with each flow's loss (forward, NLL, penalty)
+    and its backward compiled by ``torch.compile(**compile)`` (default: inductor, default mode):
+    compiled P4 ÷ compiled nn.Linear, and compiled P4 ÷ eager P4 (the compiler's gain)."""
+    compile = {} if compile is None else compile
+    rows: list[dict[str, object]] = []
+    for n in sizes:
+        # Every flow's loss is the same code object: without a reset dynamo's recompile limit
+        # (8 per code object) would silently leave later sizes and dtypes eager.
+        torch._dynamo.reset()
+        torch.manual_seed(n)
+        data = torch.randn(batch, n, device=device, dtype=dtype)
+        cands = {"p4_eager": _step_fn("p4", n, blocks, data, device, dtype)[0]}
+        p4_step, sched = _step_fn("p4", n, blocks, data, device, dtype, compile)
+        lin_step, _ = _step_fn("linear", n, blocks, data, device, dtype, compile)
+        cands.update(p4=p4_step, linear=lin_step)
+        try:
+            for fn in (p4_step, lin_step):  # compile outside the timed warm-up
+                fn()
+        except Exception as exc:  # e.g. inductor without a C++ compiler on the CPU
+            inner = getattr(exc, "inner_exception", None) or exc.__cause__
+            while inner is not None:  # dynamo wraps the backend's error
+                exc, inner = inner, getattr(inner, "inner_exception", None) or inner.__cause__
+            first = (str(exc).strip().splitlines() or [""])[0]
+            reason = f"torch.compile failed: {type(exc).__name__}: {first}"
+            return [{"case": c, "n": n, "skipped": reason} for c in
+                    ("training_step_compiled", "training_step_compiled_vs_eager")]
+        t = compare(cands, device=device, repeats=repeats, target=0.05)
+        info = {"blocks": blocks, "compile": ", ".join(f"{k}={v}" for k, v in compile.items())
+                or "defaults"}
+        merges = sum(c["merges"] for c in sched.counters.values())
+        rows.append(row("training_step_compiled", n, dtype, device, t["p4"], t["linear"],
+                        steps=sched.steps, merges=merges, **info))
+        rows.append(row("training_step_compiled_vs_eager", n, dtype, device, t["p4"],
+                        t["p4_eager"], **info))
     return rows

@@ -46,20 +46,48 @@ def test_goals_apply_only_where_the_issue_states_them():
 def test_tiny_end_to_end_run_writes_json_and_markdown(tmp_path):
     assert main(["--sizes", "8", "--merge-sizes", "8", "16", "--batch", "16", "--repeats", "2",
                  "--cases", "p4", "merge", "lu", "leaky", "accuracy", "training", "ops",
+                 "compiled", "--compile-backend", "aot_eager",  # no C++ compiler needed
                  "--ulp-points", "500", "--machine", "tiny", "--out-dir", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "tiny.json").read_text())
     cases = {r["case"] for r in result["rows"]}
     assert {"p4_forward", "p4_inverse", "p4_forward_fresh", "p4_inverse_fresh",
             "p4_inverse_vs_solve", "merge_vs_inv", "lu_forward", "lu_inverse",
-            "leaky_softplus_inverse", "training_step"} <= cases
+            "leaky_softplus_inverse", "training_step", "training_step_compiled",
+            "training_step_compiled_vs_eager"} <= cases
     timed = [r for r in result["rows"] if r["case"] != "ops_per_call"]
     assert all(r["ratio"] > 0 and r["num_ms"] > 0 for r in timed)
     assert result["accuracy"][0]["max_ulp"] < 6
     text = (tmp_path / "tiny.md").read_text()
     assert "P4InvLinear forward ÷ nn.Linear forward" in text and "## Goals" in text
     assert "## Tensor operations per call" in text
+    assert "backend='aot_eager'" in text
     assert "| P4InvLinear forward | 2 + 2 reads |" in text  # host form: W reused
     assert render(result, baseline=result).count("| before |") >= 1
+
+
+def test_a_failed_compilation_is_reported_as_skipped():
+    import torch
+
+    from benchmarks.training import compiled_training_rows
+
+    def broken(gm, inputs):
+        raise RuntimeError("no compiler here")
+
+    rows = compiled_training_rows([4], device="cpu", dtype=torch.float32, batch=8, repeats=1,
+                                  compile={"backend": broken})
+    assert [r["case"] for r in rows] == ["training_step_compiled",
+                                         "training_step_compiled_vs_eager"]
+    assert all("no compiler here" in r["skipped"] for r in rows)
+    text = render({"machine": "m", "date": "d", "label": "", "rows": rows, "accuracy": [],
+                   "environment": {"device_name": "cpu", "torch": "t", "python": "p",
+                                   "threads": 1},
+                   "settings": {"repeats": 1, "batch": 8}})
+    assert "Skipped: torch.compile failed" in text
+
+
+def test_an_unknown_compile_backend_is_refused_before_running(tmp_path):
+    with pytest.raises(SystemExit, match="--compile-backend: unknown"):
+        main(["--cases", "compiled", "--compile-backend", "nope", "--out-dir", str(tmp_path)])
 
 
 def test_operation_counts_separate_kernels_views_and_reads():
