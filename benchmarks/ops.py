@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable, Iterator
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from invlin.nn import P4InvLinear, p4_ops
@@ -43,6 +44,21 @@ class OpCount(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+class _BulkReads(TorchFunctionMode):
+    """Counts reads that copy a whole tensor to the host without dispatching an operation
+    (``Tensor.tolist``, ``Tensor.numpy``): invisible to :class:`OpCount`, a device wait all the
+    same."""
+
+    def __init__(self, count: OpCount) -> None:
+        super().__init__()
+        self.count = count
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        if func in (torch.Tensor.tolist, torch.Tensor.numpy):
+            self.count.reads += 1
+        return func(*args, **(kwargs or {}))
+
+
 def _is_view(func: torch._ops.OpOverload) -> bool:
     """Views (outputs alias an input, nothing written) and in-place metadata changes."""
     if torch.Tag.inplace_view in func.tags:  # squeeze_, t_, as_strided_, ...
@@ -55,7 +71,7 @@ def _is_view(func: torch._ops.OpOverload) -> bool:
 def count_ops(fn: Callable[[], object]) -> dict[str, int]:
     """The operations one call of ``fn`` dispatches (autograd's backward included when ``fn``
     runs one: on the CPU the engine runs it on the calling thread)."""
-    with OpCount() as count:
+    with OpCount() as count, _BulkReads(count):
         fn()
     return {"kernels": count.kernels, "free": count.free, "reads": count.reads}
 
@@ -111,13 +127,15 @@ def ops_rows(sizes: list[int], *, device: str, dtype: torch.dtype,
                     "P4InvLinear inverse, u changed": lambda p4=p4, y=y: (perturb(),
                                                                           p4.inverse(y)),
                 }
+                # Adam as a GPU runs it by default in the device form: multi-tensor (foreach)
+                foreach = True if form == "device" else None
                 for kind in ("linear", "p4"):
-                    step, _ = _step_fn(kind, n, 4, x, device, dtype)
+                    step, _ = _step_fn(kind, n, 4, x, device, dtype, foreach=foreach)
                     name = "nn.Linear" if kind == "linear" else "P4Inv"
                     items[f"training step, 4-layer {name} flow"] = step
                 if cached_products is not None:
                     # the same calls inside cached_products(): products kept on every device
-                    step, _ = _step_fn("p4", n, 4, x, device, dtype)
+                    step, _ = _step_fn("p4", n, 4, x, device, dtype, foreach=foreach)
                     for item, fn in (("P4InvLinear forward", items["P4InvLinear forward"]),
                                      ("P4InvLinear inverse", items["P4InvLinear inverse"]),
                                      ("training step, 4-layer P4Inv flow", step)):

@@ -75,11 +75,15 @@ def _ops_table(rows: list[dict[str, Any]]) -> list[str]:
         cols += [(form, ns)] if same else [(form, [n]) for n in ns]
     out = ["", "## Tensor operations per call (counted, not timed)", "",
            "ATen operations one call dispatches, autograd on: kernels (each a kernel launch on a "
-           "GPU) + host reads (each a device wait on a GPU); views and bare allocations are not "
-           "counted. `host`: P4InvLinear as it runs on the CPU (host-float scalars, product "
-           "cache); `device`: as it runs off the CPU (0-dim tensor scalars, products kept only "
-           "inside `cached_products()`), forced on this machine — its counts are a GPU's "
-           "launches. The in-place change of u in the 'u changed' rows is not counted.", "",
+           "GPU) + host reads (values copied to the host: `item`, `tolist`, ...; each a device "
+           "wait on a GPU, except Adam's reads of its step counters, which torch keeps on the "
+           "CPU on every device); views and bare allocations are not counted. `host`: "
+           "P4InvLinear as it runs on the CPU (host-float scalars, product cache); `device`: as "
+           "it runs off the CPU (0-dim tensor scalars, products kept only inside "
+           "`cached_products()`) and Adam in its multi-tensor (foreach) form, as on a GPU, "
+           "forced on this machine — its counts are a GPU's launches. Training steps merge "
+           "every step (one gathered read per layer). The in-place change of u in the 'u "
+           "changed' rows is not counted.", "",
            "| call | " + " | ".join(f"{f}, n = {_sizes(ns)}" for f, ns in cols) + " |",
            "|---|" + "---|" * len(cols)]
     for item in items:

@@ -47,14 +47,16 @@ def _flow(kind: str, n: int, blocks: int, device: str, dtype: torch.dtype) -> nn
 
 
 def _step_fn(kind: str, n: int, blocks: int, data: torch.Tensor, device: str,
-             dtype: torch.dtype, compile: dict[str, Any] | None = None):
+             dtype: torch.dtype, compile: dict[str, Any] | None = None,
+             foreach: bool | None = None):
     """One step: forward, NLL (+ the P4 penalty), backward, Adam, and for P4 the scheduler.
 
     ``compile``: keyword arguments of ``torch.compile`` for the loss (forward, NLL, penalty;
     traced as one graph, ``fullgraph=True``, its backward compiled with it), or None for eager.
-    Adam and the scheduler's merges run eagerly either way."""
+    Adam and the scheduler's merges run eagerly either way. ``foreach``: Adam's form (None:
+    torch's default for the device — the multi-tensor form on a GPU, one loop on the CPU)."""
     flow = _flow(kind, n, blocks, device, dtype)
-    opt = torch.optim.Adam(flow.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(flow.parameters(), lr=1e-3, foreach=foreach)
     sched = P4Scheduler(flow, opt, merge_every=1, force_every=10) if kind == "p4" else None
     layers = list(sched.layers.values()) if sched is not None else []
 

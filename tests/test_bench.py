@@ -99,6 +99,9 @@ def test_operation_counts_separate_kernels_views_and_reads():
     counts = count_ops(lambda: (x.t().contiguous() + 1).sum().item())
     # t: a view; contiguous: a copy kernel; + 1 and sum: kernels; item: a host read
     assert counts == {"kernels": 3, "free": 1, "reads": 1}
+    # tolist and numpy copy to the host without dispatching an operation: reads all the same
+    # (numpy dispatches an alias, counted as free)
+    assert count_ops(lambda: (x.tolist(), x.numpy())) == {"kernels": 0, "free": 1, "reads": 2}
 
 
 def test_operation_counts_show_the_cache_and_the_device_form():
@@ -118,6 +121,8 @@ def test_operation_counts_show_the_cache_and_the_device_form():
     dev = rows[("P4InvLinear forward", "device")]
     assert dev["kernels"] > rows[("P4InvLinear forward, u changed", "host")]["kernels"] > 2
     assert dev["reads"] == 0
+    # With u changed the inverse checks c ≠ 0 once: one read (the merged check)
+    assert rows[("P4InvLinear inverse, u changed", "device")]["reads"] == 1
     # Inside cached_products() both forms keep the products: a repeated forward is its one
     # matrix product plus the log|det| copy, an inverse also y − b, and nothing is read.
     for form in ("host", "device"):

@@ -40,7 +40,7 @@ def _singular(c: float | torch.Tensor) -> ValueError:
 def _require_nonsingular_traced(c: torch.Tensor) -> None:
     """The singularity check of an inverse traced by torch.compile, run eagerly (a graph
     break: the value is read on the host)."""
-    if not bool(torch.isfinite(c)) or bool(c == 0):
+    if not bool(torch.isfinite(c) & (c != 0)):  # one read
         raise _singular(c)
 
 _STATE = ("weight", "weight_inverse", "logabsdet", "sign")
@@ -364,7 +364,7 @@ class P4InvLinear(nn.Module):
             if self._checked and self._checked[1] == key and all(
                     a is b for a, b in zip(self._checked[0], ts, strict=True)):
                 return
-        if not bool(torch.isfinite(c)) or bool(c == 0):
+        if not bool(torch.isfinite(c) & (c != 0)):  # one read: on a GPU, one wait
             raise _singular(c.detach())
         if key is not None:
             self._checked = (ts, key)
