@@ -95,7 +95,8 @@ def _ops_table(rows: list[dict[str, Any]]) -> list[str]:
 def _count(r: dict[str, Any] | None) -> str:
     if r is None:
         return "—"
-    return f"{r['kernels']}" + (f" + {r['reads']} reads" if r["reads"] else "")
+    reads = r["reads"]
+    return f"{r['kernels']}" + (f" + {reads} read{'s' if reads > 1 else ''}" if reads else "")
 
 
 def _sizes(ns: list[int]) -> str:

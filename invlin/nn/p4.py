@@ -97,6 +97,12 @@ class P4InvLinear(nn.Module):
     they are kept only inside :func:`~invlin.nn.cached_products` (opt-in, checked by version
     counters alone: reading values would wait for the device on every call).
 
+    torch.compile: while traced, every value is a tensor operation of u, v, b and the state
+    (nothing kept between calls, no value read on the host), so forward, :meth:`penalty` and
+    their backward compile into one graph (``fullgraph=True``), and :meth:`merge` (eager, in
+    place) between calls is seen without recompiling. ``inverse`` breaks the graph once, to
+    read c for its singularity check.
+
     Changing the state by hand: write A with an in-place tensor op under ``torch.no_grad()``
     (``layer.weight.copy_(w)``) or ``load_state_dict``, then call :meth:`refresh`. Writes through
     ``.data`` (``layer.weight.data.copy_(w)``) bypass PyTorch's version counters, so the cached
