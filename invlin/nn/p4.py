@@ -43,6 +43,7 @@ def _require_nonsingular_traced(c: torch.Tensor) -> None:
     if not bool(torch.isfinite(c) & (c != 0)):  # one read
         raise _singular(c)
 
+
 _STATE = ("weight", "weight_inverse", "logabsdet", "sign")
 # inverse() keeps one buffer for y − b between calls when y has at most this many elements
 # (16 MiB in float32): a fresh batch-sized temporary per call costs page faults on glibc, whose
