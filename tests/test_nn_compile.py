@@ -164,3 +164,33 @@ def test_compiled_inverse_matches_and_refuses_a_singular_map():
         singular.v.copy_(torch.tensor([-1.0, 0, 0, 0]))
     with pytest.raises(ValueError, match=r"singular: c = 1 \+ vᵀA⁻¹u = 0\.0"):
         torch.compile(singular.inverse, backend=_Counting())(y)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(3, 5), (5,), (2, 3, 5)])  # fewer rows than n, 1-D, 3-D
+def test_compiled_forward_and_penalty_for_every_input_shape(shape, bias):
+    layer = P4InvLinear(5, bias=bias, init="orthogonal", dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        layer.u.copy_(0.3 * torch.randn(5, generator=torch.Generator().manual_seed(7),
+                                        dtype=torch.float64))
+
+    def f(x):
+        y, ld = layer(x)
+        return y, ld, layer.penalty()
+
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    y, ld, p = torch.compile(f, backend=_Counting(), fullgraph=True)(x)
+    ey, eld, ep = f(x)
+    assert y.shape == ey.shape and ld.shape == eld.shape == shape[:-1]
+    w = (layer.weight + torch.outer(layer.u, layer.v)).detach()
+    kappa = kappa1(w)
+    assert_forward(out=y.detach().reshape(-1, 5), expected=ey.detach().reshape(-1, 5),
+                   kappa=kappa, dtype="float64")
+    assert_logabsdet(out=ld.detach(), expected=eld.detach(), n=5, kappa=kappa, dtype="float64")
+    wrt = [x, layer.u, layer.v]
+    got = torch.autograd.grad(y.square().sum() + ld.sum() + p, wrt)
+    want = torch.autograd.grad(ey.square().sum() + eld.sum() + ep, wrt)
+    for g, e in zip(got, want, strict=True):
+        assert_forward(out=g.reshape(1, -1), expected=e.reshape(1, -1), kappa=kappa**2,
+                       dtype="float64")
