@@ -3,6 +3,8 @@ eager values, follows merges without recompiling, and inverses still refuse sing
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch._dynamo.backends.registry import lookup_backend
@@ -12,6 +14,7 @@ from invlin.nn import (
     InvertibleSequential,
     LeakySoftplus,
     LULinear,
+    LUNet,
     P4InvLinear,
     P4Scheduler,
     cached_products,
@@ -194,3 +197,26 @@ def test_compiled_forward_and_penalty_for_every_input_shape(shape, bias):
     for g, e in zip(got, want, strict=True):
         assert_forward(out=g.reshape(1, -1), expected=e.reshape(1, -1), kappa=kappa**2,
                        dtype="float64")
+
+
+def test_lunet_nll_compiles_to_one_graph():
+    net = LUNet(6, blocks=3, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    x = torch.randn(10, 6, dtype=torch.float64)
+
+    def f(x):
+        return (*net(x), net.nll(x))
+
+    z, ld, nll = torch.compile(f, backend=_Counting(), fullgraph=True)(x)
+    ez, eld, enll = f(x)
+    kappa = 1.0 / net[1].alpha ** 2  # two activations, slopes in [α, 1]
+    for m in net:
+        if isinstance(m, LULinear):
+            kappa *= kappa1(m.weight().detach())
+    assert_forward(out=z.detach(), expected=ez.detach(), kappa=kappa, dtype="float64")
+    assert_logabsdet(out=ld.detach(), expected=eld.detach(), n=6, kappa=kappa, dtype="float64")
+    # NLL = mean(½‖z‖² + ½n·log 2π − log|det|): its terms' errors, amplified by the cancellation
+    # Σ|terms| / |NLL|
+    terms = (0.5 * ez.square().sum(-1) + 3 * math.log(2 * math.pi) + eld.abs()).mean()
+    cancel = float(terms / enll.abs())
+    assert_forward(out=nll.detach().reshape(1, 1), expected=enll.detach().reshape(1, 1),
+                   kappa=kappa * max(cancel, 1.0), dtype="float64")
