@@ -252,3 +252,30 @@ def test_p4_inverse_copies_a_kept_tensor_log_determinant(grad):
     with torch.no_grad():
         ld[0].add_(100.0)  # a view of the caller's own memory
     assert torch.equal(products[4], kept)
+
+
+def test_penalty_host_tensor_and_relu_forms_agree_bit_for_bit():
+    # P(t) = relu(lo − t)² + relu(t − hi)² is computed as d² with d = t − clamp(t, lo, hi) on
+    # tensors and on host floats: both must give the definition's bits, slope included, at and
+    # beyond the bounds and for ±inf and NaN.
+    import math
+
+    from invlin.nn.p4_ops import _penalty_excess, _penalty_host, _penalty_value, _penalty_wslope
+
+    lo, hi, weight = -2.0, 15.0, 0.1
+    inf, nan = math.inf, math.nan
+    ts = [-inf, -1e300, -7.3, -2.0, -2.0 + 1e-15, 0.0, 3.1, 15.0, 15.5, 1e300, inf, nan]
+    for log_c in ts:
+        for logabsdet in (0.0, -4.2, 9.9, 30.0):
+            t = torch.tensor([log_c, log_c + logabsdet], dtype=torch.float64)
+            below, above = torch.relu(lo - t), torch.relu(t - hi)
+            value = weight * (below.square() + above.square()).sum()
+            slope = weight * (2 * (above - below).sum())
+            d = _penalty_excess(torch.tensor(log_c, dtype=torch.float64),
+                                torch.tensor(logabsdet, dtype=torch.float64), lo, hi)
+            host = _penalty_host(log_c, logabsdet, lo, hi, weight)
+            for got, want in ((_penalty_value(d, weight), value), (host[0], value),
+                              (_penalty_wslope(d, weight), slope), (host[1], slope)):
+                got = torch.as_tensor(got, dtype=torch.float64)
+                assert torch.equal(got, want) or (got.isnan() and want.isnan()), (
+                    log_c, logabsdet, float(got), float(want))
