@@ -82,8 +82,8 @@ def _ops_table(rows: list[dict[str, Any]]) -> list[str]:
            "it runs off the CPU (0-dim tensor scalars, products kept only inside "
            "`cached_products()`) and Adam in its multi-tensor (foreach) form, as on a GPU, "
            "forced on this machine — its counts are a GPU's launches. Training steps merge "
-           "every step (one gathered read per layer). The in-place change of u in the 'u "
-           "changed' rows is not counted.", "",
+           "every step (the scheduler reads all layers' decisions in one gathered read). The "
+           "in-place change of u in the 'u changed' rows is not counted.", "",
            "| call | " + " | ".join(f"{f}, n = {_sizes(ns)}" for f, ns in cols) + " |",
            "|---|" + "---|" * len(cols)]
     for item in items:

@@ -387,3 +387,66 @@ def test_long_float32_training_run_stays_within_bounds(scalar_form):
     assert_inverse(exact.to_float(), out=layer.weight_inverse, updates=k)
     assert_logabsdet(out=float(layer.logabsdet), expected=truth.logabsdet, n=n,
                      kappa=truth.kappa, dtype="float64", updates=k)
+
+
+def _three_layers(seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.Sequential(*(P4InvLinear(5, init="orthogonal", generator=g)
+                                 for _ in range(3)))
+
+
+def _perturb(model, step):
+    """The same in-place changes of u and v for two copies: normal steps, one that the guard
+    refuses (log|c| far below its bound) and one non-finite u."""
+    g = torch.Generator().manual_seed(100 + step)
+    with torch.no_grad():
+        for i, layer in enumerate(model):
+            layer.u.copy_(0.2 * torch.randn(5, generator=g))
+            if step == 2 and i == 1:  # c = 1 + vᵀA⁻¹u ≈ 1e-9: refused (the step is not forced)
+                vx = layer.v.double() @ layer.weight_inverse
+                layer.u.copy_((layer.u.double() * (1e-9 - 1) / (vx @ layer.u.double())).float())
+            if step == 3 and i == 2:
+                layer.u[0] = float("nan")
+
+
+def test_scheduler_reads_all_merge_decisions_at_once_with_the_same_results(scalar_form):
+    from benchmarks.ops import count_ops
+
+    batched, single = _three_layers(3), _three_layers(3)
+    sched = P4Scheduler(batched, torch.optim.SGD(batched.parameters(), lr=0.1),
+                        force_every=None)
+    results = []
+    for step in range(5):
+        _perturb(batched, step)
+        _perturb(single, step)
+        counts = count_ops(lambda: results.append(sched.step()))
+        if scalar_form == "device":  # one transfer for the three layers' decisions
+            assert counts["reads"] == 1
+        for layer in single:
+            layer.merge()
+        for a, b in zip(batched, single, strict=True):
+            assert a.counters == b.counters
+            for (name, t), (_, e) in zip(a.state_dict().items(), b.state_dict().items(),
+                                         strict=True):
+                assert torch.equal(t, e), name
+    # the cases were met: c ≈ 1e-9 refused by the guard, a NaN in u reset
+    assert results[2]["1"] is False and results[3]["2"] is False
+    assert [layer.counters["nonfinite_resets"] for layer in batched] == [0, 0, 1]
+    merges = sum(layer.counters["merges"] for layer in batched)
+    assert merges == 15 - sum(layer.counters["refusals"] for layer in batched) == 15 - sum(
+        not ok for r in results for ok in r.values())
+
+
+def test_scheduler_uses_a_subclass_merge():
+    class Logged(P4InvLinear):
+        def merge(self, force=False):
+            self.calls = getattr(self, "calls", 0) + 1
+            return super().merge(force)
+
+    model = torch.nn.Sequential(Logged(3), P4InvLinear(3))
+    sched = P4Scheduler(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    with torch.no_grad():
+        model[0].u.fill_(0.1)
+        model[1].u.fill_(0.1)
+    assert sched.step() == {"0": True, "1": True}
+    assert model[0].calls == 1

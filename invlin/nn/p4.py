@@ -29,7 +29,7 @@ from invlin.nn.p4_ops import (
 )
 from invlin.reference.rank_one import Guard
 
-__all__ = ["P4InvLinear"]
+__all__ = ["P4InvLinear", "read_merge_plans"]
 
 
 def _singular(c: float | torch.Tensor) -> ValueError:
@@ -42,6 +42,28 @@ def _require_nonsingular_traced(c: torch.Tensor) -> None:
     break: the value is read on the host)."""
     if not bool(torch.isfinite(c) & (c != 0)):  # one read
         raise _singular(c)
+
+
+def read_merge_plans(plans: list[tuple]) -> list[list[float]]:
+    """The host values of merge plans (``P4InvLinear._merge_plan``): those gathered off the CPU
+    are read in one transfer per device and dtype (a GPU waits once for all the layers of a
+    scheduler step, not once per layer); those made on the CPU are already host floats."""
+    out: list[list[float] | None] = [None] * len(plans)
+    groups: dict[tuple, list[int]] = {}
+    for i, plan in enumerate(plans):
+        values = plan[1]
+        if isinstance(values, torch.Tensor):
+            groups.setdefault((values.device, values.dtype), []).append(i)
+        else:
+            out[i] = values
+    for members in groups.values():
+        tensors = [plans[i][1] for i in members]
+        flat = (tensors[0] if len(tensors) == 1 else torch.cat(tensors)).tolist()
+        start = 0
+        for i, t in zip(members, tensors, strict=True):
+            out[i] = flat[start:start + t.numel()]
+            start += t.numel()
+    return out  # type: ignore[return-value]
 
 
 _STATE = ("weight", "weight_inverse", "logabsdet", "sign")
@@ -444,19 +466,20 @@ class P4InvLinear(nn.Module):
             return self._merge(force)
 
     def _merge(self, force: bool) -> bool:
-        # Counters and the bound are plain attributes: written through __dict__, as
-        # Module.__setattr__ would after its checks for parameters, buffers and modules (which
-        # cost about 7 µs per write).
-        d = self.__dict__
+        plan = self._merge_plan(force)
+        return self._merge_apply(plan, read_merge_plans([plan])[0])
+
+    def _merge_plan(self, force: bool) -> tuple:
+        """The first half of a merge (no autograd): the O(n²) products Xu and vᵀX and the values
+        the decision needs — max|u|, max|v|, max|Xu|, max|vᵀX|, vᵀXu, log|det A| and what else
+        is needed — gathered off the CPU into one tensor, so that :func:`read_merge_plans`
+        reads them, for one layer or many, in one device-to-host transfer. Changes nothing."""
         u_p, v_p, _, a, x, logabsdet = self._parts()
         sdt = a.dtype
         u, v = _to(u_p, sdt), _to(v_p, sdt)
         xu = torch.mv(x, u)
         vx = v @ x
         bounds = self._max_abs_state()
-        # max|u|, max|v|, max|Xu|, max|vᵀX|, vᵀXu, log|det A| (and what else is needed) are
-        # read on the host, where the merge decision is made: off the CPU in one tensor, one
-        # device-to-host transfer (a GPU waits here once, not once per value).
         norms = torch.linalg.vector_norm(torch.stack((u, v, xu, vx)), math.inf, dim=1)
         dot = torch.dot(v, xu)
         # u, v are finite iff max|u|, max|v| are (NaN and inf reach the max) when the state
@@ -466,13 +489,21 @@ class P4InvLinear(nn.Module):
         if not exact:
             extra.insert(0, (torch.isfinite(u_p).all() & torch.isfinite(v_p).all()).to(sdt))
         if p4_ops._host(x):  # reading a CPU value waits for nothing: no gathering op
-            mu, mv, mxu, mvx = norms.tolist()
-            dot, ld = float(dot), float(logabsdet)
-            rest = [float(m) for m in extra]
+            values: torch.Tensor | list[float] = [
+                *norms.tolist(), float(dot), float(logabsdet), *(float(m) for m in extra)]
         else:
-            mu, mv, mxu, mvx, dot, ld, *rest = torch.cat(
-                [norms, dot.reshape(1), logabsdet.reshape(1), *(m.reshape(1) for m in extra)]
-            ).tolist()
+            values = torch.cat([norms, dot.reshape(1), logabsdet.reshape(1),
+                                *(m.reshape(1) for m in extra)])
+        return (force, values, u, v, a, x, logabsdet, xu, vx, bounds, exact)
+
+    def _merge_apply(self, plan: tuple, values: list[float]) -> bool:
+        """The second half of a merge: decide on the values read and fold u vᵀ in, or refuse."""
+        # Counters and the bound are plain attributes: written through __dict__, as
+        # Module.__setattr__ would after its checks for parameters, buffers and modules (which
+        # cost about 7 µs per write).
+        d = self.__dict__
+        force, _, u, v, a, x, logabsdet, xu, vx, bounds, exact = plan
+        mu, mv, mxu, mvx, dot, ld, *rest = values
         ok = math.isfinite(mu) and math.isfinite(mv) if exact else bool(rest.pop(0))
         if not ok:
             d["nonfinite_resets"] += 1

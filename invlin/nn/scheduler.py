@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from invlin.nn.p4 import P4InvLinear
+from invlin.nn.p4 import P4InvLinear, read_merge_plans
 
 __all__ = ["MergeHistory", "P4Scheduler", "reset_optimizer_state"]
 
@@ -104,6 +104,9 @@ class P4Scheduler:
     Every ``correct_every`` steps (when set) each layer's drift monitor runs even without a merge.
     With ``record=True`` each merge's (u, v, c) goes into :attr:`history` for replay.
 
+    Off the CPU the merge decisions of all layers are read on the host in one transfer per step
+    (one device wait, not one per layer); a subclass that overrides ``merge`` is merged by it.
+
     >>> model = torch.nn.Sequential(P4InvLinear(4), P4InvLinear(4))
     >>> opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     >>> sched = P4Scheduler(model, opt)
@@ -150,13 +153,27 @@ class P4Scheduler:
         if self.steps % self.merge_every == 0:
             force = self.force_every is not None and self.steps % self.force_every == 0
             optimized = None  # ids of the optimizer's parameters, gathered once per step
-            for name, layer in self.layers.items():
-                snapshot = None
-                if self.history is not None:
-                    snapshot = (layer.u.detach().double().cpu().numpy().copy(),
-                                layer.v.detach().double().cpu().numpy().copy(),
-                                float(layer.factor().detach()))
-                ok = layer.merge(force=force)
+            snapshots: dict[str, tuple] = {}
+            if self.history is not None:
+                for name, layer in self.layers.items():
+                    snapshots[name] = (layer.u.detach().double().cpu().numpy().copy(),
+                                       layer.v.detach().double().cpu().numpy().copy(),
+                                       float(layer.factor().detach()))
+            # Every layer's merge decision is read on the host in one transfer (the layers are
+            # independent: planning all first changes no value), then applied in order. A
+            # subclass that overrides merge() is merged by it.
+            own = [type(layer).merge is P4InvLinear.merge for layer in self.layers.values()]
+            with torch.no_grad():
+                plans = [layer._merge_plan(force) if mine else None
+                         for layer, mine in zip(self.layers.values(), own, strict=True)]
+                read = iter(read_merge_plans([p for p in plans if p is not None]))
+            for (name, layer), plan in zip(self.layers.items(), plans, strict=True):
+                snapshot = snapshots.get(name)
+                if plan is None:
+                    ok = layer.merge(force=force)
+                else:
+                    with torch.no_grad():
+                        ok = layer._merge_apply(plan, next(read))
                 merged[name] = ok
                 if ok:
                     if optimized is None:
