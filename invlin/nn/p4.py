@@ -467,7 +467,8 @@ class P4InvLinear(nn.Module):
 
     def _merge(self, force: bool) -> bool:
         plan = self._merge_plan(force)
-        return self._merge_apply(plan, read_merge_plans([plan])[0])
+        values = plan[1]  # host floats on the CPU, else one tensor: one transfer
+        return self._merge_apply(plan, values if isinstance(values, list) else values.tolist())
 
     def _merge_plan(self, force: bool) -> tuple:
         """The first half of a merge (no autograd): the O(n²) products Xu and vᵀX and the values

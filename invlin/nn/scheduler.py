@@ -11,8 +11,11 @@ import torch
 from torch import nn
 
 from invlin.nn.p4 import P4InvLinear, read_merge_plans
+from invlin.nn.p4_ops import _NoGrad
 
 __all__ = ["MergeHistory", "P4Scheduler", "reset_optimizer_state"]
+
+_MERGE = P4InvLinear.merge
 
 
 def reset_optimizer_state(optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor]) -> None:
@@ -162,27 +165,24 @@ class P4Scheduler:
             # Every layer's merge decision is read on the host in one transfer (the layers are
             # independent: planning all first changes no value), then applied in order. A
             # subclass that overrides merge() is merged by it.
-            own = [type(layer).merge is P4InvLinear.merge for layer in self.layers.values()]
-            with torch.no_grad():
-                plans = [layer._merge_plan(force) if mine else None
-                         for layer, mine in zip(self.layers.values(), own, strict=True)]
+            with _NoGrad():
+                plans = [layer._merge_plan(force) if type(layer).merge is _MERGE else None
+                         for layer in self.layers.values()]
                 read = iter(read_merge_plans([p for p in plans if p is not None]))
-            for (name, layer), plan in zip(self.layers.items(), plans, strict=True):
-                snapshot = snapshots.get(name)
-                if plan is None:
-                    ok = layer.merge(force=force)
-                else:
-                    with torch.no_grad():
-                        ok = layer._merge_apply(plan, next(read))
-                merged[name] = ok
-                if ok:
-                    if optimized is None:
-                        optimized = {id(q) for g in self.optimizer.param_groups
-                                     for q in g["params"]}
-                    params = [layer._parameters.get(p) for p in self.reset]
-                    self._reset_state([p for p in params if p is not None and id(p) in optimized])
-                    if snapshot is not None:
-                        self.history.record(name, layer, *snapshot, step=self.steps)
+                for (name, layer), plan in zip(self.layers.items(), plans, strict=True):
+                    ok = (layer.merge(force=force) if plan is None
+                          else layer._merge_apply(plan, next(read)))
+                    merged[name] = ok
+                    if ok:
+                        if optimized is None:
+                            optimized = {id(q) for g in self.optimizer.param_groups
+                                         for q in g["params"]}
+                        params = [layer._parameters.get(p) for p in self.reset]
+                        self._reset_state([p for p in params
+                                           if p is not None and id(p) in optimized])
+                        if name in snapshots:
+                            self.history.record(name, layer, *snapshots[name],
+                                                step=self.steps)
         if self.correct_every is not None and self.steps % self.correct_every == 0:
             for layer in self.layers.values():
                 layer.check_drift()
