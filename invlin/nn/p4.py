@@ -36,12 +36,15 @@ def _singular(c: float | torch.Tensor) -> ValueError:
     return ValueError(f"A + u vᵀ is singular: c = 1 + vᵀA⁻¹u = {float(c)}")
 
 
-@torch.compiler.disable
-def _require_nonsingular_traced(c: torch.Tensor) -> None:
-    """The singularity check of an inverse traced by torch.compile, run eagerly (a graph
-    break: the value is read on the host)."""
-    if not bool(torch.isfinite(c) & (c != 0)):  # one read
-        raise _singular(c)
+def _require_finite_nonzero(c: torch.Tensor) -> None:
+    """Raise ValueError unless the 0-dim tensor c is finite and nonzero (one read: on a GPU,
+    one wait)."""
+    if not bool(torch.isfinite(c) & (c != 0)):
+        raise _singular(c.detach())
+
+
+# The check of an inverse traced by torch.compile, run eagerly (a graph break: c is read).
+_require_nonsingular_traced = torch.compiler.disable(_require_finite_nonzero)
 
 
 def read_merge_plans(plans: list[tuple]) -> list[list[float]]:
@@ -393,8 +396,7 @@ class P4InvLinear(nn.Module):
             if self._checked and self._checked[1] == key and all(
                     a is b for a, b in zip(self._checked[0], ts, strict=True)):
                 return
-        if not bool(torch.isfinite(c) & (c != 0)):  # one read: on a GPU, one wait
-            raise _singular(c.detach())
+        _require_finite_nonzero(c)
         if key is not None:
             self._checked = (ts, key)
 

@@ -79,7 +79,7 @@ class ProductCache:
     def usable(*tensors: torch.Tensor) -> bool:
         """Whether entries may be used for these tensors: outside functorch transforms and
         torch.compile's tracing, on the CPU or inside :func:`cached_products`."""
-        if p4_ops._transforms_active() or p4_ops._compiling():
+        if p4_ops._tracing():
             return False
         if _TRUSTED[0]:
             return True

@@ -23,6 +23,11 @@ _transforms_active = torch._C._are_functorch_transforms_active
 _compiling = torch.compiler.is_compiling
 
 
+def _tracing() -> bool:
+    """Whether a tracer sees these calls: a functorch transform or torch.compile."""
+    return _transforms_active() or _compiling()
+
+
 def _route(*tensors: torch.Tensor | None) -> int:
     """_TRACED under a functorch transform or while torch.compile traces, _PLAIN when autograd
     records nothing for these inputs, else _EAGER.
@@ -31,7 +36,7 @@ def _route(*tensors: torch.Tensor | None) -> int:
     arguments through ``inspect.signature``) against about 15 µs for the classic ``ctx`` style,
     and with nothing to record neither is needed: the forward's tensor operations alone give the
     same values."""
-    if _transforms_active() or _compiling():
+    if _tracing():
         return _TRACED
     if torch.is_grad_enabled():
         for t in tensors:
