@@ -33,7 +33,7 @@ _DESCRIPTIONS = {
     "guarded": "P4 merge guard: refuse log|c| ≤ −6 or log|det| outside (−2.5, 15.5)",
     "monitored": "P4 guard + drift monitor after every merge (O(n²) probes; estimated ratio > "
                  "{max_ratio:g} → Newton–Schulz correction, or LU refresh when ‖R‖ ≥ "
-                 "{max_correctable:g})",
+                 "{max_correctable:g}{kappa_rule})",
     "refresh": "no guard; LU refresh of X, sign and log|det| every {refresh_every} merges",
 }
 
@@ -45,21 +45,26 @@ class PolicySpec:
 
     name: str
     guard: Guard
-    monitor: dict[str, float] | None
+    monitor: dict[str, float | None] | None
     refresh_every: int | None
     description: str
 
 
 def policy_spec(name: str, *, refresh_every: int = 100, max_ratio: float = 100.0,
-                max_correctable: float = 0.25) -> PolicySpec:
-    """The :class:`PolicySpec` of policy ``name`` (one of :data:`POLICIES`)."""
+                max_correctable: float = 0.25,
+                max_kappa_drop: float | None = 100.0) -> PolicySpec:
+    """The :class:`PolicySpec` of policy ``name`` (one of :data:`POLICIES`); the monitor's
+    settings are those of :class:`~invlin.nn.DriftMonitor`."""
     if name not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, got {name!r}")
     if isinstance(refresh_every, bool) or not isinstance(refresh_every, int) or refresh_every < 1:
         raise ValueError(f"refresh_every must be a positive integer, got {refresh_every!r}")
+    rule = ("" if max_kappa_drop is None else
+            f", and when κ₁ falls {max_kappa_drop:g}× below its peak since the last LU")
     text = _DESCRIPTIONS[name].format(refresh_every=refresh_every, max_ratio=max_ratio,
-                                      max_correctable=max_correctable)
-    monitor = {"max_ratio": float(max_ratio), "max_correctable": float(max_correctable)}
+                                      max_correctable=max_correctable, kappa_rule=rule)
+    monitor = {"max_ratio": float(max_ratio), "max_correctable": float(max_correctable),
+               "max_kappa_drop": None if max_kappa_drop is None else float(max_kappa_drop)}
     if name == "plain":
         return PolicySpec(name, Guard.off(), None, None, text)
     if name == "guarded":
@@ -98,11 +103,11 @@ class ReferenceTrack:
         self._t = TrackedMatrix(np.asarray(a0), dtype=dtype, guard=spec.guard)
         self._rng = np.random.default_rng(seed)
         self.applied = self.refused = self.corrections = self.refreshes = 0
+        self._kappa_peak = 0.0  # the largest κ₁ the monitor read since the last LU
         if spec.monitor is not None:
             from invlin.nn.monitor import DriftMonitor
 
-            self._monitor = DriftMonitor(max_ratio=spec.monitor["max_ratio"],
-                                         max_correctable=spec.monitor["max_correctable"])
+            self._monitor = DriftMonitor(**spec.monitor)
 
     def propose(self, u: np.ndarray, v: np.ndarray) -> bool:
         """Offer A ← A + u vᵀ (u, v: (n,) in the track's dtype); True when merged."""
@@ -113,8 +118,7 @@ class ReferenceTrack:
         if self.spec.monitor is not None:
             self._check()
         if self.spec.refresh_every and self.applied % self.spec.refresh_every == 0:
-            self._t.refresh()
-            self.refreshes += 1
+            self._refresh()
         return True
 
     def _check(self) -> None:
@@ -125,8 +129,10 @@ class ReferenceTrack:
                              seed=self._rng)
         ld_scale = t.n * est.kappa * eps(self.dtype)  # the log|det| scale of invlin.testing
         ld_ratio = abs(est.logdet_drift) / ld_scale if ld_scale > 0 else np.inf
-        reading = DriftReading(est.residual, est.ratio, est.logdet_drift, float(ld_ratio))
-        action = self._monitor.decide(reading)
+        reading = DriftReading(est.residual, est.ratio, est.logdet_drift, float(ld_ratio),
+                               est.kappa)
+        self._kappa_peak = max(est.kappa, self._kappa_peak)
+        action = self._monitor.decide(reading, self._kappa_peak)
         if action == "correct":
             try:
                 t.correct(order=self._monitor.order)
@@ -135,8 +141,12 @@ class ReferenceTrack:
             except ValueError:
                 action = "refresh"
         if action == "refresh":
-            t.refresh()
-            self.refreshes += 1
+            self._refresh()
+
+    def _refresh(self) -> None:
+        self._t.refresh()
+        self.refreshes += 1
+        self._kappa_peak = 0.0  # the largest κ₁ read since the last LU
 
     def state(self) -> TrackState:
         """The held matrix, tracked inverse, sign and log|det| (float64 copies)."""
@@ -175,8 +185,7 @@ class LayerTrack:
         gen = torch.Generator(device=dev).manual_seed(int(seed))
         monitor = None
         if spec.monitor is not None:
-            monitor = DriftMonitor(max_ratio=spec.monitor["max_ratio"],
-                                   max_correctable=spec.monitor["max_correctable"])
+            monitor = DriftMonitor(**spec.monitor)
         init = torch.as_tensor(np.asarray(a0, dtype=np.float64))
         self.layer = P4InvLinear(init.shape[0], bias=False, init=init, guard=spec.guard,
                                  monitor=monitor, state_dtype=tdt, device=dev, dtype=tdt,

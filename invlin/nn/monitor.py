@@ -18,13 +18,15 @@ class DriftReading:
 
     ``residual``: estimate of ‖XA − I‖_F (Gaussian probes); ``ratio``: that residual on the
     LAPACK scale residual / (n‖A‖₁‖X‖₁ε); ``logdet_drift``: Hutchinson estimate of log det(XA);
-    ``logdet_ratio``: |logdet_drift| / (n κ₁ ε), the log|det| scale of the tolerance engine.
+    ``logdet_ratio``: |logdet_drift| / (n κ₁ ε), the log|det| scale of the tolerance engine;
+    ``kappa``: κ₁ = ‖A‖₁‖X‖₁ (``None``: not measured).
     """
 
     residual: float
     ratio: float
     logdet_drift: float
     logdet_ratio: float
+    kappa: float | None = None
 
 
 def probe_drift(
@@ -48,8 +50,8 @@ def probe_drift(
     nx = float(x.abs().sum(dim=0).max())
     scale = n * na * nx * eps(a.dtype)
     if not (residual < float("inf") and abs(logdet) < float("inf")):
-        return DriftReading(float("inf"), float("inf"), float("inf"), float("inf"))
-    return DriftReading(residual, residual / scale, logdet, abs(logdet) / scale)
+        return DriftReading(float("inf"), float("inf"), float("inf"), float("inf"), float("inf"))
+    return DriftReading(residual, residual / scale, logdet, abs(logdet) / scale, na * nx)
 
 
 @dataclass
@@ -61,6 +63,14 @@ class DriftMonitor:
     inverse is corrected by a hyperpower step of ``order`` (2 = Newton–Schulz, O(n³) once) when the
     residual estimate is below ``max_correctable`` (the iteration needs ‖I − XA‖ < 1), otherwise —
     or when ``action="refresh"`` — X, sign and log|det| are recomputed from A by LU.
+
+    The probes see X against A, not the tracked log|det| against det A: a merge made at a high κ
+    leaves an error in log|det| of order nκε that later merges keep and no probe can see (it is
+    within the allowance while κ stays high, far outside it once κ has come back down). So the
+    caller also passes the largest κ₁ read since sign and log|det| were last computed from A,
+    and when the current κ₁ is more than ``max_kappa_drop`` times below it the state is
+    refreshed (``None``: never). A layer that passes through an ill-conditioned stretch is thus
+    refreshed about log(κ_peak/κ_end)/log(max_kappa_drop) times on its way back.
     """
 
     every: int = 1
@@ -69,6 +79,7 @@ class DriftMonitor:
     max_correctable: float = 0.25
     probes: int = 4
     action: Literal["auto", "correct", "refresh"] = "auto"
+    max_kappa_drop: float | None = 100.0
 
     def __post_init__(self) -> None:
         if self.every < 1:
@@ -79,12 +90,20 @@ class DriftMonitor:
             raise ValueError(f"order must be >= 2, got {self.order}")
         if self.action not in ("auto", "correct", "refresh"):
             raise ValueError(f"action must be 'auto', 'correct' or 'refresh', got {self.action!r}")
+        if self.max_kappa_drop is not None and not self.max_kappa_drop > 1:
+            raise ValueError(f"max_kappa_drop must be > 1 or None, got {self.max_kappa_drop}")
 
-    def decide(self, reading: DriftReading) -> Literal["none", "correct", "refresh"]:
-        """The action a reading calls for."""
+    def decide(self, reading: DriftReading, kappa_peak: float | None = None
+               ) -> Literal["none", "correct", "refresh"]:
+        """The action a reading calls for; ``kappa_peak``: the largest κ₁ read since sign and
+        log|det| were last computed from A (``None``: unknown, the κ rule is skipped)."""
         drifted = not (reading.ratio <= self.max_ratio and reading.logdet_ratio <= self.max_ratio)
-        if not drifted:
-            return "none"
-        if self.action == "refresh" or not reading.residual < self.max_correctable:
+        if self._kappa_dropped(reading, kappa_peak) or (drifted and (
+                self.action == "refresh" or not reading.residual < self.max_correctable)):
             return "refresh"
-        return "correct"
+        return "correct" if drifted else "none"
+
+    def _kappa_dropped(self, reading: DriftReading, kappa_peak: float | None) -> bool:
+        if self.max_kappa_drop is None or kappa_peak is None or reading.kappa is None:
+            return False
+        return kappa_peak > self.max_kappa_drop * reading.kappa

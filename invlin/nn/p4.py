@@ -191,6 +191,8 @@ class P4InvLinear(nn.Module):
         self.corrections = 0
         self.refreshes = 0
         self.last_reading: DriftReading | None = None
+        # the largest κ₁ the monitor read since sign and log|det| were computed from A (LU)
+        self.kappa_peak: float | None = None
         self._cache: dict[str, tuple] = {}  # state casts to the compute dtype, see _cast
         self._checked: tuple = ()  # (X, u, v) and their versions whose c was found nonzero
         self._bound: tuple = ()  # (A, X, their pointers and versions, max|A|, max|X| bounds)
@@ -564,9 +566,14 @@ class P4InvLinear(nn.Module):
     def check_drift(self) -> str:
         """Probe the tracked inverse and correct or refresh it as the monitor decides.
 
-        Returns the action taken: ``"none"``, ``"correct"`` or ``"refresh"``."""
+        Returns the action taken: ``"none"``, ``"correct"`` or ``"refresh"``. Keeps in
+        :attr:`kappa_peak` the largest κ₁ read since the last refresh (see :class:`DriftMonitor`:
+        a refresh also follows a fall of κ₁ by ``max_kappa_drop``)."""
         monitor = self.monitor or DriftMonitor()
-        action = monitor.decide(self.probe())
+        reading = self.probe()
+        if reading.kappa is not None:
+            self.kappa_peak = max(reading.kappa, self.kappa_peak or 0.0)
+        action = monitor.decide(reading, self.kappa_peak)
         if action == "correct":
             if not self.correct(order=monitor.order):
                 action = "refresh"
@@ -604,6 +611,7 @@ class P4InvLinear(nn.Module):
         """Recompute A⁻¹, sign and log|det| from A by LU (O(n³))."""
         self._factor_into_state()
         self.refreshes += 1
+        self.kappa_peak = None
 
     @property
     def counters(self) -> dict[str, int]:

@@ -155,7 +155,9 @@ _POLICY_NOTES = (
     "the penalty",
     "monitored: the guard plus the drift monitor after every merge (O(n²) probes; estimated ratio "
     "> 100 → one Newton–Schulz step, or an LU refresh when the residual estimate is ≥ 0.25); a "
-    "correction repairs X but not the tracked log|det|",
+    "correction repairs X but not the tracked log|det|, so the monitor also refreshes when κ₁ "
+    "has fallen 100× below its peak since the last LU (a log|det| error made at the peak is "
+    "seen by no probe and stays after κ has come back down)",
     "refresh: no guard; X, sign and log|det| recomputed by LU every `refresh_every` merges",
     "engines: `reference` is the NumPy TrackedMatrix, `layer` the torch P4InvLinear (its own "
     "merge, guard and monitor code)",
