@@ -92,3 +92,11 @@ def test_monitor_restores_log_det_after_an_ill_conditioned_stretch(engine, seed)
         assert_logabsdet(out=state.logabsdet, expected=truth.logabsdet, n=n, kappa=truth.kappa,
                          dtype="float64", updates=merged)
     assert np.isfinite(state.logabsdet)
+
+
+def test_load_state_dict_forgets_the_kappa_peak():
+    layer = P4InvLinear(4, dtype=torch.float64, monitor=DriftMonitor())
+    layer.kappa_peak = 1e12
+    layer.load_state_dict(P4InvLinear(4, dtype=torch.float64).state_dict())
+    assert layer.kappa_peak is None
+    assert layer.check_drift() == "none"

@@ -252,6 +252,10 @@ class P4InvLinear(nn.Module):
             self.sign.fill_(-1.0 if (swaps + negatives) % 2 else 1.0)
             self.logabsdet.copy_(torch.log(diag.abs()).sum())
 
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.kappa_peak = None  # the loaded state's history is not known
+
     # -- dtype/device handling: the tracked state keeps its dtype ---------------------------------
     def _apply(self, fn, recurse=True):  # type: ignore[override]
         kept = {k: self._buffers[k] for k in _STATE}
