@@ -279,3 +279,34 @@ def test_penalty_host_tensor_and_relu_forms_agree_bit_for_bit():
                 got = torch.as_tensor(got, dtype=torch.float64)
                 assert torch.equal(got, want) or (got.isnan() and want.isnan()), (
                     log_c, logabsdet, float(got), float(want))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_fused_rounding_gives_the_bits_of_an_operation_and_a_cast(dtype):
+    # _into(op, a, b, dtype) writes op(a, b) into a dtype tensor: the same bits as
+    # op(a, b).to(dtype), one kernel instead of two where nothing records; recorded, the
+    # operation and the cast stay (differentiable).
+    from benchmarks.ops import count_ops
+    from invlin.nn.p4_ops import _into, _widened
+
+    g = torch.Generator().manual_seed(3)
+    k = torch.randn((), generator=g, dtype=torch.float64) * 1e3
+    vec = torch.randn(257, generator=g, dtype=torch.float64) * 1e-2
+    for op, a, b in ((torch.mul, k, vec), (torch.add, k, vec), (torch.sub, -k, k / 7),
+                     (torch.mul, vec.square().sum(), 0.1), (torch.div, vec, k)):
+        want = op(a, b).to(dtype)
+        got = _into(op, a, b, dtype)
+        assert got.dtype == dtype and got.shape == want.shape
+        assert torch.equal(got, want), (op, dtype)
+        with torch.no_grad():
+            assert count_ops(lambda op=op, a=a, b=b: _into(op, a, b, dtype))["kernels"] == 1
+        assert count_ops(lambda op=op, a=a, b=b: _into(op, a, b, dtype))["kernels"] == (
+            1 if dtype == torch.float64 else 2)  # grad mode on: the operation and a cast
+    leaf = k.clone().requires_grad_()
+    out = _into(torch.mul, leaf, vec, dtype)
+    out.float().sum().backward()
+    assert out.dtype == dtype and torch.equal(leaf.grad, vec.sum().to(torch.float64))
+    # a narrower 0-dim gradient enters a float64 operation exactly: no cast of its own
+    g32 = torch.tensor(0.3, dtype=torch.float32)
+    assert _widened(g32, torch.float64) is g32
+    assert _widened(k, torch.float32).dtype == torch.float32

@@ -273,11 +273,34 @@ def _saved_factor(ctx: Any, u: torch.Tensor, v: torch.Tensor,
 def _factor_grads(ctx: Any, k: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
                   xinv: torch.Tensor, c: torch.Tensor, a: torch.Tensor, iu: int,
                   iv: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """∂/∂u and ∂/∂v of k·log|c| (k in X's dtype): k Xᵀv/c and k Xu/c, in u's and v's dtypes."""
-    k = k / c
-    gu = (k * (v.to(xinv.dtype) @ xinv)).to(u.dtype) if ctx.needs_input_grad[iu] else None
-    gv = (k * a).to(v.dtype) if ctx.needs_input_grad[iv] else None
+    """∂/∂u and ∂/∂v of k·log|c| (k 0-dim, in X's dtype or one it widens exactly):
+    k Xᵀv/c and k Xu/c, in u's and v's dtypes."""
+    k = _widened(k, xinv.dtype) / c
+    gu = (_into(torch.mul, k, v.to(xinv.dtype) @ xinv, u.dtype) if ctx.needs_input_grad[iu]
+          else None)
+    gv = _into(torch.mul, k, a, v.dtype) if ctx.needs_input_grad[iv] else None
     return gu, gv
+
+
+def _widened(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """t as it enters an operation with a ``dtype`` tensor when type promotion converts it to
+    ``dtype`` exactly (no cast of its own), else t cast to ``dtype``."""
+    return t if _promoted(t.dtype, dtype) == dtype else t.to(dtype)
+
+
+_promoted = functools.cache(torch.promote_types)  # (a dispatched operation when not cached)
+
+
+def _into(op: Callable[..., torch.Tensor], a: torch.Tensor, b: torch.Tensor | float,
+          dtype: torch.dtype) -> torch.Tensor:
+    """``op(a, b).to(dtype)`` for a binary pointwise ``op``: computed in the promoted dtype and
+    rounded to ``dtype``, the same bits. Where nothing records or traces it is one kernel
+    writing into a ``dtype`` tensor (``out=``), not an operation and a cast."""
+    if torch.is_grad_enabled() or _tracing() or torch.result_type(a, b) == dtype:
+        return op(a, b).to(dtype)
+    shape = a.shape if not isinstance(b, torch.Tensor) else torch.broadcast_shapes(a.shape,
+                                                                                  b.shape)
+    return op(a, b, out=torch.empty(shape, dtype=dtype, device=a.device))
 
 
 def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
@@ -321,7 +344,7 @@ def forward_products(a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, xinv: to
             log_c = _log_abs(c)
             return w, xu, c, log_c, float(logabsdet) + log_c
         log_c = torch.log(torch.abs(c))
-        return w, xu, c, log_c, (logabsdet + log_c).to(dt)
+        return w, xu, c, log_c, _into(torch.add, logabsdet, log_c, dt)
 
 
 def _tensor(value: torch.Tensor | float, dtype: torch.dtype) -> torch.Tensor:
@@ -354,8 +377,8 @@ def inverse_products(xinv_y: torch.Tensor, v: torch.Tensor, logabsdet: torch.Ten
             log_c = _log_abs(c)
             return m, a, c, log_c, -(float(logabsdet) + log_c)
         m = _inverse_matrix(xinv_y, a.to(dt), _to(v, dt), c.to(dt)) if full else None
-        log_c = torch.log(torch.abs(c))
-        return m, a, c, log_c, (-(logabsdet + log_c)).to(dt)
+        log_c = torch.log(torch.abs(c))  # −(l + log|c|) = (−l) − log|c| exactly
+        return m, a, c, log_c, _into(torch.sub, -logabsdet, log_c, dt)
 
 
 def _forward(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
@@ -411,8 +434,10 @@ def _penalty_excess(log_c: torch.Tensor, logabsdet: torch.Tensor, lo: float,
     return terms - terms.clamp(lo, hi)
 
 
-def _penalty_value(d: torch.Tensor, weight: float) -> torch.Tensor:
-    return weight * d.square().sum()
+def _penalty_value(d: torch.Tensor, weight: float,
+                   dtype: torch.dtype | None = None) -> torch.Tensor:
+    """weight·Σd², rounded to ``dtype`` (default: d's)."""
+    return _into(torch.mul, d.square().sum(), weight, dtype or d.dtype)
 
 
 def _penalty_wslope(d: torch.Tensor, weight: float) -> torch.Tensor:
@@ -451,7 +476,7 @@ class _Penalty(torch.autograd.Function):
         # Off the host the slope is kept from here: the backward need not rebuild the terms.
         d = _penalty_excess(log_c, logabsdet, lo, hi)
         ctx.wslope = _penalty_wslope(d, weight)
-        return _penalty_value(d, weight).to(u.dtype)
+        return _penalty_value(d, weight, u.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
@@ -460,7 +485,7 @@ class _Penalty(torch.autograd.Function):
         none = (None,) * 6
         twice = torch.is_grad_enabled()  # double backward: every value rebuilt from u and v
         if ctx.host is None and not twice:
-            k = grad.to(xinv.dtype) * ctx.wslope
+            k = _widened(grad, xinv.dtype) * ctx.wslope
             return (*_factor_grads(ctx, k, u, v, xinv, ctx.c, ctx.a, 0, 1), *none)
         if ctx.host is not None and not twice:
             wslope, c = ctx.host
@@ -472,7 +497,7 @@ class _Penalty(torch.autograd.Function):
             gv = (ctx.a * k).to(v.dtype) if ctx.needs_input_grad[1] else None
             return (gu, gv, *none)
         c, a = _saved_factor(ctx, u, v, xinv)
-        k = grad.to(xinv.dtype) * _penalty_wslope(
+        k = _widened(grad, xinv.dtype) * _penalty_wslope(
             _penalty_excess(torch.log(torch.abs(c)), logabsdet, lo, hi), weight)
         return (*_factor_grads(ctx, k, u, v, xinv, c, a, 0, 1), *none)
 
@@ -512,7 +537,7 @@ class _Forward(torch.autograd.Function):
             gb = None if gb is None else _to(gb, ctx.bias_dtype)
         if grad_ld is not None and (needs[2] or needs[3]):
             c, xu = _saved_factor(ctx, u, v, xinv)
-            gu_ld, gv_ld = _factor_grads(ctx, grad_ld.sum().to(xinv.dtype), u, v, xinv, c, xu,
+            gu_ld, gv_ld = _factor_grads(ctx, grad_ld.sum(), u, v, xinv, c, xu,
                                          2, 3)
             gu, gv = _add(gu, gu_ld), _add(gv, gv_ld)
         return gx, None, gu, gv, gb, None, None, None
@@ -721,4 +746,4 @@ def p4_penalty(u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor, logabsdet: 
     if route == _PLAIN and _host(xinv):
         value, _ = _penalty_host(float(factor[0]), float(logabsdet), lo, hi, weight)
         return torch.scalar_tensor(value, dtype=u.dtype)
-    return _penalty_value(_penalty_excess(factor[0], logabsdet, lo, hi), weight).to(u.dtype)
+    return _penalty_value(_penalty_excess(factor[0], logabsdet, lo, hi), weight, u.dtype)
