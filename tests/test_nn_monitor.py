@@ -32,10 +32,14 @@ def test_decide_refreshes_when_kappa_has_fallen_below_its_peak():
     assert DriftMonitor(max_kappa_drop=10.0).decide(_reading(), kappa_peak=1.1e4) == "refresh"
 
 
-@pytest.mark.parametrize("bad", [1.0, 0.5, -3.0])
-def test_max_kappa_drop_must_exceed_one(bad):
-    with pytest.raises(ValueError, match="max_kappa_drop must be > 1"):
-        DriftMonitor(max_kappa_drop=bad)
+@pytest.mark.parametrize(("name", "bad"), [
+    ("max_kappa_drop", 1.0), ("max_kappa_drop", -3.0), ("max_kappa_drop", float("nan")),
+    ("max_kappa_drop", "100"), ("every", 0), ("every", 2.5), ("every", True), ("order", 1),
+    ("order", "2"), ("probes", 0), ("max_ratio", 0.0), ("max_ratio", "a"),
+    ("max_correctable", 0.0), ("max_correctable", 1.5), ("action", "fix")])
+def test_bad_settings_are_refused_by_name(name, bad):
+    with pytest.raises(ValueError, match=f"^{name} must"):
+        DriftMonitor(**{name: bad})
 
 
 def test_probe_reads_kappa_of_the_held_pair():

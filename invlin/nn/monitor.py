@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Literal
 
 import torch
@@ -27,6 +28,11 @@ class DriftReading:
     logdet_drift: float
     logdet_ratio: float
     kappa: float | None = None
+
+
+def _real(x: object) -> bool:
+    """A real number (not a bool), NaN excluded by the comparisons that follow."""
+    return isinstance(x, Real) and not isinstance(x, bool)
 
 
 def probe_drift(
@@ -82,16 +88,21 @@ class DriftMonitor:
     max_kappa_drop: float | None = 100.0
 
     def __post_init__(self) -> None:
-        if self.every < 1:
-            raise ValueError(f"every must be >= 1, got {self.every}")
-        if not self.max_ratio > 0:
-            raise ValueError(f"max_ratio must be positive, got {self.max_ratio}")
-        if self.order < 2:
-            raise ValueError(f"order must be >= 2, got {self.order}")
+        for name, least in (("every", 1), ("order", 2), ("probes", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        if not (_real(self.max_ratio) and self.max_ratio > 0):
+            raise ValueError(f"max_ratio must be a positive number, got {self.max_ratio!r}")
+        if not (_real(self.max_correctable) and 0 < self.max_correctable <= 1):
+            raise ValueError("max_correctable must lie in (0, 1] (the hyperpower step needs "
+                             f"‖I − XA‖ < 1), got {self.max_correctable!r}")
         if self.action not in ("auto", "correct", "refresh"):
             raise ValueError(f"action must be 'auto', 'correct' or 'refresh', got {self.action!r}")
-        if self.max_kappa_drop is not None and not self.max_kappa_drop > 1:
-            raise ValueError(f"max_kappa_drop must be > 1 or None, got {self.max_kappa_drop}")
+        if self.max_kappa_drop is not None and not (_real(self.max_kappa_drop)
+                                                    and self.max_kappa_drop > 1):
+            raise ValueError(f"max_kappa_drop must be a number > 1 or None, "
+                             f"got {self.max_kappa_drop!r}")
 
     def decide(self, reading: DriftReading, kappa_peak: float | None = None
                ) -> Literal["none", "correct", "refresh"]:
