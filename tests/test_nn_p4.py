@@ -450,3 +450,44 @@ def test_scheduler_uses_a_subclass_merge():
         model[1].u.fill_(0.1)
     assert sched.step() == {"0": True, "1": True}
     assert model[0].calls == 1
+
+
+@pytest.mark.parametrize(("kwargs", "name"), [
+    ({"penalty_bounds": ("a", 1.0)}, "penalty_bounds"),
+    ({"penalty_bounds": (math.nan, 1.0)}, "penalty_bounds"),
+    ({"penalty_bounds": (0.0, 1.0, 2.0)}, "penalty_bounds"),
+    ({"penalty_bounds": (3.0, 1.0)}, "penalty_bounds"),
+    ({"state_dtype": torch.int64}, "state_dtype"),
+    ({"dtype": torch.int32}, "dtype"),
+    ({"dtype": torch.complex64}, "dtype"),
+    ({"monitor": "every merge"}, "monitor"),
+    ({"guard": (0.0, 1.0)}, "guard"),
+])
+def test_bad_constructor_arguments_are_refused_by_name(kwargs, name):
+    with pytest.raises(ValueError, match=f"^{name} must"):
+        P4InvLinear(3, **kwargs)
+
+
+@pytest.mark.parametrize("weight", [-0.1, math.inf, math.nan, "0.1", None, True])
+def test_penalty_refuses_a_bad_weight(weight):
+    layer = _layer(4)
+    before = _state(layer)
+    with pytest.raises(ValueError, match=r"^weight must be a finite number >= 0"):
+        layer.penalty(weight=weight)
+    assert _same(before, _state(layer))
+    assert float(layer.penalty(weight=0).detach()) == 0.0
+
+
+@pytest.mark.parametrize(("kwargs", "name"), [
+    ({"merge_every": None}, "merge_every"), ({"merge_every": True}, "merge_every"),
+    ({"force_every": 0}, "force_every"), ({"correct_every": 2.0}, "correct_every"),
+    ({"reset": ("w",)}, "reset"), ({"reset": "weight"}, "reset"), ({"reset": (1,)}, "reset"),
+])
+def test_scheduler_refuses_bad_settings_by_name(kwargs, name):
+    layer = _layer(3)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=f"^{name} must"):
+        P4Scheduler(layer, opt, **kwargs)
+    with pytest.raises(ValueError, match=r"^optimizer must be a torch\.optim\.Optimizer"):
+        P4Scheduler(layer, [opt])
+    assert P4Scheduler(layer, opt, reset="bias").reset == ("bias",)  # one name as a string

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from numbers import Real
 from typing import Any
 
 import torch
@@ -41,6 +42,11 @@ def _require_finite_nonzero(c: torch.Tensor) -> None:
     one wait)."""
     if not bool(torch.isfinite(c) & (c != 0)):
         raise _singular(c.detach())
+
+
+def _real(x: object) -> bool:
+    """A real number, not a bool."""
+    return isinstance(x, Real) and not isinstance(x, bool)
 
 
 # The check of an inverse traced by torch.compile, run eagerly (a graph break: c is read).
@@ -163,13 +169,23 @@ class P4InvLinear(nn.Module):
         if isinstance(features, bool) or not isinstance(features, int) or features < 1:
             raise ValueError(f"features must be a positive integer, got {features!r}")
         self.features = features
+        if not (isinstance(penalty_bounds, (tuple, list)) and len(penalty_bounds) == 2
+                and all(_real(b) and math.isfinite(b) for b in penalty_bounds)
+                and penalty_bounds[0] < penalty_bounds[1]):
+            raise ValueError(f"penalty_bounds must be two finite numbers (min, max) with "
+                             f"min < max, got {penalty_bounds!r}")
         self.guard = Guard.p4(*penalty_bounds) if guard is None else guard
         if not isinstance(self.guard, Guard):
             raise ValueError(f"guard must be an invlin Guard, got {type(guard).__name__}")
+        if monitor is not None and not isinstance(monitor, DriftMonitor):
+            raise ValueError(f"monitor must be a DriftMonitor or None, got "
+                             f"{type(monitor).__name__}")
+        for name, dt in (("state_dtype", state_dtype), ("dtype", dtype)):
+            if dt is not None and not (isinstance(dt, torch.dtype) and dt.is_floating_point):
+                raise ValueError(f"{name} must be a real floating-point torch dtype "
+                                 f"(e.g. torch.float64), got {dt!r}")
         self.monitor = monitor
         self.penalty_bounds = (float(penalty_bounds[0]), float(penalty_bounds[1]))
-        if not self.penalty_bounds[0] < self.penalty_bounds[1]:
-            raise ValueError(f"penalty_bounds must be (min, max), min < max; got {penalty_bounds}")
         self.generator = generator
         self.state_dtype = state_dtype
         factory = {"device": device, "dtype": dtype or torch.get_default_dtype()}
@@ -410,7 +426,10 @@ class P4InvLinear(nn.Module):
         """weight·[P(log|c|) + P(log|c·det A|)], P(t) = relu(min − t)² + relu(t − max)².
 
         Keeps c and det away from the singular set (P4Inv); add it to the loss. Shape ``()``.
+        ``weight`` ≥ 0 (finite).
         """
+        if not (weight.__class__ is float or _real(weight)) or not 0.0 <= weight < math.inf:
+            raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
         u, v, _, a, xinv, logabsdet = self._parts()
         factor = None
         if self._products.usable(u, xinv):  # c from this step's forward

@@ -130,9 +130,18 @@ class P4Scheduler:
     ):
         for name, value in (("merge_every", merge_every), ("force_every", force_every),
                             ("correct_every", correct_every)):
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
-        if not set(reset) <= {"u", "v", "bias"}:
+            if (value is None and name != "merge_every") or (
+                    isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                continue
+            extra = "" if name == "merge_every" else " or None"
+            raise ValueError(f"{name} must be a positive integer{extra}, got {value!r}")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise ValueError(f"optimizer must be a torch.optim.Optimizer, got "
+                             f"{type(optimizer).__name__}")
+        if isinstance(reset, str):  # one name
+            reset = (reset,)
+        if not (isinstance(reset, (tuple, list, set, frozenset))
+                and all(isinstance(r, str) for r in reset) and set(reset) <= {"u", "v", "bias"}):
             raise ValueError(f"reset must name some of 'u', 'v', 'bias', got {reset!r}")
         self.layers = {name: m for name, m in model.named_modules() if isinstance(m, P4InvLinear)}
         if not self.layers:
