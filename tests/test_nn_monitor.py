@@ -104,3 +104,11 @@ def test_load_state_dict_forgets_the_kappa_peak():
     layer.load_state_dict(P4InvLinear(4, dtype=torch.float64).state_dict())
     assert layer.kappa_peak is None
     assert layer.check_drift() == "none"
+
+
+def test_a_probe_reads_the_device_once():
+    from benchmarks.ops import count_ops
+
+    a = torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    x = torch.linalg.inv(a)
+    assert count_ops(lambda: probe_drift(a, x))["reads"] == 1
