@@ -491,3 +491,39 @@ def test_scheduler_refuses_bad_settings_by_name(kwargs, name):
     with pytest.raises(ValueError, match=r"^optimizer must be a torch\.optim\.Optimizer"):
         P4Scheduler(layer, [opt])
     assert P4Scheduler(layer, opt, reset="bias").reset == ("bias",)  # one name as a string
+
+
+_FLOATS = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+
+
+@pytest.mark.parametrize("state_dtype", _FLOATS)
+@pytest.mark.parametrize("dtype", _FLOATS)
+@pytest.mark.parametrize("rows", [3, 7])  # fewer rows than n (rank-one term on the rows), more
+def test_every_state_and_compute_dtype_runs_a_training_step(scalar_form, state_dtype, dtype,
+                                                            rows):
+    # Forward, inverse, penalty, backward, merge and a drift check in every pairing of state and
+    # compute dtype: outputs and gradients in the compute dtype, finite, and the inverse undoing
+    # the forward to the precision of the coarser of the two dtypes (X is held in the state
+    # dtype, the products are formed in the compute dtype), judged by the tolerance engine.
+    g = torch.Generator().manual_seed(0)
+    layer = P4InvLinear(5, init="orthogonal", state_dtype=state_dtype, dtype=dtype,
+                        monitor=DriftMonitor(), generator=g, penalty_bounds=(-0.01, 0.01))
+    with torch.no_grad():
+        layer.u.copy_(0.2 * torch.randn(5, generator=g))
+        layer.bias.copy_(torch.randn(5, generator=g))
+    x = torch.randn(rows, 5, generator=g).to(dtype)
+    y, ld = layer(x)
+    x2, ld2 = layer.inverse(y.detach())
+    pen = layer.penalty()
+    assert all(t.dtype == dtype for t in (y, ld, x2, ld2, pen))
+    (y.float().square().sum() + ld.float().sum() + pen.float() + x2.float().sum()
+     + ld2.float().sum()).backward()
+    for p in (layer.u, layer.v, layer.bias):
+        assert p.grad is not None and p.grad.dtype == dtype and bool(torch.isfinite(p.grad).all())
+    assert float(pen.detach()) > 0  # the penalty is active, so its gradient path ran
+    coarser = max((dtype, state_dtype), key=lambda d: torch.finfo(d).eps)
+    assert_forward(out=x2.detach().double(), expected=x.double(), kappa=kappa1(_matrix(layer)),
+                   dtype=coarser)
+    assert torch.equal(ld2.detach(), -ld.detach())  # the same log|det|, negated
+    assert layer.merge() and layer.check_drift() in ("none", "correct", "refresh")
+    assert layer.weight.dtype == state_dtype and bool(torch.isfinite(layer(x)[0]).all())
