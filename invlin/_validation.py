@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -11,9 +12,16 @@ __all__ = [
     "as_float_dtype",
     "as_square_matrix",
     "as_vector",
+    "is_real",
 ]
 
 _FLOAT_KINDS = ("f",)
+
+
+def is_real(x: Any) -> bool:
+    """Whether ``x`` is a real number (Python or NumPy; not a bool). NaN counts: comparisons
+    made afterwards (``0 < x``, ``math.isfinite``) exclude it."""
+    return isinstance(x, Real) and not isinstance(x, bool)
 
 
 def as_float_dtype(dtype: Any, name: str = "dtype") -> np.dtype:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Literal
 
 import torch
 
 from invlin._dtypes import eps
+from invlin._validation import is_real
 
 __all__ = ["DriftMonitor", "DriftReading", "probe_drift"]
 
@@ -28,11 +29,6 @@ class DriftReading:
     logdet_drift: float
     logdet_ratio: float
     kappa: float | None = None
-
-
-def _real(x: object) -> bool:
-    """A real number (not a bool), NaN excluded by the comparisons that follow."""
-    return isinstance(x, Real) and not isinstance(x, bool)
 
 
 def probe_drift(
@@ -92,14 +88,14 @@ class DriftMonitor:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
                 raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-        if not (_real(self.max_ratio) and self.max_ratio > 0):
+        if not (is_real(self.max_ratio) and self.max_ratio > 0):
             raise ValueError(f"max_ratio must be a positive number, got {self.max_ratio!r}")
-        if not (_real(self.max_correctable) and 0 < self.max_correctable <= 1):
+        if not (is_real(self.max_correctable) and 0 < self.max_correctable <= 1):
             raise ValueError("max_correctable must lie in (0, 1] (the hyperpower step needs "
                              f"‖I − XA‖ < 1), got {self.max_correctable!r}")
         if self.action not in ("auto", "correct", "refresh"):
             raise ValueError(f"action must be 'auto', 'correct' or 'refresh', got {self.action!r}")
-        if self.max_kappa_drop is not None and not (_real(self.max_kappa_drop)
+        if self.max_kappa_drop is not None and not (is_real(self.max_kappa_drop)
                                                     and self.max_kappa_drop > 1):
             raise ValueError(f"max_kappa_drop must be a number > 1 or None, "
                              f"got {self.max_kappa_drop!r}")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 import math
-from numbers import Real
 from typing import Any
 
 import torch
 from torch import nn
 
+from invlin._validation import is_real
 from invlin.nn import p4_ops
 from invlin.nn.monitor import DriftMonitor, DriftReading, probe_drift
 from invlin.nn.p4_cache import ProductCache
@@ -42,11 +42,6 @@ def _require_finite_nonzero(c: torch.Tensor) -> None:
     one wait)."""
     if not bool(torch.isfinite(c) & (c != 0)):
         raise _singular(c.detach())
-
-
-def _real(x: object) -> bool:
-    """A real number, not a bool."""
-    return isinstance(x, Real) and not isinstance(x, bool)
 
 
 # The check of an inverse traced by torch.compile, run eagerly (a graph break: c is read).
@@ -170,7 +165,7 @@ class P4InvLinear(nn.Module):
             raise ValueError(f"features must be a positive integer, got {features!r}")
         self.features = features
         if not (isinstance(penalty_bounds, (tuple, list)) and len(penalty_bounds) == 2
-                and all(_real(b) and math.isfinite(b) for b in penalty_bounds)
+                and all(is_real(b) and math.isfinite(b) for b in penalty_bounds)
                 and penalty_bounds[0] < penalty_bounds[1]):
             raise ValueError(f"penalty_bounds must be two finite numbers (min, max) with "
                              f"min < max, got {penalty_bounds!r}")
@@ -428,7 +423,7 @@ class P4InvLinear(nn.Module):
         Keeps c and det away from the singular set (P4Inv); add it to the loss. Shape ``()``.
         ``weight`` ≥ 0 (finite).
         """
-        if not (weight.__class__ is float or _real(weight)) or not 0.0 <= weight < math.inf:
+        if not (weight.__class__ is float or is_real(weight)) or not 0.0 <= weight < math.inf:
             raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
         u, v, _, a, xinv, logabsdet = self._parts()
         factor = None
