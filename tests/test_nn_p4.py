@@ -506,8 +506,9 @@ def test_every_state_and_compute_dtype_runs_a_training_step(scalar_form, state_d
     # the forward to the precision of the coarser of the two dtypes (X is held in the state
     # dtype, the products are formed in the compute dtype), judged by the tolerance engine.
     g = torch.Generator().manual_seed(0)
+    # no monitor on the layer: it would repair a wrong merge before the check below sees it
     layer = P4InvLinear(5, init="orthogonal", state_dtype=state_dtype, dtype=dtype,
-                        monitor=DriftMonitor(), generator=g, penalty_bounds=(-0.01, 0.01))
+                        generator=g, penalty_bounds=(-0.01, 0.01))
     with torch.no_grad():
         layer.u.copy_(0.2 * torch.randn(5, generator=g))
         layer.bias.copy_(torch.randn(5, generator=g))
@@ -525,5 +526,8 @@ def test_every_state_and_compute_dtype_runs_a_training_step(scalar_form, state_d
     assert_forward(out=x2.detach().double(), expected=x.double(), kappa=kappa1(_matrix(layer)),
                    dtype=coarser)
     assert torch.equal(ld2.detach(), -ld.detach())  # the same log|det|, negated
-    assert layer.merge() and layer.check_drift() in ("none", "correct", "refresh")
+    assert layer.merge()  # one guarded update of an orthogonal A: merged, A⁻¹ a fresh-size error
+    assert_inverse(layer.weight.double(), out=layer.weight_inverse.double(),
+                   dtype=str(state_dtype).removeprefix("torch."), updates=1)
+    assert layer.check_drift() in ("none", "correct", "refresh")  # runs in every dtype
     assert layer.weight.dtype == state_dtype and bool(torch.isfinite(layer(x)[0]).all())
