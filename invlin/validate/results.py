@@ -6,9 +6,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["CheckResult", "Conformance", "LayerReport", "Status"]
+__all__ = ["BAD", "CheckEvent", "CheckResult", "Conformance", "LayerReport", "Status"]
 
-Status = Literal["pass", "fail", "error", "skip"]
+#: ``insufficient``: the check ran but judged no case (every row unjudgeable), so it proves
+#: nothing; it fails a run unless the user allows it (``--allow-insufficient``).
+Status = Literal["pass", "fail", "error", "skip", "insufficient"]
+
+#: Statuses that make a layer (and the run) fail; ``insufficient`` joins them unless allowed.
+BAD: tuple[str, ...] = ("fail", "error")
 
 
 @dataclass
@@ -31,6 +36,23 @@ class CheckResult:
     example: dict[str, Any] | None = None
     repro: str | None = None
     exception: str | None = None
+    cases: int | None = None
+
+
+@dataclass(frozen=True)
+class CheckEvent:
+    """Progress of a run, sent to a ``progress`` callback: ``phase`` is ``"start"`` before a
+    check runs and ``"end"`` after it (then ``status`` is its result's status); ``index`` and
+    ``total`` count the (check, dtype, device) runs of this layer."""
+
+    layer: str
+    check: str
+    dtype: str
+    device: str
+    phase: Literal["start", "end"]
+    index: int
+    total: int
+    status: str | None = None
 
 
 @dataclass
@@ -45,7 +67,13 @@ class LayerReport:
 
     @property
     def passed(self) -> bool:
-        return self.error is None and all(r.status in ("pass", "skip") for r in self.results)
+        """No error, and every check passed or was skipped (``insufficient`` fails)."""
+        return self.ok(allow_insufficient=False)
+
+    def ok(self, *, allow_insufficient: bool = False) -> bool:
+        """:attr:`passed`, optionally letting ``insufficient`` results through."""
+        bad = BAD if allow_insufficient else (*BAD, "insufficient")
+        return self.error is None and not any(r.status in bad for r in self.results)
 
 
 @dataclass
@@ -57,7 +85,12 @@ class Conformance:
 
     @property
     def passed(self) -> bool:
-        return all(layer.passed for layer in self.layers)
+        """Every layer :attr:`LayerReport.passed`."""
+        return self.ok(allow_insufficient=False)
+
+    def ok(self, *, allow_insufficient: bool = False) -> bool:
+        """Every layer :meth:`LayerReport.ok`."""
+        return all(x.ok(allow_insufficient=allow_insufficient) for x in self.layers)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary (round-trips through :meth:`from_dict`)."""

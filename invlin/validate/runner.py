@@ -16,7 +16,7 @@ import torch
 from invlin.testing.profiles import PROFILES
 from invlin.validate.checks import CHECKS, CheckContext, run_check
 from invlin.validate.protocol import Adapter
-from invlin.validate.results import CheckResult, Conformance, LayerReport
+from invlin.validate.results import CheckEvent, CheckResult, Conformance, LayerReport
 
 __all__ = ["LIBRARY_DISTRIBUTIONS", "default_devices", "validate", "validate_all"]
 
@@ -152,6 +152,7 @@ def validate(
     library: str | None = None,
     seed: int = 0,
     max_examples: int | None = None,
+    progress: Callable[[CheckEvent], None] | None = None,
 ) -> LayerReport:
     """Run ``checks`` (default: all of :data:`~invlin.validate.checks.CHECKS`) on the layer
     ``factory(features=features)`` for every dtype and device.
@@ -163,6 +164,7 @@ def validate(
     that raises inside a check gives that check ``status="error"``; nothing raises here except
     ``ValueError`` for bad arguments. ``devices`` defaults to :func:`default_devices`; a device
     not available here gives ``skip`` results. ``max_examples`` overrides the profile's count.
+    ``progress``, when given, is called with a :class:`CheckEvent` before and after each check.
     """
     from invlin.validate.adapters import adapt
 
@@ -186,6 +188,15 @@ def validate(
         return LayerReport(name=label, library=library or "unknown", target=target,
                            error=_text(exc))
     report = LayerReport(name=first.name, library=library or first.library, target=target)
+    total = len(devices) * len(dtypes) * len(names)
+
+    def tell(check: str, dtype: str, device: str, phase: str, status: str | None = None
+             ) -> None:
+        if progress is not None:
+            progress(CheckEvent(layer=report.name, check=check, dtype=dtype, device=device,
+                                phase=phase, index=len(report.results), total=total,
+                                status=status))
+
     with _one_thread():
         for device in devices:
             reason = _available(device)
@@ -195,12 +206,14 @@ def validate(
                                    setup=_setup(factory, target, features=features, seed=seed,
                                                 name=name, dtype=dtype, device=device))
                 for check in names:
+                    tell(check, dtype, device, "start")
                     if reason is not None:
-                        report.results.append(CheckResult(check=check, dtype=dtype,
-                                                          device=device, status="skip",
-                                                          message=reason))
-                        continue
-                    report.results.append(run_check(check, CHECKS[check], make, ctx))
+                        res = CheckResult(check=check, dtype=dtype, device=device,
+                                          status="skip", message=reason)
+                    else:
+                        res = run_check(check, CHECKS[check], make, ctx)
+                    report.results.append(res)
+                    tell(check, dtype, device, "end", res.status)
     return report
 
 

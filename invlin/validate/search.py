@@ -41,7 +41,10 @@ class Probe:
 
     ``ok`` is the verdict; ``message`` says what was compared (and, on failure, where it went
     wrong); ``example`` the case as JSON-ready data; ``repro`` Python lines that rerun it, given
-    an ``adapter`` (see :attr:`CheckContext.setup`).
+    an ``adapter`` (see :attr:`CheckContext.setup`); ``judged`` how many cases (rows, points)
+    this probe really judged — a probe that could judge nothing (every row's Jacobian singular)
+    returns ``ok=True, judged=0``, and a search whose probes judged nothing in all is
+    ``insufficient``, never a pass.
     """
 
     ok: bool
@@ -50,18 +53,21 @@ class Probe:
     message: str = ""
     example: dict[str, Any] | None = None
     repro: str | None = None
+    judged: int = 1
 
 
 @dataclass
 class Outcome:
     """Result of a search: ``failure`` (the shrunk failing probe) or ``None``; ``raised`` the
     ``"Type: message"`` of an exception the layer raised on the shrunk case (with that case in
-    ``failure``); ``worst`` the passing probe with the largest ratio; ``examples`` evaluated."""
+    ``failure``); ``worst`` the passing probe with the largest ratio; ``examples`` evaluated;
+    ``judged`` the cases the passing probes judged (sum of :attr:`Probe.judged`)."""
 
     failure: Probe | None = None
     raised: str | None = None
     worst: Probe | None = None
     examples: int = 0
+    judged: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -167,7 +173,8 @@ def search(
         raise ValueError(f"max_examples must be a positive integer, got {max_examples!r}")
     prof = PROFILES[profile]
     limit = SHRINK_LIMIT[profile]
-    state: dict[str, Any] = {"n": 0, "after": 0, "failing": set(), "worst": None, "last": None}
+    state: dict[str, Any] = {"n": 0, "after": 0, "failing": set(), "worst": None, "last": None,
+                             "judged": 0}
 
     def body(case: Any) -> None:
         key = _key(case)
@@ -195,6 +202,7 @@ def search(
             _remember(key, err)
             raise err from exc
         if out.ok:
+            state["judged"] += max(0, int(out.judged))
             if out.ratio is not None and math.isfinite(out.ratio):
                 worst = state["worst"]
                 if worst is None or worst.ratio is None or out.ratio > worst.ratio:
@@ -255,4 +263,5 @@ def search(
         outcome.notes.append(f"shrinking stopped after {limit} evaluations")
     outcome.worst = state["worst"]
     outcome.examples = state["n"]
+    outcome.judged = state["judged"]
     return outcome

@@ -183,8 +183,9 @@ def skipped(name: str, ctx: CheckContext, reason: str) -> CheckResult:
 
 
 def result(name: str, ctx: CheckContext, out: Outcome, passed: str) -> CheckResult:
-    """The :class:`CheckResult` of a search: error (the layer raised), fail, or pass with
-    ``passed`` (and the worst case's message) as its message."""
+    """The :class:`CheckResult` of a search: error (the layer raised), fail, pass with
+    ``passed`` (and the worst case's message) as its message, or ``insufficient`` when the
+    search judged no case at all (:attr:`Outcome.judged` is 0)."""
     notes = "; ".join(out.notes)
     if out.failure is not None:
         f = out.failure
@@ -194,16 +195,23 @@ def result(name: str, ctx: CheckContext, out: Outcome, passed: str) -> CheckResu
                            ratio=f.ratio, allowed=f.allowed if f.allowed is not None else
                            (ALLOWED if f.ratio is not None else None), message=msg,
                            example=f.example, repro=ctx.repro(f.repro) if f.repro else None,
-                           exception=out.raised)
+                           exception=out.raised, cases=out.judged + 1)
     worst = out.worst
-    msg = f"{passed}; {out.examples} cases"
+    if out.judged == 0:
+        why = f"; {worst.message}" if worst is not None and worst.message else ""
+        return CheckResult(check=name, dtype=ctx.dtype, device=ctx.device,
+                           status="insufficient", cases=0,
+                           message=f"judged no case in {out.examples} tried{why}" +
+                           (f" ({notes})" if notes else ""))
+    msg = f"{passed}; {out.judged} cases judged"
     if worst is not None and worst.message:
         msg += f"; worst: {worst.message}"
     if notes:
         msg += f" ({notes})"
     return CheckResult(check=name, dtype=ctx.dtype, device=ctx.device, status="pass",
                        ratio=None if worst is None else worst.ratio,
-                       allowed=None if worst is None else worst.allowed, message=msg)
+                       allowed=None if worst is None else worst.allowed, message=msg,
+                       cases=out.judged)
 
 
 def supported(fn: Callable[[], object]) -> str | None:
