@@ -21,6 +21,14 @@ from invlin.validate.protocol import Adapter, Unsupported
 
 __all__ = [
     "BROKEN",
+    "ClampedCouplingScale",
+    "clamped_coupling_both_ways",
+    "clamped_coupling_scale",
+    "ConstantMap",
+    "ZeroedCoordinate",
+    "constant_map",
+    "scaled_coordinates",
+    "zeroed_coordinate",
     "BatchMeanLogdet",
     "CorrectLinear",
     "DetachedBias",
@@ -317,6 +325,75 @@ class WrongSignTransform(StaleTransformCache):
 
 
 # -- factories ---------------------------------------------------------------------------------
+class ConstantMap(nn.Module):
+    """Bug: y = 0·x + w, log|det| reported as 0 — every input goes to one point (not
+    invertible; every value check has only singular Jacobians to look at)."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.linspace(-1.0, 1.0, features))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return 0 * x + self.w, x.new_zeros(x.shape[:-1])
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return 0 * y + self.w, y.new_zeros(y.shape[:-1])
+
+
+class ZeroedCoordinate(nn.Module):
+    """Bug: an elementwise scaling y = s ⊙ x whose first output coordinate is forced to zero
+    (the log|det| still sums all n log|s|); ``zero=False`` is the correct twin."""
+
+    def __init__(self, features: int, zero: bool = True) -> None:
+        super().__init__()
+        self.log_s = nn.Parameter(torch.linspace(-0.5, 0.5, features))
+        self.zero = zero
+
+    def _mask(self, t: torch.Tensor) -> torch.Tensor:
+        mask = torch.ones(t.shape[-1], dtype=t.dtype, device=t.device)
+        if self.zero:
+            mask[0] = 0
+        return mask
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = x * self.log_s.exp() * self._mask(x)
+        return y, self.log_s.sum().expand(x.shape[:-1])
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return y * (-self.log_s).exp(), (-self.log_s.sum()).expand(y.shape[:-1])
+
+
+class ClampedCouplingScale(nn.Module):
+    """Affine coupling y_a = x_a, y_b = x_b·exp(s) + t with s, t linear in x_a.
+
+    Bug: the forward clamps s to [−1, 1] and the inverse does not, so the two are inverses
+    only where |s| ≤ 1 — a logic defect whose region a dtype's search may or may not reach.
+    ``clamp_inverse=True`` is the correct twin (both clamp; still a bijection)."""
+
+    def __init__(self, features: int, clamp_inverse: bool = False) -> None:
+        super().__init__()
+        self.k = max(1, features // 2)
+        m = features - self.k
+        g = torch.Generator().manual_seed(features)
+        self.ws = nn.Parameter(0.4 * torch.randn(m, self.k, generator=g))
+        self.wt = nn.Parameter(0.4 * torch.randn(m, self.k, generator=g))
+        self.clamp_inverse = clamp_inverse
+
+    def _scale(self, xa: torch.Tensor, clamp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        s = F.linear(xa, self.ws)
+        return (s.clamp(-1.0, 1.0) if clamp else s), F.linear(xa, self.wt)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xa, xb = x[..., : self.k], x[..., self.k :]
+        s, t = self._scale(xa, True)
+        return torch.cat([xa, xb * s.exp() + t], -1), s.sum(-1)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ya, yb = y[..., : self.k], y[..., self.k :]
+        s, t = self._scale(ya, self.clamp_inverse)
+        return torch.cat([ya, (yb - t) * (-s).exp()], -1), -s.sum(-1)
+
+
 def _matrix(layer: nn.Module, features: int) -> Adapter:
     return MatrixAdapter(layer, features, name=type(layer).__name__)
 
@@ -377,6 +454,28 @@ def non_finite_at_edges(features: int) -> nn.Module:
     return NonFiniteAtEdges(features)
 
 
+def constant_map(features: int) -> nn.Module:
+    return ConstantMap(features)
+
+
+def zeroed_coordinate(features: int) -> nn.Module:
+    return ZeroedCoordinate(features)
+
+
+def scaled_coordinates(features: int) -> nn.Module:
+    """The correct twin of :func:`zeroed_coordinate`."""
+    return ZeroedCoordinate(features, zero=False)
+
+
+def clamped_coupling_scale(features: int) -> nn.Module:
+    return ClampedCouplingScale(features)
+
+
+def clamped_coupling_both_ways(features: int) -> nn.Module:
+    """The correct twin of :func:`clamped_coupling_scale`."""
+    return ClampedCouplingScale(features, clamp_inverse=True)
+
+
 _ALL_BUT_LOGDET = ("round_trip", "logdet_consistency", "batch_shape", "dtype_device", "modes",
                    "cache", "edges", "conditioning", "gradients")
 
@@ -401,6 +500,10 @@ _ALL_BUT_LOGDET = ("round_trip", "logdet_consistency", "batch_shape", "dtype_dev
 #: * wrong-sign Transform: autograd (no matrix, so no oracle) and, being a ``cache_size=1``
 #:   transform, the cache check's parameter update.
 BROKEN: dict = {
+    # not invertible: every row's Jacobian is singular, so no κ-scaled bound exists and the
+    # value checks judge nothing ("insufficient"); the invertibility check fails them
+    constant_map: {d: ("fail", ("invertibility",)) for d in ("float64", "float32")},
+    zeroed_coordinate: {d: ("fail", ("invertibility",)) for d in ("float64", "float32")},
     wrong_sign_logdet: {d: ("fail", ("logdet_autograd", "logdet_oracle", "conditioning"))
                         for d in ("float64", "float32")},
     missing_factor_logdet: {d: ("fail", ("logdet_autograd", "logdet_oracle"))

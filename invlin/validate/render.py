@@ -27,7 +27,8 @@ __all__ = [
 ]
 
 FORMATS = ("text", "markdown", "json")
-_LABEL = {"pass": "pass", "fail": "FAIL", "error": "ERROR", "skip": "skip"}
+_LABEL = {"pass": "pass", "fail": "FAIL", "error": "ERROR", "skip": "skip",
+          "insufficient": "INSUFFICIENT"}
 _EXAMPLE_CHARS = 4000  # longer minimal examples are cut in text/Markdown (JSON keeps them whole)
 
 
@@ -84,7 +85,7 @@ def _layer_label(layer: LayerReport, libraries: set[str]) -> str:
 def counts(conformance: Conformance) -> dict[str, int]:
     """How many results have each status, plus ``layers`` and ``layer_errors``."""
     out = {"layers": len(conformance.layers), "layer_errors": 0,
-           "pass": 0, "fail": 0, "error": 0, "skip": 0}
+           "pass": 0, "fail": 0, "error": 0, "skip": 0, "insufficient": 0}
     for layer in conformance.layers:
         out["layer_errors"] += layer.error is not None
         for r in layer.results:
@@ -94,10 +95,15 @@ def counts(conformance: Conformance) -> dict[str, int]:
 
 def _headline(conformance: Conformance) -> str:
     c = counts(conformance)
-    verdict = "PASSED" if conformance.passed else "FAILED"
+    allow = bool(conformance.meta.get("allow_insufficient", False))
+    verdict = "PASSED" if conformance.ok(allow_insufficient=allow) else "FAILED"
     errors = c["error"] + c["layer_errors"]
-    return (f"{verdict}: {c['layers']} layer(s), {c['pass']} passed, {c['fail']} failed, "
+    text = (f"{verdict}: {c['layers']} layer(s), {c['pass']} passed, {c['fail']} failed, "
             f"{errors} error(s), {c['skip']} skipped")
+    if c["insufficient"]:
+        text += (f", {c['insufficient']} insufficient (judged no case"
+                 f"{'; allowed' if allow else ''})")
+    return text
 
 
 def warnings_rows(meta: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
@@ -165,7 +171,7 @@ def _failures(conformance: Conformance) -> list[tuple[LayerReport, CheckResult |
                     continue
                 seen[r.exception] = []
                 out.append((layer, r, seen[r.exception]))
-            elif r.status in ("fail", "error"):
+            elif r.status in ("fail", "error", "insufficient"):
                 out.append((layer, r, []))
     return out
 

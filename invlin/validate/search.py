@@ -61,13 +61,15 @@ class Outcome:
     """Result of a search: ``failure`` (the shrunk failing probe) or ``None``; ``raised`` the
     ``"Type: message"`` of an exception the layer raised on the shrunk case (with that case in
     ``failure``); ``worst`` the passing probe with the largest ratio; ``examples`` evaluated;
-    ``judged`` the cases the passing probes judged (sum of :attr:`Probe.judged`)."""
+    ``judged`` the cases the passing probes judged (sum of :attr:`Probe.judged`);
+    ``unjudged`` the message of the last probe that judged nothing (why it could not)."""
 
     failure: Probe | None = None
     raised: str | None = None
     worst: Probe | None = None
     examples: int = 0
     judged: int = 0
+    unjudged: str = ""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -203,6 +205,8 @@ def search(
             raise err from exc
         if out.ok:
             state["judged"] += max(0, int(out.judged))
+            if out.judged <= 0:
+                state["unjudged"] = out.message
             if out.ratio is not None and math.isfinite(out.ratio):
                 worst = state["worst"]
                 if worst is None or worst.ratio is None or out.ratio > worst.ratio:
@@ -264,4 +268,5 @@ def search(
     outcome.worst = state["worst"]
     outcome.examples = state["n"]
     outcome.judged = state["judged"]
+    outcome.unjudged = state.get("unjudged", "")
     return outcome

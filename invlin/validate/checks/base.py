@@ -49,7 +49,9 @@ class CheckContext:
     ``profile`` (dev/ci/thorough) the search effort, ``max_examples`` overriding the profile's
     example count; ``seed`` seeds the search (outside ci) and the checks' random draws;
     ``features`` the layer's n; ``setup`` Python source that defines ``adapter`` (the layer as
-    the check saw it) for the reproduction snippets; ``factory`` a short name of the factory.
+    the check saw it) for the reproduction snippets; ``replay`` cases every search of the
+    check tries first (a failing case of another dtype, replayed here; see
+    :mod:`invlin.validate.verdicts`).
     """
 
     dtype: str = "float64"
@@ -59,6 +61,7 @@ class CheckContext:
     seed: int = 0
     features: int = 4
     setup: str = ""
+    replay: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
@@ -96,7 +99,7 @@ class CheckContext:
         return search(strategy, probe, profile=self.profile,
                       max_examples=self.examples(share, minimum=minimum), seed=self.seed,
                       describe=describe or (lambda x: {"x": x}), snippet=snippet,
-                      explicit=explicit)
+                      explicit=(*self.replay, *explicit))
 
     def repro(self, lines: str) -> str:
         """:attr:`setup` followed by ``lines``: a runnable script."""
@@ -198,7 +201,7 @@ def result(name: str, ctx: CheckContext, out: Outcome, passed: str) -> CheckResu
                            exception=out.raised, cases=out.judged + 1)
     worst = out.worst
     if out.judged == 0:
-        why = f"; {worst.message}" if worst is not None and worst.message else ""
+        why = f": {out.unjudged}" if out.unjudged else ""
         return CheckResult(check=name, dtype=ctx.dtype, device=ctx.device,
                            status="insufficient", cases=0,
                            message=f"judged no case in {out.examples} tried{why}" +
