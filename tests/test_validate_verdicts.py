@@ -23,7 +23,7 @@ from invlin.validate.checks.invertibility import rank_deficiency
 from invlin.validate.render import render_text
 from invlin.validate.results import CheckResult, Conformance, LayerReport
 from invlin.validate.runner import validate
-from invlin.validate.search import Outcome, Probe, search
+from invlin.validate.search import Probe, search
 from invlin.validate.verdicts import REPLAYABLE, reconcile
 
 RUN = {"features": 3, "profile": "dev", "max_examples": 10}
@@ -164,7 +164,7 @@ def test_reconcile_turns_a_blind_pass_into_the_failure_it_missed():
     fails = lambda check, dtype, device, case: _result(
         check,
         dtype,
-        "fail",  # noqa: E731
+        "fail",
         x=case.tolist(),
         ratio=1e9,
     )
