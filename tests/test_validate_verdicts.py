@@ -161,13 +161,10 @@ def test_reconcile_turns_a_blind_pass_into_the_failure_it_missed():
             _result("round_trip", "float32", "fail", x=[[1.0, 2.0, 3.0]], ratio=99.0),
         ],
     )
-    fails = lambda check, dtype, device, case: _result(
-        check,
-        dtype,
-        "fail",
-        x=case.tolist(),
-        ratio=1e9,
-    )
+
+    def fails(check, dtype, device, case):
+        return _result(check, dtype, "fail", x=case.tolist(), ratio=1e9)
+
     reconcile(report, fails, features=3)
     assert [r.status for r in report.results] == ["fail", "fail"]
     assert "found by replaying the float32 failing case" in report.results[0].message
