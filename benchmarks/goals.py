@@ -40,6 +40,7 @@ GOALS: tuple[Goal, ...] = (
     Goal("training_step", 1.3, "all n", lambda r: True),
     Goal("training_step_compiled", 1.3, "all n, both flows compiled", lambda r: True),
     Goal("report_wall_time", 60.0, "default workload", lambda r: True, value="seconds"),
+    Goal("validate_vs_import_torch", 4.0, "6-feature LULinear, ci profile", lambda r: True),
 )
 
 

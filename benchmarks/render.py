@@ -30,6 +30,9 @@ TITLES: dict[str, str] = {
                               "(torch.compile): P4Inv ÷ nn.Linear",
     "training_step_compiled_vs_eager": "Training step of the P4Inv flow: compiled ÷ eager",
     "oracle_flint_vs_mpmath": "Oracle: flint ÷ mpmath (evaluate, same matrix)",
+    "validate_vs_import_torch": "invlin validate on one 6-feature LULinear (ci profile, "
+                                "float64 and float32, every check) ÷ python -c 'import torch', "
+                                "both as fresh processes",
 }
 
 

@@ -21,11 +21,12 @@ from benchmarks.ops import ops_rows
 from benchmarks.oracle import oracle_rows, report_wall_time
 from benchmarks.render import render
 from benchmarks.training import compiled_training_rows, training_rows
+from benchmarks.validation import validation_rows
 
 __all__ = ["CASES", "main", "run"]
 
 CASES = ("p4", "merge", "lu", "leaky", "accuracy", "training", "compiled", "ops", "oracle",
-         "report")
+         "report", "validate")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -126,6 +127,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if "report" in args.cases:
         log("invlin report")
         rows.append(report_wall_time())
+    if "validate" in args.cases:
+        log("invlin validate ÷ import torch")
+        rows += validation_rows()
     merge = [r for r in rows if r.get("case") == "merge_vs_inv"]
     return {"machine": args.machine or machine_name(dev), "label": args.label,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -151,7 +155,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=21, help="interleaved samples per candidate")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--cases", nargs="+", choices=CASES, default=None,
-                   help="cases to run (default: all; oracle and report only on the CPU)")
+                   help="cases to run (default: all; oracle, report and validate only on the "
+                        "CPU)")
     p.add_argument("--compile-backend", default="inductor",
                    help="torch.compile backend of the compiled case (default inductor)")
     p.add_argument("--compile-mode", default=None,
@@ -174,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.cases is None:
-        args.cases = CASES if args.device == "cpu" else CASES[:-2]
+        cpu_only = ("oracle", "report", "validate")
+        args.cases = CASES if args.device == "cpu" else tuple(c for c in CASES
+                                                              if c not in cpu_only)
     if "compiled" in args.cases:
         from torch._dynamo import list_backends
 

@@ -174,3 +174,22 @@ def test_reports_name_the_invlin_they_measured(tmp_path):
     assert "(m, d, invlin def5678)." in text
     del result["environment"]["invlin"]  # reports written before this field still render
     assert "invlin" not in render(result).splitlines()[2]
+
+
+def test_validation_row_is_the_ratio_of_medians_and_is_judged(monkeypatch):
+    import benchmarks.validation as bv
+    from benchmarks.goals import judge
+
+    times = iter([1.0, 5.0, 2.0, 9.0, 1.5, 6.0])  # torch, validate, torch, validate, ...
+    calls = []
+
+    def fake(argv):
+        calls.append(argv)
+        return next(times), 0
+
+    monkeypatch.setattr(bv, "_seconds", fake)
+    (row,) = judge(bv.validation_rows(repeats=3))
+    assert row["ratio"] == pytest.approx(6.0 / 1.5) and row["goal"] == 4.0 and row["met"]
+    assert calls[0][-1] == "import torch" and "validate" in calls[1]
+    assert "benchmarks.validation:lulinear" in calls[1] and "--profile" in calls[1]
+    assert bv.lulinear(6) is not None
