@@ -6,7 +6,6 @@ from typing import Any
 
 import mpmath
 import numpy as np
-from scipy.special import expit
 
 __all__ = ["BentIdentity", "LeakySoftplus"]
 
@@ -102,11 +101,15 @@ class LeakySoftplus:
         """Return log f′(x) elementwise, float64, same shape as ``x``; values in (log α, 0)."""
         x = _as_real_array(x, "x")
         a, b = self.alpha, self._beta
+        from scipy.special import expit  # lazy: keeps importing the validator light
+
         pos = np.log1p(-b * expit(-x))
         neg = np.log(a + b * expit(x))
         return np.where(x > 0, pos, neg)
 
     def _derivative(self, x: np.ndarray) -> np.ndarray:
+        from scipy.special import expit
+
         return self.alpha + self._beta * expit(x)
 
     def _residual(self, x: np.ndarray, y: np.ndarray, t: np.ndarray) -> np.ndarray:
