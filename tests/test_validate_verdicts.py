@@ -199,3 +199,26 @@ def test_constant_map_layer_is_not_the_identity():
 
     y, ladj = layer(torch.ones(2, 3))
     assert torch.equal(y, layer.w.detach().expand(2, 3)) and not ladj.any()
+
+
+# -- minimal examples from wide batches --------------------------------------------------------
+def test_a_failing_batch_is_reduced_to_its_failing_row():
+    from hypothesis import strategies as st
+
+    x = np.zeros((20, 2))
+    x[13] = [50.0, 1.0]
+
+    def probe(c):
+        bad = np.flatnonzero(np.abs(c).max(axis=1) > 10)
+        example = {"x": c, "row": int(bad[0])} if bad.size else None
+        return Probe(ok=not bad.size, judged=len(c), example=example, message="too large")
+
+    out = search(st.just(x), probe, profile="dev", max_examples=2)
+    assert np.asarray(out.failure.example["x"]).tolist() == [[50.0, 1.0]]
+    assert "reduced to the failing row alone" in out.notes
+
+    def needs_company(c):  # fails only when rows see each other: no single row fails
+        return Probe(ok=len(c) < 20, judged=len(c), example={"x": c, "row": 13})
+
+    out = search(st.just(x), needs_company, profile="dev", max_examples=2)
+    assert np.asarray(out.failure.example["x"]).shape == (20, 2)

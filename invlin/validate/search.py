@@ -108,16 +108,22 @@ def internal(exc: BaseException) -> bool:
 
 
 class _Failed(Exception):
-    def __init__(self, probe: Probe) -> None:
+    def __init__(self, probe: Probe, case: Any = None) -> None:
         super().__init__(probe.message)
         self.probe = probe
+        self.case = case
 
 
 class _Raised(Exception):
-    def __init__(self, text: str, probe: Probe) -> None:
+    def __init__(self, text: str, probe: Probe, case: Any = None) -> None:
         super().__init__(text)
         self.text = text
         self.probe = probe
+        self.case = case
+
+
+#: Rows of a failing batch tried alone when the probe does not name the failing row.
+_ROWS_TRIED = 8
 
 
 def jsonable(value: Any) -> Any:
@@ -145,6 +151,39 @@ def _error_text(exc: BaseException) -> str:
     """``"Type: first line of the message"``."""
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _one_row(case: Any, failed: Probe, probe: Callable[[Any], Probe],
+             describe: Callable[[Any], dict[str, Any]] | None,
+             snippet: Callable[[Any], str] | None) -> Probe | None:
+    """The failure of one row of a failing batch ``case`` (b, n) probed alone, or ``None``.
+
+    Batches drawn wide fail on one row among hundreds; the example and its reproduction are
+    then that row alone when it fails by itself (a defect that needs the whole batch, such as
+    rows that see each other, keeps the batch). Tried: the row the probe names
+    (``example["row"]``), else the first :data:`_ROWS_TRIED` rows.
+    """
+    if not isinstance(case, np.ndarray) or case.ndim != 2 or case.shape[0] < 2:
+        return None
+    named = (failed.example or {}).get("row")
+    rows = [int(named)] if isinstance(named, (int, np.integer)) and 0 <= named < len(case) \
+        else range(min(_ROWS_TRIED, case.shape[0]))
+    for j in rows:
+        single = case[j:j + 1]
+        try:
+            out = probe(single)
+        except Exception as exc:
+            if internal(exc):
+                raise
+            continue  # raising alone is a different finding: keep the batch's
+        if not out.ok:
+            if out.example is None and describe is not None:
+                out.example = describe(single)
+            out.example = jsonable(out.example)
+            if out.repro is None and snippet is not None:
+                out.repro = snippet(single)
+            return out
+    return None
 
 
 def search(
@@ -200,7 +239,7 @@ def search(
             p = Probe(ok=False, message=f"the layer raised {_error_text(exc)}",
                       example=jsonable(describe(case)) if describe else None,
                       repro=snippet(case) if snippet else None)
-            err = _Raised(_error_text(exc), p)
+            err = _Raised(_error_text(exc), p, case)
             _remember(key, err)
             raise err from exc
         if out.ok:
@@ -219,7 +258,7 @@ def search(
         out.example = jsonable(out.example)
         if out.repro is None and snippet is not None:
             out.repro = snippet(case)
-        err2 = _Failed(out)
+        err2 = _Failed(out, case)
         _remember(key, err2)
         raise err2
 
@@ -249,6 +288,10 @@ def search(
             raise state["unsupported"]
     except _Failed as exc:
         outcome.failure = exc.probe
+        one = _one_row(exc.case, exc.probe, probe, describe, snippet)
+        if one is not None:
+            outcome.failure = one
+            outcome.notes.append("reduced to the failing row alone")
     except _Raised as exc:
         outcome.failure, outcome.raised = exc.probe, exc.text
     except Unsupported:
