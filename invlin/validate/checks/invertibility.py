@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from invlin.testing import eps
-from invlin.testing.strategies import layer_inputs
+from invlin.testing.strategies import wide_inputs
 from invlin.validate.checks.base import CheckContext, Make, pair, result
 from invlin.validate.checks.truth import local
 from invlin.validate.results import CheckResult
@@ -27,6 +27,8 @@ from invlin.validate.search import Probe, tensor_literal
 __all__ = ["invertibility", "rank_deficiency"]
 
 NAME = "invertibility"
+#: Most rows of one case: one forward and n backward passes judge them all.
+ROWS = 64
 
 
 def rank_deficiency(jac: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -89,7 +91,8 @@ def invertibility(make: Make, ctx: CheckContext) -> CheckResult:
     """
     _, ref = pair(make, ctx)
     n = ctx.features
-    strategy = layer_inputs(n, dtype=ctx.dtype, domain=ref.domain())
+    strategy = wide_inputs(n, dtype=ctx.dtype, domain=ref.domain(), mixes=("ordinary",),
+                           max_rows=ROWS)
 
     def probe(x: np.ndarray) -> Probe:
         fwd = local(ref, x, grad_ladj=False)
