@@ -11,6 +11,13 @@ __all__ = ["main", "positive_int"]
 
 #: Modules with a ``register(subparsers)`` function that adds one subcommand and sets ``func``.
 COMMANDS = ("invlin.drift.command", "invlin.experiments.command", "invlin.validate.command")
+#: Which module registers each subcommand: ``invlin validate ...`` imports only its own module
+#: (the others import torch at registration, which ``invlin validate`` itself never needs).
+SUBCOMMANDS: dict[str, str] = {
+    "report": "invlin.drift.command",
+    "train": "invlin.experiments.command",
+    "validate": "invlin.validate.command",
+}
 
 
 def positive_int(text: str) -> int:
@@ -24,20 +31,23 @@ def positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``invlin`` argument parser with every registered subcommand."""
+def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
+    """The ``invlin`` argument parser with the subcommands of ``commands`` (default all)."""
     parser = argparse.ArgumentParser(
         prog="invlin", description="Verify inverses and log-determinants of invertible layers."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
+    for name in commands:
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``invlin`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = argv[0] if argv else None
+    own = SUBCOMMANDS.get(first) if first is not None else None
+    args = build_parser((own,) if own else COMMANDS).parse_args(argv)
     return int(args.func(args))
 
 

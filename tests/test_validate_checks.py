@@ -362,16 +362,15 @@ class _MiddleIdentity(torch.nn.Module):
         return self._map(y, -self.a)
 
 
-def test_a_gradient_missing_at_one_point_only_is_retried():
+def test_a_gradient_missing_at_one_point_only_is_not_a_failure():
     """Caught: a ``None`` gradient failed at once, so nflows' rational-quadratic coupling
-    failed whenever Hypothesis drew inputs all in the identity tails. The first case drawn is
-    x = 0, where this correct layer gives ``a`` no gradient; the retries give it one."""
+    failed whenever Hypothesis drew inputs all in the identity tails. At x = 0 this correct
+    layer gives ``a`` no gradient; the reference derivative is zero there too, so it passes."""
     layer = _MiddleIdentity(FEATURES)
     y, ld = layer(torch.zeros(1, FEATURES))
     assert not (y.requires_grad or ld.requires_grad)  # no path to ``a`` at x = 0
     report = validate(_MiddleIdentity, checks=["gradients"], **RUN)
     assert [r.status for r in report.results] == ["pass", "pass"], report.results
-    assert "zero or missing at this x" in report.results[0].message
     # a parameter that never reaches the graph still fails (DetachedBias, in BROKEN)
 
 

@@ -186,7 +186,7 @@ def test_invlin_layer_passes_every_check_exit_0(tmp_path, capsys):
     assert written["meta"]["versions"]["torch"]
     md = (out / "conformance.md").read_text()
     assert md.startswith("# invlin conformance: ") and "PASSED" in md
-    assert "| P4InvLinear | round_trip | pass " in md
+    assert "| P4InvLinear | invertibility | pass " in md and "|  | round_trip | pass " in md
     assert f"written: {out / 'conformance.md'}" in captured.err
 
 

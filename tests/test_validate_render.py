@@ -132,7 +132,7 @@ def test_jsonable_handles_tensors_and_non_finite_values():
 
 def test_counts_and_unknown_format():
     assert counts(_table()) == {"layers": 3, "layer_errors": 1, "pass": 3, "fail": 1,
-                                "error": 1, "skip": 1}
+                                "error": 1, "skip": 1, "insufficient": 0}
     with pytest.raises(ValueError, match="fmt"):
         render(_table(), "html")
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from invlin.validate.render import render_text
 from invlin.validate.results import Conformance, LayerReport
+from invlin.validate.worker import DEFAULT_TIMEOUT, LAYER_TIMEOUT_FACTOR
 
 __all__ = ["check"]
 
@@ -26,7 +27,9 @@ def _profile(profile: str | None) -> str:
 def check(layer_factory: Callable[..., object] | str, *, features: int = 4,
           profile: str | None = None, dtypes: Sequence[str] = ("float64", "float32"),
           devices: Sequence[str] | None = None, checks: Sequence[str] | None = None,
-          name: str | None = None) -> LayerReport:
+          name: str | None = None, allow_insufficient: bool = False,
+          timeout: float | None = DEFAULT_TIMEOUT,
+          memory_limit: int | None = None) -> LayerReport:
     """Validate the layer ``layer_factory(features=features)`` builds; raise on any failure.
 
     For other projects' test suites::
@@ -38,27 +41,45 @@ def check(layer_factory: Callable[..., object] | str, *, features: int = 4,
     ``"file.py:factory"``); the layer it returns may follow any supported library's
     convention. ``profile`` (``dev``, ``ci``, ``thorough``; default ``$INVLIN_PROFILE`` or
     ``ci``) sets how hard Hypothesis searches. Returns the :class:`LayerReport` when every
-    check passes or is skipped; otherwise raises ``AssertionError`` whose message is the
-    conformance table followed by each failure's message, minimal failing example,
-    reproduction snippet and exception.
+    check passes or is skipped (or is ``insufficient``, with ``allow_insufficient=True``);
+    otherwise raises ``AssertionError`` whose message is the conformance table followed by each
+    failure's message, minimal failing example, reproduction snippet and exception.
+
+    Where it runs: a callable (a class, a function, a closure) is validated in this process,
+    which the validator leaves as it found it — torch's, NumPy's and Python's random
+    generators, the default dtype, grad mode, thread count and the other globals of
+    :mod:`~invlin.validate.isolation` are restored after every check, and a layer that changed
+    one fails ``global_state``. A TARGET string is validated in a worker process as
+    ``invlin validate`` does it, where ``timeout`` (seconds per check, ``None``: none; the
+    layer gets five times that in all) and ``memory_limit`` (MiB) apply and a layer that
+    crashes or hangs is an ``error``; neither limit can be enforced in this process.
     """
     from invlin.validate.runner import validate
 
-    target = ""
-    if isinstance(layer_factory, str):
-        from invlin.validate.target import load_target
-
-        target, layer_factory = layer_factory, load_target(layer_factory)
-    if not callable(layer_factory):
+    if not isinstance(layer_factory, str) and not callable(layer_factory):
         raise ValueError(f"layer_factory must be callable or a TARGET string, got "
                          f"{type(layer_factory).__name__}")
     kw: dict[str, Any] = {"features": features, "dtypes": tuple(dtypes),
-                          "profile": _profile(profile), "checks": checks, "name": name,
-                          "target": target}
-    if devices is not None:
-        kw["devices"] = tuple(devices)
-    report = validate(layer_factory, **kw)
-    if not report.passed:
-        text = render_text(Conformance(layers=[report]), title="invlin.validate.check")
+                          "profile": _profile(profile), "checks": checks}
+    if isinstance(layer_factory, str):
+        from invlin.validate.worker import Limits, run_isolated
+
+        per_check = timeout or None
+        limits = Limits(timeout=per_check, memory_mb=memory_limit,
+                        layer_timeout=None if per_check is None else
+                        per_check * LAYER_TIMEOUT_FACTOR)
+        kw["checks"] = list(checks) if checks else None
+        kw["devices"] = list(devices) if devices is not None else None
+        kw["dtypes"] = list(dtypes)
+        report = run_isolated(targets=[layer_factory], options=kw, limits=limits,
+                              name=name).reports[0]
+    else:
+        if devices is not None:
+            kw["devices"] = tuple(devices)
+        report = validate(layer_factory, name=name, **kw)
+    if not report.ok(allow_insufficient=allow_insufficient):
+        text = render_text(Conformance(layers=[report],
+                                       meta={"allow_insufficient": allow_insufficient}),
+                           title="invlin.validate.check")
         raise AssertionError(f"layer {report.name!r} does not conform\n{text}")
     return report

@@ -1,23 +1,67 @@
-"""``invlin validate``: run the conformance checks on a layer factory or a library's layers."""
+"""``invlin validate``: run the conformance checks on a layer factory or a library's layers.
+
+This process imports neither torch nor the layers: every layer is validated in a worker
+process (:mod:`invlin.validate.worker`), so a layer that hangs, crashes, exits or changes
+global state cannot take the run — or the layers validated after it — with it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from invlin.cli import positive_int
-from invlin.validate.recorder import record_warnings
-from invlin.validate.target import UsageError
+from invlin.validate.progress import Progress, ProgressLine
+from invlin.validate.target import UsageError, split_target
+from invlin.validate.worker import DEFAULT_TIMEOUT, LAYER_TIMEOUT_FACTOR
 
 __all__ = ["register", "run_validation"]
 
 PROFILES = ("dev", "ci", "thorough")
 DTYPES = ("float64", "float32")
 FORMATS = ("text", "markdown", "json")
+
+DESCRIPTION = """\
+Build a layer with FACTORY(features=N), wrap it in the adapter of its library (nflows, zuko,
+normflows, FrEIA, pyro / torch.distributions, invlin) and run the conformance checks with the
+tolerance engine: round trips, log|det| against a float64 autograd Jacobian (and the exact
+oracle for linear layers), batch shapes, dtype/device, train/eval and caches, domain edges,
+ill-conditioned weights, gradients. Prints a conformance table.
+
+Each layer runs in a worker process of its own: a layer that hangs (--timeout), allocates too
+much (--memory-limit), crashes, calls sys.exit or changes process-wide state (default dtype,
+grad mode, threads, ...) is reported as such, and the run goes on.
+
+Statuses of a check (one per dtype/device):
+  pass          the check judged its cases and every one was within the tolerance
+  fail          a case broke the tolerance (ratio > allowed), or a contract was broken;
+                "global_state": the layer changed process-wide state (restored afterwards)
+  error         the layer raised, crashed the worker, or timed out in this check
+  skip          the check does not apply to this layer (the reason is listed)
+  insufficient  the check ran but could judge no case (e.g. every Jacobian singular): it
+                proves nothing, so it fails the run unless --allow-insufficient
+
+Exit status:
+  0  every check passed or was skipped (and, with --allow-insufficient, insufficient)
+  1  a check failed, errored or was insufficient, or a layer could not be imported, built,
+     raised, crashed or timed out
+  2  usage error: bad TARGET or option, a module that cannot be imported, an unknown or
+     missing library or check, a CUDA device without CUDA
+130 interrupted (Ctrl-C)
+"""
+
+EPILOG = """\
+examples:
+  invlin validate mypkg.flows:make_layer --features 8
+  invlin validate path/to/layers.py:factory --format markdown
+  invlin validate --library nflows --out reports/validate/nflows -j 2
+  invlin validate layers.py:make --timeout 30 --memory-limit 2000
+"""
 
 
 def default_profile() -> str:
@@ -26,21 +70,24 @@ def default_profile() -> str:
     return name if name in PROFILES else "ci"
 
 
+def seconds(text: str) -> float:
+    """argparse type: a number of seconds ≥ 0 (0: no limit)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``validate`` subcommand to the ``invlin`` parser."""
     p = sub.add_parser(
         "validate",
         help="check another library's invertible layers (round trip, log|det|, shapes, ...)",
-        description="Build a layer with FACTORY(features=N), wrap it in the adapter of its "
-        "library (nflows, zuko, normflows, FrEIA, pyro / torch.distributions, invlin) and run "
-        "the conformance checks with the tolerance engine: round trips, log|det| against a "
-        "float64 autograd Jacobian (and the exact oracle for linear layers), batch shapes, "
-        "dtype/device, train/eval and caches, domain edges, ill-conditioned weights, "
-        "gradients. Prints a conformance table. Exit status: 0 when every check passes "
-        "(skips allowed), 1 when a check fails or a layer raises, 2 for usage errors.",
-        epilog="examples: invlin validate mypkg.flows:make_layer --features 8;  "
-        "invlin validate path/to/layers.py:factory --format markdown;  "
-        "invlin validate --library nflows --out reports/validate/nflows",
+        description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("target", nargs="?", default=None, metavar="TARGET",
                    help="'package.module:factory' or 'path/to/file.py:factory'; the factory is "
@@ -64,65 +111,77 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="what to print: text (default), markdown or json")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="also write DIR/conformance.md and DIR/conformance.json (atomically)")
+    p.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help="time limit of one check, and of importing or building a layer: past "
+                        "it the worker is stopped, the check is an error and the layer's other "
+                        f"checks go on in a fresh worker (default {DEFAULT_TIMEOUT:g}; 0: none)")
+    p.add_argument("--layer-timeout", type=seconds, default=None, metavar="SECONDS",
+                   help="time limit of one layer in all; its unrun checks are errors (default "
+                        f"{LAYER_TIMEOUT_FACTOR:g} x --timeout; 0: none)")
+    p.add_argument("--memory-limit", type=positive_int, default=None, metavar="MB",
+                   help="cap each worker's data segment (RLIMIT_DATA: heap, tensors) at MB "
+                        "MiB, about 300 of which torch and the validator use; an allocation "
+                        "past it is an error of that check (default: no limit; Linux)")
+    p.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N",
+                   help="validate N layers side by side, each in its own worker; the output "
+                        "is the same and in the same order as with -j 1 (default 1)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no live progress line (it is shown only when stderr is a terminal)")
+    p.add_argument("--allow-insufficient", action="store_true",
+                   help="exit 0 even when a check was insufficient (judged no case)")
     p.set_defaults(func=_run)
 
 
+_DEVICE = re.compile(r"(cpu|cuda)(:\d+)?")
+
+
 def _devices(requested: list[str] | None) -> tuple[str, ...] | None:
+    """The ``--device`` names, checked by their form (whether CUDA is there, the worker
+    says)."""
     if not requested:
         return None
-    import torch
-
     out = []
     for name in requested:
-        try:
-            device = torch.device(name)
-        except (RuntimeError, ValueError):
-            raise UsageError(f"--device must be cpu or cuda[:i], got {name!r}") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UsageError(f"--device {name!r}: no CUDA device is available")
-        if device.type not in ("cpu", "cuda"):
+        if not _DEVICE.fullmatch(name):
             raise UsageError(f"--device must be cpu or cuda[:i], got {name!r}")
-        out.append(str(device))
+        out.append(name)
     return tuple(dict.fromkeys(out))
 
 
-def _library_entries(library: str) -> list[Any]:
-    from invlin.validate.catalog import LIBRARIES, catalog
+def _limits(timeout: float | None, layer_timeout: float | None,
+            memory_limit: int | None) -> Any:
+    from invlin.validate.worker import Limits
 
-    if library not in LIBRARIES:
-        raise UsageError(f"--library must be one of {', '.join(LIBRARIES)}, got {library!r}")
-    try:
-        return list(catalog(library))
-    except ImportError as exc:
-        raise UsageError(f"--library {library}: the library is not installed here ({exc})") \
-            from exc
-
-
-def _known_checks(names: list[str] | None) -> tuple[str, ...] | None:
-    if not names:
-        return None
-    try:
-        from invlin.validate.checks import CHECKS
-    except ImportError:  # the registry's name differs: let the runner judge the names
-        return tuple(names)
-    unknown = [n for n in names if n not in CHECKS]
-    if unknown:
-        raise UsageError(f"--check must name one of {', '.join(CHECKS)}, got "
-                         f"{', '.join(map(repr, unknown))}")
-    return tuple(names)
+    per_check = float(timeout) if timeout else None
+    if layer_timeout is None:
+        per_layer = None if per_check is None else per_check * LAYER_TIMEOUT_FACTOR
+    else:
+        per_layer = float(layer_timeout) if layer_timeout else None
+    return Limits(timeout=per_check, layer_timeout=per_layer, memory_mb=memory_limit)
 
 
 def run_validation(*, target: str | None = None, libraries: list[str] | tuple[str, ...] = (),
                    features: int = 4, dtypes: tuple[str, ...] | None = None,
                    devices: tuple[str, ...] | None = None, profile: str | None = None,
-                   checks: tuple[str, ...] | None = None) -> Any:
+                   checks: tuple[str, ...] | None = None, seed: int = 0,
+                   timeout: float | None = DEFAULT_TIMEOUT, layer_timeout: float | None = None,
+                   memory_limit: int | None = None, jobs: int = 1,
+                   progress: Progress | None = None) -> Any:
     """Validate ``target`` and every curated layer of ``libraries``: one :class:`Conformance`.
 
+    Every layer runs in a worker process (:func:`invlin.validate.worker.run_isolated`), ``jobs``
+    at a time. ``timeout`` is the limit of one check in seconds (``None`` or 0: none),
+    ``layer_timeout`` of one layer (default ``5 × timeout``, 0: none), ``memory_limit`` each
+    worker's data segment in MiB. ``progress`` is a
+    :class:`~invlin.validate.progress.Progress` (default: none).
+
     Raises :class:`~invlin.validate.target.UsageError` for a bad TARGET, an import failure,
-    an unknown or missing library or check. A layer that raises never raises here: it is a
-    failed result in the table.
+    an unknown or missing library or check, a bad device. A layer that raises, crashes, exits
+    or times out never raises here: it is a failed result in the table.
     """
+    from invlin.validate.meta import run_meta
     from invlin.validate.results import Conformance
+    from invlin.validate.worker import run_isolated
 
     if target is None and not libraries:
         raise UsageError("give a TARGET ('package.module:factory' or 'file.py:factory') "
@@ -130,42 +189,23 @@ def run_validation(*, target: str | None = None, libraries: list[str] | tuple[st
     profile = profile or default_profile()
     if profile not in PROFILES:
         raise UsageError(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
-    # Resolve everything the user named before running anything.
-    factory = None
     if target is not None:
-        from invlin.validate.target import load_target
-
-        factory = load_target(target)
-    entries = {lib: _library_entries(lib) for lib in dict.fromkeys(libraries)}
-    checks = _known_checks(list(checks) if checks else None)
-    try:
-        from invlin.validate.runner import validate_all
-    except ImportError as exc:
-        hint = " (pip install 'invlin[validate]')" if "hypothesis" in str(exc) else ""
-        raise UsageError(f"the validator cannot be imported: {exc}{hint}") from exc
-    kw: dict[str, Any] = {"features": features, "profile": profile, "checks": checks,
-                          "devices": devices}
-    if dtypes:
-        kw["dtypes"] = tuple(dtypes)
-    result = Conformance()
-    raised: list[dict[str, Any]] = []
-    jobs: list[tuple[str, Any, dict[str, Any]]] = []
-    if factory is not None:
-        jobs.append((str(target), factory, {"target": target}))
-    for lib, items in entries.items():
-        # one layer at a time, so that each recorded warning names its layer
-        jobs += [(f"{lib}:{getattr(item, 'name', item)}", item, {"library": lib})
-                 for item in items]
-    try:
-        for label, item, own in jobs:
-            with record_warnings(label, raised):
-                part = validate_all([item], **kw, **own)
-            result.layers += part.layers
-            result.meta.update(part.meta)
-    except ValueError as exc:  # arguments the runner refuses (a layer that raises never does)
-        raise UsageError(str(exc)) from exc
-    if raised:
-        result.meta["warnings"] = raised
+        where, _ = split_target(target)
+        if where.endswith(".py") and not Path(where).expanduser().is_file():
+            raise UsageError(f"TARGET file {where!r} does not exist (in {target!r})")
+    options: dict[str, Any] = {"features": features, "profile": profile, "seed": seed,
+                               "checks": list(checks) if checks else None,
+                               "dtypes": list(dtypes) if dtypes else None,
+                               "devices": list(devices) if devices else None}
+    done = run_isolated(targets=[target] if target is not None else [],
+                        libraries=list(libraries), options=options,
+                        limits=_limits(timeout, layer_timeout, memory_limit), workers=jobs,
+                        progress=progress)
+    result = Conformance(layers=done.reports)
+    result.meta = run_meta(profile=profile, features=features, dtypes=done.dtypes,
+                           devices=done.devices, seed=seed, checks=done.checks)
+    if done.warnings:
+        result.meta["warnings"] = done.warnings
     return result
 
 
@@ -179,6 +219,14 @@ def _command_line(args: argparse.Namespace) -> str:
         for v in values or ():
             argv += [flag, v]
     argv += ["--profile", args.profile or default_profile()]
+    if args.timeout != DEFAULT_TIMEOUT:
+        argv += ["--timeout", f"{args.timeout:g}"]
+    if args.layer_timeout is not None:
+        argv += ["--layer-timeout", f"{args.layer_timeout:g}"]
+    if args.memory_limit is not None:
+        argv += ["--memory-limit", str(args.memory_limit)]
+    if args.allow_insufficient:
+        argv.append("--allow-insufficient")
     return shlex.join(argv)
 
 
@@ -190,15 +238,27 @@ def _title(args: argparse.Namespace) -> str:
 def _run(args: argparse.Namespace) -> int:
     from invlin.validate.render import render
 
+    progress = ProgressLine(enabled=False if args.quiet else None)
     try:
         conformance = run_validation(
             target=args.target, libraries=list(args.library or ()), features=args.features,
             dtypes=tuple(dict.fromkeys(args.dtype)) if args.dtype else None,
-            devices=_devices(args.device), profile=args.profile, checks=args.check)
+            devices=_devices(args.device), profile=args.profile, checks=args.check,
+            timeout=args.timeout, layer_timeout=args.layer_timeout,
+            memory_limit=args.memory_limit, jobs=args.jobs, progress=progress)
     except UsageError as exc:
+        progress.close()
         print(f"invlin validate: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        progress.close()
+        print("invlin validate: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        progress.close()  # idempotent; also after a validator bug
     conformance.meta["command"] = _command_line(args)
+    if args.allow_insufficient:
+        conformance.meta["allow_insufficient"] = True
     sys.stdout.write(render(conformance, args.format, title=_title(args)))
     sys.stdout.flush()
     if args.out is not None:
@@ -210,5 +270,6 @@ def _run(args: argparse.Namespace) -> int:
             print(f"invlin validate: error: cannot write --out {str(args.out)!r}: {exc}",
                   file=sys.stderr)
             return 2
-        print("written: " + ", ".join(map(str, paths)), file=sys.stderr)
-    return 0 if conformance.passed else 1
+        if not args.quiet:
+            print("written: " + ", ".join(map(str, paths)), file=sys.stderr)
+    return 0 if conformance.ok(allow_insufficient=args.allow_insufficient) else 1

@@ -43,8 +43,24 @@ def _profile(config: pytest.Config) -> str:
 def invlin_validate(request: pytest.FixtureRequest) -> Callable[..., Any]:
     """:func:`invlin.validate.check` bound to the chosen ``--invlin-profile``.
 
-    Call it as ``invlin_validate(factory, features=4, dtypes=..., checks=...)``; it returns the
-    layer's report or raises ``AssertionError`` with the rendered failures.
+    Call form::
+
+        report = invlin_validate(
+            factory,                      # a callable (class, function, closure) or a TARGET
+                                          # string "pkg.mod:factory" / "file.py:factory"
+            features=4,                   # factory(features=4) builds the layer
+            dtypes=("float64", "float32"),
+            devices=None,                 # default: cpu, plus cuda when available
+            checks=None,                  # default: every check
+            name=None,                    # the layer's name in the report
+            allow_insufficient=False,     # True: a check that judged no case does not fail
+            timeout=120.0,                # s per check (TARGET strings: run in a worker)
+            memory_limit=None,            # MiB per worker (TARGET strings only)
+        )
+
+    It returns the layer's :class:`~invlin.validate.results.LayerReport` or raises
+    ``AssertionError`` with the rendered failures. A callable runs in the test's own process,
+    whose random generators and torch globals the validator restores after every check.
     """
     from invlin.validate.assertion import check
 

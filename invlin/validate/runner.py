@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import datetime
-import importlib.metadata
-import platform
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import signal
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,17 +12,18 @@ import numpy as np
 import torch
 
 from invlin.testing.profiles import PROFILES
+from invlin.validate import isolation
 from invlin.validate.checks import CHECKS, CheckContext, run_check
+from invlin.validate.meta import LIBRARY_DISTRIBUTIONS, run_meta
 from invlin.validate.protocol import Adapter
 from invlin.validate.results import CheckEvent, CheckResult, Conformance, LayerReport
+from invlin.validate.verdicts import reconcile
 
-__all__ = ["LIBRARY_DISTRIBUTIONS", "default_devices", "validate", "validate_all"]
+__all__ = ["LIBRARY_DISTRIBUTIONS", "Key", "contained", "default_devices", "explained", "text",
+           "validate", "validate_all"]
 
-#: Distributions whose versions the conformance metadata records when installed.
-LIBRARY_DISTRIBUTIONS: tuple[str, ...] = (
-    "invlin", "torch", "numpy", "hypothesis", "python-flint", "mpmath",
-    "nflows", "zuko", "normflows", "FrEIA", "pyro-ppl",
-)
+#: A result's place in a report: (check, dtype, device).
+Key = tuple[str, str, str]
 _DTYPES = ("float64", "float32")
 
 
@@ -33,9 +32,32 @@ def default_devices() -> tuple[str, ...]:
     return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
 
 
-def _text(exc: BaseException) -> str:
+def text(exc: BaseException) -> str:
+    """``"Type: first line of the message"``."""
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def explained(exc: BaseException) -> str:
+    """:func:`text`, saying so when the exception would have ended the process."""
+    if isinstance(exc, SystemExit):
+        return f"{text(exc)} (the layer's code called sys.exit; the validator went on)"
+    if isinstance(exc, KeyboardInterrupt):
+        return f"{text(exc)} (raised by the layer's code, not by Ctrl-C)"
+    return text(exc)
+
+
+def contained(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a layer's code, is a result rather than the end of the run.
+
+    Every exception is, ``SystemExit`` included (a layer that calls ``sys.exit`` must not end
+    the validation, let alone with status 0) — except a ``KeyboardInterrupt`` in a process that
+    handles SIGINT: that may be the user's Ctrl-C. The worker of ``invlin validate`` ignores
+    SIGINT (its parent handles Ctrl-C), so there a ``KeyboardInterrupt`` came from the layer.
+    """
+    if isinstance(exc, KeyboardInterrupt):
+        return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    return True
 
 
 def _factory_name(factory: Callable[..., object]) -> str:
@@ -72,7 +94,8 @@ def _setup(factory: Callable[..., object], target: str, *, features: int, seed: 
 def _seeded(factory: Callable[..., object], features: int, seed: int) -> object:
     """``factory(features=features)`` after ``torch.manual_seed(seed)`` — and NumPy's and
     Python's global generators seeded too (FrEIA draws permutations with NumPy), their states
-    restored afterwards so the caller's random streams are untouched."""
+    restored afterwards; torch's is restored by the guard :func:`validate` puts around every
+    build and check, so the caller's random streams are untouched."""
     # The legacy global generator is the one third-party layers draw from: seed it on purpose.
     np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002
     try:
@@ -135,8 +158,19 @@ def _available(device: str) -> str | None:
         try:
             torch.empty(0, device=device)
         except Exception as exc:
-            return f"device {device!r} is not usable here: {_text(exc)}"
+            return f"device {device!r} is not usable here: {text(exc)}"
     return None
+
+
+def _check(check: str, make: Callable[[], Adapter], ctx: CheckContext) -> CheckResult:
+    """:func:`run_check`, with the exceptions that would end the process as ``error``."""
+    try:
+        return run_check(check, CHECKS[check], make, ctx)
+    except BaseException as exc:
+        if not contained(exc):
+            raise
+        return CheckResult(check=check, dtype=ctx.dtype, device=ctx.device, status="error",
+                           message=f"the layer raised {explained(exc)}", exception=text(exc))
 
 
 def validate(
@@ -153,18 +187,32 @@ def validate(
     seed: int = 0,
     max_examples: int | None = None,
     progress: Callable[[CheckEvent], None] | None = None,
+    known: Mapping[Key, CheckResult] | None = None,
+    on_result: Callable[[CheckResult], None] | None = None,
 ) -> LayerReport:
     """Run ``checks`` (default: all of :data:`~invlin.validate.checks.CHECKS`) on the layer
     ``factory(features=features)`` for every dtype and device.
 
     The factory is called afresh for every check, dtype and device, after
-    ``torch.manual_seed(seed)`` (NumPy's and Python's generators are seeded too and restored
-    after), and its layer wrapped by :func:`~invlin.validate.adapters.adapt`. A factory or
-    adapter that fails the first time gives a report with ``error`` set and no results; a layer
-    that raises inside a check gives that check ``status="error"``; nothing raises here except
-    ``ValueError`` for bad arguments. ``devices`` defaults to :func:`default_devices`; a device
-    not available here gives ``skip`` results. ``max_examples`` overrides the profile's count.
+    ``torch.manual_seed(seed)`` (NumPy's and Python's generators are seeded too), and its layer
+    wrapped by :func:`~invlin.validate.adapters.adapt`. A factory or adapter that fails the
+    first time gives a report with ``error`` set and no results; a layer that raises inside a
+    check (``SystemExit`` too, see :func:`contained`) gives that check ``status="error"``;
+    nothing raises here except ``ValueError`` for bad arguments. ``devices`` defaults to
+    :func:`default_devices`; a device not available here gives ``skip`` results.
+    ``max_examples`` overrides the profile's count.
+
+    Process-wide state is guarded (:mod:`~invlin.validate.isolation`): every check, and the
+    first build, runs between a snapshot and its restoration, so the caller's random generators,
+    default dtype, grad mode, thread count, ... are as they were when this returns; a layer
+    that changed any of them gets a failed ``global_state`` result per dtype/device saying
+    what changed during which check.
+
     ``progress``, when given, is called with a :class:`CheckEvent` before and after each check.
+    ``known`` maps (check, dtype, device) to results decided elsewhere (by a worker that was
+    stopped, see :mod:`~invlin.validate.worker`): they are taken as they are, not run again.
+    ``on_result``, when given, is called with every result as it is decided, and with the
+    ``global_state`` finding of a dtype/device each time it grows.
     """
     from invlin.validate.adapters import adapt
 
@@ -174,6 +222,7 @@ def validate(
     names = _check_names(checks)
     if not callable(factory):
         raise ValueError(f"factory must be callable, got {type(factory).__name__}")
+    known = dict(known or {})
 
     def make() -> Adapter:
         adapter = adapt(_seeded(factory, features, seed), features, name=name)
@@ -181,39 +230,72 @@ def validate(
             adapter.name = name
         return adapter
 
+    def told(res: CheckResult) -> CheckResult:
+        if on_result is not None:
+            on_result(res)
+        return res
+
     label = name or _factory_name(factory)
-    try:
-        first = make()
-    except Exception as exc:
-        return LayerReport(name=label, library=library or "unknown", target=target,
-                           error=_text(exc))
-    report = LayerReport(name=first.name, library=library or first.library, target=target)
-    total = len(devices) * len(dtypes) * len(names)
-
-    def tell(check: str, dtype: str, device: str, phase: str, status: str | None = None
-             ) -> None:
-        if progress is not None:
-            progress(CheckEvent(layer=report.name, check=check, dtype=dtype, device=device,
-                                phase=phase, index=len(report.results), total=total,
-                                status=status))
-
+    built: list[isolation.Change] = []
     with _one_thread():
+        try:
+            with isolation.guarded(built):
+                first = make()
+        except BaseException as exc:
+            if not contained(exc):
+                raise
+            return LayerReport(name=label, library=library or "unknown", target=target,
+                               error=explained(exc))
+        report = LayerReport(name=first.name, library=library or first.library, target=target)
+        total, done = len(devices) * len(dtypes) * len(names), 0
+
+        def tell(check: str, dtype: str, device: str, phase: str, status: str | None = None
+                 ) -> None:
+            if progress is not None:
+                progress(CheckEvent(layer=report.name, check=check, dtype=dtype, device=device,
+                                    phase=phase, index=done, total=total, status=status))
+
+        def context(dtype: str, device: str, **extra: Any) -> CheckContext:
+            return CheckContext(dtype=dtype, device=device, profile=profile,
+                                max_examples=max_examples, seed=seed, features=features,
+                                setup=_setup(factory, target, features=features, seed=seed,
+                                             name=name, dtype=dtype, device=device), **extra)
+
         for device in devices:
             reason = _available(device)
             for dtype in dtypes:
-                ctx = CheckContext(dtype=dtype, device=device, profile=profile,
-                                   max_examples=max_examples, seed=seed, features=features,
-                                   setup=_setup(factory, target, features=features, seed=seed,
-                                                name=name, dtype=dtype, device=device))
+                ctx = context(dtype, device)
+                findings = isolation.Findings(dtype, device)
+                findings.extend(known.get((isolation.CHECK_NAME, dtype, device)))
+                findings.add("the first build of the layer", built)
+                built = []
                 for check in names:
                     tell(check, dtype, device, "start")
-                    if reason is not None:
-                        res = CheckResult(check=check, dtype=dtype, device=device,
-                                          status="skip", message=reason)
+                    if (check, dtype, device) in known:
+                        res = known[(check, dtype, device)]
+                    elif reason is not None:
+                        res = told(CheckResult(check=check, dtype=dtype, device=device,
+                                               status="skip", message=reason))
                     else:
-                        res = run_check(check, CHECKS[check], make, ctx)
+                        changes: list[isolation.Change] = []
+                        with isolation.guarded(changes):
+                            res = told(_check(check, make, ctx))
+                        if changes:
+                            findings.add(f"check {check}", changes)
+                            told(findings.result())
                     report.results.append(res)
+                    done += 1
                     tell(check, dtype, device, "end", res.status)
+                if findings:
+                    report.results.append(findings.result())
+
+        def rerun(check: str, dtype: str, device: str, case: np.ndarray) -> CheckResult:
+            # The replay's own global-state changes were reported by the check's first run.
+            with isolation.guarded([]):
+                return _check(check, make, context(dtype, device, max_examples=1,
+                                                   replay=(case,)))
+
+        reconcile(report, rerun, features=features)
     return report
 
 
@@ -234,16 +316,6 @@ def _entry(item: Any) -> tuple[Callable[..., object], dict[str, Any]]:
     return factory, kw
 
 
-def _versions() -> dict[str, str]:
-    out = {}
-    for dist in LIBRARY_DISTRIBUTIONS:
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
-
-
 def validate_all(entries: Iterable[Any], **kw: Any) -> Conformance:
     """:func:`validate` every entry (see :func:`_entry` for the accepted forms; an entry's own
     name, target, library and features override ``kw``) into one :class:`Conformance` whose
@@ -255,15 +327,9 @@ def validate_all(entries: Iterable[Any], **kw: Any) -> Conformance:
         factory, own = _entry(item)
         result.layers.append(validate(factory, **{**kw, **own}))
     devices = kw.get("devices")
-    result.meta = {
-        "profile": kw.get("profile", "ci"),
-        "features": kw.get("features", 4),
-        "dtypes": list(kw.get("dtypes", _DTYPES)),
-        "devices": list(devices) if devices is not None else list(default_devices()),
-        "seed": kw.get("seed", 0),
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "python": platform.python_version(),
-        "versions": _versions(),
-        "checks": _check_names(kw.get("checks")),
-    }
+    result.meta = run_meta(
+        profile=kw.get("profile", "ci"), features=kw.get("features", 4),
+        dtypes=kw.get("dtypes", _DTYPES),
+        devices=devices if devices is not None else default_devices(),
+        seed=kw.get("seed", 0), checks=_check_names(kw.get("checks")))
     return result
