@@ -222,3 +222,20 @@ def test_a_failing_batch_is_reduced_to_its_failing_row():
 
     out = search(st.just(x), needs_company, profile="dev", max_examples=2)
     assert np.asarray(out.failure.example["x"]).shape == (20, 2)
+
+
+# -- parameters moved off their initialisation -------------------------------------------------
+def test_a_zero_initialised_layer_is_judged_off_its_initialisation():
+    from validate_broken import zero_init_coupling_twin, zero_init_shift_coupling
+
+    blind = validate(zero_init_shift_coupling, checks=["round_trip"], perturb=False, **RUN)
+    assert blind.passed and blind.perturbation is None  # t = 0: the bug cannot show
+    report = validate(zero_init_shift_coupling, checks=["round_trip"], **RUN)
+    assert {r.status for r in report.results} == {"fail"}
+    assert "the layer was the identity before" in report.perturbation
+    r = report.results[0]
+    scope: dict = {}
+    exec(compile(r.repro, "<repro>", "exec"), scope)  # the snippet rebuilds the moved layer
+    assert scope["adapter"].layer.t.abs().sum() > 0
+    twin = validate(zero_init_coupling_twin, checks=["round_trip"], **RUN)
+    assert twin.passed and "identity before" in twin.perturbation

@@ -21,6 +21,9 @@ from invlin.validate.protocol import Adapter, Unsupported
 
 __all__ = [
     "BROKEN",
+    "ZeroInitShiftCoupling",
+    "zero_init_coupling_twin",
+    "zero_init_shift_coupling",
     "ClampedCouplingScale",
     "clamped_coupling_both_ways",
     "clamped_coupling_scale",
@@ -394,6 +397,27 @@ class ClampedCouplingScale(nn.Module):
         return torch.cat([ya, (yb - t) * (-s).exp()], -1), -s.sum(-1)
 
 
+class ZeroInitShiftCoupling(nn.Module):
+    """Additive coupling y_b = x_b + t(x_a), t linear and zero-initialised (as flows start at
+    the identity). Bug: the inverse adds t again (x_b = y_b + t) — invisible while t = 0, so
+    only a layer moved off its initialisation shows it. ``sign=-1.0`` is the correct twin."""
+
+    def __init__(self, features: int, sign: float = 1.0) -> None:
+        super().__init__()
+        self.k = max(1, features // 2)
+        self.t = nn.Parameter(torch.zeros(features - self.k, self.k))
+        self.sign = sign
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xa, xb = x[..., : self.k], x[..., self.k :]
+        return torch.cat([xa, xb + F.linear(xa, self.t)], -1), x.new_zeros(x.shape[:-1])
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ya, yb = y[..., : self.k], y[..., self.k :]
+        xb = yb + self.sign * F.linear(ya, self.t)
+        return torch.cat([ya, xb], -1), y.new_zeros(y.shape[:-1])
+
+
 def _matrix(layer: nn.Module, features: int) -> Adapter:
     return MatrixAdapter(layer, features, name=type(layer).__name__)
 
@@ -476,6 +500,15 @@ def clamped_coupling_both_ways(features: int) -> nn.Module:
     return ClampedCouplingScale(features, clamp_inverse=True)
 
 
+def zero_init_shift_coupling(features: int) -> nn.Module:
+    return ZeroInitShiftCoupling(features)
+
+
+def zero_init_coupling_twin(features: int) -> nn.Module:
+    """The correct twin of :func:`zero_init_shift_coupling`."""
+    return ZeroInitShiftCoupling(features, sign=-1.0)
+
+
 _ALL_BUT_LOGDET = ("round_trip", "logdet_consistency", "batch_shape", "dtype_device", "modes",
                    "cache", "edges", "conditioning", "gradients")
 
@@ -489,7 +522,9 @@ _ALL_BUT_LOGDET = ("round_trip", "logdet_consistency", "batch_shape", "dtype_dev
 #: * batch-mean log|det|: autograd (per sample) and the batch-shape check's single samples;
 #:   forward and inverse average alike, so consistency passes;
 #: * ill-conditioned inverse: only the conditioning check sets κ up to 10⁶ (10⁴ in float32);
-#: * non-finite at edges: only the edges check draws |x| up to 1e4;
+#: * non-finite at edges: log|det| = −inf from |x| ≈ 100 on (float32), 700 (float64): edges and,
+#:   since the value checks draw up to 1e4 and beyond too, both log|det| checks (the round trip
+#:   passes: its values are right, and where y rounds to 1 the Jacobian is singular);
 #: * deviceless eye: the eval-mode inverse, exercised by dtype_device, modes and cache; it
 #:   raises in float64 (two dtypes) and is correct in float32 on the CPU;
 #: * float32 eval-mode inverse: only the modes check compares eval with train (float64 only);
@@ -504,6 +539,9 @@ BROKEN: dict = {
     # value checks judge nothing ("insufficient"); the invertibility check fails them
     constant_map: {d: ("fail", ("invertibility",)) for d in ("float64", "float32")},
     zeroed_coordinate: {d: ("fail", ("invertibility",)) for d in ("float64", "float32")},
+    # wrong only once t ≠ 0: the validator's perturbation of the parameters exposes it
+    zero_init_shift_coupling: {d: ("fail", ("round_trip", "logdet_consistency"))
+                               for d in ("float64", "float32")},
     wrong_sign_logdet: {d: ("fail", ("logdet_autograd", "logdet_oracle", "conditioning"))
                         for d in ("float64", "float32")},
     missing_factor_logdet: {d: ("fail", ("logdet_autograd", "logdet_oracle"))
@@ -513,7 +551,8 @@ BROKEN: dict = {
                         for d in ("float64", "float32")},
     low_precision_eval_cache: {"float64": ("fail", ("modes",)), "float32": ("fail", ())},
     ill_conditioned_inverse: {d: ("fail", ("conditioning",)) for d in ("float64", "float32")},
-    non_finite_at_edges: {d: ("fail", ("edges",)) for d in ("float64", "float32")},
+    non_finite_at_edges: {d: ("fail", ("logdet_autograd", "logdet_consistency", "edges"))
+                          for d in ("float64", "float32")},
     deviceless_eye: {"float64": ("error", ("dtype_device", "modes", "cache")),
                      "float32": ("fail", ())},
     stale_cache: {d: ("fail", ("cache",)) for d in ("float64", "float32")},
@@ -523,3 +562,487 @@ BROKEN: dict = {
     wrong_sign_transform: {d: ("fail", ("logdet_autograd", "cache"))
                            for d in ("float64", "float32")},
 }
+
+
+# -- batch composition (issue 18, item 4): only a large or recomposed batch shows these --------
+class BlockedCoupling(nn.Module):
+    """Affine coupling y_a = x_a, y_b = x_b ⊙ exp(s) + t with s = tanh(x_a W_s + c_s),
+    t = x_a W_t + c_t, log|det| = Σ s, evaluated in blocks of 16 rows as a memory-bounded
+    implementation would (the conditioner once for the whole batch, the rest block by block).
+    Correct: each block's log|det| is read from its own rows."""
+
+    block = 16
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(features)
+        self.k = max(1, features // 2)
+        nb = features - self.k
+        self.ws = nn.Parameter(0.5 * torch.randn(self.k, nb, generator=g))
+        self.cs = nn.Parameter(0.1 * torch.randn(nb, generator=g))
+        self.wt = nn.Parameter(0.5 * torch.randn(self.k, nb, generator=g))
+        self.ct = nn.Parameter(0.1 * torch.randn(nb, generator=g))
+
+    def _rows(self, start: int, stop: int, device: torch.device) -> torch.Tensor:
+        """Indices of the block's rows in the whole batch."""
+        return torch.arange(start, stop, device=device)
+
+    def _map(self, v: torch.Tensor, sign: float) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = v.reshape(-1, v.shape[-1])
+        va = flat[:, : self.k]
+        s = torch.tanh(va @ self.ws + self.cs)
+        t = va @ self.wt + self.ct
+        outs, lds = [], []
+        for start in range(0, flat.shape[0], self.block):
+            stop = min(start + self.block, flat.shape[0])
+            vb = flat[start:stop, self.k :]
+            if sign > 0:
+                outs.append(vb * s[start:stop].exp() + t[start:stop])
+            else:
+                outs.append((vb - t[start:stop]) * (-s[start:stop]).exp())
+            lds.append(sign * s[self._rows(start, stop, v.device)].sum(-1))
+        out = torch.cat([va, torch.cat(outs)], -1).reshape(v.shape)
+        return out, torch.cat(lds).reshape(v.shape[:-1])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._map(x, 1.0)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._map(y, -1.0)
+
+
+class WrongRowsBlockedLogdet(BlockedCoupling):
+    """Bug: the block's log|det| is indexed with block-local row numbers (0 … 15) as if they
+    were global ones, so from row 16 on every row gets the log|det| of a row of the first
+    block (y and x stay right). Batches of up to 16 rows — every batch the other checks
+    draw — are right."""
+
+    def _rows(self, start: int, stop: int, device: torch.device) -> torch.Tensor:
+        return torch.arange(stop - start, device=device)
+
+
+class LargeBatchCentering(nn.Module):
+    """y = exp(s) ⊙ x + b, log|det| = Σ s. Bug: in batches of more than 64 rows the layer
+    first subtracts half the batch median of each feature, y = exp(s) ⊙ (x − ½·med(x)) + b —
+    robust batch statistics switched on only where the batch is "large enough" for them (as
+    batch-norm flows use batch statistics), so a row's output depends on the other rows in big
+    batches only. The inverse undoes it (med(z) = ½·med(x) for z = x − ½·med(x), the median
+    being an element, so no cancellation): round trips hold in every batch. Its correct twin
+    (``limit=math.inf``) never centres."""
+
+    def __init__(self, features: int, limit: float = 64) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(features)
+        self.log_scale = nn.Parameter(0.3 * torch.randn(features, generator=g))
+        self.bias = nn.Parameter(0.1 * torch.randn(features, generator=g))
+        self.limit = limit
+
+    def _median(self, v: torch.Tensor) -> torch.Tensor | None:
+        flat = v.reshape(-1, v.shape[-1])
+        return flat.median(0).values if flat.shape[0] > self.limit else None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self._median(x)
+        if m is not None:
+            x = x - 0.5 * m
+        return x * self.log_scale.exp() + self.bias, self.log_scale.sum().expand(x.shape[:-1])
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = (y - self.bias) * (-self.log_scale).exp()
+        m = self._median(z)
+        if m is not None:
+            z = z + m  # x = z + ½·med(x) = z + med(z)
+        return z, (-self.log_scale.sum()).expand(y.shape[:-1])
+
+
+def blocked_coupling(features: int) -> nn.Module:
+    """The correct twin of :func:`wrong_rows_blocked_logdet`."""
+    return BlockedCoupling(features)
+
+
+def wrong_rows_blocked_logdet(features: int) -> nn.Module:
+    return WrongRowsBlockedLogdet(features)
+
+
+def large_batch_centering(features: int) -> nn.Module:
+    return LargeBatchCentering(features)
+
+
+def never_centering(features: int) -> nn.Module:
+    """The correct twin of :func:`large_batch_centering`."""
+    return LargeBatchCentering(features, limit=float("inf"))
+
+
+__all__ += [
+    "BlockedCoupling",
+    "LargeBatchCentering",
+    "WrongRowsBlockedLogdet",
+    "blocked_coupling",
+    "large_batch_centering",
+    "never_centering",
+    "wrong_rows_blocked_logdet",
+]
+
+#: * wrong rows of a blocked log|det|, large-batch centring: only batches of more than 16 /
+#:   64 rows show them: the batch-shape check (every row of 130 recomputed in other chunks)
+#:   and logdet_autograd, whose wide batches (up to 128 rows) compare each row's log|det| with
+#:   the Jacobian of the whole batch (for the centring, the median row's carries the batch).
+BROKEN.update({
+    f: {d: ("fail", ("logdet_autograd", "batch_shape")) for d in ("float64", "float32")}
+    for f in (wrong_rows_blocked_logdet, large_batch_centering)
+})
+
+
+# -- gradients against central differences (issue 18, item 3): values all exact ---------------
+class SoftplusScale(nn.Module):
+    """y = x ⊙ softplus(ρ) + b, log|det| = Σ log softplus(ρ): no bug (the correct twin of
+    :class:`NoGradLogdet`)."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(features)
+        self.raw_scale = nn.Parameter(0.5 * torch.randn(features, generator=g))
+        self.bias = nn.Parameter(0.1 * torch.randn(features, generator=g))
+
+    def _log_scale(self) -> torch.Tensor:
+        return torch.log(F.softplus(self.raw_scale))
+
+    def _logdet(self, v: torch.Tensor) -> torch.Tensor:
+        return self._log_scale().sum().expand(v.shape[:-1])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x * F.softplus(self.raw_scale) + self.bias, self._logdet(x)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (y - self.bias) / F.softplus(self.raw_scale), -self._logdet(y)
+
+
+class NoGradLogdet(SoftplusScale):
+    """Bug: log|det| computed under ``torch.no_grad()`` (to "save memory"): every value is
+    exact, but a likelihood's gradient misses ∂log|det|/∂ρ = σ(ρ)/softplus(ρ) per feature."""
+
+    def _logdet(self, v: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return super()._logdet(v)
+
+
+class _AffineFunction(torch.autograd.Function):
+    """y = x ⊙ exp(s) + b with a hand-written backward that reuses the saved output:
+    ∂y/∂s = y − b. ``omit`` drops the −b term (∂y/∂s taken as y, right only for b = 0)."""
+
+    @staticmethod
+    def forward(ctx, x, log_scale, bias, omit):  # type: ignore[override]
+        y = x * torch.exp(log_scale) + bias
+        ctx.save_for_backward(y, log_scale, bias)
+        ctx.omit = omit
+        return y
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        y, log_scale, bias = ctx.saved_tensors
+        n = y.shape[-1]
+        dy_ds = y if ctx.omit else y - bias
+        grad_s = (g * dy_ds).reshape(-1, n).sum(0)
+        return g * torch.exp(log_scale), grad_s, g.reshape(-1, n).sum(0), None
+
+
+class CustomBackwardAffine(nn.Module):
+    """y = exp(s) ⊙ x + b through a custom autograd Function, log|det| = Σ s: no bug (the
+    correct twin of :class:`OmittedTermBackward`)."""
+
+    omit = False
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(features)
+        self.log_scale = nn.Parameter(0.3 * torch.randn(features, generator=g))
+        self.bias = nn.Parameter(0.5 + 0.1 * torch.randn(features, generator=g))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = _AffineFunction.apply(x, self.log_scale, self.bias, self.omit)
+        return y, self.log_scale.sum().expand(x.shape[:-1])
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (y - self.bias) * torch.exp(-self.log_scale)
+        return x, (-self.log_scale.sum()).expand(y.shape[:-1])
+
+
+class OmittedTermBackward(CustomBackwardAffine):
+    """Bug: the custom backward forms ∂y/∂s from the saved output y instead of y − b, so
+    ∂y/∂s misses the −b term (a memory-saving backward written for a bias-free layer); the
+    forward values, the inverse and every log|det| are exact."""
+
+    omit = True
+
+
+def softplus_scale(features: int) -> nn.Module:
+    """The correct twin of :func:`no_grad_logdet`."""
+    return SoftplusScale(features)
+
+
+def no_grad_logdet(features: int) -> nn.Module:
+    return NoGradLogdet(features)
+
+
+def custom_backward_affine(features: int) -> nn.Module:
+    """The correct twin of :func:`omitted_term_backward`."""
+    return CustomBackwardAffine(features)
+
+
+def omitted_term_backward(features: int) -> nn.Module:
+    return OmittedTermBackward(features)
+
+
+__all__ += [
+    "CustomBackwardAffine",
+    "NoGradLogdet",
+    "OmittedTermBackward",
+    "SoftplusScale",
+    "custom_backward_affine",
+    "no_grad_logdet",
+    "omitted_term_backward",
+    "softplus_scale",
+]
+
+#: * log|det| under no_grad, a custom backward missing a term: every value is exact, so only
+#:   the gradients check (autograd against central differences of a float64 copy) sees them.
+BROKEN.update({
+    no_grad_logdet: {d: ("fail", ("gradients",)) for d in ("float64", "float32")},
+    omitted_term_backward: {d: ("fail", ("gradients",)) for d in ("float64", "float32")},
+})
+
+
+# -- value checks on wide inputs (issue 18: large inputs, per-coordinate bounds, NaN) ----------
+class IntervalAdapter(GenericAdapter):
+    """invlin's convention plus the layer's ``domain_`` and ``codomain_`` intervals."""
+
+    def domain(self) -> tuple[float, float] | None:
+        return getattr(self.layer, "domain_", None)
+
+    def codomain(self) -> tuple[float, float] | None:
+        return getattr(self.layer, "codomain_", None)
+
+
+_LOG2 = 0.6931471805599453  # log 2
+
+
+def _logcosh(y: torch.Tensor) -> torch.Tensor:
+    a = y.abs()
+    return a + torch.log1p(torch.exp(-2 * a)) - _LOG2
+
+
+class Asinh(nn.Module):
+    """y = asinh(x) elementwise, x = sinh(y), log|det| = −½Σ log1p(x²): no bug (the correct
+    twin of :class:`AsinhWrongBranch`)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.asinh(x), -0.5 * torch.log1p(x * x).sum(-1)
+
+    def _sinh(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.sinh(y)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._sinh(y), _logcosh(y).sum(-1)
+
+
+class AsinhWrongBranch(Asinh):
+    """Bug: the inverse switches to the asymptotic branch sign(u)·e^|u|/2 of sinh above
+    |u| = 3, relative error e^(−2|u|): 2.5e-3 at |x| = 10, still 1e-8 at |x| = 1e4. Inputs up
+    to 8 never reach it (asinh 8 = 2.78)."""
+
+    def _sinh(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.where(y.abs() <= 3, torch.sinh(y), torch.sign(y) * torch.exp(y.abs()) / 2)
+
+
+class Sigmoid(nn.Module):
+    """y = σ(x) on R → (0, 1), log|det| = Σ log σ(x) + log σ(−x) (stable), x = log y − log1p(−y):
+    no bug (the correct twin of :class:`ClippedSigmoidLogdet`)."""
+
+    codomain_ = (0.0, 1.0)
+
+    def _clip(self, t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    def _logdet(self, t: torch.Tensor) -> torch.Tensor:
+        t = self._clip(t)
+        return (F.logsigmoid(t) + F.logsigmoid(-t)).sum(-1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.sigmoid(x), self._logdet(x)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.log(y) - torch.log1p(-y)
+        return x, -self._logdet(x)
+
+
+class ClippedSigmoidLogdet(Sigmoid):
+    """Bug: log|det| is taken at the pre-activation clipped to [−17, 17] (a clipped sigmoid,
+    as guards against log 0 are written): off by about |x| − 17 beyond, in both directions
+    alike (so forward and inverse agree) and finite everywhere (so edges passes)."""
+
+    def _clip(self, t: torch.Tensor) -> torch.Tensor:
+        return t.clamp(-17.0, 17.0)
+
+
+class Softplus(nn.Module):
+    """y = softplus(x) = max(x, 0) + log1p(e^−|x|) on R → (0, ∞), log|det| = Σ log σ(x),
+    x = y + log(−expm1(−y)): no bug (the correct twin of :class:`UnstableSoftplusInverse`).
+    torch's own ``F.softplus`` is not used: it returns x itself above x = 20, a relative error
+    of e^−20 ≈ 2e-9 that a float64 round trip sees."""
+
+    codomain_ = (0.0, float("inf"))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Two clamped branches: autograd gives σ(0) = ½ at x = 0 and no 0·∞ in either branch.
+        xp, xn = x.clamp(min=0), x.clamp(max=0)
+        y = torch.where(x > 0, xp + torch.log1p(torch.exp(-xp)), torch.log1p(torch.exp(xn)))
+        return y, F.logsigmoid(x).sum(-1)
+
+    def _solve(self, y: torch.Tensor) -> torch.Tensor:
+        return y + torch.log(-torch.expm1(-y))
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._solve(y), -torch.log(-torch.expm1(-y)).sum(-1)
+
+
+class UnstableSoftplusInverse(Softplus):
+    """Bug: below y = 15 the inverse is log(eʸ − 1): eʸ − 1 cancels for small y, so x loses
+    log₂(1/y) bits — most of float32's from x ≈ −8 on, every digit (x = −inf) below
+    x ≈ −16.6 (eʸ rounds to 1). The row-wise bound of a diagonal map let it through
+    (κ₁ = max σ(xᵢ)/min σ(xᵢ) ≈ 3000 for entries ±8)."""
+
+    def _solve(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.where(y > 15, super()._solve(y), torch.log(torch.exp(y) - 1))
+
+
+class ElementwiseAffine(nn.Module):
+    """y = eˢ ⊙ x + b with scales e^(0, 1.5, −1.5, …) (κ₁ = e³): no bug (the correct twin of
+    :class:`UlpErrorAffine`)."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(features)
+        pattern = torch.tensor([0.0, 1.5, -1.5, 0.75, -0.75])
+        self.log_scale = nn.Parameter(pattern.repeat(features // 5 + 1)[:features])
+        self.bias = nn.Parameter(0.1 * torch.randn(features, generator=g))
+
+    def _factor(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-self.log_scale)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x * torch.exp(self.log_scale) + self.bias, self.log_scale.sum().expand(
+            x.shape[:-1])
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (y - self.bias) * self._factor(y), (-self.log_scale.sum()).expand(y.shape[:-1])
+
+
+class UlpErrorAffine(ElementwiseAffine):
+    """Bug: the inverse of coordinate 0 errs by 370 units of roundoff of the dtype (a factor
+    1 + 370u). Judged per coordinate that is 185 times the allowance ε(|x₀| + |y₀/J₀₀|) ≈ 2ε|x₀|
+    (ratio ≈ 185 against 30); judged over the row with κ₁ = e³ it stayed below 30."""
+
+    def _factor(self, y: torch.Tensor) -> torch.Tensor:
+        bump = torch.ones_like(self.log_scale)
+        bump[0] = 1 + 370 * torch.finfo(y.dtype).eps / 2
+        return torch.exp(-self.log_scale) * bump
+
+
+class AllNaN(nn.Module):
+    """Bug: every output is NaN (y, x and both log|det|), still with an autograd graph."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x * float("nan"), (x * float("nan")).sum(-1)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return y * float("nan"), (y * float("nan")).sum(-1)
+
+
+def _interval(layer: nn.Module, features: int) -> Adapter:
+    return IntervalAdapter(layer, features, name=type(layer).__name__)
+
+
+def asinh(features: int) -> Adapter:
+    """The correct twin of :func:`asinh_wrong_branch`."""
+    return _interval(Asinh(), features)
+
+
+def asinh_wrong_branch(features: int) -> Adapter:
+    return _interval(AsinhWrongBranch(), features)
+
+
+def sigmoid(features: int) -> Adapter:
+    """The correct twin of :func:`clipped_sigmoid_logdet`."""
+    return _interval(Sigmoid(), features)
+
+
+def clipped_sigmoid_logdet(features: int) -> Adapter:
+    return _interval(ClippedSigmoidLogdet(), features)
+
+
+def softplus(features: int) -> Adapter:
+    """The correct twin of :func:`unstable_softplus_inverse`."""
+    return _interval(Softplus(), features)
+
+
+def unstable_softplus_inverse(features: int) -> Adapter:
+    return _interval(UnstableSoftplusInverse(), features)
+
+
+def elementwise_affine(features: int) -> Adapter:
+    """The correct twin of :func:`ulp_error_affine`."""
+    return _interval(ElementwiseAffine(features), features)
+
+
+def ulp_error_affine(features: int) -> Adapter:
+    return _interval(UlpErrorAffine(features), features)
+
+
+def all_nan(features: int) -> nn.Module:
+    return AllNaN()
+
+
+#: The correct twins of the layers below: they pass every check in both dtypes.
+VALUE_TWINS: tuple = (asinh, sigmoid, softplus, elementwise_affine)
+
+__all__ += [
+    "VALUE_TWINS",
+    "AllNaN",
+    "Asinh",
+    "AsinhWrongBranch",
+    "ClippedSigmoidLogdet",
+    "ElementwiseAffine",
+    "IntervalAdapter",
+    "Sigmoid",
+    "Softplus",
+    "UlpErrorAffine",
+    "UnstableSoftplusInverse",
+    "all_nan",
+    "asinh",
+    "asinh_wrong_branch",
+    "clipped_sigmoid_logdet",
+    "elementwise_affine",
+    "sigmoid",
+    "softplus",
+    "ulp_error_affine",
+    "unstable_softplus_inverse",
+]
+
+#: * wrong asymptotic branch of the inverse above |u| = 3 (|x| ≳ 10): only the round trip on
+#:   large inputs; the inverse's log|det| is computed from y, so consistency holds;
+#: * log|det| at a pre-activation clipped to ±17: autograd on large inputs (finite, consistent);
+#: * log(eʸ − 1) as the softplus inverse: the round trip, judged per coordinate, on inputs below
+#:   about −8 (float64 loses digits there too, ε₆₄/y of them), and edges where eʸ rounds to 1
+#:   (x = −inf below x ≈ −16.6 in float32, −37 in float64);
+#: * a 370-ulp error in one coordinate of an elementwise inverse: the per-coordinate round trip.
+BROKEN.update({
+    asinh_wrong_branch: {d: ("fail", ("round_trip",)) for d in ("float64", "float32")},
+    clipped_sigmoid_logdet: {d: ("fail", ("logdet_autograd",)) for d in ("float64", "float32")},
+    unstable_softplus_inverse: {d: ("fail", ("round_trip", "edges"))
+                                for d in ("float64", "float32")},
+    ulp_error_affine: {d: ("fail", ("round_trip",)) for d in ("float64", "float32")},
+})
+#: * NaN everywhere (with a graph): every value check alone, edges, and the invertibility check
+#:   (its Jacobian is NaN); the checks that need a judged row are "insufficient", not failed.
+BROKEN[all_nan] = {d: ("fail", ("invertibility", "round_trip", "logdet_autograd",
+                                "logdet_consistency", "edges")) for d in ("float64", "float32")}

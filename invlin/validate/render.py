@@ -18,6 +18,7 @@ __all__ = [
     "from_json",
     "jsonable",
     "md_escape",
+    "perturbation_rows",
     "render",
     "render_failures",
     "render_json",
@@ -104,6 +105,13 @@ def _headline(conformance: Conformance) -> str:
         text += (f", {c['insufficient']} insufficient (judged no case"
                  f"{'; allowed' if allow else ''})")
     return text
+
+
+def perturbation_rows(conformance: Conformance) -> list[tuple[str, str]]:
+    """(layer, what was done to its parameters) for every layer that records it."""
+    libraries = {layer.library for layer in conformance.layers}
+    return [(_layer_label(layer, libraries), layer.perturbation)
+            for layer in conformance.layers if layer.perturbation]
 
 
 def warnings_rows(meta: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
@@ -256,6 +264,10 @@ def render_text(conformance: Conformance, *, title: str = "invlin validate") -> 
         out += ["", "skipped:"]
         out += [f"  {layer} · {check} ({where}): {reason}" for layer, check, where, reason
                 in skips]
+    moved = perturbation_rows(conformance)
+    if moved:
+        out += ["", "parameters moved off their initialisation before checking:"]
+        out += [f"  {layer}: {text}" for layer, text in moved]
     recorded = warnings_rows(conformance.meta)
     if recorded:
         out += ["", "warnings raised while validating (not failures):"]
@@ -308,6 +320,10 @@ def render_markdown(conformance: Conformance, *, title: str = "invlin conformanc
     out += ["", "| " + " | ".join(md_escape(c) for c in header) + " |",
             "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
+    moved = perturbation_rows(conformance)
+    if moved:
+        out += ["", "Parameters moved off their initialisation before checking:", ""]
+        out += [f"- {md_escape(layer)}: {md_escape(text)}" for layer, text in moved]
     libraries = {layer.library for layer in conformance.layers}
     failures = _failures(conformance)
     if failures:

@@ -64,6 +64,8 @@ class LayerReport:
     target: str
     results: list[CheckResult] = field(default_factory=list)
     error: str | None = None  # the factory/adapter itself failed
+    #: how the parameters were moved off their initialisation before checking (None: not moved)
+    perturbation: str | None = None
 
     @property
     def passed(self) -> bool:

@@ -15,6 +15,7 @@ from invlin.testing.profiles import PROFILES
 from invlin.validate import isolation
 from invlin.validate.checks import CHECKS, CheckContext, run_check
 from invlin.validate.meta import LIBRARY_DISTRIBUTIONS, run_meta
+from invlin.validate.perturbation import Perturbation, move_off_init, reapply
 from invlin.validate.protocol import Adapter
 from invlin.validate.results import CheckEvent, CheckResult, Conformance, LayerReport
 from invlin.validate.verdicts import reconcile
@@ -79,16 +80,20 @@ def _import_line(factory: Callable[..., object], target: str) -> str:
 
 
 def _setup(factory: Callable[..., object], target: str, *, features: int, seed: int,
-           name: str | None, dtype: str, device: str) -> str:
-    return "\n".join([
+           name: str | None, dtype: str, device: str, moved: Perturbation | None) -> str:
+    lines = [
         "import numpy as np",
         "import torch",
         "from invlin.validate.adapters import adapt",
         _import_line(factory, target),
         f"torch.manual_seed({seed}); np.random.seed({seed})",
         f"adapter = adapt(factory(features={features}), {features}, name={name!r})",
-        f"adapter.to(dtype=torch.{dtype}, device={device!r})",
-    ])
+    ]
+    if moved is not None and moved.scale > 0:
+        lines += ["from invlin.validate.perturbation import perturb",
+                  f"perturb([adapter], {moved.seed}, scale={moved.scale!r})  # off its init"]
+    lines.append(f"adapter.to(dtype=torch.{dtype}, device={device!r})")
+    return "\n".join(lines)
 
 
 def _seeded(factory: Callable[..., object], features: int, seed: int) -> object:
@@ -189,6 +194,7 @@ def validate(
     progress: Callable[[CheckEvent], None] | None = None,
     known: Mapping[Key, CheckResult] | None = None,
     on_result: Callable[[CheckResult], None] | None = None,
+    perturb: bool = True,
 ) -> LayerReport:
     """Run ``checks`` (default: all of :data:`~invlin.validate.checks.CHECKS`) on the layer
     ``factory(features=features)`` for every dtype and device.
@@ -208,6 +214,12 @@ def validate(
     that changed any of them gets a failed ``global_state`` result per dtype/device saying
     what changed during which check.
 
+    ``perturb`` (default on): the first build's trainable parameters are moved off their
+    initialisation by a seeded perturbation that keeps the layer valid
+    (:func:`~invlin.validate.perturbation.move_off_init`), and every later build gets the same
+    one, so zero- or identity-initialised layers are not trivially right; what was done (and
+    whether the layer is still the identity map) is ``LayerReport.perturbation``.
+
     ``progress``, when given, is called with a :class:`CheckEvent` before and after each check.
     ``known`` maps (check, dtype, device) to results decided elsewhere (by a worker that was
     stopped, see :mod:`~invlin.validate.worker`): they are taken as they are, not run again.
@@ -224,10 +236,17 @@ def validate(
         raise ValueError(f"factory must be callable, got {type(factory).__name__}")
     known = dict(known or {})
 
+    moved: list[Perturbation] = []  # the first build's perturbation, reapplied to the others
+
     def make() -> Adapter:
         adapter = adapt(_seeded(factory, features, seed), features, name=name)
         if name is not None:  # an Adapter passes through adapt() with its own name
             adapter.name = name
+        if perturb:
+            if moved:
+                reapply(adapter, moved[0])
+            else:
+                moved.append(move_off_init(adapter, seed))
         return adapter
 
     def told(res: CheckResult) -> CheckResult:
@@ -246,7 +265,8 @@ def validate(
                 raise
             return LayerReport(name=label, library=library or "unknown", target=target,
                                error=explained(exc))
-        report = LayerReport(name=first.name, library=library or first.library, target=target)
+        report = LayerReport(name=first.name, library=library or first.library, target=target,
+                             perturbation=moved[0].message if moved else None)
         total, done = len(devices) * len(dtypes) * len(names), 0
 
         def tell(check: str, dtype: str, device: str, phase: str, status: str | None = None
@@ -256,10 +276,12 @@ def validate(
                                     phase=phase, index=done, total=total, status=status))
 
         def context(dtype: str, device: str, **extra: Any) -> CheckContext:
+            extra.setdefault("max_examples", max_examples)
             return CheckContext(dtype=dtype, device=device, profile=profile,
-                                max_examples=max_examples, seed=seed, features=features,
+                                seed=seed, features=features,
                                 setup=_setup(factory, target, features=features, seed=seed,
-                                             name=name, dtype=dtype, device=device), **extra)
+                                             name=name, dtype=dtype, device=device,
+                                             moved=moved[0] if moved else None), **extra)
 
         for device in devices:
             reason = _available(device)

@@ -54,7 +54,12 @@ def flat_call(
     see ``x`` reshaped to ``(B, features)``; the output is reshaped back, and log|det| is
     reshaped to ``batch`` only when the library returned exactly ``(B,)`` — any other shape is
     returned untouched so that the shape check sees the library's own answer. A 2-D ``x`` goes
-    through unchanged.
+    through unchanged (the same tensor), so the layer's own batch handling is what the checks
+    exercise on ``(B, n)`` batches.
+
+    Flattening is required, not a convenience: those libraries read every axis after the first
+    as an *event* axis (image channels and pixels), so given ``(B₁, B₂, n)`` nflows' LULinear
+    returns one log|det| per B₁ and most coupling layers raise.
     """
     if not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[-1] != features:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from invlin.oracle import OracleSingularError, evaluate
 from invlin.testing import logdet_ratio
 from invlin.testing.cases import MatrixCase, conditioned_matrix
-from invlin.testing.strategies import conditioned_matrices, layer_inputs
+from invlin.testing.strategies import conditioned_matrices, wide_inputs
 from invlin.validate.checks.base import (
     ALLOWED,
     CheckContext,
@@ -96,7 +96,7 @@ def conditioning(make: Make, ctx: CheckContext) -> CheckResult:
             held = _held(tested, mcase.a.astype(np.float64), ctx)
         except Unsupported as exc:
             unset["count"] += 1
-            return Probe(ok=True, message=f"matrix not representable: {exc}")
+            return Probe(ok=True, judged=0, message=f"matrix not representable: {exc}")
         try:
             oracle = evaluate(held)
         except OracleSingularError as exc:
@@ -127,13 +127,13 @@ def conditioning(make: Make, ctx: CheckContext) -> CheckResult:
                          message=(f"inverse log|det| vs the oracle's −log|det W| at κ₁ "
                                   f"{oracle.kappa:.3g}: ratio {lr.value:.3g}"))
         if w.ratio is None:
-            return Probe(ok=True, message="no row could be judged")
+            return Probe(ok=True, judged=0, message="no row could be judged")
         ratio = max(w.value, lr.value)
         ok = w.ratio.passed(ALLOWED) and lr.passed(ALLOWED)
         example.update(compared=what, row=w.row)
         msg = (f"{what} at κ₁ {oracle.kappa:.3g}: ratio {w.value:.3g} (row {w.row}, relative "
                f"error {w.ratio.rel_error:.3g}); log|det| ratio {lr.value:.3g}")
-        return Probe(ok=ok, ratio=ratio, allowed=ALLOWED, example=example,
+        return Probe(ok=ok, ratio=ratio, allowed=ALLOWED, example=example, judged=b,
                      message=msg if ok else f"inaccurate for an ill-conditioned matrix: {msg}")
 
     def snippet(case: tuple[MatrixCase, np.ndarray]) -> str:
@@ -151,13 +151,14 @@ def conditioning(make: Make, ctx: CheckContext) -> CheckResult:
                 f"print('relative error per row:', (x_hat.double() - x_star).abs().sum(-1) / "
                 f"x_star.abs().sum(-1))")
 
-    ys = layer_inputs(n, dtype=ctx.dtype, max_batch=4)  # y: a linear layer's codomain is Rⁿ
+    # y: a linear layer's codomain is Rⁿ; a batch of rows per matrix costs one solve
+    ys = wide_inputs(n, dtype=ctx.dtype, max_rows=16, mixes=("ordinary",))
     matrices = conditioned_matrices(n, ctx.dtype, min_log_kappa=1.0, max_log_kappa=top)
     rng = np.random.default_rng(ctx.seed)
     y_fixed = np.asarray(np.linspace(-1.0, 1.0, 2 * n).reshape(2, n), dtype=ctx.dtype)
     explicit = [(conditioned_matrix(n, k, 1, rng, dtype=ctx.dtype), y_fixed.astype(np.float64))
                 for k in kappas]
-    out = ctx.search(st.tuples(matrices, ys), probe, snippet=snippet, share=0.2,
+    out = ctx.search(st.tuples(matrices, ys), probe, snippet=snippet, share=0.05,
                      minimum=len(kappas), explicit=explicit,
                      describe=lambda c: {"kappa_target": c[0].kappa, "matrix": c[0].a,
                                          "y": c[1]})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,6 @@ from invlin.validate.checks.base import (
     CheckContext,
     Make,
     ShapeMismatch,
-    batch_values,
     move,
     numpy64,
     pair,
@@ -32,23 +32,97 @@ from invlin.validate.checks.truth import (
     worst_logdet,
     worst_rows,
 )
+from invlin.validate.perturbation import standard_inputs
 from invlin.validate.protocol import Adapter, Unsupported
 from invlin.validate.results import CheckResult
 from invlin.validate.search import Outcome, Probe, tensor_literal
 
-__all__ = ["batch_shape", "dtype_device"]
+__all__ = ["CHUNKS", "ROWS", "batch_shape", "centre", "dtype_device", "recomposition"]
 
-_PER_SAMPLE = 3  # rows recomputed one at a time to catch samples that see each other
+#: Chunk sizes of the recomposed batch: four single rows (a single-sample path; the first is
+#: the centre of the domain, see :func:`recomposition`), 7 (small, odd), 37 (prime: no block
+#: size divides it, and above 32) and 82 (above 64): none is a power of two.
+CHUNKS: tuple[int, ...] = (1, 1, 1, 1, 7, 37, 82)
+#: Rows of the batch every row of which is recomputed in :data:`CHUNKS`: 130 ≥ 100 and above
+#: 128 = 2⁷, so blocks of 16, 32, 64 and 128 rows all end inside it (the last one partial) and a
+#: path taken only for large batches (> 64 rows) is taken.
+ROWS: int = sum(CHUNKS)
+_SHAPE_SHARE = 1 / 30  # share of the profile's examples for the batch shapes (ci: 5 cases,
+#                        each a 1-, a 2- and a 3-D batch)
+#: Batch shapes every search tries first, so that a short search meets sides other than 1.
+_SHAPES: tuple[tuple[int, ...], ...] = ((3,), (2, 3), (3, 1, 2))
+_RECOMPOSE_SHARE = 0.01  # share of the profile's examples for recompositions (ci: 2)
 
 
-def _cases(n: int, ctx: CheckContext, ndim: int, domain: object) -> st.SearchStrategy:
-    return batch_shapes(ndim, ndim, 4).flatmap(
-        lambda shape: layer_inputs(n, dtype=ctx.dtype, batch=shape, domain=domain))
+def recomposition(seed: int) -> np.ndarray:
+    """The seeded order (a permutation of ``range(ROWS)``) in which the rows of a batch of
+    :data:`ROWS` are recomputed, cut into consecutive chunks of :data:`CHUNKS` rows: row
+    ``order[i]`` of the batch is row i of the recomposed one. Row 0 comes first, alone."""
+    rest = np.random.default_rng([int(seed), 0x5EED]).permutation(ROWS - 1) + 1
+    return np.concatenate([[0], rest])
 
 
-def _worse(a: tuple[Worst, str], b: tuple[Worst, str]) -> tuple[Worst, str]:
-    return b if b[0].ratio is not None and (a[0].ratio is None or b[0].value > a[0].value) \
-        else a
+def centre(domain: tuple[float, float] | None) -> float:
+    """The point every coordinate of row 0 of the recomposed batch takes: 0 on all of R (where
+    outputs are smallest, so rounding that differs between layouts is judged most strictly),
+    the midpoint of a bounded domain, one unit inside a half-line."""
+    if domain is None:
+        return 0.0
+    lo, hi = float(domain[0]), float(domain[1])
+    if math.isfinite(lo) and math.isfinite(hi):
+        return (lo + hi) / 2
+    if math.isfinite(lo):
+        return lo + 1.0
+    return hi - 1.0 if math.isfinite(hi) else 0.0
+
+
+def _clean(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``a``, ``b`` with the entries that are the same non-finite value in both (the same
+    infinity, or NaN in both) set to 0: no layout difference there; non-finite values are the
+    edges check's business."""
+    same = ~np.isfinite(a) & ((a == b) | (np.isnan(a) & np.isnan(b)))
+    return np.where(same, 0.0, a), np.where(same, 0.0, b)
+
+
+def _worst_rows(out: np.ndarray, expected: np.ndarray, scales: np.ndarray, dtype: str
+                ) -> Worst:
+    """:func:`~invlin.validate.checks.truth.worst_rows` for many rows: the ratio of every row
+    is computed at once (the same formula, ‖out_j − exp_j‖₁ / (‖exp_j‖₁·κ_j·ε), κ_j =
+    max(1, scales_j/‖exp_j‖₁), a zero row judged against κ_j·ε), then the worst row is
+    handed to ``worst_rows`` for its :class:`Ratio`."""
+    out, expected = _clean(out, expected)
+    ok = np.isfinite(scales)
+    if not ok.any():
+        return Worst(skipped=int(ok.size))
+    u = eps(dtype)
+    norms = np.abs(expected).sum(axis=1)
+    with np.errstate(all="ignore"):
+        k = np.maximum(1.0, np.where(norms > 0, scales / norms, scales))
+        num = np.abs(out - expected).sum(axis=1)
+        den = np.where(norms * k * u > 0, norms * k * u, k * u)
+        ratio = np.where(~np.isfinite(num), math.inf, np.where(num == 0, 0.0, num / den))
+    j = int(np.argmax(np.where(ok, ratio, -1.0)))
+    w = worst_rows(out[j:j + 1], expected[j:j + 1], scales[j:j + 1], dtype)
+    w.row, w.skipped = j, int((~ok).sum())
+    return w
+
+
+def _worst_logdet(out: np.ndarray, expected: np.ndarray, kappas: np.ndarray, n: int,
+                  dtype: str) -> Worst:
+    """:func:`~invlin.validate.checks.truth.worst_logdet` for many samples, vectorised like
+    :func:`_worst_rows`: |ℓ_j − ℓ*_j| / (n·max(1, κ_j)·ε)."""
+    out, expected = _clean(out, expected)
+    ok = np.isfinite(kappas)
+    if not ok.any():
+        return Worst(skipped=int(ok.size))
+    with np.errstate(all="ignore"):
+        err = np.abs(out - expected)
+        ratio = np.where(~np.isfinite(err), math.inf, np.where(
+            err == 0, 0.0, err / (n * np.maximum(1.0, kappas) * eps(dtype))))
+    j = int(np.argmax(np.where(ok, ratio, -1.0)))
+    w = worst_logdet(out[j:j + 1], expected[j:j + 1], kappas[j:j + 1], n, dtype)
+    w.row, w.skipped = j, int((~ok).sum())
+    return w
 
 
 @dataclass
@@ -59,8 +133,9 @@ class _Own:
     values: np.ndarray
     logdet: np.ndarray
 
-    def row(self, j: int) -> _Own:
-        return _Own(self.values[j:j + 1], self.logdet[j:j + 1])
+    def take(self, idx: np.ndarray) -> _Own:
+        """The rows ``idx`` (e.g. a permutation back to the original order)."""
+        return _Own(self.values[idx], self.logdet[idx])
 
 
 class _Measured:
@@ -89,32 +164,36 @@ class _Measured:
             except Exception:  # cannot be copied or moved: strict bound only
                 self.on = False
 
-    def _own(self, call: str, inp: np.ndarray, got: np.ndarray, got_ld: np.ndarray) -> _Own:
+    def own(self, call: str, parts: list[np.ndarray], got: np.ndarray, got_ld: np.ndarray
+            ) -> _Own:
+        """Own error of ``got`` (b rows of n) and ``got_ld`` (b,), computed by ``call``
+        ("forward"/"inverse") from the inputs ``parts`` — one call per part, in order, so the
+        copy sees the same layout (the same chunks) as the tested layer did."""
         rows = got.reshape(-1, self.n).shape[0]
         zero = np.zeros(rows)
         if not self.on:
             return _Own(zero, zero)
+        outs, lds = [], []
         with torch.no_grad():
-            try:
-                out, ld = getattr(self.ref, call)(torch.as_tensor(inp, dtype=self.input_dtype))
-            except Exception:  # the copy cannot run this: no allowance, strict bound
-                return _Own(zero, zero)
-        want, want_ld = numpy64(out).reshape(rows, self.n), numpy64(ld).reshape(-1)
+            for part in parts:
+                try:
+                    out, ld = getattr(self.ref, call)(torch.as_tensor(part,
+                                                                      dtype=self.input_dtype))
+                except Exception:  # the copy cannot run this: no allowance, strict bound
+                    return _Own(zero, zero)
+                b = part.reshape(-1, self.n).shape[0]
+                ld_ = numpy64(ld).reshape(-1)
+                outs.append(numpy64(out).reshape(-1, self.n))
+                lds.append(np.full(b, ld_[0]) if ld_.size == 1 else ld_ if ld_.size == b
+                           else np.full(b, np.nan))
+        want, want_ld = np.concatenate(outs), np.concatenate(lds)
+        if want.shape != (rows, self.n):
+            return _Own(zero, zero)
         err = np.abs(got.reshape(rows, self.n) - want).sum(axis=1)
-        if want_ld.size == 1:
-            want_ld = np.full(rows, want_ld[0])
-        err_ld = np.abs(got_ld.reshape(-1) - want_ld) if want_ld.size == rows else zero
+        err_ld = np.abs(got_ld.reshape(-1) - want_ld)
         # a non-finite difference is no allowance: the comparison itself reports it
         return _Own(self.scale * np.where(np.isfinite(err), err, 0.0),
                     self.scale * np.where(np.isfinite(err_ld), err_ld, 0.0))
-
-    def forward(self, x: np.ndarray, y: np.ndarray, ld: np.ndarray) -> _Own:
-        """Own error of y = f(x) and its log|det| computed with input ``x`` in its layout."""
-        return self._own("forward", x, y, ld)
-
-    def inverse(self, y: np.ndarray, x: np.ndarray, ld: np.ndarray) -> _Own:
-        """Own error of x = f⁻¹(y) and its log|det| computed with input ``y`` in its layout."""
-        return self._own("inverse", y, x, ld)
 
     def rows(self, a: _Own, b: _Own) -> np.ndarray:
         """Extra output-space scale (units of ε) allowing |v_A − v_B| the measured errors."""
@@ -125,11 +204,61 @@ class _Measured:
         return (a.logdet + b.logdet) / (THRESHOLD * self.n * eps(self.dtype))
 
 
+def _run(adapter: Adapter, direction: str, parts: list[np.ndarray], ctx: CheckContext
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """``adapter.forward`` or ``adapter.inverse`` (``direction``) called once per part (each a
+    (b, n) batch); the outputs (Σb, n) and log|det| (Σb,) concatenated in order. Raises
+    :class:`ShapeMismatch` unless every output has shape (b, n) and every log|det| exactly
+    (b,): this is the batch-shape check, so a one-element log|det| is a wrong shape here."""
+    ys, lds = [], []
+    name = "y" if direction == "forward" else "x"
+    for part in parts:
+        b = part.shape[0]
+        out, ld = getattr(adapter, direction)(tensor(part, ctx))
+        if tuple(out.shape) != part.shape:
+            raise ShapeMismatch(f"{direction} {name} of a batch of {b} rows has shape "
+                                f"{tuple(out.shape)}, expected {part.shape}")
+        if not isinstance(ld, torch.Tensor) or tuple(ld.shape) != (b,):
+            shape = tuple(ld.shape) if isinstance(ld, torch.Tensor) else type(ld).__name__
+            raise ShapeMismatch(f"{direction} log|det| of a batch of {b} rows has shape "
+                                f"{shape}, expected the batch shape {(b,)}")
+        ys.append(numpy64(out))
+        lds.append(numpy64(ld))
+    return np.concatenate(ys), np.concatenate(lds)
+
+
+def _merge(total: Outcome, out: Outcome) -> None:
+    total.examples += out.examples
+    total.judged += out.judged
+    total.notes += out.notes
+    if out.worst is not None and (total.worst is None or (out.worst.ratio or 0) >
+                                  (total.worst.ratio or 0)):
+        total.worst = out.worst
+    if out.failure is not None:
+        total.failure, total.raised = out.failure, out.raised
+
+
 def batch_shape(make: Make, ctx: CheckContext) -> CheckResult:
     """Outputs have shape ``(*batch, n)`` and log|det| exactly ``batch`` for 1-, 2- and 3-D
-    batch shapes, in both directions, and the values equal those of the flattened batch
-    ``(B, n)`` and of single samples (so a sum over the wrong axes, or samples that see each
-    other, cannot hide behind a right shape).
+    batch shapes, in both directions, and every value is independent of the batch it was
+    computed in: a row's y, x and both log|det| are the same alone, in a small batch and in a
+    large one, wherever the row sits in it (so a sum over the wrong axes, samples that see each
+    other, or rows processed in blocks that mix up their results cannot hide behind a right
+    shape).
+
+    Two parts. *Shapes*: batches of 1–3 dimensions (sides 1–4) drawn by Hypothesis, values
+    compared with those of the flattened ``(B, n)`` batch. *Recomposition*: a seeded standard
+    batch of :data:`ROWS` = 130 rows is computed whole, then permuted (:func:`recomposition`)
+    and cut into chunks of :data:`CHUNKS` = 1, 1, 1, 1, 7, 37 and 82 rows (row 0, the centre
+    of the domain, alone): batch sizes of 1, not a power of two, and above 100 — and every
+    row of forward y, forward log|det|, inverse x (of the whole batch's y) and inverse
+    log|det| is compared between the two compositions.
+
+    Adapters of libraries whose layers take exactly one batch axis (nflows, normflows, FrEIA:
+    further axes are *event* axes there, images' channels and pixels) flatten a multi-axis
+    batch to ``(B, n)`` (:func:`~invlin.validate.adapters._common.flat_call`); their layers'
+    own batch handling is the ``(B, n)`` one, which the recomposition part calls directly (2-D
+    inputs pass through unflattened). Other adapters hand every batch shape to the layer.
 
     Each value is computed twice in the dtype; both computations err by the evaluation bounds of
     :mod:`~invlin.validate.checks.truth`: y-values κ + ‖J‖‖x‖/‖y‖, x-values κ + ‖J⁻¹‖‖y‖/‖x‖
@@ -141,30 +270,41 @@ def batch_shape(make: Make, ctx: CheckContext) -> CheckResult:
     differently (nflows' rational-quadratic coupling: 455 ratio units in float32 between a
     sample alone and in a batch of two). So in float32 each comparison of layouts A and B is
     also allowed the dtype's own error *measured* in each layout against the float64 copy
-    evaluated in that same layout: |v_A − v_B| ≤ |v_A − v64_A| + |v_B − v64_B| + THRESHOLD·ε·
-    (κ-scaled bound) (:func:`_measured`). By the triangle inequality this passes exactly when
-    the float64 copy's own layouts agree to within the κ-scaled bound, so a log|det| averaged
-    over the batch or summed over the wrong axes still fails — the float64 copy differs
-    between layouts too. In float64 the same allowance uses the float64 error *estimated* from
-    a float32 copy (|v32 − v64|·ε64/ε32, see :class:`_Measured`); a batch-mean or wrong-axes
-    log|det| still fails, because the float32 copy carries the same defect in each layout.
+    evaluated in that same layout (the same chunks): |v_A − v_B| ≤ |v_A − v64_A| +
+    |v_B − v64_B| + THRESHOLD·ε·(κ-scaled bound) (:class:`_Measured`). By the triangle
+    inequality this passes exactly when the float64 copy's own layouts agree to within the
+    κ-scaled bound, so a log|det| averaged over the batch or read from the wrong rows still
+    fails — the float64 copy differs between layouts too. In float64 the same allowance uses
+    the float64 error *estimated* from a float32 copy (|v32 − v64|·ε64/ε32, see
+    :class:`_Measured`); a layout-dependent value still fails, because the float32 copy carries
+    the same defect in each layout.
+
+    Shapes are exact in both parts: a log|det| of one element for a batch of several rows (one
+    value "for the whole batch") is a wrong shape here, though the value checks broadcast it.
+    Rows whose float64 Jacobian is singular are not judged; the number judged is reported.
     """
     name = "batch_shape"
     tested, ref = pair(make, ctx)
     n = ctx.features
     domain = tested.domain()
+    m = _Measured(ref, ctx, n)
 
-    def probe(x: np.ndarray) -> Probe:
+    def inputs(shape: tuple[int, ...], seed: int) -> np.ndarray:
+        rows = int(np.prod(shape))
+        x = standard_inputs(n, rows, seed=seed, dtype=ctx.dtype, domain=domain)
+        return x.reshape(*shape, n)
+
+    def one_shape(x: np.ndarray) -> Probe:
         batch = x.shape[:-1]
-        xt = tensor(x, ctx)
-        y, ladj = tested.forward(xt)
+        y, ladj = tested.forward(tensor(x, ctx))
         problems = []
         if tuple(y.shape) != x.shape:
             problems.append(f"forward y has shape {tuple(y.shape)}, expected {x.shape}")
         if tuple(ladj.shape) != batch:
             problems.append(f"forward log|det| has shape {tuple(ladj.shape)}, expected the "
                             f"batch shape {batch}")
-        xb, ladj_inv = tested.inverse(y.detach().clone()) if not problems else (None, None)
+        y_in = y.detach().clone()
+        xb, ladj_inv = tested.inverse(y_in.clone()) if not problems else (None, None)
         if xb is not None and tuple(xb.shape) != x.shape:
             problems.append(f"inverse x has shape {tuple(xb.shape)}, expected {x.shape}")
         if ladj_inv is not None and tuple(ladj_inv.shape) != batch:
@@ -174,60 +314,42 @@ def batch_shape(make: Make, ctx: CheckContext) -> CheckResult:
         if problems:
             return Probe(ok=False, message="; ".join(problems), example=example)
         flat = x.reshape(-1, n)
-        yf, lf = tested.forward(tensor(flat, ctx))
-        y_in = y.detach().clone()
-        xf, lif = tested.inverse(y_in.reshape(-1, n))
+        y_flat = numpy64(y_in).reshape(-1, n)
+        try:
+            yf, lf = _run(tested, "forward", [flat], ctx)
+            xf, lif = _run(tested, "inverse", [y_flat], ctx)
+        except ShapeMismatch as exc:
+            return Probe(ok=False, message=str(exc), example=example)
         loc = local(ref, flat)
         ky, kx, kl = scale_output(loc, flat, loc.y), scale_input(loc, flat, loc.y), \
             kappa_logdet(loc, n)
-        y2, x2 = numpy64(y).reshape(-1, n), numpy64(xb).reshape(-1, n)
+        y2, x2 = y_flat, numpy64(xb).reshape(-1, n)
         l2, li2 = numpy64(ladj).reshape(-1), numpy64(ladj_inv).reshape(-1)
-        b = (flat.shape[0],)
-        try:
-            lf_, lif_ = batch_values(lf, b, "the flattened forward log|det|"), \
-                batch_values(lif, b, "the flattened inverse log|det|")
-        except ShapeMismatch as exc:
-            return Probe(ok=False, message=str(exc), example=example)
-        m = _Measured(ref, ctx, n)
-        fwd_a, fwd_f = m.forward(x, y2, l2), m.forward(flat, numpy64(yf), lf_)
-        inv_a = m.inverse(numpy64(y_in), x2, li2)
-        inv_f = m.inverse(numpy64(y_in).reshape(-1, n), numpy64(xf), lif_)
+        fwd_a, fwd_f = m.own("forward", [x], y2, l2), m.own("forward", [flat], yf, lf)
+        inv_a = m.own("inverse", [numpy64(y_in)], x2, li2)
+        inv_f = m.own("inverse", [y_flat], xf, lif)
         worst = max(
-            (worst_rows(y2, numpy64(yf), ky + m.rows(fwd_a, fwd_f), ctx.dtype),
+            (_worst_rows(y2, yf, ky + m.rows(fwd_a, fwd_f), ctx.dtype),
              "forward y vs the flattened batch"),
-            (worst_logdet(l2, lf_, kl + m.logdets(fwd_a, fwd_f), n, ctx.dtype),
+            (_worst_logdet(l2, lf, kl + m.logdets(fwd_a, fwd_f), n, ctx.dtype),
              "forward log|det| vs the flattened batch"),
-            (worst_rows(x2, numpy64(xf), kx + m.rows(inv_a, inv_f), ctx.dtype),
+            (_worst_rows(x2, xf, kx + m.rows(inv_a, inv_f), ctx.dtype),
              "inverse x vs the flattened batch"),
-            (worst_logdet(li2, lif_, kl + m.logdets(inv_a, inv_f), n, ctx.dtype),
+            (_worst_logdet(li2, lif, kl + m.logdets(inv_a, inv_f), n, ctx.dtype),
              "inverse log|det| vs the flattened batch"),
             key=lambda t: t[0].value)
-        rows = min(_PER_SAMPLE, flat.shape[0]) if flat.shape[0] > 1 else 0
-        for j in range(rows):
-            ys, ls = tested.forward(tensor(flat[j:j + 1], ctx))
-            try:
-                ls_ = batch_values(ls, (1,), f"the forward log|det| of sample {j} alone")
-            except ShapeMismatch as exc:
-                return Probe(ok=False, message=str(exc), example=example)
-            one = m.forward(flat[j:j + 1], numpy64(ys), ls_)
-            here = fwd_a.row(j)
-            worst = _worse(worst, (worst_rows(numpy64(ys), y2[j:j + 1],
-                                              ky[j:j + 1] + m.rows(one, here), ctx.dtype),
-                                   f"forward y of sample {j} alone"))
-            worst = _worse(worst, (worst_logdet(ls_, l2[j:j + 1],
-                                                kl[j:j + 1] + m.logdets(one, here), n,
-                                                ctx.dtype),
-                                   f"forward log|det| of sample {j} alone"))
+        judged = int(np.isfinite(loc.kappa).sum())
         w, what = worst
-        if w.ratio is None:
-            return Probe(ok=True, message="shapes right; no row could be judged")
+        if w.ratio is None or judged == 0:
+            return Probe(ok=True, judged=0, example=example,
+                         message="shapes right; no row could be judged (singular Jacobians)")
         ok = w.ratio.passed(ALLOWED)
-        msg = f"{what}: ratio {w.value:.3g} (row {w.row} of the flattened batch)"
+        msg = f"{what}: ratio {w.value:.3g} (batch {batch}, row {w.row} of the flattened batch)"
         example["row"] = w.row
-        return Probe(ok=ok, ratio=w.value, allowed=ALLOWED, example=example,
+        return Probe(ok=ok, ratio=w.value, allowed=ALLOWED, example=example, judged=judged,
                      message=msg if ok else f"values depend on the batch layout: {msg}")
 
-    def snippet(x: np.ndarray) -> str:
+    def shape_lines(x: np.ndarray) -> str:
         return (f"x = {tensor_literal(x, ctx.dtype)}\n"
                 f"y, ladj = adapter.forward(x)\n"
                 f"x_back, ladj_inv = adapter.inverse(y.clone())\n"
@@ -235,20 +357,131 @@ def batch_shape(make: Make, ctx: CheckContext) -> CheckResult:
                 f"yf, lf = adapter.forward(x.reshape(-1, {n}))\n"
                 f"print('log|det|:', ladj.reshape(-1), 'flattened:', lf)")
 
+    def shape_probe(case: tuple[tuple[tuple[int, ...], ...], int]) -> Probe:
+        """One batch of each dimension 1, 2, 3: the first failure, else the worst."""
+        shapes, seed = case
+        worst: Probe | None = None
+        judged = 0
+        for k, shape in enumerate(shapes):
+            x = inputs(shape, seed + k)
+            out = one_shape(x)
+            if not out.ok:
+                out.repro = shape_lines(x)
+                return out
+            judged += out.judged
+            if out.ratio is not None and (worst is None or out.ratio > (worst.ratio or 0)):
+                worst = out
+        if worst is None:
+            return Probe(ok=True, judged=0, message="shapes right; no row could be judged "
+                                                    "(singular Jacobians)")
+        worst.judged = judged
+        return worst
+
+    def shape_snippet(case: tuple[tuple[tuple[int, ...], ...], int]) -> str:
+        shapes, seed = case
+        return "\n".join(shape_lines(inputs(shape, seed + k)) for k, shape in enumerate(shapes))
+
+    cuts = np.cumsum(CHUNKS)[:-1]
+
+    def where(order: np.ndarray, j: int) -> str:
+        """Where row j of the whole batch sits in the recomposed one."""
+        pos = int(np.argsort(order)[j])
+        k = int(np.searchsorted(cuts, pos, side="right"))
+        start = int(cuts[k - 1]) if k else 0
+        return f"row {pos - start} of the chunk of {CHUNKS[k]}"
+
+    def batch(seed: int) -> np.ndarray:
+        x = inputs((ROWS,), seed)
+        x[0] = float(np.dtype(ctx.dtype).type(centre(domain)))
+        return x
+
+    def recompose_probe(seed: int) -> Probe:
+        x = batch(seed)
+        order = recomposition(seed)
+        back = np.argsort(order)
+        example = {"rows": ROWS, "seed": seed, "chunks": list(CHUNKS), "x": x}
+        try:
+            ya, la = _run(tested, "forward", [x], ctx)
+            xa, lia = _run(tested, "inverse", [ya], ctx)
+            x_parts, y_parts = np.split(x[order], cuts), np.split(ya[order], cuts)
+            yb, lb = _run(tested, "forward", x_parts, ctx)
+            xb, lib = _run(tested, "inverse", y_parts, ctx)
+        except ShapeMismatch as exc:
+            return Probe(ok=False, message=str(exc), example=example)
+        yb, lb, xb, lib = yb[back], lb[back], xb[back], lib[back]
+        loc = local(ref, x)
+        ky, kx, kl = scale_output(loc, x, loc.y), scale_input(loc, x, loc.y), \
+            kappa_logdet(loc, n)
+        fa, fb = m.own("forward", [x], ya, la), m.own("forward", x_parts, yb[order],
+                                                      lb[order]).take(back)
+        ia, ib = m.own("inverse", [ya], xa, lia), m.own("inverse", y_parts, xb[order],
+                                                         lib[order]).take(back)
+        pairs = {"forward y": (ya, yb), "forward log|det|": (la, lb),
+                 "inverse x": (xa, xb), "inverse log|det|": (lia, lib)}
+        worst = max(
+            (_worst_rows(ya, yb, ky + m.rows(fa, fb), ctx.dtype), "forward y"),
+            (_worst_logdet(la, lb, kl + m.logdets(fa, fb), n, ctx.dtype), "forward log|det|"),
+            (_worst_rows(xa, xb, kx + m.rows(ia, ib), ctx.dtype), "inverse x"),
+            (_worst_logdet(lia, lib, kl + m.logdets(ia, ib), n, ctx.dtype),
+             "inverse log|det|"),
+            key=lambda t: t[0].value)
+        judged = int(np.isfinite(loc.kappa).sum())
+        w, what = worst
+        if w.ratio is None or judged == 0:
+            return Probe(ok=True, judged=0, example=example,
+                         message=f"no row of the batch of {ROWS} could be judged (singular "
+                                 f"Jacobians)")
+        j = w.row
+        a, b = pairs[what]
+        example.update(row=j, compared=what, whole=a[j], recomposed=b[j], x_row=x[j])
+        msg = (f"{what} of row {j}: in one batch of {ROWS} vs as {where(order, j)} (the "
+               f"batch permuted, in chunks of {', '.join(map(str, CHUNKS))}): ratio "
+               f"{w.value:.3g}")
+        ok = w.ratio.passed(ALLOWED)
+        return Probe(ok=ok, ratio=w.value, allowed=ALLOWED, example=example, judged=judged,
+                     message=msg if ok else f"values depend on the batch layout: {msg}")
+
+    def recompose_snippet(seed: int) -> str:
+        return (f"from invlin.validate.checks.shapes import CHUNKS, ROWS, centre, recomposition\n"
+                f"from invlin.validate.perturbation import standard_inputs\n"
+                f"x = torch.as_tensor(standard_inputs({n}, ROWS, seed={seed}, "
+                f"dtype={ctx.dtype!r}, domain=adapter.domain()), dtype=torch.{ctx.dtype})\n"
+                f"x[0] = centre(adapter.domain())\n"
+                f"order = torch.as_tensor(recomposition({seed}))\n"
+                f"back = torch.argsort(order)\n"
+                f"def recomposed(fn, t):\n"
+                f"    parts = [fn(c) for c in torch.split(t[order], list(CHUNKS))]\n"
+                f"    out = torch.cat([p[0] for p in parts])[back]\n"
+                f"    ld = torch.cat([p[1].reshape(-1).expand(len(p[0])) for p in parts])\n"
+                f"    return out, ld[back]\n"
+                f"y, ladj = adapter.forward(x)\n"
+                f"x_back, ladj_inv = adapter.inverse(y.detach().clone())\n"
+                f"y2, ladj2 = recomposed(adapter.forward, x)\n"
+                f"x2, ladj_inv2 = recomposed(adapter.inverse, y.detach().clone())\n"
+                f"for what, a, b in (('y', y, y2), ('log|det|', ladj, ladj2),\n"
+                f"                   ('x', x_back, x2), ('inverse log|det|', ladj_inv, "
+                f"ladj_inv2)):\n"
+                f"    d = (a - b).detach().abs().reshape(ROWS, -1).sum(-1)\n"
+                f"    print(what, 'largest difference', float(d.max()), 'at row', "
+                f"int(d.argmax()))")
+
     total = Outcome()
-    for ndim in (1, 2, 3):
-        out = ctx.search(_cases(n, ctx, ndim, domain), probe, snippet=snippet, share=1 / 3,
-                         describe=lambda x: {"x_shape": list(x.shape), "x": x})
-        total.examples += out.examples
-        total.notes += out.notes
-        if out.worst is not None and (total.worst is None or (out.worst.ratio or 0) >
-                                      (total.worst.ratio or 0)):
-            total.worst = out.worst
-        if out.failure is not None:
-            total.failure, total.raised = out.failure, out.raised
-            break
-    return result(name, ctx, total, "shapes exact for 1-, 2- and 3-D batches; values equal "
-                                    "the flattened batch's")
+    shapes = st.tuples(*(batch_shapes(d, d, 4) for d in (1, 2, 3)))
+    out = ctx.search(st.tuples(shapes, st.integers(0, 2**16)), shape_probe,
+                     snippet=shape_snippet, share=_SHAPE_SHARE, explicit=[(_SHAPES, ctx.seed)],
+                     describe=lambda c: {"x_shapes": [[*s, n] for s in c[0]], "seed": c[1]})
+    _merge(total, out)
+    if total.failure is None:
+        count = ctx.examples(_RECOMPOSE_SHARE, minimum=1)
+        seeds = [ctx.seed + k for k in range(count)]
+        out = ctx.search(st.sampled_from(seeds), recompose_probe, snippet=recompose_snippet,
+                         share=_RECOMPOSE_SHARE, minimum=1,
+                         describe=lambda s: {"rows": ROWS, "seed": s, "chunks": list(CHUNKS)})
+        _merge(total, out)
+    return result(name, ctx, total, f"shapes exact for 1-, 2- and 3-D batches; values equal "
+                                    f"the flattened batch's, and every row of a batch of {ROWS} "
+                                    f"equals its value in chunks of "
+                                    f"{', '.join(map(str, CHUNKS))} rows")
 
 
 def _mismatches(outputs: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device

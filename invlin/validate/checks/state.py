@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import torch
 
-from invlin.testing.strategies import layer_inputs
+from invlin.testing.strategies import wide_inputs
 from invlin.validate.checks.base import (
     ALLOWED,
     CheckContext,
@@ -33,14 +33,17 @@ from invlin.validate.checks.truth import (
     worst_logdet,
     worst_rows,
 )
-from invlin.validate.protocol import Adapter
+from invlin.validate.perturbation import PERTURBATION, perturb
 from invlin.validate.results import CheckResult
 from invlin.validate.search import Probe, tensor_literal
 
-__all__ = ["cache", "modes", "perturb"]
+__all__ = ["PERTURBATION", "cache", "modes", "perturb"]
 
-#: Relative size of the parameter update of :func:`perturb`: δ = N(0, 1)·(0.1·|p| + 0.05).
-PERTURBATION = (0.1, 0.05)
+#: Rows of one case and the input mixes drawn (:func:`~invlin.testing.strategies.wide_inputs`):
+#: mode and cache defects do not depend on where the input lies, ordinary and mixed batches
+#: reach them; the value checks go to the extremes.
+ROWS = 32
+MIXES = ("ordinary", "mixed")
 
 
 class _Table:
@@ -49,15 +52,18 @@ class _Table:
     def __init__(self, dtype: str, n: int) -> None:
         self.dtype, self.n = dtype, n
         self.worst: tuple[Worst, str] | None = None
+        self.judged = 0  # rows judged by at least one comparison
 
-    def _add(self, w: Worst, what: str) -> None:
+    def _add(self, w: Worst, what: str, rows: int | None = None) -> None:
+        if rows is not None:
+            self.judged = max(self.judged, rows - w.skipped)
         if w.ratio is not None and (self.worst is None or not w.value <= self.worst[0].value):
             self.worst = (w, what)
 
     def rows(self, got: torch.Tensor, want: torch.Tensor, scales: np.ndarray, what: str) -> None:
         self._add(worst_rows(numpy64(got).reshape(scales.shape[0], -1),
                              numpy64(want).reshape(scales.shape[0], -1), scales, self.dtype),
-                  what)
+                  what, scales.shape[0])
 
     def logdet(self, got: torch.Tensor, want: torch.Tensor, loc: Local, what: str) -> None:
         b = (loc.kappa.shape[0],)
@@ -65,17 +71,19 @@ class _Table:
             g, w = batch_values(got, b, what), batch_values(want, b, what)
         except ShapeMismatch:  # wrong shapes: the batch-shape check reports them
             return
-        self._add(worst_logdet(g, w, kappa_logdet(loc, self.n), self.n, self.dtype), what)
+        self._add(worst_logdet(g, w, kappa_logdet(loc, self.n), self.n, self.dtype), what,
+                  b[0])
 
     def probe(self, example: dict, failing: str) -> Probe:
         if self.worst is None:
-            return Probe(ok=True, message="no row could be judged", example=example)
+            return Probe(ok=True, judged=0, example=example,
+                         message="no row could be judged (every row's Jacobian singular)")
         w, what = self.worst
         ok = bool(w.ratio is not None and w.ratio.passed(ALLOWED))
         msg = f"{what}: ratio {w.value:.3g} (row {w.row}, κ_eff {w.kappa:.3g})"
         example = {**example, "compared": what, "row": w.row}
         return Probe(ok=ok, ratio=w.value, allowed=ALLOWED, example=example,
-                     message=msg if ok else f"{failing}: {msg}")
+                     message=msg if ok else f"{failing}: {msg}", judged=self.judged)
 
 
 def modes(make: Make, ctx: CheckContext) -> CheckResult:
@@ -123,29 +131,10 @@ def modes(make: Make, ctx: CheckContext) -> CheckResult:
                 "print('forward:', (y_e - y_t).abs().max(), (l_e - l_t).abs().max())\n"
                 "print('inverse:', (x_e - x_t).abs().max(), (li_e - li_t).abs().max())")
 
-    strategy = layer_inputs(n, dtype=ctx.dtype, domain=tested.domain())
-    out = ctx.search(strategy, probe, snippet=snippet, share=0.2)
+    strategy = wide_inputs(n, dtype=ctx.dtype, domain=tested.domain(), max_rows=ROWS,
+                           mixes=MIXES)
+    out = ctx.search(strategy, probe, snippet=snippet, share=0.1)
     return result(name, ctx, out, "train and eval mode agree")
-
-
-@torch.no_grad()
-def perturb(adapters: list[Adapter], seed: int) -> int:
-    """Add the same δ = N(0, 1)·(0.1·|p| + 0.05) in place to the i-th trainable parameter of
-    every adapter in ``adapters`` (an optimizer step's worth of change); returns how many
-    parameters were changed. δ is drawn from the first adapter's parameters (seeded)."""
-    lists = [a.parameters() for a in adapters]
-    first = lists[0]
-    if any(len(p) != len(first) for p in lists):
-        raise ValueError("the adapters must have the same parameters")
-    gen = torch.Generator().manual_seed(int(seed))
-    rel, absolute = PERTURBATION
-    for i, p in enumerate(first):
-        noise = torch.randn(p.shape, generator=gen, dtype=torch.float64)
-        delta = noise * (rel * p.detach().abs().to("cpu", torch.float64) + absolute)
-        for params in lists:
-            q = params[i]
-            q.add_(delta.to(device=q.device, dtype=q.dtype))
-    return len(first)
 
 
 def cache(make: Make, ctx: CheckContext) -> CheckResult:
@@ -240,8 +229,8 @@ def cache(make: Make, ctx: CheckContext) -> CheckResult:
                   "print('inverse vs a fresh copy:', (x2 - x_ref).abs().max())"]
         return "\n".join(lines)
 
-    strategy = layer_inputs(n, dtype=ctx.dtype, domain=domain, max_batch=4)
-    out = ctx.search(strategy, probe, snippet=snippet, share=0.1)
+    strategy = wide_inputs(n, dtype=ctx.dtype, domain=domain, max_rows=ROWS, mixes=MIXES)
+    out = ctx.search(strategy, probe, snippet=snippet, share=0.05)
     passed = "cached and uncached calls agree"
     passed += "; no stale cache after a parameter update" if has_params else \
         "; no trainable parameters, so staleness after an update was not tested"
