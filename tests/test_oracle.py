@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import sys
+import threading
 import time
 from fractions import Fraction
 
@@ -267,6 +269,67 @@ def test_mpmath_backend_precisions_are_independent():
     for ev, good in ((first, 40), (second, 360)):
         got = mpmath.mp.make_mpf(ev.log_abs_det)
         assert abs(got - exact) <= mpmath.mpf(2) ** -good * abs(exact)
+
+
+_BACKEND_AT = {"flint": flint_backend.evaluate_at, "mpmath": mpmath_backend.evaluate_at}
+
+
+def test_concurrent_evaluations_keep_their_own_precision(backend):
+    """Threads evaluating at different precisions neither see nor leave each other's precision.
+
+    python-flint's working precision is one process-global value: without a lock, a thread that
+    restores its saved precision can undo another's setting mid-evaluation (that thread's result
+    is then only as accurate as the lower precision) or leave the other's precision behind. A tiny
+    switch interval makes the interpreter change threads every few bytecodes, so an unguarded
+    save/set/restore is caught in practically every round.
+    """
+    run = _BACKEND_AT[backend]
+    a = ExactMatrix.from_float(np.array([[1.0 / (i + j + 1) + (i == j) for j in range(6)]
+                                         for i in range(6)]))
+    rows = a.mantissas.tolist()
+    det, _ = frac_det_inv([[Fraction(x) for x in row] for row in rows])
+    exact = mp_log_abs(det, prec=800)
+    fl = flint_backend.flint_module()
+    flint_before = fl.ctx.prec if fl is not None else None
+    mp_before = mpmath.mp.prec
+    precisions = (60, 148, 300, 520)
+    failures: list[str] = []
+    results: list = []
+
+    def work(bits: int, barrier: threading.Barrier) -> None:
+        # Nothing here may touch mpmath's global context: the checks run in the main thread.
+        barrier.wait()
+        results.extend(run(rows, bits) for _ in range(12))
+
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(15):
+            barrier = threading.Barrier(len(precisions))
+            threads = [threading.Thread(target=work, args=(b, barrier)) for b in precisions]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if fl is not None and fl.ctx.prec != flint_before:
+                failures.append(f"flint precision left at {fl.ctx.prec} bits")
+                fl.ctx.prec = flint_before
+            if mpmath.mp.prec != mp_before:
+                failures.append(f"mpmath precision left at {mpmath.mp.prec} bits")
+                mpmath.mp.prec = mp_before
+    finally:
+        sys.setswitchinterval(old_interval)
+    assert len(results) == 15 * 12 * len(precisions)
+    with mpmath.mp.workprec(900):
+        for ev in results:
+            err = abs(mpmath.mp.make_mpf(ev.log_abs_det) - exact) / abs(exact)
+            if err > mpmath.mpf(2) ** -(ev.bits - 12):
+                failures.append(f"log|det| at {ev.bits} bits is off by {float(err):.1e}")
+            rad = ev.log_abs_det_radius
+            if rad is not None and mpmath.mp.make_mpf(rad) > mpmath.mpf(2) ** -(ev.bits - 16):
+                radius = float(mpmath.mp.make_mpf(rad))
+                failures.append(f"log|det| radius at {ev.bits} bits is {radius:.1e}")
+    assert not failures, f"{len(failures)} problems, first: {failures[:3]}"
 
 
 def test_result_is_frozen_and_typed(backend):

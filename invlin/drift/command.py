@@ -95,6 +95,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     rp.add_argument("history", type=Path, help="the .npz file written by MergeHistory.save")
     rp.add_argument("--dtype", choices=["float64", "float32"], default="float64",
                     help="state dtype the layer used (default float64, P4InvLinear's default)")
+    rp.add_argument("--max-bytes", type=positive_int, default=None, metavar="BYTES",
+                    help="refuse a history whose arrays hold more bytes than this, "
+                         "uncompressed (default 2 GiB: invlin.drift.replay.MAX_HISTORY_BYTES)")
     _common(rp)
     rp.set_defaults(func=_replay, _parser=rp)
 
@@ -103,6 +106,30 @@ def _bar(total: int, desc: str, enabled: bool) -> Any:
     from invlin.drift.progress import progress_bar
 
     return progress_bar(total, desc, enabled=enabled)
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an ``--output`` that is a file or lies below one (exit 2)."""
+    if args.output is None:
+        return
+    for path in (args.output, *args.output.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "is" if path == args.output else f"lies below {str(path)!r}, which is"
+                args._parser.error(f"--output {str(args.output)!r} {what} a file, not a folder: "
+                                   f"the report is a folder of files")
+            return
+
+
+def _check_executor(args: argparse.Namespace) -> None:
+    """Refuse, before any work, ``--executor dask`` when dask.distributed cannot be imported."""
+    if args.executor != "dask":
+        return
+    try:
+        import distributed  # noqa: F401
+    except ImportError as exc:
+        args._parser.error(f"--executor dask needs dask.distributed, which cannot be imported "
+                           f"({exc}): pip install 'invlin[dask]', or use --executor local")
 
 
 def _finish(args: argparse.Namespace, data: dict[str, Any], name: str) -> int:
@@ -132,13 +159,15 @@ def _finish(args: argparse.Namespace, data: dict[str, Any], name: str) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from invlin.drift import executors
     from invlin.drift.config import plan_sweep
     from invlin.drift.environment import environment
-    from invlin.drift.executors import run_sweep
     from invlin.drift.results import report_data
 
     if args.scheduler is not None and args.executor != "dask":
         args._parser.error("--scheduler needs --executor dask")
+    _check_output(args)
+    _check_executor(args)
     start = time.perf_counter()
     try:
         configs = plan_sweep(dims=args.dims, updates=args.updates, regimes=args.regimes,
@@ -150,8 +179,9 @@ def _sweep(args: argparse.Namespace) -> int:
         args._parser.error(str(exc))
     bar = _bar(sum(c.updates for c in configs), "invlin report", not args.no_progress)
     try:
-        results = run_sweep(configs, executor=args.executor, scheduler=args.scheduler,
-                            workers=args.workers, progress=bar.update if bar else None)
+        results = executors.run_sweep(configs, executor=args.executor,
+                                      scheduler=args.scheduler, workers=args.workers,
+                                      progress=bar.update if bar else None)
     finally:
         if bar is not None:
             bar.close()
@@ -168,16 +198,18 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from invlin.drift import replay
     from invlin.drift.environment import environment
-    from invlin.drift.replay import replay_history
     from invlin.drift.results import report_data
 
+    _check_output(args)
     start = time.perf_counter()
+    max_bytes = replay.MAX_HISTORY_BYTES if args.max_bytes is None else args.max_bytes
     try:
-        results = replay_history(args.history, dtype=args.dtype, backend=args.backend,
-                                 seed=args.seed)
+        results = replay.replay_history(args.history, dtype=args.dtype, backend=args.backend,
+                                        seed=args.seed, max_bytes=max_bytes)
     except ValueError as exc:
-        args._parser.error(str(exc))
+        args._parser.error(" ".join(str(exc).split()))  # one line
     name = args.name or f"replay-{args.history.stem}"
     settings = {"history": str(args.history), "dtype": args.dtype, "backend": args.backend,
                 "seed": args.seed}

@@ -150,6 +150,19 @@ class LULinear(nn.Module):
             )
         self._checked = (p, key)
 
+    def _require_finite_operands(self, y: torch.Tensor) -> None:
+        """Raise ValueError naming ``y`` or the parameter that holds a NaN or ±inf (and its first
+        such entry). Called only once a solve has produced a non-finite x, to tell a non-finite
+        operand apart from an overflow through a small pivot."""
+        named = [("y", y)] + [(f"parameter {n}", p) for n, p in self.named_parameters()]
+        for name, t in named:
+            bad = ~torch.isfinite(t.detach())
+            if bool(bad.any()):
+                first = tuple(int(i) for i in torch.nonzero(bad)[0])
+                where = first[0] if len(first) == 1 else first
+                raise ValueError(f"{name} holds non-finite values (NaN or ±inf; the first at "
+                                 f"index {where}): the inverse of the layer is not defined for it")
+
     def _check(self, x: torch.Tensor, name: str) -> None:
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -172,8 +185,9 @@ class LULinear(nn.Module):
         """Return (x, log|det ∂x/∂y|) for y of shape (*, n) by two triangular solves.
 
         x has shape (*, n) and y's dtype; the log|det| (= −Σ log|u_ii|) has shape (*,).
-        Raises ValueError naming the first index i with u_ii = 0 (the layer is singular), or
-        the smallest |u_ii| when the solve overflows (x would hold inf or NaN).
+        Raises ValueError naming the first index i with u_ii = 0 (the layer is singular), the
+        first non-finite entry of y or of a parameter when x would hold inf or NaN because of it,
+        or else the smallest |u_ii| when the solve overflows.
         """
         self._check(y, "y")
         work = _work_dtype(y.dtype)
@@ -195,6 +209,7 @@ class LULinear(nn.Module):
         # Overflow, then inf − inf = NaN: never return it. A finite sum proves finite entries
         # (one cheap reduction); only a non-finite sum needs the entrywise test.
         if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
+            self._require_finite_operands(y)
             d = self.upper_diag.detach().to(work)
             index = int(torch.argmin(d.abs()))
             raise ValueError(f"the inverse overflows for this y: upper_diag[{index}] = "

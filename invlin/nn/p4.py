@@ -33,15 +33,34 @@ from invlin.reference.rank_one import Guard
 __all__ = ["P4InvLinear", "read_merge_plans"]
 
 
-def _singular(c: float | torch.Tensor) -> ValueError:
-    return ValueError(f"A + u vᵀ is singular: c = 1 + vᵀA⁻¹u = {float(c)}")
+def _singular(c: float | torch.Tensor, operands: dict[str, torch.Tensor] | None = None
+              ) -> ValueError:
+    """The error for c = 1 + vᵀA⁻¹u zero or not finite, naming its real cause: the first of
+    ``operands`` (name → tensor, e.g. u, v, weight_inverse) holding a NaN or ±inf; else a c that
+    overflowed from finite operands; else a singular A + u vᵀ (c = 0)."""
+    value = float(c)
+    if math.isfinite(value):
+        return ValueError(f"A + u vᵀ is singular: c = 1 + vᵀA⁻¹u = {value}")
+    for name, t in (operands or {}).items():
+        bad = ~torch.isfinite(t.detach())
+        if bool(bad.any()):
+            first = tuple(int(i) for i in torch.nonzero(bad)[0])
+            where = first[0] if len(first) == 1 else first
+            return ValueError(f"{name} holds non-finite values (first at index {where}), so "
+                              f"c = 1 + vᵀA⁻¹u = {value} and whether A + u vᵀ is singular "
+                              f"cannot be decided")
+    names = ", ".join(operands) if operands else "its operands"
+    return ValueError(f"c = 1 + vᵀA⁻¹u = {value} is not finite although {names} are (the "
+                      f"products overflow): A + u vᵀ cannot be inverted or checked for "
+                      f"singularity in this dtype")
 
 
-def _require_finite_nonzero(c: torch.Tensor) -> None:
+def _require_finite_nonzero(c: torch.Tensor, operands: dict[str, torch.Tensor] | None = None
+                            ) -> None:
     """Raise ValueError unless the 0-dim tensor c is finite and nonzero (one read: on a GPU,
-    one wait)."""
+    one wait); ``operands`` (name → tensor) are searched for the cause only on failure."""
     if not bool(torch.isfinite(c) & (c != 0)):
-        raise _singular(c.detach())
+        raise _singular(c.detach(), operands)
 
 
 # The check of an inverse traced by torch.compile, run eagerly (a graph break: c is read).
@@ -358,7 +377,7 @@ class P4InvLinear(nn.Module):
         if _compiling():  # every value in the graph; the singularity check breaks it (a read)
             with _NoGrad():
                 c = _factor(u, v, xinv_s)[1]
-            _require_nonsingular_traced(c)
+            _require_nonsingular_traced(c, {"u": u, "v": v, "weight_inverse": xinv_s})
             return p4_inverse(y, xinv, xinv_s, u, v, bias, logabsdet, None)  # type: ignore[arg-type]
         full = y.numel() >= self.features ** 2
         cache = self._products
@@ -402,7 +421,7 @@ class P4InvLinear(nn.Module):
         skip it."""
         if not isinstance(c, torch.Tensor):
             if not math.isfinite(c) or c == 0.0:
-                raise _singular(c)
+                raise _singular(c, self._factor_operands())
             return
         if _transforms_active():  # wrapped tensors: no data pointers
             self._checked = ()
@@ -413,9 +432,14 @@ class P4InvLinear(nn.Module):
             if self._checked and self._checked[1] == key and all(
                     a is b for a, b in zip(self._checked[0], ts, strict=True)):
                 return
-        _require_finite_nonzero(c)
+        if not bool(torch.isfinite(c) & (c != 0)):  # the operands are named only on failure
+            raise _singular(c.detach(), self._factor_operands())
         if key is not None:
             self._checked = (ts, key)
+
+    def _factor_operands(self) -> dict[str, torch.Tensor]:
+        """The tensors c = 1 + vᵀA⁻¹u is computed from, by name (for error messages)."""
+        return {"u": self.u, "v": self.v, "weight_inverse": self.weight_inverse}
 
     def penalty(self, weight: float = 0.1) -> torch.Tensor:
         """weight·[P(log|c|) + P(log|c·det A|)], P(t) = relu(min − t)² + relu(t − max)².
