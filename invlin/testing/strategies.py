@@ -14,6 +14,7 @@ puts it into the failure message as a script that rebuilds the case.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,11 @@ from invlin.testing.profiles import max_dimension, max_updates
 __all__ = [
     "FACTOR_KINDS",
     "GUARD_LOG_C",
+    "LARGE_INPUT",
     "PATH_KINDS",
+    "WIDE_MIXES",
+    "WIDE_REGIMES",
+    "WIDE_ROWS",
     "batch_shapes",
     "conditioned_matrices",
     "crossing_paths",
@@ -36,6 +41,7 @@ __all__ = [
     "dtypes",
     "edge_inputs",
     "factor_sequences",
+    "huge_input",
     "layer_inputs",
     "lu_factors",
     "lu_nets",
@@ -44,6 +50,8 @@ __all__ = [
     "permutation_matrices",
     "seeds",
     "update_paths",
+    "wide_batch",
+    "wide_inputs",
 ]
 
 #: log|c| threshold of the default guard (:class:`invlin.reference.Guard`): |c| ≤ e⁻⁶ is refused.
@@ -376,3 +384,207 @@ def edge_inputs(
     row = st.lists(entry(), min_size=features, max_size=features)
     values = draw(st.lists(row, min_size=1, max_size=max_batch))
     return np.asarray(values, dtype=np.float64).reshape(len(values), features)
+
+
+# -- wide inputs: a few structural draws, NumPy builds a batch of many rows ------------------------
+#: |x| up to which a layer's outputs must be finite and are always judged (the large regime draws
+#: up to :func:`huge_input`; rows beyond this are judged only where the float64 copy is finite).
+LARGE_INPUT: float = 1e4
+#: Regimes of one row of a wide batch (see :func:`wide_batch`).
+WIDE_REGIMES: tuple[str, ...] = ("ordinary", "large", "extreme", "domain_end", "codomain_end")
+#: Mixes a wide batch is drawn from: row regime → weight; simplest (shrink target) first.
+WIDE_MIXES: dict[str, dict[str, float]] = {
+    "ordinary": {"ordinary": 1.0},
+    "mixed": {"ordinary": 0.4, "large": 0.2, "extreme": 0.2, "domain_end": 0.1,
+              "codomain_end": 0.1},
+    "large": {"large": 1.0},
+    "extreme": {"extreme": 1.0},
+    "ends": {"domain_end": 0.5, "codomain_end": 0.5},
+}
+#: Default largest number of rows of a wide batch.
+WIDE_ROWS: int = 128
+_ORDINARY = (2.0**-8, 8.0)  # magnitudes of the ordinary regime (as layer_inputs)
+
+
+def huge_input(dtype: Any) -> float:
+    """Largest |x| the large regime draws: 2^(e_max/2 − 4), i.e. 2⁶⁰ ≈ 1.2e18 (float32) and
+    2⁵⁰⁸ ≈ 8e152 (float64) — 16 times below √(largest float), so a layer may square an input
+    (a norm, √(x² + 1)) or multiply two, and scale the result by a few hundred, without
+    overflowing: the safe range a layer can be asked to handle without rescaling tricks."""
+    dt = _input_dtype(dtype)
+    return 2.0 ** (np.finfo(dt).maxexp // 2 - 4)
+
+
+def _ordinary(rng: np.random.Generator, shape: tuple[int, ...], lo: float, hi: float
+              ) -> np.ndarray:
+    """Entries 0 (1 in 16), multiples of ¼ in [−8, 8] (1 in 8) or ±[2⁻⁸, 8] (half uniform,
+    half log-uniform) on R; on an interval, the middle 7/8 of (lo, hi) ∩ [−8, 8] (uniform, 1 in
+    8 on its sixteenths)."""
+    if math.isinf(lo) and math.isinf(hi):
+        a, b = _ORDINARY
+        mag = np.where(rng.random(shape) < 0.5, rng.uniform(a, b, shape),
+                       np.exp2(rng.uniform(math.log2(a), math.log2(b), shape)))
+        x = np.where(rng.random(shape) < 0.5, -mag, mag)
+        # Round values (multiples of ¼) as Hypothesis favours them: spline bounds and knots sit
+        # there (a layer that treats x = 3 differently from 3 ± ε).
+        x = np.where(rng.random(shape) < 1 / 8, rng.integers(-32, 33, shape) / 4, x)
+        return np.where(rng.random(shape) < 1 / 16, 0.0, x)
+    a, b = max(lo, -_ORDINARY[1]), min(hi, _ORDINARY[1])
+    if not a < b:
+        raise ValueError(f"domain ({lo}, {hi}) does not meet [-8, 8]")
+    m = (b - a) / 16
+    x = rng.uniform(a + m, b - m, shape)
+    return np.where(rng.random(shape) < 1 / 8, a + m * rng.integers(1, 16, shape), x)
+
+
+def _large(rng: np.random.Generator, shape: tuple[int, ...], lo: float, hi: float,
+           huge: float) -> np.ndarray:
+    """Towards an infinite end: |x − base| log-uniform in [8, 1e4] (3 in 4) or [1e4, huge]
+    (base 0 on R, the finite end of a half-line)."""
+    signs = [s for s, end in ((-1.0, lo), (1.0, hi)) if math.isinf(end)]
+    sign = rng.choice(signs, shape)
+    beyond = (rng.random(shape) < 0.25) & (huge > LARGE_INPUT)
+    log_lo, log_mid, log_hi = math.log(_ORDINARY[1]), math.log(LARGE_INPUT), math.log(
+        max(huge, LARGE_INPUT))
+    mag = np.exp(np.where(beyond, rng.uniform(log_mid, log_hi, shape),
+                          rng.uniform(log_lo, log_mid, shape)))
+    base = 0.0 if len(signs) == 2 else (lo if math.isfinite(lo) else hi)
+    return base + sign * mag
+
+
+def _near_ends(rng: np.random.Generator, shape: tuple[int, ...], lo: float, hi: float,
+               bits: int, mid: np.ndarray) -> np.ndarray:
+    """end ± max(|end|, 1)·2⁻ᵏ (k uniform in 1..``bits``, never past the midpoint) towards the
+    inside, for a finite end drawn per entry; one entry in four keeps ``mid``."""
+    ends = [e for e in (lo, hi) if math.isfinite(e)]
+    end = rng.choice(ends, shape)
+    toward = np.where(end == lo, hi, lo)
+    k = rng.integers(1, bits + 1, shape)
+    step = np.maximum(np.abs(end), 1.0) * np.exp2(-k.astype(np.float64))
+    with np.errstate(invalid="ignore"):
+        half = np.where(np.isfinite(toward), np.abs(toward - end) / 2, 1.0)
+    x = end + np.sign(toward - end) * np.minimum(step, half)
+    return np.where(rng.random(shape) < 0.25, mid, x)
+
+
+def _round_inside(x: np.ndarray, lo: float, hi: float, dt: str) -> np.ndarray:
+    """``x`` rounded to ``dt`` and moved to the nearest value of ``dt`` strictly inside
+    (lo, hi) where rounding put it on or past an end (returned as float64)."""
+    t = np.dtype(dt).type
+    r = x.astype(dt)
+    if math.isfinite(lo):
+        r = np.where(r.astype(np.float64) > lo, r, np.nextafter(t(lo), t(np.inf)))
+    if math.isfinite(hi):
+        r = np.where(r.astype(np.float64) < hi, r, np.nextafter(t(hi), t(-np.inf)))
+    return r.astype(np.float64)
+
+
+def _substitute(regime: str, lo: float, hi: float, codomain_ok: bool) -> str:
+    """The regime a row really gets: ``large`` needs an infinite end of the domain,
+    ``domain_end`` a finite one, ``codomain_end`` a finite codomain end and a preimage."""
+    has_inf = math.isinf(lo) or math.isinf(hi)
+    has_fin = math.isfinite(lo) or math.isfinite(hi)
+    if regime == "codomain_end" and not codomain_ok:
+        regime = "domain_end" if has_fin else "large"
+    if regime == "large" and not has_inf:
+        regime = "domain_end"
+    if regime == "domain_end" and not has_fin:
+        regime = "large"
+    return regime
+
+
+def wide_batch(
+    features: int, *, seed: int = 0, mix: str = "mixed", rows: int = WIDE_ROWS,
+    dtype: Any = "float64", domain: Any = None, codomain: Any = None,
+    preimage: Callable[[np.ndarray], np.ndarray] | None = None, huge: float | None = None,
+) -> np.ndarray:
+    """A batch x of shape ``(rows, features)`` (float64, entries exact in ``dtype``, strictly
+    inside ``domain``) built by NumPy from ``seed``; each row's regime is drawn from
+    :data:`WIDE_MIXES` [``mix``]:
+
+    * ``ordinary``: entries 0, multiples of ¼ or ±[2⁻⁸, 8] (the middle 7/8 of the domain ∩
+      [−8, 8] on an interval);
+    * ``large``: every entry towards an infinite end of the domain, |x| log-uniform in
+      [8, :data:`LARGE_INPUT`] (3 in 4) or [:data:`LARGE_INPUT`, ``huge``] (default
+      :func:`huge_input`);
+    * ``extreme``: ordinary entries but one, which is large or near a finite domain end;
+    * ``domain_end``: entries end ± max(|end|, 1)·2⁻ᵏ, k ≤ the mantissa length (1 in 4 ordinary);
+    * ``codomain_end``: ``preimage`` (a float64 map y → x of (r, n) arrays, e.g. the float64
+      layer's inverse) of targets y whose entries are near a finite end of ``codomain`` (1 in
+      2) or ordinary values inside it: inputs whose image approaches the codomain's end.
+
+    A regime the domain does not allow is replaced (large ↔ domain_end; codomain_end without
+    a bounded codomain or a preimage → domain_end or large); preimage rows that are not finite
+    or not inside the domain become ordinary rows. Every regime's candidates are drawn for
+    max(``rows``, :data:`WIDE_ROWS`) rows at once and each row keeps its regime's, so a batch
+    of fewer rows (up to :data:`WIDE_ROWS`) is a prefix of a longer one.
+    """
+    dt = _input_dtype(dtype)
+    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+        raise ValueError(f"features must be a positive integer, got {features!r}")
+    if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)) or rows < 1:
+        raise ValueError(f"rows must be a positive integer, got {rows!r}")
+    if mix not in WIDE_MIXES:
+        raise ValueError(f"mix must be one of {tuple(WIDE_MIXES)}, got {mix!r}")
+    lo, hi = _open_interval(domain)
+    clo, chi = _open_interval(codomain)
+    top = huge_input(dt) if huge is None else float(huge)
+    codomain_ok = preimage is not None and (math.isfinite(clo) or math.isfinite(chi))
+    rng = np.random.default_rng([int(seed), list(WIDE_MIXES).index(mix)])
+    total = max(int(rows), WIDE_ROWS)
+    shape = (total, features)
+    names = list(WIDE_MIXES[mix])
+    weights = np.array([WIDE_MIXES[mix][r] for r in names])
+    picks = rng.choice(len(names), size=total, p=weights / weights.sum())
+    regime = np.array([_substitute(r, lo, hi, codomain_ok) for r in names])[picks]
+    bits = _MANTISSA[dt]
+    mid = _ordinary(rng, shape, lo, hi)
+    # The extreme regime's one entry: large towards an infinite end or at a finite end.
+    one_kind = np.array([_substitute(k, lo, hi, False) for k in ("large", "domain_end")])[
+        rng.integers(0, 2, total)]
+    end_mid = np.full(shape, lo if math.isfinite(lo) else hi)
+    large = _large(rng, shape, lo, hi, top) if (math.isinf(lo) or math.isinf(hi)) else mid
+    ends = (_near_ends(rng, shape, lo, hi, bits, mid)
+            if (math.isfinite(lo) or math.isfinite(hi)) else mid)
+    sharp = (_near_ends(rng, shape, lo, hi, bits, end_mid)
+             if (math.isfinite(lo) or math.isfinite(hi)) else mid)
+    one = np.where((one_kind == "large")[:, None], large, sharp)
+    col = rng.integers(0, features, total)
+    extreme = mid.copy()
+    extreme[np.arange(total), col] = one[np.arange(total), col]
+    out = np.select([(regime == r)[:, None] for r in ("large", "domain_end", "extreme")],
+                    [large, ends, extreme], default=mid)
+    if codomain_ok:
+        cmid = _ordinary(rng, shape, clo, chi)
+        y = np.where(rng.random(shape) < 0.5, cmid, _near_ends(rng, shape, clo, chi, bits, cmid))
+        idx = np.flatnonzero(regime[:rows] == "codomain_end")
+        if idx.size:
+            with np.errstate(all="ignore"):
+                xs = np.asarray(preimage(y[idx]), dtype=np.float64)  # type: ignore[misc]
+            if xs.shape == (idx.size, features):
+                with np.errstate(invalid="ignore"):
+                    ok = np.isfinite(xs).all(axis=1) & ((xs > lo) & (xs < hi)).all(axis=1)
+                out[idx[ok]] = xs[ok]
+    return _round_inside(out[:rows], lo, hi, dt)
+
+
+@st.composite
+def wide_inputs(
+    draw: Any, features: int, *, dtype: Any = "float64", domain: Any = None,
+    codomain: Any = None, preimage: Callable[[np.ndarray], np.ndarray] | None = None,
+    max_rows: int = WIDE_ROWS, huge: float | None = None, mixes: tuple[str, ...] | None = None,
+) -> np.ndarray:
+    """A :func:`wide_batch` of 1..``max_rows`` rows: Hypothesis draws only a seed, a mix (of
+    ``mixes``, default all of :data:`WIDE_MIXES`) and the row count; NumPy builds the rows.
+    Shrinks towards seed 0, the first mix (``ordinary``) and one row. Cheap to draw: the cost
+    of a search is the layer's, not Hypothesis's."""
+    names = tuple(WIDE_MIXES) if mixes is None else tuple(mixes)
+    if not names or any(m not in WIDE_MIXES for m in names):
+        raise ValueError(f"mixes must be a non-empty subset of {tuple(WIDE_MIXES)}, got {mixes!r}")
+    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
+        raise ValueError(f"max_rows must be a positive integer, got {max_rows!r}")
+    seed = draw(seeds())
+    mix = draw(st.sampled_from(names))
+    rows = draw(st.integers(1, max_rows))
+    return wide_batch(features, seed=seed, mix=mix, rows=rows, dtype=dtype, domain=domain,
+                      codomain=codomain, preimage=preimage, huge=huge)

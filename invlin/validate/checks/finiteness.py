@@ -5,15 +5,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from invlin.testing.strategies import edge_inputs
+from invlin.testing.strategies import LARGE_INPUT, wide_batch, wide_inputs
 from invlin.validate.checks.base import CheckContext, Make, fresh, numpy64, result, tensor
 from invlin.validate.results import CheckResult
 from invlin.validate.search import Probe, tensor_literal
 
 __all__ = ["LARGE", "edges"]
 
-#: Largest |x| drawn towards an infinite end of the domain.
-LARGE: float = 1e4
+#: Largest |x| drawn towards an infinite end of the domain (beyond it the value checks judge
+#: finiteness against the float64 copy, see :mod:`~invlin.validate.checks.values`).
+LARGE: float = LARGE_INPUT
+#: Regime mixes edges draws (no ordinary-only batches); its batches have up to this many rows.
+MIXES: tuple[str, ...] = ("extreme", "ends", "large", "mixed")
+ROWS: int = 64
 
 
 def _first_nonfinite(values: dict[str, torch.Tensor], rows: int,
@@ -59,6 +63,8 @@ def edges(make: Make, ctx: CheckContext) -> CheckResult:
     takes, and its exact preimage is ±∞ — atanh(−1) = −inf is the correct answer there (torch
     documents the case: ``TanhTransform`` does not clamp, use ``cache_size=1``). Those rows
     are counted in the message; their forward y and log|det| are judged as every other row.
+    Inputs: wide batches of up to 64 rows (:func:`~invlin.testing.strategies.wide_inputs`,
+    capped at |x| ≤ 1e4); a failing batch is reported as its failing row alone.
     """
     name = "edges"
     tested = fresh(make, ctx)
@@ -80,7 +86,7 @@ def edges(make: Make, ctx: CheckContext) -> CheckResult:
                                     "inverse log|det|": ladj_inv}, b, judged)
         if bad is None:
             skipped_rows["n"] += on_end
-            return Probe(ok=True, message="all outputs finite")
+            return Probe(ok=True, message="all outputs finite", judged=b)
         what, j, value = bad
         example = {"x": x, "row": j, "output": what, "value": value}
         msg = f"{what} is {value} for row {j}: x = {x[j].tolist()}"
@@ -96,8 +102,14 @@ def edges(make: Make, ctx: CheckContext) -> CheckResult:
                 "x_back, ladj_inv = adapter.inverse(y.clone())\n"
                 "print(y, ladj, x_back, ladj_inv, sep='\\n')")
 
-    strategy = edge_inputs(n, dtype=ctx.dtype, domain=domain, large=LARGE)
-    out = ctx.search(strategy, probe, snippet=snippet, share=0.5)
+    # Wide batches capped at |x| ≤ 1e4: entries near finite ends of the domain (end ±
+    # max(|end|, 1)·2⁻ᵏ), large ones towards infinite ends, one extreme entry among ordinary ones.
+    strategy = wide_inputs(n, dtype=ctx.dtype, domain=domain, max_rows=ROWS, huge=LARGE,
+                           mixes=MIXES)
+    first = [wide_batch(n, seed=ctx.seed, mix=m, rows=ROWS, dtype=ctx.dtype, domain=domain,
+                        huge=LARGE) for m in ("ends", "large")]
+    out = ctx.search(strategy, probe, snippet=snippet, share=0.05,
+                     explicit=first)
     where = "near the domain's ends" if domain is not None else "for |x| up to 1e4"
     res = result(name, ctx, out, f"outputs finite {where}")
     if skipped_rows["n"]:

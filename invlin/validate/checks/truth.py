@@ -23,11 +23,41 @@ units, the small constant c of each derivation being absorbed in the threshold a
   the float64 copy; zero for linear layers): :func:`kappa_logdet` = κ + (|ℓ*| + Σᵢ|∂ℓ/∂xᵢ·xᵢ|)/n,
   so that n·κ_eff·ε = (nκ + |ℓ*| + Σᵢ|∂ℓ/∂xᵢ·xᵢ|)ε.
 
+Diagonal Jacobians (elementwise layers, diagonal affine maps; detected by :func:`diagonal`: every
+off-diagonal entry of J exactly zero on the judged rows). Each coordinate is then a scalar map
+yᵢ = fᵢ(xᵢ) with Jᵢᵢ = fᵢ′(xᵢ) and κᵢ = |Jᵢᵢ||Jᵢᵢ⁻¹| = 1, and is judged on its own. A
+backward-stable scalar evaluation gives ŷᵢ = fᵢ(xᵢ(1 + δ₁))(1 + δ₂), |δ| ≤ cε, so
+|ŷᵢ − yᵢ| ≲ cε(|Jᵢᵢxᵢ| + |yᵢ|); the inverse gives x̂ᵢ = gᵢ(ŷᵢ(1 + δ₃))(1 + δ₄), so mapping
+the forward error back through 1/Jᵢᵢ and adding the inverse's own,
+|x̂ᵢ − xᵢ| ≲ cε(|xᵢ| + |yᵢ/Jᵢᵢ|) (input space) and |ŷᵢ − yᵢ| ≲ cε(|yᵢ| + |Jᵢᵢxᵢ|) (output
+space): :func:`input_scales` and :func:`output_scales` per coordinate. The normwise bounds
+above take κ₁ = max|Jᵢᵢ|/min|Jᵢᵢ| and the whole row's norm instead, which lets one coordinate
+err by κ₁‖x‖₁/|xᵢ| times its own allowance. log|det| = Σᵢ log|Jᵢᵢ|: each term errs by
+≲ ε(1 + |log|Jᵢᵢ|| + |∂ℓ/∂xᵢ·xᵢ|), so :func:`kappa_logdet` becomes
+1 + (Σᵢ|log|Jᵢᵢ|| + Σᵢ|∂ℓ/∂xᵢ·xᵢ|)/n (κ replaced by 1, |ℓ*| by the sum of the terms'
+magnitudes, which also covers terms that cancel).
+
+Triangular (autoregressive, coupling) Jacobians: |Δx| ≲ cε|J⁻¹|(|J||x| + |y|) componentwise
+would cost no more (J⁻¹ is formed anyway), but its premise — each coordinate evaluated with an
+error ≲ ε(|J||x| + |y|)ᵢ — does not hold for a conditioner network, whose rounding follows its
+hidden activations, not J (see the batch-shape check's layout test: a tanh MLP's cancelling
+sum errs by 10⁴ times κε). Those layers keep the normwise bound.
+
+Underflow. Results below the smallest normal number μ are rounded absolutely: the model of
+floating-point arithmetic with underflow is fl(a op b) = (a op b)(1 + δ) + η with |η| ≤ μ when
+subnormals may be flushed to zero (``torch.set_flush_denormal``, GPUs; torch's float32 sigmoid
+returns 0 from x ≈ −88.7 on, where σ(x) is still a subnormal) — a relative error no
+backward-stability argument bounds. Each output coordinate therefore gets an absolute cμ more:
+μ/ε in output-space scales and ‖J⁻¹‖₁·nμ/ε (per coordinate μ/(ε|Jᵢᵢ|)) in input-space ones;
+negligible unless outputs or Jacobians are within a few orders of μ.
+
 The scales are absolute (error/ε); :func:`worst_rows` turns them into the κ_eff that
 :func:`~invlin.testing.forward_ratio` divides by, relative to the row it compares against (a
 zero row is judged absolutely), so two computed values are compared on the same footing however
 close to zero they are. Samples whose float64 Jacobian is singular (κ = ∞) cannot be judged
-and are counted, not failed.
+and are counted, not failed. :func:`judge_values` and :func:`judge_logdet` are the vectorised
+forms (one NumPy pass over a batch of hundreds of rows, the engine's :class:`Ratio` built for
+the worst row only), with per-coordinate judgement for diagonal Jacobians.
 """
 
 from __future__ import annotations
@@ -38,20 +68,38 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from invlin.testing import Ratio, forward_ratio, logdet_ratio
+from invlin.testing import EPS, Ratio, forward_ratio, logdet_ratio
+from invlin.testing.strategies import LARGE_INPUT
 from invlin.validate.protocol import Adapter, Unsupported
 from invlin.validate.search import LayerFault
 
 __all__ = [
+    "UNDERFLOW",
     "Local",
+    "NonFinite",
+    "Verdict",
     "Worst",
+    "diagonal",
+    "first_nonfinite",
+    "input_scales",
+    "judge_logdet",
+    "judge_values",
     "kappa_logdet",
+    "kappa_logdet_diagonal",
     "local",
+    "must_be_finite",
+    "output_scales",
+    "reference_finite",
     "scale_input",
     "scale_output",
+    "subset",
     "worst_logdet",
     "worst_rows",
 ]
+
+#: Smallest normal number μ of each dtype: the absolute error of a result that underflows
+#: (flushed to zero or rounded to a subnormal), see the module docstring.
+UNDERFLOW: dict[str, float] = {d: float(np.finfo(d).tiny) for d in ("float32", "float64")}
 
 
 @dataclass
@@ -78,7 +126,20 @@ class Local:
 
 
 def _inverse_norms(jac: np.ndarray) -> np.ndarray:
+    """‖J⁻¹‖₁ per sample (∞ where J is not finite or is singular): one batched inverse, row by
+    row only when LAPACK refuses the batch (an exactly singular J among them)."""
     out = np.full(jac.shape[0], math.inf)
+    fin = np.isfinite(jac).all(axis=(1, 2))
+    if fin.any():
+        try:
+            inv = np.linalg.inv(jac[fin])
+        except np.linalg.LinAlgError:
+            pass
+        else:
+            with np.errstate(invalid="ignore"):
+                norms = np.abs(inv).sum(axis=1).max(axis=1)
+            out[fin] = np.where(np.isfinite(norms), norms, math.inf)
+            return out
     for i, j in enumerate(jac):
         if not np.all(np.isfinite(j)):
             continue
@@ -179,30 +240,225 @@ def worst_rows(out: np.ndarray, expected: np.ndarray, scales: np.ndarray, dtype:
     ``scales[j]``·ε (see :func:`scale_input`), i.e. κ_eff = scales[j]/‖expected_j‖₁ (at least
     1; the scale itself for a zero row, which forward_ratio judges absolutely). Two computed
     values are compared this way however small either is."""
-    w = Worst()
-    norms = _rows(expected)
-    for j in range(out.shape[0]):
-        s = float(scales[j])
-        if not math.isfinite(s):
-            w.skipped += 1
-            continue
-        k = s / norms[j] if norms[j] > 0 else s
-        r = forward_ratio(out[j], expected[j], kappa=max(1.0, k), dtype=dtype)
-        if w.ratio is None or not r.value <= w.value:
-            w.value, w.row, w.ratio, w.kappa = r.value, j, r, max(1.0, k)
+    scales = np.asarray(scales, dtype=np.float64)
+    rows = np.isfinite(scales)
+    v = judge_values(out, expected, scales, rows, dtype)
+    w = Worst(skipped=int((~rows).sum()))
+    if v.ratio is not None:
+        w.value, w.row, w.ratio, w.kappa = v.value, v.row, v.ratio, v.kappa
     return w
 
 
 def worst_logdet(out: np.ndarray, expected: np.ndarray, kappas: np.ndarray, n: int,
                  dtype: str) -> Worst:
     """Largest :func:`logdet_ratio` over samples (b,) with a κ per sample."""
-    w = Worst()
-    for j in range(out.shape[0]):
-        k = float(kappas[j])
-        if not math.isfinite(k):
-            w.skipped += 1
-            continue
-        r = logdet_ratio(out[j], expected[j], n=n, kappa=max(1.0, k), dtype=dtype)
-        if w.ratio is None or not r.value <= w.value:
-            w.value, w.row, w.ratio, w.kappa = r.value, j, r, k
+    kappas = np.asarray(kappas, dtype=np.float64)
+    v = judge_logdet(out, expected, kappas, np.ones(kappas.shape, dtype=bool), n, dtype)
+    w = Worst(skipped=int((~np.isfinite(kappas)).sum()))
+    if v.ratio is not None:
+        w.value, w.row, w.ratio, w.kappa = v.value, v.row, v.ratio, v.kappa
     return w
+
+
+def subset(loc: Local, keep: np.ndarray) -> Local:
+    """``loc`` restricted to the rows ``keep`` (bool (b,) or indices); a per-batch value of
+    another shape (a 0-d log|det|) is kept as it is."""
+    b = loc.jac.shape[0]
+
+    def cut(a: np.ndarray | None) -> np.ndarray | None:
+        return a[keep] if a is not None and a.ndim >= 1 and a.shape[0] == b else a
+
+    return Local(loc.jac[keep], loc.kappa[keep], loc.norm[keep], loc.norm_inv[keep],
+                 loc.sign[keep], loc.logabsdet[keep], loc.y[keep], cut(loc.ladj),
+                 cut(loc.grad_ladj), cut(loc.x))
+
+
+# -- vectorised judgement of a batch -------------------------------------------------------------
+def reference_finite(loc: Local) -> np.ndarray:
+    """Rows (b,) whose float64 reference values are finite: y, J and (when given) log|det|."""
+    ok = np.isfinite(loc.y).all(axis=1) & np.isfinite(loc.jac).all(axis=(1, 2))
+    if loc.ladj is not None and loc.ladj.shape == ok.shape:
+        ok &= np.isfinite(loc.ladj)
+    return ok
+
+
+def must_be_finite(x: np.ndarray, ref_ok: np.ndarray | None = None) -> np.ndarray:
+    """Rows (b,) whose outputs must be finite: every |xᵢ| ≤ :data:`LARGE_INPUT` (always), or
+    beyond it where the float64 copy's values are finite (``ref_ok``; ``None``: not known yet,
+    only the first kind)."""
+    near = (np.abs(x) <= LARGE_INPUT).all(axis=1)
+    return near if ref_ok is None else near | ref_ok
+
+
+@dataclass(frozen=True)
+class NonFinite:
+    """A non-finite output: which (``what``), the row and the first offending value."""
+
+    what: str
+    row: int
+    value: float
+
+
+def first_nonfinite(values: dict[str, np.ndarray], rows: np.ndarray) -> NonFinite | None:
+    """The first (in ``values`` order, then by row) output with a non-finite entry among the
+    ``rows`` (bool (b,)); each value is an array of b rows (any trailing shape)."""
+    for what, a in values.items():
+        a2 = np.asarray(a, dtype=np.float64).reshape(rows.shape[0], -1)
+        bad = np.flatnonzero(~np.isfinite(a2).all(axis=1) & rows)
+        if bad.size:
+            j = int(bad[0])
+            return NonFinite(what, j, float(a2[j][~np.isfinite(a2[j])][0]))
+    return None
+
+
+def diagonal(loc: Local, rows: np.ndarray) -> bool:
+    """True when every off-diagonal entry of the float64 J is exactly zero on ``rows`` (bool
+    (b,), at least one): the layer acts coordinate by coordinate there."""
+    if not rows.any():
+        return False
+    jac = loc.jac[rows]
+    n = jac.shape[-1]
+    return bool(n == 1 or not np.any(jac[:, ~np.eye(n, dtype=bool)]))
+
+
+def _diag(loc: Local) -> np.ndarray:
+    return np.abs(np.diagonal(loc.jac, axis1=1, axis2=2))
+
+
+def input_scales(loc: Local, x: np.ndarray, y: np.ndarray, dtype: str, *,
+                 componentwise: bool) -> np.ndarray:
+    """Allowed error of an x-value in units of ε: per row (b,) κ‖x‖₁ + ‖J⁻¹‖₁(‖y‖₁ + nμ/ε)
+    (:func:`scale_input` plus underflow), or per coordinate (b, n) for a diagonal J:
+    |xᵢ| + (|yᵢ| + μ/ε)/|Jᵢᵢ| (module docstring). ∞ where J is singular."""
+    lam = UNDERFLOW[dtype] / EPS[dtype]
+    with np.errstate(all="ignore"):
+        if componentwise:
+            d = _diag(loc)
+            out = np.abs(x) + (np.abs(y) + lam) / d
+        else:
+            out = scale_input(loc, x, y) + loc.norm_inv * x.shape[-1] * lam
+    return np.where(np.isnan(out), math.inf, out)
+
+
+def output_scales(loc: Local, x: np.ndarray, y: np.ndarray, dtype: str, *,
+                  componentwise: bool) -> np.ndarray:
+    """Allowed error of a y-value in units of ε: per row κ‖y‖₁ + ‖J‖₁‖x‖₁ + nμ/ε
+    (:func:`scale_output` plus underflow), or per coordinate |yᵢ| + |Jᵢᵢxᵢ| + μ/ε."""
+    lam = UNDERFLOW[dtype] / EPS[dtype]
+    with np.errstate(all="ignore"):
+        if componentwise:
+            out = np.abs(y) + _diag(loc) * np.abs(x) + lam
+        else:
+            out = scale_output(loc, x, y) + x.shape[-1] * lam
+    return np.where(np.isnan(out), math.inf, out)
+
+
+def kappa_logdet_diagonal(loc: Local, n: int) -> np.ndarray:
+    """κ_eff of a log|det| = Σᵢ log|Jᵢᵢ| per row: 1 + (Σᵢ|log|Jᵢᵢ|| + Σᵢ|∂ℓ/∂xᵢ·xᵢ|)/n
+    (∞ where a Jᵢᵢ is 0 or not finite)."""
+    sens = 0.0
+    if loc.grad_ladj is not None and loc.x is not None:
+        sens = np.abs(loc.grad_ladj * loc.x).sum(axis=1)
+    with np.errstate(all="ignore"):
+        out = 1.0 + (np.abs(np.log(_diag(loc))).sum(axis=1) + sens) / n
+    return np.where(np.isfinite(out), out, math.inf)
+
+
+@dataclass
+class Verdict:
+    """Judgement of a batch: ``ratios`` (b,) per row (NaN where not judged), ``judged`` the
+    judged rows (bool (b,)); the worst ``value`` at ``row`` (−1: none judged), its coordinate
+    ``coord`` (per-coordinate judgement, else ``None``), κ_eff and the engine ``ratio``."""
+
+    ratios: np.ndarray
+    judged: np.ndarray
+    value: float = 0.0
+    row: int = -1
+    coord: int | None = None
+    kappa: float = 1.0
+    ratio: Ratio | None = None
+
+    @property
+    def count(self) -> int:
+        """Number of rows judged."""
+        return int(self.judged.sum())
+
+
+def _ratios(err: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """err/den as the engine divides: ∞ for a non-finite error, 0 for a zero one."""
+    with np.errstate(all="ignore"):
+        r = np.where(err == 0, 0.0, err / den)
+    return np.where(np.isfinite(err), np.where(den > 0, r, np.where(err == 0, 0.0, math.inf)),
+                    math.inf)
+
+
+def judge_values(out: np.ndarray, expected: np.ndarray, scales: np.ndarray, rows: np.ndarray,
+                 dtype: str) -> Verdict:
+    """:func:`forward_ratio` of every judged row (``rows``, bool (b,)) of ``out`` against
+    ``expected`` (b, n) at once, each allowed ``scales``·ε: per row (``scales`` (b,), κ_eff =
+    scale/‖expected‖₁, at least 1, the scale itself for a zero row) or per coordinate
+    (``scales`` (b, n): each coordinate a row of one entry). Rows with an infinite scale are not
+    judged; entries that are the same infinity on both sides agree (error 0). The engine's
+    Ratio is computed for the worst row (coordinate) only."""
+    out = np.asarray(out, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    # The same infinity on both sides agrees (as logdet_ratio has it): two computations of a
+    # value whose input sits on the end of the codomain both give atanh(1) = inf.
+    same_inf = np.isinf(expected) & (out == expected)
+    if same_inf.any():
+        out, expected = np.where(same_inf, 0.0, out), np.where(same_inf, 0.0, expected)
+    scales = np.asarray(scales, dtype=np.float64)
+    per_coord = scales.ndim == 2
+    with np.errstate(all="ignore"):
+        err = np.abs(out - expected)
+        ref = np.abs(expected)
+        if not per_coord:
+            err, ref = err.sum(axis=1), ref.sum(axis=1)
+        kap = np.where(ref > 0, np.maximum(1.0, scales / ref), np.maximum(1.0, scales))
+        den = np.where(ref > 0, ref, 1.0) * kap * EPS[dtype]
+        ratio = _ratios(err, den)
+    finite_scale = np.isfinite(scales).all(axis=1) if per_coord else np.isfinite(scales)
+    judged = np.asarray(rows, dtype=bool) & finite_scale
+    row_ratio = ratio.max(axis=1) if per_coord else ratio
+    v = Verdict(np.where(judged, row_ratio, np.nan), judged)
+    if not judged.any():
+        return v
+    j = int(np.flatnonzero(judged)[np.argmax(row_ratio[judged])])
+    v.value, v.row = float(row_ratio[j]), j
+    with np.errstate(all="ignore"):  # a non-finite worst row: inf − inf is its NaN
+        if per_coord:
+            i = int(np.argmax(ratio[j]))
+            v.coord, v.kappa = i, float(kap[j, i])
+            v.ratio = forward_ratio(out[j, i:i + 1], expected[j, i:i + 1], kappa=v.kappa,
+                                    dtype=dtype)
+        else:
+            v.kappa = float(kap[j])
+            v.ratio = forward_ratio(out[j], expected[j], kappa=v.kappa, dtype=dtype)
+    v.value = v.ratio.value  # the engine's figure is the one reported
+    return v
+
+
+def judge_logdet(out: np.ndarray, expected: np.ndarray, kappas: np.ndarray, rows: np.ndarray,
+                 n: int, dtype: str) -> Verdict:
+    """:func:`logdet_ratio` |ℓ − ℓ*|/(nκε) of every judged row at once, κ per row (``kappas``
+    (b,), rows with an infinite κ not judged); ±∞ matches only itself, NaN nothing. The engine's
+    Ratio is computed for the worst row only."""
+    out = np.asarray(out, dtype=np.float64).reshape(-1)
+    expected = np.broadcast_to(np.asarray(expected, dtype=np.float64), out.shape)
+    kappas = np.asarray(kappas, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        same_inf = np.isinf(out) & (out == expected)
+        err = np.where(same_inf, 0.0, np.abs(out - expected))
+        err = np.where(np.isnan(out) | np.isnan(expected), np.nan, err)
+        kap = np.maximum(1.0, kappas)
+        ratio = _ratios(err, n * kap * EPS[dtype])
+    judged = np.asarray(rows, dtype=bool) & np.isfinite(kappas)
+    v = Verdict(np.where(judged, ratio, np.nan), judged)
+    if not judged.any():
+        return v
+    j = int(np.flatnonzero(judged)[np.argmax(ratio[judged])])
+    v.row, v.kappa = j, float(kappas[j])
+    with np.errstate(all="ignore"):
+        v.ratio = logdet_ratio(out[j], expected[j], n=n, kappa=float(kap[j]), dtype=dtype)
+    v.value = v.ratio.value
+    return v
