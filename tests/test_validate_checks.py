@@ -439,8 +439,9 @@ def test_float32_layout_differences_of_a_deep_conditioner_are_judged_by_measured
     strict = forward_ratio(y_alone.double(), y_batch[:1].double(), kappa=kappa,
                            dtype="float32").value
     assert strict > THRESHOLD  # the κε bound alone flags this correct layer (≈ 4.6e3)
+    # perturb=False: moving the parameters off this layer's would undo its designed cancellation
     run = {"features": n, "profile": "ci", "max_examples": 30,
-           "dtypes": ("float32", "float64"), "checks": ["batch_shape"]}
+           "dtypes": ("float32", "float64"), "checks": ["batch_shape"], "perturb": False}
     report = validate(_LayoutSensitiveCoupling, **run)
     assert [r.status for r in report.results] == ["pass", "pass"], [
         r.message for r in report.results]

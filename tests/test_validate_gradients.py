@@ -84,7 +84,7 @@ def test_a_wrong_gradient_fails_in_both_dtypes_naming_the_parameter(factory, wor
     for r in report.results:
         assert r.status == "fail", (r.dtype, r.message)
         assert words in r.message and scalar in r.message, r.message
-        assert r.allowed == THRESHOLD and r.ratio > 1e4 * THRESHOLD  # an O(1) error
+        assert r.allowed == THRESHOLD and r.ratio > 100 * THRESHOLD  # far past the bound
         ex = r.example
         assert ex["scalar"] == scalar and ex["direction"] == "forward"
         assert abs(ex["autograd"] - ex["reference"]) > 0.05 * abs(ex["reference"])

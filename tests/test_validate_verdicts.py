@@ -239,3 +239,21 @@ def test_a_zero_initialised_layer_is_judged_off_its_initialisation():
     assert scope["adapter"].layer.t.abs().sum() > 0
     twin = validate(zero_init_coupling_twin, checks=["round_trip"], **RUN)
     assert twin.passed and "identity before" in twin.perturbation
+
+
+def test_a_batch_the_layer_raises_on_is_reduced_to_a_row_that_raises_alone():
+    from hypothesis import strategies as st
+
+    x = np.zeros((20, 2))
+    x[6] = [1e6, 0.0]
+
+    def probe(c):
+        if np.abs(c).max() > 1e3:
+            raise OverflowError("too large for the layer")
+        return Probe(ok=True, judged=len(c))
+
+    out = search(st.just(x), probe, profile="dev", max_examples=2,
+                 describe=lambda c: {"x": c})
+    assert out.raised.startswith("OverflowError")
+    assert np.asarray(out.failure.example["x"]).tolist() == [[1e6, 0.0]]
+    assert "reduced to a row that raises alone" in out.notes

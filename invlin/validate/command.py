@@ -28,10 +28,13 @@ FORMATS = ("text", "markdown", "json")
 
 DESCRIPTION = """\
 Build a layer with FACTORY(features=N), wrap it in the adapter of its library (nflows, zuko,
-normflows, FrEIA, pyro / torch.distributions, invlin) and run the conformance checks with the
-tolerance engine: round trips, log|det| against a float64 autograd Jacobian (and the exact
-oracle for linear layers), batch shapes, dtype/device, train/eval and caches, domain edges,
-ill-conditioned weights, gradients. Prints a conformance table.
+normflows, FrEIA, pyro / torch.distributions, invlin), move its parameters off their
+initialisation (seeded, reported) and run the conformance checks with the tolerance engine:
+invertibility (a full-rank Jacobian), round trips and log|det| against a float64 reference (the
+exact oracle for linear layers) on ordinary, large, extreme and near-boundary inputs, batch
+shapes and every row of a 130-row batch recomposed, dtype/device, train/eval and caches, domain
+edges, ill-conditioned weights, parameter gradients against finite differences. A case that
+fails in one dtype is replayed in the other. Prints a conformance table.
 
 Each layer runs in a worker process of its own: a layer that hangs (--timeout), allocates too
 much (--memory-limit), crashes, calls sys.exit or changes process-wide state (default dtype,

@@ -124,6 +124,8 @@ class _Raised(Exception):
 
 #: Rows of a failing batch tried alone when the probe does not name the failing row.
 _ROWS_TRIED = 8
+#: Rows of a batch on which the layer raised, tried alone for the one that raises.
+_ROWS_RAISING = 32
 
 
 def jsonable(value: Any) -> Any:
@@ -183,6 +185,28 @@ def _one_row(case: Any, failed: Probe, probe: Callable[[Any], Probe],
             if out.repro is None and snippet is not None:
                 out.repro = snippet(single)
             return out
+    return None
+
+
+def _one_row_raising(case: Any, text: str, probe: Callable[[Any], Probe],
+                     describe: Callable[[Any], dict[str, Any]] | None,
+                     snippet: Callable[[Any], str] | None) -> Probe | None:
+    """The first of the first :data:`_ROWS_RAISING` rows of a batch ``case`` (b, n) on which
+    the layer raises the same exception type alone, as a failing :class:`Probe`, or ``None``."""
+    if not isinstance(case, np.ndarray) or case.ndim != 2 or case.shape[0] < 2:
+        return None
+    kind = text.split(":")[0]
+    for j in range(min(_ROWS_RAISING, case.shape[0])):
+        single = case[j:j + 1]
+        try:
+            probe(single)
+        except Exception as exc:
+            if internal(exc):
+                raise
+            if _error_text(exc).split(":")[0] == kind:
+                return Probe(ok=False, message=f"the layer raised {_error_text(exc)}",
+                             example=jsonable(describe(single)) if describe else None,
+                             repro=snippet(single) if snippet else None)
     return None
 
 
@@ -294,6 +318,10 @@ def search(
             outcome.notes.append("reduced to the failing row alone")
     except _Raised as exc:
         outcome.failure, outcome.raised = exc.probe, exc.text
+        one = _one_row_raising(exc.case, exc.text, probe, describe, snippet)
+        if one is not None:
+            outcome.failure = one
+            outcome.notes.append("reduced to a row that raises alone")
     except Unsupported:
         raise
     except Exception as exc:  # Hypothesis itself gave up (flaky layer, ...): report the last case

@@ -130,13 +130,16 @@ def invertibility(make: Make, ctx: CheckContext) -> CheckResult:
         )
 
     def snippet(x: np.ndarray) -> str:
-        return (
-            f"x = {tensor_literal(x, 'float64')}\n"
-            "ref = adapter.to(dtype=torch.float64, device='cpu')\n"
-            "jac = torch.stack([torch.autograd.functional.jacobian(\n"
-            "    lambda r: ref.forward(r[None])[0][0], row) for row in x])\n"
-            "print(torch.linalg.svdvals(jac))"
-        )
+        return (f"x = {tensor_literal(x, 'float64')}\n"
+                "ref = adapter.to(dtype=torch.float64, device='cpu')\n"
+                "def jacobians(f, rows):\n"
+                "    return torch.stack([torch.autograd.functional.jacobian(\n"
+                "        lambda r: f(r[None])[0][0], row) for row in rows])\n"
+                "y = ref.forward(x)[0].detach()\n"
+                "for name, jac in (('forward', jacobians(ref.forward, x)),\n"
+                "                  ('inverse', jacobians(ref.inverse, y))):\n"
+                "    finite = bool(torch.isfinite(jac).all())\n"
+                "    print(name, torch.linalg.svdvals(jac) if finite else jac)\n")
 
     out = ctx.search(strategy, probe, snippet=snippet, share=0.1)
     return result(NAME, ctx, out, "Jacobians finite and of full rank both ways")
