@@ -27,7 +27,17 @@ import torch
 
 from invlin.validate.results import CheckResult
 
-__all__ = ["CHECK_NAME", "Change", "Findings", "Snapshot", "guarded", "restore", "snapshot"]
+__all__ = [
+    "CHECK_NAME",
+    "GRAD_CHANGES",
+    "Change",
+    "Findings",
+    "Snapshot",
+    "guarded",
+    "restore",
+    "snapshot",
+    "watched",
+]
 
 #: Name of the finding a layer that changed process-wide state gets, one per dtype/device.
 CHECK_NAME = "global_state"
@@ -235,3 +245,42 @@ class Findings:
                            status="fail", message=message,
                            example={"changes": [{"change": c, "during": list(p)}
                                                 for c, p in self._during.items()]})
+
+
+#: Grad-mode changes the layer made inside one call, where the checks' own ``enable_grad`` /
+#: ``no_grad`` blocks would undo them before :func:`guarded` looks (filled by :func:`watched`).
+GRAD_CHANGES: list[Change] = []
+
+
+def _watch(method: Callable[..., Any]) -> Callable[..., Any]:
+    def call(self: Any, t: Any) -> Any:
+        before = torch.is_grad_enabled()
+        try:
+            return method(self, t)
+        finally:
+            after = torch.is_grad_enabled()
+            if after != before:
+                torch.set_grad_enabled(before)
+                GRAD_CHANGES.append(Change("torch.is_grad_enabled()", repr(before),
+                                           repr(after)))
+    call.__name__, call.__doc__ = method.__name__, method.__doc__
+    return call
+
+
+_WATCHED: dict[type, type] = {}
+
+
+def watched(adapter: Any) -> Any:
+    """``adapter`` with its ``forward`` and ``inverse`` calls watched for a grad-mode change
+    (recorded in :data:`GRAD_CHANGES` and undone at once); the class is swapped in place for
+    a subclass, so deep copies of the adapter are watched too."""
+    cls = type(adapter)
+    if cls in _WATCHED.values():
+        return adapter
+    if cls not in _WATCHED:
+        _WATCHED[cls] = type(cls.__name__, (cls,), {"forward": _watch(cls.forward),
+                                                     "inverse": _watch(cls.inverse),
+                                                     "__module__": cls.__module__,
+                                                     "__qualname__": cls.__qualname__})
+    adapter.__class__ = _WATCHED[cls]
+    return adapter

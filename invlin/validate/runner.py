@@ -236,18 +236,39 @@ def validate(
         raise ValueError(f"factory must be callable, got {type(factory).__name__}")
     known = dict(known or {})
 
-    moved: list[Perturbation] = []  # the first build's perturbation, reapplied to the others
+    moved: list[Perturbation] = []  # decided once, then reapplied to every build
+    declined: list[str] = []  # why no perturbation could be decided (the layer raised)
 
-    def make() -> Adapter:
-        adapter = adapt(_seeded(factory, features, seed), features, name=name)
+    def build() -> Adapter:
+        adapter = isolation.watched(adapt(_seeded(factory, features, seed), features,
+                                          name=name))
         if name is not None:  # an Adapter passes through adapt() with its own name
             adapter.name = name
-        if perturb:
-            if moved:
-                reapply(adapter, moved[0])
-            else:
-                moved.append(move_off_init(adapter, seed))
         return adapter
+
+    def make() -> Adapter:
+        adapter = build()
+        if moved:
+            reapply(adapter, moved[0])
+        return adapter
+
+    def decide_perturbation() -> None:
+        # Inside the first check (its guards and time limit): the screen runs the layer's
+        # code, so a layer that hangs, exits or crashes does so where a check reports it.
+        if not perturb or moved or declined:
+            return
+        opening = known.get((names[0], dtypes[0], devices[0]))
+        if opening is not None and opening.status == "error":
+            # a previous worker was stopped in the first check, where it was moving them
+            declined.append("parameters left as built: the worker that was moving them was "
+                            f"stopped ({opening.message})")
+            return
+        try:
+            moved.append(move_off_init(build(), seed))
+        except BaseException as exc:
+            if not contained(exc):
+                raise
+            declined.append(f"parameters left as built: moving them raised {explained(exc)}")
 
     def told(res: CheckResult) -> CheckResult:
         if on_result is not None:
@@ -265,8 +286,7 @@ def validate(
                 raise
             return LayerReport(name=label, library=library or "unknown", target=target,
                                error=explained(exc))
-        report = LayerReport(name=first.name, library=library or first.library, target=target,
-                             perturbation=moved[0].message if moved else None)
+        report = LayerReport(name=first.name, library=library or first.library, target=target)
         total, done = len(devices) * len(dtypes) * len(names), 0
 
         def tell(check: str, dtype: str, device: str, phase: str, status: str | None = None
@@ -286,7 +306,6 @@ def validate(
         for device in devices:
             reason = _available(device)
             for dtype in dtypes:
-                ctx = context(dtype, device)
                 findings = isolation.Findings(dtype, device)
                 findings.extend(known.get((isolation.CHECK_NAME, dtype, device)))
                 findings.add("the first build of the layer", built)
@@ -300,8 +319,12 @@ def validate(
                                                status="skip", message=reason))
                     else:
                         changes: list[isolation.Change] = []
+                        isolation.GRAD_CHANGES.clear()
                         with isolation.guarded(changes):
-                            res = told(_check(check, make, ctx))
+                            decide_perturbation()
+                            res = told(_check(check, make, context(dtype, device)))
+                        changes += isolation.GRAD_CHANGES
+                        isolation.GRAD_CHANGES.clear()
                         if changes:
                             findings.add(f"check {check}", changes)
                             told(findings.result())
@@ -318,6 +341,7 @@ def validate(
                                                    replay=(case,)))
 
         reconcile(report, rerun, features=features)
+        report.perturbation = moved[0].message if moved else (declined[0] if declined else None)
     return report
 
 
