@@ -148,7 +148,7 @@ def logdet_autograd(make: Make, ctx: CheckContext) -> CheckResult:
     codomain = tested.codomain()
 
     def run(x: np.ndarray) -> Probe:
-        rows = judged_rows(ref, x, codomain, inverse=False)
+        rows = judged_rows(ref, x, codomain, inverse=False, dtype=ctx.dtype)
         idx, xs, loc = rows.index, rows.x, rows.loc
         if idx.size == 0:
             return Probe(ok=True, message="no row could be judged", judged=0)
@@ -242,7 +242,7 @@ def logdet_oracle(make: Make, ctx: CheckContext) -> CheckResult:
     wrow = np.abs(w).sum(axis=1)
 
     def run(x: np.ndarray) -> Probe:
-        rows = judged_rows(ref, x, None, inverse=False)
+        rows = judged_rows(ref, x, None, inverse=False, dtype=ctx.dtype)
         idx, xs, loc = rows.index, rows.x, rows.loc
         b = idx.size
         if b == 0:
@@ -323,7 +323,7 @@ def logdet_consistency(make: Make, ctx: CheckContext) -> CheckResult:
     codomain = tested.codomain()
 
     def run(x: np.ndarray) -> Probe:
-        rows = judged_rows(ref, x, codomain)
+        rows = judged_rows(ref, x, codomain, dtype=ctx.dtype)
         idx, xs, loc = rows.index, rows.x, rows.loc
         b = idx.size
         if b == 0:

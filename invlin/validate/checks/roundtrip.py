@@ -74,7 +74,7 @@ def round_trip(make: Make, ctx: CheckContext) -> CheckResult:
     codomain = tested.codomain()
 
     def run(x: np.ndarray) -> Probe:
-        rows = judged_rows(ref, x, codomain)
+        rows = judged_rows(ref, x, codomain, dtype=ctx.dtype)
         idx, xs, loc = rows.index, rows.x, rows.loc
         m = idx.size
         dropped = (f"; {rows.dropped} rows beyond 1e4 that the float64 copy does not compute "

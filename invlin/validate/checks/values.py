@@ -162,12 +162,14 @@ def _inverse_ok(ref: Adapter, y: np.ndarray) -> np.ndarray:
 
 
 def judged_rows(ref: Adapter, x: np.ndarray, codomain: tuple[float, float] | None, *,
-                inverse: bool = True) -> Judged:
+                inverse: bool = True, dtype: str = "float64") -> Judged:
     """The rows of ``x`` (b, n) a value check judges and the float64 copy at them: every row
     with all |xᵢ| ≤ 1e4, and beyond that the rows the float64 copy computes (finite y, J and
     log|det|; with ``inverse``, its inverse of its own y — where y is strictly inside the
-    codomain — finite and not raising). An exception of the float64 copy on rows within 1e4 is
-    the layer's and propagates."""
+    codomain — finite and not raising). Rows whose exact y or log|det| (the float64 copy's)
+    lies beyond the largest finite value of ``dtype`` are not judged either: there ±inf is the
+    correctly rounded answer, not a defect. An exception of the float64 copy on rows within 1e4
+    is the layer's and propagates."""
     near = (np.abs(x) <= LARGE_INPUT).all(axis=1)
     keep = np.ones(x.shape[0], dtype=bool)
     try:
@@ -190,6 +192,16 @@ def judged_rows(ref: Adapter, x: np.ndarray, codomain: tuple[float, float] | Non
         keep = np.zeros(x.shape[0], dtype=bool)
         keep[idx[ok]] = True
         loc = subset(loc, ok)
+    top = float(np.finfo(np.dtype(dtype)).max)
+    with np.errstate(invalid="ignore"):
+        fits = ~(np.abs(loc.y) > top).any(axis=1)
+        if loc.ladj is not None and loc.ladj.shape == fits.shape:
+            fits &= ~(np.abs(loc.ladj) > top)
+    if not fits.all():
+        idx = np.flatnonzero(keep)
+        keep = np.zeros(x.shape[0], dtype=bool)
+        keep[idx[fits]] = True
+        loc = subset(loc, fits)
     index = np.flatnonzero(keep)
     return Judged(index, x[index], loc, int(x.shape[0] - index.size))
 
