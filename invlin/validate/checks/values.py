@@ -193,10 +193,14 @@ def judged_rows(ref: Adapter, x: np.ndarray, codomain: tuple[float, float] | Non
         keep[idx[ok]] = True
         loc = subset(loc, ok)
     top = float(np.finfo(np.dtype(dtype)).max)
-    with np.errstate(invalid="ignore"):
-        fits = ~(np.abs(loc.y) > top).any(axis=1)
-        if loc.ladj is not None and loc.ladj.shape == fits.shape:
-            fits &= ~(np.abs(loc.ladj) > top)
+
+    def beyond(v: np.ndarray) -> np.ndarray:  # finite in float64, not representable in dtype
+        with np.errstate(invalid="ignore"):
+            return np.isfinite(v) & (np.abs(v) > top)
+
+    fits = ~beyond(loc.y).any(axis=1)
+    if loc.ladj is not None and loc.ladj.shape == fits.shape:
+        fits &= ~beyond(loc.ladj)
     if not fits.all():
         idx = np.flatnonzero(keep)
         keep = np.zeros(x.shape[0], dtype=bool)
