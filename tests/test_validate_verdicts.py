@@ -60,7 +60,6 @@ def test_insufficient_fails_a_report_unless_allowed():
     text = render_text(table)
     assert "FAILED" in text and "1 insufficient" in text and "INSUFFICIENT" in text
     table.meta["allow_insufficient"] = True
-    assert render_text(table).startswith("invlin conformance") or "PASSED" in render_text(table)
     assert "PASSED" in render_text(table)
     failing = dataclasses.replace(ok, status="fail")
     assert not LayerReport(name="L", library="c", target="", results=[failing]).ok(
@@ -128,9 +127,9 @@ def _result(check, dtype, status, x=None, ratio=None):
     )
 
 
-def test_reconcile_marks_a_precision_only_failure():
-    x = [[1.0, 2.0, 3.0]]
-    report = LayerReport(
+def _split(x: list) -> LayerReport:
+    """round_trip passing in float64 and failing at ``x`` in float32."""
+    return LayerReport(
         name="L",
         library="c",
         target="",
@@ -139,6 +138,11 @@ def test_reconcile_marks_a_precision_only_failure():
             _result("round_trip", "float32", "fail", x=x, ratio=99.0),
         ],
     )
+
+
+def test_reconcile_marks_a_precision_only_failure():
+    x = [[1.0, 2.0, 3.0]]
+    report = _split(x)
     seen = []
 
     def rerun(check, dtype, device, case):
@@ -153,15 +157,7 @@ def test_reconcile_marks_a_precision_only_failure():
 
 
 def test_reconcile_turns_a_blind_pass_into_the_failure_it_missed():
-    report = LayerReport(
-        name="L",
-        library="c",
-        target="",
-        results=[
-            _result("round_trip", "float64", "pass", ratio=0.5),
-            _result("round_trip", "float32", "fail", x=[[1.0, 2.0, 3.0]], ratio=99.0),
-        ],
-    )
+    report = _split([[1.0, 2.0, 3.0]])
 
     def fails(check, dtype, device, case):
         return _result(check, dtype, "fail", x=case.tolist(), ratio=1e9)
@@ -253,8 +249,7 @@ def test_a_batch_the_layer_raises_on_is_reduced_to_a_row_that_raises_alone():
             raise OverflowError("too large for the layer")
         return Probe(ok=True, judged=len(c))
 
-    out = search(st.just(x), probe, profile="dev", max_examples=2,
-                 describe=lambda c: {"x": c})
+    out = search(st.just(x), probe, profile="dev", max_examples=2, describe=lambda c: {"x": c})
     assert out.raised.startswith("OverflowError")
     assert np.asarray(out.failure.example["x"]).tolist() == [[1e6, 0.0]]
     assert "reduced to a row that raises alone" in out.notes
@@ -276,8 +271,12 @@ class _HugeScale(torch.nn.Module):
 
 
 def test_outputs_beyond_the_dtypes_range_are_not_judged_as_defects():
-    report = validate(_HugeScale, checks=["round_trip", "logdet_consistency"],
-                      dtypes=("float32",), **{**RUN, "profile": "ci", "max_examples": None})
+    report = validate(
+        _HugeScale,
+        checks=["round_trip", "logdet_consistency"],
+        dtypes=("float32",),
+        **{**RUN, "profile": "ci", "max_examples": None},
+    )
     assert report.passed, [r.message for r in report.results]
     # the same rows are reached: a float32 forward of such an x is really inf
     y, _ = _HugeScale(3)(torch.tensor([[1e16, 1.0, 1.0]]))

@@ -34,6 +34,7 @@ __all__ = [
     "Findings",
     "Snapshot",
     "guarded",
+    "one_thread",
     "restore",
     "snapshot",
     "watched",
@@ -284,3 +285,15 @@ def watched(adapter: Any) -> Any:
                                                      "__qualname__": cls.__qualname__})
     adapter.__class__ = _WATCHED[cls]
     return adapter
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run on one intra-op thread: the checks push tiny tensors, for which thread hand-offs
+    cost more than the work; the caller's thread count is restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

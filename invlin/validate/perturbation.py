@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from invlin.testing import eps
+from invlin.validate.isolation import one_thread
 from invlin.validate.protocol import Adapter, Unsupported
 
 __all__ = [
@@ -152,18 +152,6 @@ class _Screen(NamedTuple):
     kappa: float
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread while screening: tiny batches, for which thread hand-offs cost more
-    than the work (as in the runner); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _dtype_of(adapter: Adapter) -> torch.dtype:
     params = adapter.parameters()
     return params[0].dtype if params and params[0].is_floating_point() else torch.float32
@@ -181,20 +169,6 @@ def _copy(adapter: Adapter, dtype: torch.dtype | None) -> Adapter | None:
         except Unsupported:
             pass  # evaluated in its own dtype
     return twin
-
-
-def _kappas(jac: np.ndarray) -> np.ndarray:
-    out = np.full(jac.shape[0], math.inf)
-    for i, j in enumerate(jac):
-        if not np.all(np.isfinite(j)):
-            continue
-        try:
-            inv = np.linalg.inv(j)
-        except np.linalg.LinAlgError:
-            continue
-        if np.all(np.isfinite(inv)):
-            out[i] = np.abs(j).sum(axis=0).max() * np.abs(inv).sum(axis=0).max()
-    return out
 
 
 def _screen(adapter: Adapter, seed: int) -> _Screen:
@@ -231,7 +205,9 @@ def _screen(adapter: Adapter, seed: int) -> _Screen:
     # right only at the initialisation (a zero-initialised shift added instead of subtracted).
     kappa = math.nan
     if jac is not None:
-        kappa = float(np.max(_kappas(jac)))
+        with np.errstate(all="ignore"):  # κ₁ per sample; singular → inf, NaN entries → NaN
+            kappas = np.linalg.cond(jac, 1)
+        kappa = float(np.max(np.where(np.isfinite(kappas), kappas, math.inf)))
         if not math.isfinite(kappa):
             failed.add("singular Jacobian")
     return _Screen(frozenset(failed), kappa)
@@ -312,7 +288,7 @@ def move_off_init(adapter: Adapter, seed: int) -> Perturbation:
 
     Deterministic: a freshly built layer with the same parameters gets the same δ and c.
     """
-    with _one_thread():
+    with one_thread():
         return _move_off_init(adapter, int(seed))
 
 

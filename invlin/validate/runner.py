@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import random
 import signal
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -111,18 +110,6 @@ def _seeded(factory: Callable[..., object], features: int, seed: int) -> object:
     finally:
         np.random.set_state(np_state)  # noqa: NPY002
         random.setstate(py_state)
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run on one intra-op thread: the checks push tiny tensors, for which thread hand-offs
-    cost more than the work (10× measured on a loaded 2-core machine); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _check_names(checks: Sequence[str] | None) -> list[str]:
@@ -277,7 +264,7 @@ def validate(
 
     label = name or _factory_name(factory)
     built: list[isolation.Change] = []
-    with _one_thread():
+    with isolation.one_thread():
         try:
             with isolation.guarded(built):
                 first = make()

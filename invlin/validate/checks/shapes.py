@@ -86,43 +86,14 @@ def _clean(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _worst_rows(out: np.ndarray, expected: np.ndarray, scales: np.ndarray, dtype: str
                 ) -> Worst:
-    """:func:`~invlin.validate.checks.truth.worst_rows` for many rows: the ratio of every row
-    is computed at once (the same formula, ‖out_j − exp_j‖₁ / (‖exp_j‖₁·κ_j·ε), κ_j =
-    max(1, scales_j/‖exp_j‖₁), a zero row judged against κ_j·ε), then the worst row is
-    handed to ``worst_rows`` for its :class:`Ratio`."""
-    out, expected = _clean(out, expected)
-    ok = np.isfinite(scales)
-    if not ok.any():
-        return Worst(skipped=int(ok.size))
-    u = eps(dtype)
-    norms = np.abs(expected).sum(axis=1)
-    with np.errstate(all="ignore"):
-        k = np.maximum(1.0, np.where(norms > 0, scales / norms, scales))
-        num = np.abs(out - expected).sum(axis=1)
-        den = np.where(norms * k * u > 0, norms * k * u, k * u)
-        ratio = np.where(~np.isfinite(num), math.inf, np.where(num == 0, 0.0, num / den))
-    j = int(np.argmax(np.where(ok, ratio, -1.0)))
-    w = worst_rows(out[j:j + 1], expected[j:j + 1], scales[j:j + 1], dtype)
-    w.row, w.skipped = j, int((~ok).sum())
-    return w
+    """:func:`~invlin.validate.checks.truth.worst_rows` of two layouts (:func:`_clean`)."""
+    return worst_rows(*_clean(out, expected), scales, dtype)
 
 
 def _worst_logdet(out: np.ndarray, expected: np.ndarray, kappas: np.ndarray, n: int,
                   dtype: str) -> Worst:
-    """:func:`~invlin.validate.checks.truth.worst_logdet` for many samples, vectorised like
-    :func:`_worst_rows`: |ℓ_j − ℓ*_j| / (n·max(1, κ_j)·ε)."""
-    out, expected = _clean(out, expected)
-    ok = np.isfinite(kappas)
-    if not ok.any():
-        return Worst(skipped=int(ok.size))
-    with np.errstate(all="ignore"):
-        err = np.abs(out - expected)
-        ratio = np.where(~np.isfinite(err), math.inf, np.where(
-            err == 0, 0.0, err / (n * np.maximum(1.0, kappas) * eps(dtype))))
-    j = int(np.argmax(np.where(ok, ratio, -1.0)))
-    w = worst_logdet(out[j:j + 1], expected[j:j + 1], kappas[j:j + 1], n, dtype)
-    w.row, w.skipped = j, int((~ok).sum())
-    return w
+    """:func:`~invlin.validate.checks.truth.worst_logdet` of two layouts (:func:`_clean`)."""
+    return worst_logdet(*_clean(out, expected), kappas, n, dtype)
 
 
 @dataclass
