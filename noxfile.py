@@ -39,9 +39,10 @@ def properties(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Run ruff on the code base."""
+    """Run ruff on the code base: lint rules and formatting (``ruff format --check``)."""
     session.install("ruff>=0.6")
     session.run("ruff", "check", ".", *session.posargs)
+    session.run("ruff", "format", "--check", ".")
 
 
 @nox.session(default=False)
@@ -105,8 +106,16 @@ def validate(session: nox.Session, library: str) -> None:
     _install(session, "validate,flint")
     args = ["-c", CONSTRAINTS] if CONSTRAINTS else []
     session.install(*args, VALIDATE_LIBRARIES[library])
-    session.run("invlin", "validate", "--library", library, "--out",
-                f"reports/validate/{library}", *session.posargs, success_codes=[0, 1])
+    session.run(
+        "invlin",
+        "validate",
+        "--library",
+        library,
+        "--out",
+        f"reports/validate/{library}",
+        *session.posargs,
+        success_codes=[0, 1],
+    )
 
 
 @nox.session(default=False)

@@ -59,8 +59,9 @@ def _ulp(values: np.ndarray, dtype: torch.dtype) -> np.ndarray:
     return np.spacing(mags.astype(_NP[dtype])).astype(np.float64)
 
 
-def leaky_softplus_ulp(*, device: str, dtype: torch.dtype, count: int = 1_000_000,
-                       worst: int = 12) -> dict[str, object]:
+def leaky_softplus_ulp(
+    *, device: str, dtype: torch.dtype, count: int = 1_000_000, worst: int = 12
+) -> dict[str, object]:
     """Max / 99.9 % / mean error of ``LeakySoftplus().inverse`` in ulp of ``dtype`` over
     ``count`` points against the float64 NumPy reference, and the ``worst`` points re-checked
     against an mpmath bisection (independent of both implementations)."""
@@ -78,7 +79,14 @@ def leaky_softplus_ulp(*, device: str, dtype: torch.dtype, count: int = 1_000_00
         true = mp_inverse(float(y[i]))
         spacing = float(_ulp(np.array([float(true)]), dtype)[0])
         mp_err.append(float(abs(mp.mpf(float(got[i])) - true) / spacing))
-    return {"case": "leaky_softplus_ulp", "dtype": str(dtype).removeprefix("torch."),
-            "device": device, "points": int(y.size), "max_ulp": float(err.max()),
-            "p999_ulp": float(np.quantile(err, 0.999)), "mean_ulp": float(err.mean()),
-            "worst_mpmath_ulp": max(mp_err), "worst_y": float(y[order[0]])}
+    return {
+        "case": "leaky_softplus_ulp",
+        "dtype": str(dtype).removeprefix("torch."),
+        "device": device,
+        "points": int(y.size),
+        "max_ulp": float(err.max()),
+        "p999_ulp": float(np.quantile(err, 0.999)),
+        "mean_ulp": float(err.mean()),
+        "worst_mpmath_ulp": max(mp_err),
+        "worst_y": float(y[order[0]]),
+    }

@@ -24,16 +24,32 @@ def _n(row: dict[str, object]) -> int:
 
 
 GOALS: tuple[Goal, ...] = (
-    Goal("p4_forward", 1.15, "n ≥ 256, autograd on",
-         lambda r: _n(r) >= 256 and r.get("mode") == "grad"),
-    Goal("p4_inverse", 1.15, "n ≥ 256, autograd on",
-         lambda r: _n(r) >= 256 and r.get("mode") == "grad"),
+    Goal(
+        "p4_forward",
+        1.15,
+        "n ≥ 256, autograd on",
+        lambda r: _n(r) >= 256 and r.get("mode") == "grad",
+    ),
+    Goal(
+        "p4_inverse",
+        1.15,
+        "n ≥ 256, autograd on",
+        lambda r: _n(r) >= 256 and r.get("mode") == "grad",
+    ),
     # The same goal with u changed before every call: what a training step pays per update, so
     # the products P4InvLinear reuses between calls with unchanged parameters do not count.
-    Goal("p4_forward_fresh", 1.15, "n ≥ 256, autograd on, nothing reused",
-         lambda r: _n(r) >= 256 and r.get("mode") == "grad"),
-    Goal("p4_inverse_fresh", 1.15, "n ≥ 256, autograd on, nothing reused",
-         lambda r: _n(r) >= 256 and r.get("mode") == "grad"),
+    Goal(
+        "p4_forward_fresh",
+        1.15,
+        "n ≥ 256, autograd on, nothing reused",
+        lambda r: _n(r) >= 256 and r.get("mode") == "grad",
+    ),
+    Goal(
+        "p4_inverse_fresh",
+        1.15,
+        "n ≥ 256, autograd on, nothing reused",
+        lambda r: _n(r) >= 256 and r.get("mode") == "grad",
+    ),
     Goal("merge_vs_inv", 0.1, "n = 1024", lambda r: _n(r) == 1024),
     Goal("lu_inverse", 2.0, "n = 1024", lambda r: _n(r) == 1024),
     Goal("leaky_softplus_inverse", 5.0, "all n", lambda r: True),

@@ -19,11 +19,16 @@ except ImportError:  # code before cached_products() (a `before` run): its rows 
 __all__ = ["leaky_softplus_rows", "lu_rows", "merge_rows", "p4_rows", "row"]
 
 
-def row(case: str, n: int, dtype: torch.dtype, device: str, num: Timing, den: Timing,
-        **extra: object) -> dict[str, object]:
+def row(
+    case: str, n: int, dtype: torch.dtype, device: str, num: Timing, den: Timing, **extra: object
+) -> dict[str, object]:
     """One result: the median ratio num/den with its quartiles and both medians in ms."""
-    out: dict[str, object] = {"case": case, "n": n, "dtype": str(dtype).removeprefix("torch."),
-                              "device": device}
+    out: dict[str, object] = {
+        "case": case,
+        "n": n,
+        "dtype": str(dtype).removeprefix("torch."),
+        "device": device,
+    }
     out.update(ratio(num, den))
     out["num_ms"] = num.median * 1e3
     out["den_ms"] = den.median * 1e3
@@ -48,8 +53,9 @@ def _p4(n: int, device: str, dtype: torch.dtype, seed: int) -> P4InvLinear:
     return layer.to(device=device, dtype=dtype).train()
 
 
-def p4_rows(sizes: list[int], *, device: str, dtype: torch.dtype, batch: int,
-            repeats: int) -> list[dict[str, object]]:
+def p4_rows(
+    sizes: list[int], *, device: str, dtype: torch.dtype, batch: int, repeats: int
+) -> list[dict[str, object]]:
     """P4InvLinear forward/inverse ÷ nn.Linear forward (with and without autograd; repeated
     calls with the same parameters — also inside :func:`~invlin.nn.cached_products` — and with
     u changed before every call), P4 inverse
@@ -64,17 +70,20 @@ def p4_rows(sizes: list[int], *, device: str, dtype: torch.dtype, batch: int,
         y = p4(x)[0].detach()
         for grad in (True, False):
             mode = "grad" if grad else "no_grad"
-            cands = {"linear": lambda lin=lin, x=x: lin(x),
-                     "forward": lambda p4=p4, x=x: p4(x),
-                     "inverse": lambda p4=p4, y=y: p4.inverse(y)}
+            cands = {
+                "linear": lambda lin=lin, x=x: lin(x),
+                "forward": lambda p4=p4, x=x: p4(x),
+                "inverse": lambda p4=p4, y=y: p4.inverse(y),
+            }
             cached = grad and cached_products is not None
             if cached:
                 cands["forward_cached"] = _cached(cands["forward"])
                 cands["inverse_cached"] = _cached(cands["inverse"])
             with _grad(grad):
                 t = compare(cands, device=device, repeats=repeats)
-            for case in ("forward", "inverse") + (("forward_cached", "inverse_cached")
-                                                  if cached else ()):
+            for case in ("forward", "inverse") + (
+                ("forward_cached", "inverse_cached") if cached else ()
+            ):
                 rows.append(row(f"p4_{case}", n, dtype, device, t[case], t["linear"], mode=mode))
         rows += _fresh_rows(p4, lin, x, y, n, dtype=dtype, device=device, repeats=repeats)
         with torch.no_grad():
@@ -85,29 +94,49 @@ def p4_rows(sizes: list[int], *, device: str, dtype: torch.dtype, batch: int,
             rhs_w = rhs.to(work)
             cands: dict[str, Callable[[], object]] = {
                 "inverse": lambda p4=p4, y=y: p4.inverse(y),
-                "lu_solve": lambda lu=lu, piv=piv, r=rhs_w: torch.linalg.lu_solve(lu, piv, r)}
+                "lu_solve": lambda lu=lu, piv=piv, r=rhs_w: torch.linalg.lu_solve(lu, piv, r),
+            }
             if dtype not in (torch.float16, torch.bfloat16):  # linalg.solve has no 16-bit kernel
                 cands["solve"] = lambda m=m, r=rhs: torch.linalg.solve(m, r)
             t = compare(cands, device=device, repeats=repeats)
         if "solve" in t:
             rows.append(row("p4_inverse_vs_solve", n, dtype, device, t["inverse"], t["solve"]))
         if n >= 1024:
-            rows.append(row("p4_inverse_vs_triangular", n, dtype, device, t["inverse"],
-                            t["lu_solve"], work_dtype=str(work).removeprefix("torch.")))
+            rows.append(
+                row(
+                    "p4_inverse_vs_triangular",
+                    n,
+                    dtype,
+                    device,
+                    t["inverse"],
+                    t["lu_solve"],
+                    work_dtype=str(work).removeprefix("torch."),
+                )
+            )
     return rows
 
 
 def _cached(fn: Callable[[], object]) -> Callable[[], object]:
     """``fn`` called inside :func:`~invlin.nn.cached_products` (entering it is timed too)."""
+
     def call() -> object:
         with cached_products():
             return fn()
+
     return call
 
 
-def _fresh_rows(p4: P4InvLinear, lin: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor,
-                n: int, *, dtype: torch.dtype, device: str,
-                repeats: int) -> list[dict[str, object]]:
+def _fresh_rows(
+    p4: P4InvLinear,
+    lin: torch.nn.Linear,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n: int,
+    *,
+    dtype: torch.dtype,
+    device: str,
+    repeats: int,
+) -> list[dict[str, object]]:
     """Forward and inverse with u changed in place before every call (autograd on), so no
     product of the previous call can be reused — the cost a training step pays once per
     parameter update. The in-place change is timed alone and subtracted, pair by pair."""
@@ -118,14 +147,24 @@ def _fresh_rows(p4: P4InvLinear, lin: torch.nn.Linear, x: torch.Tensor, y: torch
         with torch.no_grad():
             p4.u.add_(sign[0] * 1e-4 / math.sqrt(n))
 
-    t = compare({"linear": lambda: lin(x), "perturb": perturb,
-                 "forward": lambda: (perturb(), p4(x)),
-                 "inverse": lambda: (perturb(), p4.inverse(y))}, device=device, repeats=repeats)
+    t = compare(
+        {
+            "linear": lambda: lin(x),
+            "perturb": perturb,
+            "forward": lambda: (perturb(), p4(x)),
+            "inverse": lambda: (perturb(), p4.inverse(y)),
+        },
+        device=device,
+        repeats=repeats,
+    )
     rows = []
     for case, name in (("p4_forward_fresh", "forward"), ("p4_inverse_fresh", "inverse")):
-        net = Timing(max(t[name].median - t["perturb"].median, 1e-9),
-                     tuple(max(a - b, 1e-9) for a, b in
-                           zip(t[name].samples, t["perturb"].samples, strict=True)))
+        net = Timing(
+            max(t[name].median - t["perturb"].median, 1e-9),
+            tuple(
+                max(a - b, 1e-9) for a, b in zip(t[name].samples, t["perturb"].samples, strict=True)
+            ),
+        )
         rows.append(row(case, n, dtype, device, net, t["linear"], mode="grad"))
     return rows
 
@@ -149,21 +188,33 @@ def merge_rows(sizes: list[int], *, device: str, repeats: int) -> list[dict[str,
                 p4.u.normal_(std=scale)
 
         a = p4.weight.clone()
-        t = compare({"merge": merge, "perturb": perturb, "inv": lambda a=a: torch.linalg.inv(a)},
-                    device=device, repeats=repeats, target=0.05)
-        merge_only = Timing(max(t["merge"].median - t["perturb"].median, 1e-9),
-                            tuple(max(m - p, 1e-9) for m, p in
-                                  zip(t["merge"].samples, t["perturb"].samples, strict=True)))
-        rows.append(row("merge_vs_inv", n, p4.weight.dtype, device, merge_only, t["inv"],
-                        merges=p4.merges))
+        t = compare(
+            {"merge": merge, "perturb": perturb, "inv": lambda a=a: torch.linalg.inv(a)},
+            device=device,
+            repeats=repeats,
+            target=0.05,
+        )
+        merge_only = Timing(
+            max(t["merge"].median - t["perturb"].median, 1e-9),
+            tuple(
+                max(m - p, 1e-9)
+                for m, p in zip(t["merge"].samples, t["perturb"].samples, strict=True)
+            ),
+        )
+        rows.append(
+            row("merge_vs_inv", n, p4.weight.dtype, device, merge_only, t["inv"], merges=p4.merges)
+        )
     return rows
 
 
 def growth_exponent(rows: list[dict[str, object]], smallest: int = 512) -> float:
     """Least-squares slope of log(merge ms) against log n over the ``merge_vs_inv`` rows with
     n ≥ ``smallest`` (below that a merge costs mostly fixed overhead, not O(n²) work)."""
-    pts = [(math.log(float(r["n"])), math.log(float(r["num_ms"]))) for r in rows
-           if r["case"] == "merge_vs_inv" and int(r["n"]) >= smallest]
+    pts = [
+        (math.log(float(r["n"])), math.log(float(r["num_ms"])))
+        for r in rows
+        if r["case"] == "merge_vs_inv" and int(r["n"]) >= smallest
+    ]
     if len(pts) < 2:
         return math.nan
     mx = sum(p[0] for p in pts) / len(pts)
@@ -172,8 +223,9 @@ def growth_exponent(rows: list[dict[str, object]], smallest: int = 512) -> float
     return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
 
 
-def lu_rows(sizes: list[int], *, device: str, dtype: torch.dtype, batch: int,
-            repeats: int) -> list[dict[str, object]]:
+def lu_rows(
+    sizes: list[int], *, device: str, dtype: torch.dtype, batch: int, repeats: int
+) -> list[dict[str, object]]:
     """LULinear forward and inverse (training mode, autograd on) ÷ nn.Linear forward."""
     rows: list[dict[str, object]] = []
     for n in sizes:
@@ -182,15 +234,23 @@ def lu_rows(sizes: list[int], *, device: str, dtype: torch.dtype, batch: int,
         lin = torch.nn.Linear(n, n, device=device, dtype=dtype).train()
         lu = LULinear(n, device=device, dtype=dtype).train()
         y = lu(x)[0].detach()
-        t = compare({"linear": lambda lin=lin, x=x: lin(x), "forward": lambda lu=lu, x=x: lu(x),
-                     "inverse": lambda lu=lu, y=y: lu.inverse(y)}, device=device, repeats=repeats)
+        t = compare(
+            {
+                "linear": lambda lin=lin, x=x: lin(x),
+                "forward": lambda lu=lu, x=x: lu(x),
+                "inverse": lambda lu=lu, y=y: lu.inverse(y),
+            },
+            device=device,
+            repeats=repeats,
+        )
         rows.append(row("lu_forward", n, dtype, device, t["forward"], t["linear"]))
         rows.append(row("lu_inverse", n, dtype, device, t["inverse"], t["linear"]))
     return rows
 
 
-def leaky_softplus_rows(sizes: list[int], *, device: str, dtype: torch.dtype, batch: int,
-                        repeats: int) -> list[dict[str, object]]:
+def leaky_softplus_rows(
+    sizes: list[int], *, device: str, dtype: torch.dtype, batch: int, repeats: int
+) -> list[dict[str, object]]:
     """LeakySoftplus inverse ÷ its forward on y = f(x), x ~ N(0, 3²) (autograd on)."""
     rows: list[dict[str, object]] = []
     act = LeakySoftplus()
@@ -198,7 +258,10 @@ def leaky_softplus_rows(sizes: list[int], *, device: str, dtype: torch.dtype, ba
         torch.manual_seed(n)
         x = 3 * torch.randn(batch, n, device=device, dtype=dtype)
         y = act(x)[0]
-        t = compare({"forward": lambda x=x: act(x), "inverse": lambda y=y: act.inverse(y)},
-                    device=device, repeats=repeats)
+        t = compare(
+            {"forward": lambda x=x: act(x), "inverse": lambda y=y: act.inverse(y)},
+            device=device,
+            repeats=repeats,
+        )
         rows.append(row("leaky_softplus_inverse", n, dtype, device, t["inverse"], t["forward"]))
     return rows

@@ -64,8 +64,7 @@ def _is_view(func: torch._ops.OpOverload) -> bool:
     if torch.Tag.inplace_view in func.tags:  # squeeze_, t_, as_strided_, ...
         return True
     rets = func._schema.returns
-    return bool(rets) and all(r.alias_info is not None and not r.alias_info.is_write
-                              for r in rets)
+    return bool(rets) and all(r.alias_info is not None and not r.alias_info.is_write for r in rets)
 
 
 def count_ops(fn: Callable[[], object]) -> dict[str, int]:
@@ -93,11 +92,13 @@ def _in_cached_products(fn: Callable[[], object]) -> Callable[[], object]:
     def call() -> object:
         with cached_products():
             return fn()
+
     return call
 
 
-def ops_rows(sizes: list[int], *, device: str, dtype: torch.dtype,
-             batch: int) -> list[dict[str, object]]:
+def ops_rows(
+    sizes: list[int], *, device: str, dtype: torch.dtype, batch: int
+) -> list[dict[str, object]]:
     """Operations per call of nn.Linear and of P4InvLinear (forward/inverse, repeated calls and
     with u changed before every call; autograd on) and per training step of the two flows, in
     the form the device runs and — on the CPU — also in the form a GPU runs."""
@@ -124,8 +125,7 @@ def ops_rows(sizes: list[int], *, device: str, dtype: torch.dtype,
                     "P4InvLinear forward": lambda p4=p4, x=x: p4(x),
                     "P4InvLinear inverse": lambda p4=p4, y=y: p4.inverse(y),
                     "P4InvLinear forward, u changed": lambda p4=p4, x=x: (perturb(), p4(x)),
-                    "P4InvLinear inverse, u changed": lambda p4=p4, y=y: (perturb(),
-                                                                          p4.inverse(y)),
+                    "P4InvLinear inverse, u changed": lambda p4=p4, y=y: (perturb(), p4.inverse(y)),
                 }
                 # Adam as a GPU runs it by default in the device form: multi-tensor (foreach)
                 foreach = True if form == "device" else None
@@ -136,9 +136,11 @@ def ops_rows(sizes: list[int], *, device: str, dtype: torch.dtype,
                 if cached_products is not None:
                     # the same calls inside cached_products(): products kept on every device
                     step, _ = _step_fn("p4", n, 4, x, device, dtype, foreach=foreach)
-                    for item, fn in (("P4InvLinear forward", items["P4InvLinear forward"]),
-                                     ("P4InvLinear inverse", items["P4InvLinear inverse"]),
-                                     ("training step, 4-layer P4Inv flow", step)):
+                    for item, fn in (
+                        ("P4InvLinear forward", items["P4InvLinear forward"]),
+                        ("P4InvLinear inverse", items["P4InvLinear inverse"]),
+                        ("training step, 4-layer P4Inv flow", step),
+                    ):
                         items[f"{item}, cached_products()"] = _in_cached_products(fn)
                 for item, fn in items.items():
                     with torch.enable_grad():
@@ -147,7 +149,15 @@ def ops_rows(sizes: list[int], *, device: str, dtype: torch.dtype,
                         counts = count_ops(fn)
                     if "u changed" in item:  # the in-place change itself is not the layer's
                         counts["kernels"] -= 1
-                    rows.append({"case": "ops_per_call", "item": item, "n": n,
-                                 "dtype": str(dtype).removeprefix("torch."), "device": device,
-                                 "form": form, **counts})
+                    rows.append(
+                        {
+                            "case": "ops_per_call",
+                            "item": item,
+                            "n": n,
+                            "dtype": str(dtype).removeprefix("torch."),
+                            "device": device,
+                            "form": form,
+                            **counts,
+                        }
+                    )
     return rows

@@ -34,16 +34,30 @@ def oracle_rows(sizes: list[int], *, repeats: int = 3) -> list[dict[str, object]
     for n in sizes:
         exact = ExactMatrix.from_float(_matrix(n, seed=n))
         reps = 1 if n >= 128 else repeats
-        t = compare({"flint": lambda e=exact: evaluate(e, backend="flint"),
-                     "mpmath": lambda e=exact: evaluate(e, backend="mpmath")},
-                    repeats=reps, warmup=0 if n >= 128 else 1, target=0.0)
+        t = compare(
+            {
+                "flint": lambda e=exact: evaluate(e, backend="flint"),
+                "mpmath": lambda e=exact: evaluate(e, backend="mpmath"),
+            },
+            repeats=reps,
+            warmup=0 if n >= 128 else 1,
+            target=0.0,
+        )
         flint, mp = t["flint"], t["mpmath"]
-        rows.append({"case": "oracle_flint_vs_mpmath", "n": n, "dtype": "float64",
-                     "device": "cpu", "ratio": flint.median / mp.median,
-                     "q1": min(flint.samples) / max(mp.samples),
-                     "q3": max(flint.samples) / min(mp.samples),
-                     "num_ms": flint.median * 1e3, "den_ms": mp.median * 1e3,
-                     "repeats": reps})
+        rows.append(
+            {
+                "case": "oracle_flint_vs_mpmath",
+                "n": n,
+                "dtype": "float64",
+                "device": "cpu",
+                "ratio": flint.median / mp.median,
+                "q1": min(flint.samples) / max(mp.samples),
+                "q3": max(flint.samples) / min(mp.samples),
+                "num_ms": flint.median * 1e3,
+                "den_ms": mp.median * 1e3,
+                "repeats": reps,
+            }
+        )
     return rows
 
 
@@ -55,19 +69,22 @@ def report_wall_time() -> dict[str, object]:
     """
     exe = shutil.which("invlin")
     base = [exe, "report"] if exe else [sys.executable, "-m", "invlin.cli", "report"]
-    helptext = subprocess.run([*base, "--help"], capture_output=True, text=True,
-                              check=False).stdout
+    helptext = subprocess.run([*base, "--help"], capture_output=True, text=True, check=False).stdout
     with tempfile.TemporaryDirectory() as tmp:
         extra = ["--output", str(Path(tmp) / "report")] if "--output" in helptext else []
         if "--no-progress" in helptext:
             extra.append("--no-progress")
         t0 = time.perf_counter()
-        proc = subprocess.run([*base, *extra], capture_output=True, text=True, check=False,
-                              cwd=tmp)
+        proc = subprocess.run([*base, *extra], capture_output=True, text=True, check=False, cwd=tmp)
         wall = time.perf_counter() - t0
     lines = (proc.stdout + proc.stderr).strip().splitlines()
-    return {"case": "report_wall_time", "device": "cpu", "seconds": wall,
-            "returncode": proc.returncode,
-            "command": " ".join(["invlin", "report", *extra]).replace(tmp, "$TMP"),
-            "description": helptext.split("\n\n")[1].strip() if "\n\n" in helptext else "",
-            "output_head": lines[:2], "output_tail": lines[-2:]}
+    return {
+        "case": "report_wall_time",
+        "device": "cpu",
+        "seconds": wall,
+        "returncode": proc.returncode,
+        "command": " ".join(["invlin", "report", *extra]).replace(tmp, "$TMP"),
+        "description": helptext.split("\n\n")[1].strip() if "\n\n" in helptext else "",
+        "output_head": lines[:2],
+        "output_tail": lines[-2:],
+    }

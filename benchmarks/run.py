@@ -25,8 +25,19 @@ from benchmarks.validation import validation_rows
 
 __all__ = ["CASES", "main", "run"]
 
-CASES = ("p4", "merge", "lu", "leaky", "accuracy", "training", "compiled", "ops", "oracle",
-         "report", "validate")
+CASES = (
+    "p4",
+    "merge",
+    "lu",
+    "leaky",
+    "accuracy",
+    "training",
+    "compiled",
+    "ops",
+    "oracle",
+    "report",
+    "validate",
+)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -61,12 +72,17 @@ def code_version() -> dict[str, Any]:
     commit = dirty = None
     try:
         git = ["git", "-C", str(where)]
-        out = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=10)
+        out = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
         if out.returncode == 0:
             commit = out.stdout.strip()
-            status = subprocess.run([*git, "status", "--porcelain", "--", "invlin"],
-                                    capture_output=True, text=True, timeout=10)
+            status = subprocess.run(
+                [*git, "status", "--porcelain", "--", "invlin"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
             dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         pass
@@ -75,11 +91,18 @@ def code_version() -> dict[str, Any]:
 
 def environment(device: str) -> dict[str, Any]:
     cuda = device.startswith("cuda")
-    return {"torch": torch.__version__, "python": platform.python_version(),
-            "cuda": torch.version.cuda, "threads": torch.get_num_threads(),
-            "device": device, "cpu": _cpu_model(),
-            "device_name": torch.cuda.get_device_name(torch.device(device)) if cuda
-            else f"CPU: {_cpu_model()}", "invlin": code_version()}
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.version.cuda,
+        "threads": torch.get_num_threads(),
+        "device": device,
+        "cpu": _cpu_model(),
+        "device_name": torch.cuda.get_device_name(torch.device(device))
+        if cuda
+        else f"CPU: {_cpu_model()}",
+        "invlin": code_version(),
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -131,43 +154,73 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log("invlin validate ÷ import torch")
         rows += validation_rows()
     merge = [r for r in rows if r.get("case") == "merge_vs_inv"]
-    return {"machine": args.machine or machine_name(dev), "label": args.label,
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "environment": environment(dev),
-            "settings": {"sizes": args.sizes, "merge_sizes": args.merge_sizes,
-                         "dtypes": args.dtypes, "batch": args.batch, "repeats": args.repeats,
-                         "cases": list(args.cases), "note": args.note,
-                         "compile": {"backend": args.compile_backend, "mode": args.compile_mode}},
-            "rows": judge(rows), "accuracy": accuracy,
-            "merge_growth_exponent": growth_exponent(merge) if len(merge) > 1 else None}
+    return {
+        "machine": args.machine or machine_name(dev),
+        "label": args.label,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "environment": environment(dev),
+        "settings": {
+            "sizes": args.sizes,
+            "merge_sizes": args.merge_sizes,
+            "dtypes": args.dtypes,
+            "batch": args.batch,
+            "repeats": args.repeats,
+            "cases": list(args.cases),
+            "note": args.note,
+            "compile": {"backend": args.compile_backend, "mode": args.compile_mode},
+        },
+        "rows": judge(rows),
+        "accuracy": accuracy,
+        "merge_growth_exponent": growth_exponent(merge) if len(merge) > 1 else None,
+    }
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
-    p.add_argument("--dtypes", nargs="+", default=["float32"],
-                   choices=["float32", "bfloat16", "float64"])
+    p.add_argument(
+        "--dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16", "float64"]
+    )
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024])
-    p.add_argument("--merge-sizes", type=int, nargs="+", default=None,
-                   help="n for merge ÷ inv (default: --sizes plus 512 and 2048)")
+    p.add_argument(
+        "--merge-sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="n for merge ÷ inv (default: --sizes plus 512 and 2048)",
+    )
     p.add_argument("--oracle-sizes", type=int, nargs="+", default=[16, 64, 128])
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--repeats", type=int, default=21, help="interleaved samples per candidate")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--cases", nargs="+", choices=CASES, default=None,
-                   help="cases to run (default: all; oracle, report and validate only on the "
-                        "CPU)")
-    p.add_argument("--compile-backend", default="inductor",
-                   help="torch.compile backend of the compiled case (default inductor)")
-    p.add_argument("--compile-mode", default=None,
-                   help="torch.compile mode of the compiled case (e.g. reduce-overhead: CUDA "
-                        "graphs on a GPU; default: torch's default)")
+    p.add_argument(
+        "--cases",
+        nargs="+",
+        choices=CASES,
+        default=None,
+        help="cases to run (default: all; oracle, report and validate only on the CPU)",
+    )
+    p.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend of the compiled case (default inductor)",
+    )
+    p.add_argument(
+        "--compile-mode",
+        default=None,
+        help="torch.compile mode of the compiled case (e.g. reduce-overhead: CUDA "
+        "graphs on a GPU; default: torch's default)",
+    )
     p.add_argument("--ulp-points", type=int, default=1_000_000)
     p.add_argument("--machine", default=None, help="name of the output files")
     p.add_argument("--label", default="", help="free-text label stored in the JSON")
     p.add_argument("--note", default="", help="a sentence printed under the table headers")
-    p.add_argument("--baseline", type=Path, default=None,
-                   help="an earlier JSON of this suite: adds a 'before' column")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="an earlier JSON of this suite: adds a 'before' column",
+    )
     p.add_argument("--out-dir", type=Path, default=ROOT / "reports" / "bench")
     return p
 
@@ -180,14 +233,15 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.cases is None:
         cpu_only = ("oracle", "report", "validate")
-        args.cases = CASES if args.device == "cpu" else tuple(c for c in CASES
-                                                              if c not in cpu_only)
+        args.cases = CASES if args.device == "cpu" else tuple(c for c in CASES if c not in cpu_only)
     if "compiled" in args.cases:
         from torch._dynamo import list_backends
 
         if args.compile_backend not in list_backends(exclude_tags=()):
-            raise SystemExit(f"--compile-backend: unknown torch.compile backend "
-                             f"{args.compile_backend!r} (known: {', '.join(list_backends())})")
+            raise SystemExit(
+                f"--compile-backend: unknown torch.compile backend "
+                f"{args.compile_backend!r} (known: {', '.join(list_backends())})"
+            )
     if args.merge_sizes is None:
         args.merge_sizes = sorted({*args.sizes, 512, 2048})
     result = run(args)

@@ -46,9 +46,16 @@ def _flow(kind: str, n: int, blocks: int, device: str, dtype: torch.dtype) -> nn
     return InvertibleSequential(*layers).to(device=device, dtype=dtype)
 
 
-def _step_fn(kind: str, n: int, blocks: int, data: torch.Tensor, device: str,
-             dtype: torch.dtype, compile: dict[str, Any] | None = None,
-             foreach: bool | None = None):
+def _step_fn(
+    kind: str,
+    n: int,
+    blocks: int,
+    data: torch.Tensor,
+    device: str,
+    dtype: torch.dtype,
+    compile: dict[str, Any] | None = None,
+    foreach: bool | None = None,
+):
     """One step: forward, NLL (+ the P4 penalty), backward, Adam, and for P4 the scheduler.
 
     ``compile``: keyword arguments of ``torch.compile`` for the loss (forward, NLL, penalty;
@@ -80,8 +87,9 @@ def _step_fn(kind: str, n: int, blocks: int, data: torch.Tensor, device: str,
     return step, sched
 
 
-def training_rows(sizes: list[int], *, device: str, dtype: torch.dtype, batch: int,
-                  repeats: int, blocks: int = 4) -> list[dict[str, object]]:
+def training_rows(
+    sizes: list[int], *, device: str, dtype: torch.dtype, batch: int, repeats: int, blocks: int = 4
+) -> list[dict[str, object]]:
     """Training step of a ``blocks``-layer P4Inv flow (P4InvLinear + BentIdentity, Adam,
     P4Scheduler merging every step, forcing every 10th) ÷ the same with nn.Linear layers."""
     rows: list[dict[str, object]] = []
@@ -90,17 +98,36 @@ def training_rows(sizes: list[int], *, device: str, dtype: torch.dtype, batch: i
         data = torch.randn(batch, n, device=device, dtype=dtype)
         p4_step, sched = _step_fn("p4", n, blocks, data, device, dtype)
         lin_step, _ = _step_fn("linear", n, blocks, data, device, dtype)
-        t = compare({"p4": p4_step, "linear": lin_step}, device=device, repeats=repeats,
-                    target=0.05)
+        t = compare(
+            {"p4": p4_step, "linear": lin_step}, device=device, repeats=repeats, target=0.05
+        )
         merges = sum(c["merges"] for c in sched.counters.values()) if sched else 0
-        rows.append(row("training_step", n, dtype, device, t["p4"], t["linear"],
-                        blocks=blocks, steps=sched.steps if sched else 0, merges=merges))
+        rows.append(
+            row(
+                "training_step",
+                n,
+                dtype,
+                device,
+                t["p4"],
+                t["linear"],
+                blocks=blocks,
+                steps=sched.steps if sched else 0,
+                merges=merges,
+            )
+        )
     return rows
 
 
-def compiled_training_rows(sizes: list[int], *, device: str, dtype: torch.dtype, batch: int,
-                           repeats: int, blocks: int = 4,
-                           compile: dict[str, Any] | None = None) -> list[dict[str, object]]:
+def compiled_training_rows(
+    sizes: list[int],
+    *,
+    device: str,
+    dtype: torch.dtype,
+    batch: int,
+    repeats: int,
+    blocks: int = 4,
+    compile: dict[str, Any] | None = None,
+) -> list[dict[str, object]]:
     """The training step of :func:`training_rows` with each flow's loss (forward, NLL, penalty)
     and its backward compiled by ``torch.compile(**compile)`` (default: inductor, default mode):
     compiled P4 ÷ compiled nn.Linear, and compiled P4 ÷ eager P4 (the compiler's gain)."""
@@ -125,14 +152,30 @@ def compiled_training_rows(sizes: list[int], *, device: str, dtype: torch.dtype,
                 exc, inner = inner, getattr(inner, "inner_exception", None) or inner.__cause__
             first = (str(exc).strip().splitlines() or [""])[0]
             reason = f"torch.compile failed: {type(exc).__name__}: {first}"
-            return [{"case": c, "n": n, "skipped": reason} for c in
-                    ("training_step_compiled", "training_step_compiled_vs_eager")]
+            return [
+                {"case": c, "n": n, "skipped": reason}
+                for c in ("training_step_compiled", "training_step_compiled_vs_eager")
+            ]
         t = compare(cands, device=device, repeats=repeats, target=0.05)
-        info = {"blocks": blocks, "compile": ", ".join(f"{k}={v}" for k, v in compile.items())
-                or "defaults"}
+        info = {
+            "blocks": blocks,
+            "compile": ", ".join(f"{k}={v}" for k, v in compile.items()) or "defaults",
+        }
         merges = sum(c["merges"] for c in sched.counters.values())
-        rows.append(row("training_step_compiled", n, dtype, device, t["p4"], t["linear"],
-                        steps=sched.steps, merges=merges, **info))
-        rows.append(row("training_step_compiled_vs_eager", n, dtype, device, t["p4"],
-                        t["p4_eager"], **info))
+        rows.append(
+            row(
+                "training_step_compiled",
+                n,
+                dtype,
+                device,
+                t["p4"],
+                t["linear"],
+                steps=sched.steps,
+                merges=merges,
+                **info,
+            )
+        )
+        rows.append(
+            row("training_step_compiled_vs_eager", n, dtype, device, t["p4"], t["p4_eager"], **info)
+        )
     return rows

@@ -10,8 +10,9 @@ from typing import Any
 __all__ = ["jsonable"]
 
 
-def jsonable(value: Any, *, max_inline: int | None = None,
-             fallback: Callable[[Any], str] = str) -> Any:
+def jsonable(
+    value: Any, *, max_inline: int | None = None, fallback: Callable[[Any], str] = str
+) -> Any:
     """``value`` with non-finite floats as the strings ``"nan"``, ``"inf"``, ``"-inf"`` (strict
     JSON has no such numbers), tuples and sets as lists, tensors/arrays/NumPy scalars as (nested)
     lists or numbers, and any other object as ``fallback(value)``.
@@ -22,6 +23,7 @@ def jsonable(value: Any, *, max_inline: int | None = None,
     >>> jsonable({"a": (1.0, float("inf")), 2: float("nan")})
     {'a': [1.0, 'inf'], '2': 'nan'}
     """
+
     def again(v: Any) -> Any:
         return jsonable(v, max_inline=max_inline, fallback=fallback)
 
@@ -62,7 +64,9 @@ def _summary(value: Any) -> dict[str, Any]:
         value = value.detach().cpu().double().numpy()
     arr = np.asarray(value, dtype=np.float64)
     finite = arr[np.isfinite(arr)]
-    return {"shape": list(arr.shape),
-            "min": jsonable(float(finite.min())) if finite.size else None,
-            "max": jsonable(float(finite.max())) if finite.size else None,
-            "nonfinite": int(arr.size - finite.size)}
+    return {
+        "shape": list(arr.shape),
+        "min": jsonable(float(finite.min())) if finite.size else None,
+        "max": jsonable(float(finite.max())) if finite.size else None,
+        "nonfinite": int(arr.size - finite.size),
+    }

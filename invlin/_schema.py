@@ -26,12 +26,15 @@ def check(data: Any, package: str, file: str, what: str) -> None:
     try:
         import jsonschema
     except ImportError as exc:
-        raise ImportError(f"validating {what} JSON needs jsonschema: pip install jsonschema") \
-            from exc
+        raise ImportError(
+            f"validating {what} JSON needs jsonschema: pip install jsonschema"
+        ) from exc
     validator = jsonschema.Draft202012Validator(load(package, file))
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]
         where = "/".join(str(p) for p in e.absolute_path) or "(top)"
-        raise ValueError(f"data does not match the {what} schema at {where}: {e.message} "
-                         f"({len(errors)} error(s))")
+        raise ValueError(
+            f"data does not match the {what} schema at {where}: {e.message} "
+            f"({len(errors)} error(s))"
+        )

@@ -49,8 +49,11 @@ def held_factors(layer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(L, U, b) as a layer (torch LULinear or NumPy LULayer) holds them, in float64."""
     if isinstance(layer, LULinear):
         with torch.no_grad():
-            return (layer.lower_matrix().double().numpy(), layer.upper_matrix().double().numpy(),
-                    layer.bias.double().numpy())
+            return (
+                layer.lower_matrix().double().numpy(),
+                layer.upper_matrix().double().numpy(),
+                layer.bias.double().numpy(),
+            )
     return layer.lower, layer.upper, layer.bias
 
 
@@ -85,8 +88,9 @@ def _norm(v: np.ndarray) -> float:
     return float(np.abs(v).sum())
 
 
-def roundtrip_scale(flow: list[Stage], values: list[np.ndarray], direction: str, eps: float
-                    ) -> float:
+def roundtrip_scale(
+    flow: list[Stage], values: list[np.ndarray], direction: str, eps: float
+) -> float:
     """First-order error unit (1-norm) of a round trip through ``flow`` for one sample.
 
     ``values``: the sample at every level (level 0 the input of stage 0, level s the output of
@@ -100,8 +104,9 @@ def roundtrip_scale(flow: list[Stage], values: list[np.ndarray], direction: str,
     ratio error/unit.
     """
     if direction not in ("inverse∘forward", "forward∘inverse"):
-        raise ValueError(f"direction must be 'inverse∘forward' or 'forward∘inverse', got "
-                         f"{direction!r}")
+        raise ValueError(
+            f"direction must be 'inverse∘forward' or 'forward∘inverse', got {direction!r}"
+        )
     n_stages = len(flow)
     local = []  # (level, size) of the unit error each stage commits, once per direction
     for s, st in enumerate(flow):
@@ -110,7 +115,8 @@ def roundtrip_scale(flow: list[Stage], values: list[np.ndarray], direction: str,
             n = st.lower.shape[0]
             lu = np.abs(st.lower) @ np.abs(st.upper)
             size = n * eps * float(lu.sum(axis=0).max()) * _norm(vin) + eps * (
-                _norm(vout) + _norm(st.bias))
+                _norm(vout) + _norm(st.bias)
+            )
             local += [(s + 1, size), (s + 1, size)]  # forward product; inverse residual
         else:
             local += [(s + 1, eps * _norm(vout)), (s, eps * _norm(vin))]

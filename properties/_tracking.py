@@ -56,15 +56,27 @@ def _layer(case: PathCase, impl: str, guard: Guard, monitor: DriftMonitor | None
     state, params = (torch.float64, torch.float32) if impl == "torch64" else (dt, dt)
     if impl == "torch64" and case.dtype == "float64":
         params = torch.float64  # float64 vectors do not fit float32 parameters exactly
-    layer = P4InvLinear(case.n, bias=False, init=torch.from_numpy(case.a0.astype(np.float64)),
-                        guard=guard, monitor=monitor, state_dtype=state, dtype=params,
-                        generator=torch.Generator().manual_seed(0))
+    layer = P4InvLinear(
+        case.n,
+        bias=False,
+        init=torch.from_numpy(case.a0.astype(np.float64)),
+        guard=guard,
+        monitor=monitor,
+        state_dtype=state,
+        dtype=params,
+        generator=torch.Generator().manual_seed(0),
+    )
     return layer
 
 
 def run_path(
-    case: PathCase, impl: str = "numpy", *, guard: Guard | None = None,
-    monitor: DriftMonitor | None = None, hook=None, device: str = "cpu",
+    case: PathCase,
+    impl: str = "numpy",
+    *,
+    guard: Guard | None = None,
+    monitor: DriftMonitor | None = None,
+    hook=None,
+    device: str = "cpu",
 ) -> Track:
     """Apply the updates of ``case`` one by one (refused ones are skipped and counted).
 
@@ -93,8 +105,12 @@ def run_path(
     track = Track(str(layer.weight.dtype).removeprefix("torch."), owner=layer)
 
     def rec() -> None:
-        track.record(layer.weight.cpu().numpy(), layer.weight_inverse.cpu().numpy(),
-                     int(layer.sign), float(layer.logabsdet))
+        track.record(
+            layer.weight.cpu().numpy(),
+            layer.weight_inverse.cpu().numpy(),
+            int(layer.sign),
+            float(layer.logabsdet),
+        )
 
     rec()
     for u, v in case.updates():

@@ -20,6 +20,8 @@ def pytest_report_header(config: pytest.Config) -> str:
     from invlin.testing.profiles import max_dimension, max_updates
 
     p = active_profile()
-    return (f"invlin profile: {p.name} (max_examples={p.max_examples}, max_n={max_dimension()}, "
-            f"max_updates={max_updates()}, targeting={p.targeting}); "
-            f"cuda: {torch.cuda.is_available()}")
+    return (
+        f"invlin profile: {p.name} (max_examples={p.max_examples}, max_n={max_dimension()}, "
+        f"max_updates={max_updates()}, targeting={p.targeting}); "
+        f"cuda: {torch.cuda.is_available()}"
+    )

@@ -41,23 +41,31 @@ def _compare(case, other: str, device: str = "cpu") -> float:
     truth = oracle_path(case.a0, ref.applied)
     allow = truth.allowance()
     if len(got.applied) != len(ref.applied):
-        raise ToleranceError(f"{other} applied {len(got.applied)} updates, NumPy "
-                             f"{len(ref.applied)}")
+        raise ToleranceError(
+            f"{other} applied {len(got.applied)} updates, NumPy {len(ref.applied)}"
+        )
     determined = min(sign_determined(ref, truth), sign_determined(got, truth))
     coarse, fine = sorted((ref.dtype, got.dtype), key=eps, reverse=True)
     widen = 1.0 + eps(fine) / eps(coarse)
     worst = 0.0
     for j in range(len(ref.applied) + 1):
         n, kappa = case.n, truth.kappas[j]
-        r = assert_forward(out=got.inverses[j].T, expected=ref.inverses[j].T, kappa=n * kappa,
-                           dtype=coarse, threshold=allow.inverse[j] * widen)
+        r = assert_forward(
+            out=got.inverses[j].T,
+            expected=ref.inverses[j].T,
+            kappa=n * kappa,
+            dtype=coarse,
+            threshold=allow.inverse[j] * widen,
+        )
         if j < determined:
             assert_sign(out=got.signs[j], expected=ref.signs[j])
         unit = n * kappa * eps(coarse)
         if not abs(got.logdets[j] - ref.logdets[j]) <= allow.logabsdet[j] * widen * unit:
-            raise ToleranceError(f"log|det| after {j} updates: {other} {got.logdets[j]!r} vs "
-                                 f"NumPy {ref.logdets[j]!r}, more than "
-                                 f"{allow.logabsdet[j] * widen:.4g} units of {unit:.3g}")
+            raise ToleranceError(
+                f"log|det| after {j} updates: {other} {got.logdets[j]!r} vs "
+                f"NumPy {ref.logdets[j]!r}, more than "
+                f"{allow.logabsdet[j] * widen:.4g} units of {unit:.3g}"
+            )
         worst = max(worst, r.value / (allow.inverse[j] * widen))
     return worst
 
@@ -98,9 +106,15 @@ def test_numpy_and_torch_cuda_agree(case, other):
 @given(case=update_paths(kinds=KINDS), seed=seeds(), state64=st.booleans())
 def test_merge_leaves_the_map_unchanged(case, seed, state64):
     dt = getattr(torch, case.dtype)
-    layer = P4InvLinear(case.n, bias=True, init=torch.from_numpy(case.a0.astype(np.float64)),
-                        guard=Guard.off(), state_dtype=torch.float64 if state64 else dt,
-                        dtype=dt, generator=torch.Generator().manual_seed(seed))
+    layer = P4InvLinear(
+        case.n,
+        bias=True,
+        init=torch.from_numpy(case.a0.astype(np.float64)),
+        guard=Guard.off(),
+        state_dtype=torch.float64 if state64 else dt,
+        dtype=dt,
+        generator=torch.Generator().manual_seed(seed),
+    )
     rng = np.random.default_rng(seed)
     x = torch.from_numpy(rng.standard_normal((3, case.n))).to(dt)
     sdt = str(layer.weight.dtype).removeprefix("torch.")
@@ -108,8 +122,11 @@ def test_merge_leaves_the_map_unchanged(case, seed, state64):
     applied, inverses = [], []
     with torch.no_grad():
         layer.bias.copy_(torch.from_numpy(rng.standard_normal(case.n)))
-    with reproducible("# P4InvLinear(bias=True) over case.updates(): forward/inverse before and "
-                      "after each merge", case=case, seed=seed):
+    with reproducible(
+        "# P4InvLinear(bias=True) over case.updates(): forward/inverse before and after each merge",
+        case=case,
+        seed=seed,
+    ):
         for u, v in case.updates():
             with torch.no_grad():
                 layer.u.copy_(torch.from_numpy(u))
@@ -128,24 +145,35 @@ def test_merge_leaves_the_map_unchanged(case, seed, state64):
                 x1, _ = layer.inverse(y0)
             inverses.append((x0, x1))
             norm = float(np.abs(np.abs(a) + uv).sum(axis=0).max())
-            for xr, ya, yb in zip(x.double().numpy(), y0.double().numpy(),
-                                  y1.double().numpy(), strict=True):
+            for xr, ya, yb in zip(
+                x.double().numpy(), y0.double().numpy(), y1.double().numpy(), strict=True
+            ):
                 unit = case.n * eps(coarse) * (norm * np.abs(xr).sum() + np.abs(ya).sum())
                 err = float(np.abs(yb - ya).sum())
                 if not err <= THRESHOLD * unit:
-                    raise ToleranceError(f"forward changed by the merge: {err:.4g} > 30 × "
-                                         f"{unit:.4g}")
+                    raise ToleranceError(
+                        f"forward changed by the merge: {err:.4g} > 30 × {unit:.4g}"
+                    )
         truth = oracle_path(case.a0, applied)
         allow = truth.allowance()
         for j, (x0, x1) in enumerate(inverses, start=1):
-            assert_forward(out=x1, expected=x0, kappa=case.n * truth.kappas[j], dtype=coarse,
-                           threshold=2 * allow.inverse[j])
+            assert_forward(
+                out=x1,
+                expected=x0,
+                kappa=case.n * truth.kappas[j],
+                dtype=coarse,
+                threshold=2 * allow.inverse[j],
+            )
 
 
 def _fresh(layer):
     if isinstance(layer, P4InvLinear):
-        copy = P4InvLinear(layer.features, init=layer.weight.detach().clone(), guard=Guard.off(),
-                           dtype=layer.u.dtype)
+        copy = P4InvLinear(
+            layer.features,
+            init=layer.weight.detach().clone(),
+            guard=Guard.off(),
+            dtype=layer.u.dtype,
+        )
     else:
         copy = LULinear(layer.features, dtype=layer.upper_diag.dtype)
     copy.load_state_dict(layer.state_dict())
@@ -153,12 +181,16 @@ def _fresh(layer):
     return copy
 
 
-OPS = st.lists(st.sampled_from(("train", "eval", "forward32", "forward64", "inverse32",
-                                "merge")), min_size=1, max_size=12)
+OPS = st.lists(
+    st.sampled_from(("train", "eval", "forward32", "forward64", "inverse32", "merge")),
+    min_size=1,
+    max_size=12,
+)
 
 
-@given(case=update_paths(kinds=("benign", "sign_flip")), ops=OPS, lu=lu_factors(),
-       use_lu=st.booleans())
+@given(
+    case=update_paths(kinds=("benign", "sign_flip")), ops=OPS, lu=lu_factors(), use_lu=st.booleans()
+)
 def test_train_eval_and_cached_casts_agree_with_a_fresh_copy(case, ops, lu, use_lu):
     if use_lu:
         from _lu import torch_layer
@@ -166,14 +198,19 @@ def test_train_eval_and_cached_casts_agree_with_a_fresh_copy(case, ops, lu, use_
         layer = torch_layer(lu, torch.float64)
         n = lu.n
     else:
-        layer = P4InvLinear(case.n, init=torch.from_numpy(case.a0.astype(np.float64)),
-                            guard=Guard.off(), dtype=torch.float64,
-                            generator=torch.Generator().manual_seed(0))
+        layer = P4InvLinear(
+            case.n,
+            init=torch.from_numpy(case.a0.astype(np.float64)),
+            guard=Guard.off(),
+            dtype=torch.float64,
+            generator=torch.Generator().manual_seed(0),
+        )
         n = case.n
     x = torch.linspace(-1.0, 1.0, 2 * n, dtype=torch.float64).reshape(2, n)
     updates = iter(case.updates())
-    with reproducible(f"# ops {ops} on a {'LULinear' if use_lu else 'P4InvLinear'}",
-                      case=case, lu=lu):
+    with reproducible(
+        f"# ops {ops} on a {'LULinear' if use_lu else 'P4InvLinear'}", case=case, lu=lu
+    ):
         for op in ops:
             if op in ("train", "eval"):
                 getattr(layer, op)()
@@ -199,6 +236,8 @@ def test_train_eval_and_cached_casts_agree_with_a_fresh_copy(case, ops, lu, use_
                     got, want = layer.inverse(y), fresh.inverse(y)
             for g, w in zip(got, want, strict=True):
                 if not torch.equal(g, w):
-                    raise ToleranceError(f"{op} in {'train' if layer.training else 'eval'} mode "
-                                         f"differs from a fresh copy: max diff "
-                                         f"{float((g - w).abs().max()):.3g}")
+                    raise ToleranceError(
+                        f"{op} in {'train' if layer.training else 'eval'} mode "
+                        f"differs from a fresh copy: max diff "
+                        f"{float((g - w).abs().max()):.3g}"
+                    )

@@ -52,11 +52,22 @@ print(t.sign, truth.sign, t.logabsdet, truth.logabsdet)
 # wrong, but the held inverse no longer determines it (theme 1 bounds that drift).
 _NEAR_GUARD_F32 = PathCase(
     a0=np.array([[1.0]], dtype=np.float32),
-    us=np.array([[-9.9752122163772583e-01], [2.4698385968804359e-03],
-                 [-8.9176055553252809e-06], [-2.2104909902509462e-08]], dtype=np.float32),
+    us=np.array(
+        [
+            [-9.9752122163772583e-01],
+            [2.4698385968804359e-03],
+            [-8.9176055553252809e-06],
+            [-2.2104909902509462e-08],
+        ],
+        dtype=np.float32,
+    ),
     vs=np.array([[1.0], [-1.0], [1.0], [1.0]], dtype=np.float32),
-    cs=np.array([0.0024787521766663585, 0.0036065631360157305, 0.0024787521766663585,
-                 0.0024787521766663585]), dtype="float32", kind="near_guard", leave=4,
+    cs=np.array(
+        [0.0024787521766663585, 0.0036065631360157305, 0.0024787521766663585, 0.0024787521766663585]
+    ),
+    dtype="float32",
+    kind="near_guard",
+    leave=4,
 )
 
 
@@ -67,16 +78,24 @@ def test_tracked_sign_exact_and_logdet_within_bound(case, impl):
     truth = oracle_path(case.a0, track.applied)
     allow = truth.allowance()
     determined = sign_determined(track, truth)
-    event("sign determined along the whole path" if determined > len(track.applied)
-          else "sign undetermined from some update on (drift ≥ |c|)")
+    event(
+        "sign determined along the whole path"
+        if determined > len(track.applied)
+        else "sign undetermined from some update on (drift ≥ |c|)"
+    )
     worst = 0.0
     with reproducible(REPRO, case=case):
         for j in range(len(track.applied) + 1):
             if j < determined:
                 assert_sign(out=track.signs[j], expected=truth.signs[j])
-            r = assert_logabsdet(out=track.logdets[j], expected=truth.logdets[j], n=case.n,
-                                 kappa=truth.kappas[j], dtype=track.dtype,
-                                 threshold=allow.logabsdet[j])
+            r = assert_logabsdet(
+                out=track.logdets[j],
+                expected=truth.logdets[j],
+                n=case.n,
+                kappa=truth.kappas[j],
+                dtype=track.dtype,
+                threshold=allow.logabsdet[j],
+            )
             worst = max(worst, r.value / allow.logabsdet[j])
     steer("logdet ratio / allowance", worst)
 
@@ -111,7 +130,8 @@ def test_lemma_holds_exactly_in_the_oracle(case):
                     f"determinant lemma fails in the oracle: sign {after.sign} vs "
                     f"{before.sign}·sign(c = {mpmath.nstr(c, 20)}), log gap {mpmath.nstr(gap, 5)} "
                     f"> 2^-50·{mpmath.nstr(scale, 5)}\nA ≈ {a.tolist()}\nu = {u.tolist()}\n"
-                    f"v = {v.tolist()}")
+                    f"v = {v.tolist()}"
+                )
         before = after
 
 
@@ -134,8 +154,13 @@ def test_perturbed_logdet_equals_merged_logdet(case, torch_layer):
     if torch_layer:
         dt = getattr(torch, case.dtype)
         layer = P4InvLinear(
-            case.n, bias=False, init=torch.from_numpy(case.a0.astype(np.float64)),
-            guard=Guard.off(), state_dtype=dt, dtype=dt)
+            case.n,
+            bias=False,
+            init=torch.from_numpy(case.a0.astype(np.float64)),
+            guard=Guard.off(),
+            state_dtype=dt,
+            dtype=dt,
+        )
     else:
         t = TrackedMatrix(case.a0, dtype=case.dtype, guard=Guard.off())
     with reproducible(PERTURBED_REPRO, case=case):
@@ -160,4 +185,5 @@ def test_perturbed_logdet_equals_merged_logdet(case, torch_layer):
             if not _close(ld, got_ld, case.dtype):
                 raise ToleranceError(
                     f"perturbed log|det| {ld!r} differs from merged {got_ld!r} by more than "
-                    f"2 ulp ({case.dtype})")
+                    f"2 ulp ({case.dtype})"
+                )

@@ -66,34 +66,47 @@ def _truth(a: np.ndarray, x: np.ndarray) -> dict[str, float]:
     r = x64 @ a64 - np.eye(n)
     m = np.abs(x64) @ np.abs(a64) + np.eye(n)
     g = (n + 1) * eps("float64")
-    return {"fro": float(np.linalg.norm(r, "fro")), "one": float(np.linalg.norm(r, 1)),
-            "trace": float(np.trace(r)), "off": float(np.abs(r).sum() - np.abs(np.diag(r)).sum()),
-            "err_fro": g * float(np.linalg.norm(m, "fro")), "err_one": g * float(np.abs(m).sum()),
-            "m_fro": float(np.linalg.norm(m, "fro")), "m_sum": float(m.sum()), "n": n,
-            "scale": n * float(np.linalg.norm(a64, 1) * np.linalg.norm(x64, 1))}
+    return {
+        "fro": float(np.linalg.norm(r, "fro")),
+        "one": float(np.linalg.norm(r, 1)),
+        "trace": float(np.trace(r)),
+        "off": float(np.abs(r).sum() - np.abs(np.diag(r)).sum()),
+        "err_fro": g * float(np.linalg.norm(m, "fro")),
+        "err_one": g * float(np.abs(m).sum()),
+        "m_fro": float(np.linalg.norm(m, "fro")),
+        "m_sum": float(m.sum()),
+        "n": n,
+        "scale": n * float(np.linalg.norm(a64, 1) * np.linalg.norm(x64, 1)),
+    }
 
 
-def _check_reading(t: dict, residual: float, ratio: float, logdet: float, dt: str,
-                   work: str) -> None:
+def _check_reading(
+    t: dict, residual: float, ratio: float, logdet: float, dt: str, work: str
+) -> None:
     n = t["n"]
     floor = 6 * (n + 1) * math.sqrt(n) * eps(work) * t["m_fro"]
     lo = max(0.0, (t["fro"] - t["err_fro"]) / FACTOR - floor)
     hi = FACTOR * (t["fro"] + t["err_fro"]) + floor
     if not lo <= residual <= hi:
-        raise ToleranceError(f"probe residual {residual:.4g} outside [{lo:.4g}, {hi:.4g}] "
-                             f"(‖XA − I‖_F = {t['fro']:.4g}, stated factor {FACTOR})")
+        raise ToleranceError(
+            f"probe residual {residual:.4g} outside [{lo:.4g}, {hi:.4g}] "
+            f"(‖XA − I‖_F = {t['fro']:.4g}, stated factor {FACTOR})"
+        )
     one_lo = max(0.0, t["one"] - t["err_one"]) / (FACTOR * math.sqrt(n)) - floor
     one_hi = FACTOR * math.sqrt(n) * (t["one"] + t["err_one"]) + floor
     scale = t["scale"] * eps(dt)
     if not one_lo / scale <= ratio <= one_hi / scale:
         raise ToleranceError(
             f"drift ratio {ratio:.4g} outside [{one_lo / scale:.4g}, {one_hi / scale:.4g}] "
-            f"(true inverse ratio {t['one'] / scale:.4g}, stated factor 10√n)")
+            f"(true inverse ratio {t['one'] / scale:.4g}, stated factor 10√n)"
+        )
     bound = t["off"] + t["err_one"] + 2 * (n + 1) * eps(work) * t["m_sum"]
     if not abs(logdet - t["trace"]) <= bound:
-        raise ToleranceError(f"Hutchinson estimate {logdet:.4g} is {abs(logdet - t['trace']):.4g} "
-                             f"from tr(XA − I) = {t['trace']:.4g}, more than Σ|R_ij|_(i≠j) + "
-                             f"rounding = {bound:.4g}")
+        raise ToleranceError(
+            f"Hutchinson estimate {logdet:.4g} is {abs(logdet - t['trace']):.4g} "
+            f"from tr(XA − I) = {t['trace']:.4g}, more than Σ|R_ij|_(i≠j) + "
+            f"rounding = {bound:.4g}"
+        )
 
 
 @given(case=update_paths(), torch_layer=st.booleans(), seed=seeds())
@@ -105,10 +118,15 @@ def test_estimators_within_stated_factor_of_true_drift(case, torch_layer, seed):
     with reproducible(REPRO, case=case, seed=seed):
         if torch_layer:
             layer = track.owner
-            reading = probe_drift(layer.weight, layer.weight_inverse, probes=PROBES,
-                                  generator=torch.Generator().manual_seed(seed))
-            _check_reading(t, reading.residual, reading.ratio, reading.logdet_drift,
-                           track.dtype, track.dtype)
+            reading = probe_drift(
+                layer.weight,
+                layer.weight_inverse,
+                probes=PROBES,
+                generator=torch.Generator().manual_seed(seed),
+            )
+            _check_reading(
+                t, reading.residual, reading.ratio, reading.logdet_drift, track.dtype, track.dtype
+            )
         else:
             est = estimate_drift(a, x, dtype=track.dtype, probes=PROBES, seed=seed)
             _check_reading(t, est.residual, est.ratio, est.logdet_drift, track.dtype, "float64")
@@ -123,13 +141,23 @@ def _ratio(layer) -> float:
 # right residual I − AX left the LAPACK ratio (left residual) at 292 after six corrections; the
 # layer now corrects the left residual, the one its monitor measures.
 _RIGHT_RESIDUAL = PathCase(
-    a0=np.array([[0.2792737373622333, 0.7316413157435261],
-                 [-0.2218813622929573, -0.5809267043128881]]),
-    us=np.array([[0.3036979754412594, -0.24105283961249782],
-                 [0.06748843898694655, -0.05356729769166618],
-                 [0.3036979754412594, -0.24105283961249782]]),
+    a0=np.array(
+        [[0.2792737373622333, 0.7316413157435261], [-0.2218813622929573, -0.5809267043128881]]
+    ),
+    us=np.array(
+        [
+            [0.3036979754412594, -0.24105283961249782],
+            [0.06748843898694655, -0.05356729769166618],
+            [0.3036979754412594, -0.24105283961249782],
+        ]
+    ),
     vs=np.array([[0.6894137976242852, -0.7243677350940343]] * 3),
-    cs=np.array([0.1, -1.0, 10.0]), dtype="float64", kind="crossing", gap=0.1, leave=1)
+    cs=np.array([0.1, -1.0, 10.0]),
+    dtype="float64",
+    kind="crossing",
+    gap=0.1,
+    leave=1,
+)
 
 
 @given(case=update_paths(kinds=DRIFTING), seed=seeds())
@@ -154,15 +182,20 @@ def test_monitor_brings_lapack_ratio_back_to_30(case, seed):
         if action == "none":
             break
     final = _ratio(layer)
-    with reproducible("# torch P4InvLinear with DriftMonitor(every=1, max_ratio=30/(10√n), "
-                      "probes=8) over case.updates(), then check_drift() until 'none'",
-                      case=case, seed=seed):
+    with reproducible(
+        "# torch P4InvLinear with DriftMonitor(every=1, max_ratio=30/(10√n), "
+        "probes=8) over case.updates(), then check_drift() until 'none'",
+        case=case,
+        seed=seed,
+    ):
         for r in refreshed_ratios:
             if not r <= THRESHOLD:
                 raise ToleranceError(f"LAPACK ratio {r:.4g} > {THRESHOLD} right after a refresh")
         if not final <= THRESHOLD:
-            raise ToleranceError(f"LAPACK ratio {final:.4g} > {THRESHOLD} after monitor actions "
-                                 f"{actions} (counters {layer.counters})")
+            raise ToleranceError(
+                f"LAPACK ratio {final:.4g} > {THRESHOLD} after monitor actions "
+                f"{actions} (counters {layer.counters})"
+            )
     done = layer.corrections + layer.refreshes
     event(f"monitor actions in all: {done if done < 3 else '3 or more'}")
     steer("final ratio", final)
@@ -179,8 +212,12 @@ def test_plain_sm_drift_through_near_singular_update_is_detected(case, torch_lay
     monitor = DriftMonitor(probes=PROBES)
     if torch_layer:  # what the layer's own monitor would read, in its state dtype
         layer = track.owner
-        reading = probe_drift(layer.weight, layer.weight_inverse, probes=PROBES,
-                              generator=torch.Generator().manual_seed(seed))
+        reading = probe_drift(
+            layer.weight,
+            layer.weight_inverse,
+            probes=PROBES,
+            generator=torch.Generator().manual_seed(seed),
+        )
         seen = reading.ratio
     else:
         seen = estimate_drift(a, x, dtype=track.dtype, probes=PROBES, seed=seed).ratio
@@ -189,8 +226,10 @@ def test_plain_sm_drift_through_near_singular_update_is_detected(case, torch_lay
     event("drifted beyond 10√n·max_ratio" if must_fire else "no large drift")
     with reproducible(REPRO, case=case, seed=seed):
         if must_fire and not seen > monitor.max_ratio:
-            raise ToleranceError(f"drift not detected: true LAPACK ratio {true:.4g}, estimated "
-                                 f"{seen:.4g} ≤ monitor threshold {monitor.max_ratio}")
+            raise ToleranceError(
+                f"drift not detected: true LAPACK ratio {true:.4g}, estimated "
+                f"{seen:.4g} ≤ monitor threshold {monitor.max_ratio}"
+            )
         if must_fire and reading is not None and monitor.decide(reading) == "none":
             raise ToleranceError(f"monitor does not act on a reading of {reading.ratio:.4g}")
     steer("true ratio", true)

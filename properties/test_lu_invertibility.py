@@ -57,8 +57,11 @@ def _dtype(impl: str) -> str:
 
 def _run(model, x: np.ndarray, direction: str, impl: str) -> np.ndarray:
     if impl == "numpy":
-        f, g = (model.forward, model.inverse) if direction == "inverse∘forward" else (
-            model.inverse, model.forward)
+        f, g = (
+            (model.forward, model.inverse)
+            if direction == "inverse∘forward"
+            else (model.inverse, model.forward)
+        )
         return g(f(x)[0])[0]
     t = torch.from_numpy(x).to(TORCH[impl])
     with torch.no_grad():
@@ -90,12 +93,18 @@ def _values(flow, x: np.ndarray, direction: str) -> list[np.ndarray]:
 
 def _build(blocks, impl: str):
     if impl == "numpy":
-        model = reference_net(blocks) if len(blocks) > 1 else LULayer(
-            blocks[0].lower, blocks[0].upper, blocks[0].bias)
+        model = (
+            reference_net(blocks)
+            if len(blocks) > 1
+            else LULayer(blocks[0].lower, blocks[0].upper, blocks[0].bias)
+        )
         layers = model.layers if len(blocks) > 1 else [model]
     else:
-        model = torch_net(blocks, TORCH[impl]) if len(blocks) > 1 else torch_layer(
-            blocks[0], TORCH[impl])
+        model = (
+            torch_net(blocks, TORCH[impl])
+            if len(blocks) > 1
+            else torch_layer(blocks[0], TORCH[impl])
+        )
         layers = [m for m in model.modules() if isinstance(m, LULinear)]
     factors = []
     for layer in layers:
@@ -105,26 +114,31 @@ def _build(blocks, impl: str):
     return model, stages(factors)
 
 
-@given(blocks=st.one_of(lu_nets(max_blocks=1), lu_nets(max_blocks=3)),
-       impl=st.sampled_from(IMPLS), direction=st.sampled_from(("inverse∘forward",
-                                                              "forward∘inverse")),
-       seed=seeds(), scale=st.integers(-3, 3))
-def test_round_trips_are_identity_within_kappa_scaled_bound(blocks, impl, direction, seed,
-                                                           scale):
+@given(
+    blocks=st.one_of(lu_nets(max_blocks=1), lu_nets(max_blocks=3)),
+    impl=st.sampled_from(IMPLS),
+    direction=st.sampled_from(("inverse∘forward", "forward∘inverse")),
+    seed=seeds(),
+    scale=st.integers(-3, 3),
+)
+def test_round_trips_are_identity_within_kappa_scaled_bound(blocks, impl, direction, seed, scale):
     model, flow = _build(blocks, impl)
     n, dt = blocks[0].n, _dtype(impl)
     x = np.random.default_rng(seed).standard_normal((3, n)) * 2.0**scale
     x = x.astype(dt).astype(np.float64)  # the input as the layer's dtype holds it
     out = _run(model, x, direction, impl)
     worst = 0.0
-    with reproducible(f"# {impl}: {direction} of each row of x through the LU layer(s)",
-                      blocks=blocks, x=x):
+    with reproducible(
+        f"# {impl}: {direction} of each row of x through the LU layer(s)", blocks=blocks, x=x
+    ):
         for row, got in zip(x, out, strict=True):
             unit = roundtrip_scale(flow, _values(flow, row, direction), direction, eps(dt))
             err = float(np.abs(got - row).sum())
             if not (np.all(np.isfinite(got)) and err <= THRESHOLD * unit):
-                raise ToleranceError(f"{direction} ({impl}): error {err:.4g} is "
-                                     f"{err / unit:.4g} round-trip units > {THRESHOLD}")
+                raise ToleranceError(
+                    f"{direction} ({impl}): error {err:.4g} is "
+                    f"{err / unit:.4g} round-trip units > {THRESHOLD}"
+                )
             worst = max(worst, err / unit)
     steer("round-trip error / unit", worst)
 
@@ -141,15 +155,19 @@ def test_layer_logdet_matches_oracle_of_exact_lu(case, impl):
     low, up, _ = held_factors(layer)
     truth = evaluate(exact_lu(low, up))
     with reproducible("# log|det| of the layer vs evaluate(exact L·U)", case=case):
-        assert_logabsdet(out=ld, expected=truth.logabsdet, n=case.n, kappa=max(1, truth.kappa),
-                         dtype=_dtype(impl))
+        assert_logabsdet(
+            out=ld,
+            expected=truth.logabsdet,
+            n=case.n,
+            kappa=max(1, truth.kappa),
+            dtype=_dtype(impl),
+        )
         sign = int(np.prod(np.sign(np.diagonal(up))))
         if sign != truth.sign:
             raise ToleranceError(f"Π sign(u_ii) = {sign} but the oracle's sign is {truth.sign}")
 
 
-@given(blocks=lu_nets(max_blocks=3), dtype=st.sampled_from(("float64", "float32")),
-       seed=seeds())
+@given(blocks=lu_nets(max_blocks=3), dtype=st.sampled_from(("float64", "float32")), seed=seeds())
 def test_logdet_matches_autograd_jacobian(blocks, dtype, seed):
     tdt = getattr(torch, dtype)
     model = torch_net(blocks, tdt) if len(blocks) > 1 else torch_layer(blocks[0], tdt)
@@ -163,7 +181,7 @@ def test_logdet_matches_autograd_jacobian(blocks, dtype, seed):
     prod = np.eye(n)
     z = x.clone()
     with torch.no_grad():
-        for m in (model.layers if len(blocks) > 1 else [model]):
+        for m in model.layers if len(blocks) > 1 else [model]:
             if isinstance(m, LULinear):
                 prod = np.abs(m.weight().double().numpy()) @ prod
                 z = m(z)[0]
@@ -172,10 +190,15 @@ def test_logdet_matches_autograd_jacobian(blocks, dtype, seed):
                 z = m(z)[0]
     jinv = np.linalg.inv(jac.numpy())
     blocks_b = len(blocks)
-    kappa = kappa1(jac.numpy()) + blocks_b * np.abs(jinv).sum(axis=0).max() * np.abs(
-        prod).sum(axis=0).max()
-    with reproducible("# torch LUNet/LULinear log|det| vs slogdet(autograd Jacobian) at x",
-                      blocks=blocks, seed=seed):
+    kappa = (
+        kappa1(jac.numpy())
+        + blocks_b * np.abs(jinv).sum(axis=0).max() * np.abs(prod).sum(axis=0).max()
+    )
+    with reproducible(
+        "# torch LUNet/LULinear log|det| vs slogdet(autograd Jacobian) at x",
+        blocks=blocks,
+        seed=seed,
+    ):
         assert_logabsdet(out=ld, expected=expected, n=n, kappa=kappa, dtype=dtype)
 
 
@@ -211,8 +234,10 @@ def _check_pivots(case, impl: str, y: np.ndarray) -> float:
     expected = _mp_logdet(diag)
     tol = (case.n + 1) * eps(dt) * float(np.abs(np.log(np.abs(diag))).sum())
     if not np.all(np.abs(ld - expected) <= tol):
-        raise ToleranceError(f"{impl}: log|det| {ld[0]!r} vs Σ log|u_ii| = {expected!r}: off by "
-                             f"{abs(ld[0] - expected):.3g} > {tol:.3g}")
+        raise ToleranceError(
+            f"{impl}: log|det| {ld[0]!r} vs Σ log|u_ii| = {expected!r}: off by "
+            f"{abs(ld[0] - expected):.3g} > {tol:.3g}"
+        )
     try:
         if impl == "numpy":
             x, ldi = layer.inverse(y)
@@ -224,27 +249,36 @@ def _check_pivots(case, impl: str, y: np.ndarray) -> float:
             raise ToleranceError(f"{impl}: ValueError without the pivot's index: {exc}") from exc
         return float(np.abs(diag).min())
     if np.any(np.isnan(x)) or np.any(np.isnan(ldi)):
-        raise ToleranceError(f"{impl}: inverse returned NaN for a nonzero pivot "
-                             f"(min |u_ii| = {np.abs(diag).min():.3g}, diag(U) = "
-                             f"{diag.tolist()})")
+        raise ToleranceError(
+            f"{impl}: inverse returned NaN for a nonzero pivot "
+            f"(min |u_ii| = {np.abs(diag).min():.3g}, diag(U) = "
+            f"{diag.tolist()})"
+        )
     return float(np.abs(diag).min())
 
 
 # Found by this property: |u_22| = 1e-305 overflows the solve, the rows above form inf − inf
 # and the NumPy and torch inverses returned NaN (now a ValueError naming the pivot).
-_TINY_PIVOT = build_lu(np.array([1.0, -1.0, 1e-305, 1.0, 1.0, 1.0]), np.random.default_rng(0),
-                       offdiag=0.5)
+_TINY_PIVOT = build_lu(
+    np.array([1.0, -1.0, 1e-305, 1.0, 1.0, 1.0]), np.random.default_rng(0), offdiag=0.5
+)
 
 
-@given(case=st.one_of(lu_factors(tiny=3), lu_factors(tiny=1, zero=True)), seed=seeds(),
-       scale=st.integers(0, 20))
+@given(
+    case=st.one_of(lu_factors(tiny=3), lu_factors(tiny=1, zero=True)),
+    seed=seeds(),
+    scale=st.integers(0, 20),
+)
 @example(case=_TINY_PIVOT, seed=0, scale=10)
 def test_near_zero_pivot_is_reported_never_nan(case, seed, scale):
     y = np.random.default_rng(seed).standard_normal((8, case.n)) * 2.0**scale
     smallest = 1.0
-    with reproducible("# forward/inverse of LULayer(case.lower, case.upper, case.bias) and of "
-                      "LULinear (float64, float32) holding them, at the rows of y",
-                      case=case, y=y):
+    with reproducible(
+        "# forward/inverse of LULayer(case.lower, case.upper, case.bias) and of "
+        "LULinear (float64, float32) holding them, at the rows of y",
+        case=case,
+        y=y,
+    ):
         for impl in IMPLS:
             smallest = min(smallest, _check_pivots(case, impl, y))
     if smallest > 0:

@@ -65,8 +65,11 @@ def test_sign_always_right_on_sign_changing_paths(case, impl):
     track = run_path(case, impl, guard=Guard())
     truth = oracle_path(case.a0, track.applied)
     determined = sign_determined(track, truth)
-    event("sign determined along the whole path" if determined > len(track.applied)
-          else "sign undetermined from some update on (drift ≥ |c|)")
+    event(
+        "sign determined along the whole path"
+        if determined > len(track.applied)
+        else "sign undetermined from some update on (drift ≥ |c|)"
+    )
     with reproducible(REPRO, case=case):
         for got, want in zip(track.signs[:determined], truth.signs[:determined], strict=True):
             assert_sign(out=got, expected=want)
@@ -106,8 +109,14 @@ def _compare_recovered(track, truth, case) -> None:
     a = truth.matrices[-1]
     assert_inverse(a, out=x, dtype=track.dtype, updates=k)
     assert_sign(out=sign, expected=truth.signs[-1])
-    assert_logabsdet(out=logdet, expected=truth.logdets[-1], n=case.n, kappa=truth.kappas[-1],
-                     dtype=track.dtype, threshold=allow.logabsdet[-1])
+    assert_logabsdet(
+        out=logdet,
+        expected=truth.logdets[-1],
+        n=case.n,
+        kappa=truth.kappas[-1],
+        dtype=track.dtype,
+        threshold=allow.logabsdet[-1],
+    )
 
 
 @given(case=crossing_paths(cross=True))
@@ -116,8 +125,9 @@ def test_inverse_recovers_within_k_corrections_after_crossing(case):
     truth = oracle_path(case.a0, track.applied)
     before = inverse_ratio(truth.matrices[-1], track.inverses[-1], dtype=track.dtype).value
     actions = _recover(track.owner, budget(case.dtype))
-    with reproducible(REPRO + "# then: _recover(t, K) of properties/test_sign_recovery.py",
-                      case=case):
+    with reproducible(
+        REPRO + "# then: _recover(t, K) of properties/test_sign_recovery.py", case=case
+    ):
         _check_recovered(track, truth, case, actions)
     steer("ratio before recovery / allowed", before / allowed_ratio(len(track.applied)))
 
@@ -135,6 +145,8 @@ def test_layer_recovers_with_check_drift_after_crossing(case, torch64):
         actions.append(layer.check_drift())
         if actions[-1] == "none":
             break
-    with reproducible("# torch P4InvLinear (guard Guard()) over case.updates(), then "
-                      "check_drift() until 'none'", case=case):
+    with reproducible(
+        "# torch P4InvLinear (guard Guard()) over case.updates(), then check_drift() until 'none'",
+        case=case,
+    ):
         _check_recovered(track, truth, case, actions)

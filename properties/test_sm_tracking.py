@@ -41,8 +41,13 @@ print(inverse_ratio(exact_path(case.a0, case.updates()).to_float(), t.inverse))
 # inverse by 1/0.6 (κ stays 1), ending ~2·10³ times over 30·(1 + k); found while building the
 # suite, it is what the path allowance accounts for (amplification ‖A_e⁻¹A_j‖ = 0.6^(j−e)).
 _SCALAR_SHRINK = PathCase(
-    a0=np.array([[1.0]]), us=np.array([[-0.4 * 0.6**j] for j in range(30)]),
-    vs=np.ones((30, 1)), cs=np.full(30, 0.6), dtype="float64", kind="benign", leave=30,
+    a0=np.array([[1.0]]),
+    us=np.array([[-0.4 * 0.6**j] for j in range(30)]),
+    vs=np.ones((30, 1)),
+    cs=np.full(30, 0.6),
+    dtype="float64",
+    kind="benign",
+    leave=30,
 )
 
 
@@ -50,8 +55,14 @@ _SCALAR_SHRINK = PathCase(
 # (10 − 10.05 = −0.05), an error of ε·‖X_1‖ = 190 units of X_2 (ratio 115); found by this
 # property, it is what the allowance's max(1, ‖X_{j−1}‖/‖X_j‖) factor accounts for.
 _CANCELLING = PathCase(
-    a0=np.array([[1.0]]), us=np.array([[-0.9], [-19.156626845863002]]), vs=np.ones((2, 1)),
-    cs=np.array([0.1, -190.56626845863]), dtype="float64", kind="crossing", gap=0.1, leave=1,
+    a0=np.array([[1.0]]),
+    us=np.array([[-0.9], [-19.156626845863002]]),
+    vs=np.ones((2, 1)),
+    cs=np.array([0.1, -190.56626845863]),
+    dtype="float64",
+    kind="crossing",
+    gap=0.1,
+    leave=1,
 )
 
 
@@ -67,8 +78,13 @@ def test_tracked_inverse_matches_oracle_after_every_update(case, impl):
         for j, (a, x) in enumerate(zip(truth.matrices, track.inverses, strict=True)):
             r = assert_inverse(a, out=x, dtype=track.dtype, threshold=allow.inverse[j])
             n, kappa = a.shape[0], truth.kappas[j]
-            assert_forward(out=x.T, expected=truth.inverses[j].T, kappa=n * kappa,
-                           dtype=track.dtype, threshold=allow.inverse[j])
+            assert_forward(
+                out=x.T,
+                expected=truth.inverses[j].T,
+                kappa=n * kappa,
+                dtype=track.dtype,
+                threshold=allow.inverse[j],
+            )
             worst = max(worst, r.value / allow.inverse[j])
     steer("inverse ratio / allowance", worst)
     steer("max kappa", max(truth.kappas))

@@ -11,8 +11,26 @@ from invlin.cli import main
 
 def test_report_prints_summary_writes_report_and_passes(capsys, tmp_path):
     out = tmp_path / "rep"
-    assert main(["report", "--n", "6", "--updates", "30", "--dtypes", "float64",
-                 "--regimes", "walk", "--output", str(out), "--no-progress", "--strict"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--n",
+                "6",
+                "--updates",
+                "30",
+                "--dtypes",
+                "float64",
+                "--regimes",
+                "walk",
+                "--output",
+                str(out),
+                "--no-progress",
+                "--strict",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "max inv ratio" in text and "verdict" in text
     rows = [line for line in text.splitlines() if line.startswith("walk")]
@@ -37,8 +55,21 @@ def test_report_flags_a_planted_defect(monkeypatch, tmp_path):
         self.updates += 1
         return rank_one.UpdateResult(float(c), True)
 
-    args = ["report", "--n", "4", "--updates", "10", "--dtypes", "float64", "--regimes", "walk",
-            "--engines", "reference", "--no-progress", "--strict"]
+    args = [
+        "report",
+        "--n",
+        "4",
+        "--updates",
+        "10",
+        "--dtypes",
+        "float64",
+        "--regimes",
+        "walk",
+        "--engines",
+        "reference",
+        "--no-progress",
+        "--strict",
+    ]
     assert main([*args, "--output", str(tmp_path / "good")]) == 0
     monkeypatch.setattr(rank_one.TrackedMatrix, "update", missing_one_over_c)
     assert main([*args, "--output", str(tmp_path / "bad")]) == 1

@@ -47,10 +47,12 @@ def test_p4_gpu_matches_cpu(dtype):
     y_cpu, ld_cpu = cpu.double()(x.double())
     y_gpu, ld_gpu = gpu(x.to(DEV, dtype))
     kappa = kappa1((cpu.weight + torch.outer(cpu.u.double(), cpu.v.double())).detach())
-    assert_forward(out=y_gpu.float().cpu().detach(), expected=y_cpu.detach(), kappa=kappa,
-                   dtype=dtype)
-    assert_logabsdet(out=ld_gpu.float().cpu().detach(), expected=ld_cpu.detach(), n=32,
-                     kappa=kappa, dtype=dtype)
+    assert_forward(
+        out=y_gpu.float().cpu().detach(), expected=y_cpu.detach(), kappa=kappa, dtype=dtype
+    )
+    assert_logabsdet(
+        out=ld_gpu.float().cpu().detach(), expected=ld_cpu.detach(), n=32, kappa=kappa, dtype=dtype
+    )
     xr, _ = gpu.inverse(y_gpu)
     assert_forward(out=xr.float().cpu().detach(), expected=x, kappa=kappa, dtype=dtype)
 
@@ -67,8 +69,14 @@ def test_p4_merges_and_monitor_on_gpu_track_the_cpu_state():
         with torch.no_grad():
             gpu.v.copy_(cpu.v)
     assert_inverse(cpu.weight, out=gpu.weight_inverse.cpu(), updates=50)
-    assert_logabsdet(out=float(gpu.logabsdet), expected=float(cpu.logabsdet), n=32,
-                     kappa=kappa1(cpu.weight), dtype="float64", updates=50)
+    assert_logabsdet(
+        out=float(gpu.logabsdet),
+        expected=float(cpu.logabsdet),
+        n=32,
+        kappa=kappa1(cpu.weight),
+        dtype="float64",
+        updates=50,
+    )
     assert int(gpu.sign) == int(cpu.sign)
 
 
@@ -110,8 +118,12 @@ def test_scheduler_with_adam_on_gpu():
         opt.step()
         sched.step()
     assert layer.merges > 0
-    assert all(t.device.type == "cuda" for s in opt.state.values() for t in s.values()
-               if torch.is_tensor(t) and t.ndim > 0)
+    assert all(
+        t.device.type == "cuda"
+        for s in opt.state.values()
+        for t in s.values()
+        if torch.is_tensor(t) and t.ndim > 0
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -131,8 +143,9 @@ def test_lu_layer_and_activation_on_gpu_match_cpu(dtype):
     assert y.dtype == dtype and y.device.type == "cuda"
     kappa = kappa1(ref.weight().detach())
     assert_forward(out=y.float().cpu().detach(), expected=y_ref.detach(), kappa=kappa, dtype=dtype)
-    assert_logabsdet(out=ld.float().cpu().detach(), expected=ld_ref.detach(), n=48, kappa=kappa,
-                     dtype=dtype)
+    assert_logabsdet(
+        out=ld.float().cpu().detach(), expected=ld_ref.detach(), n=48, kappa=kappa, dtype=dtype
+    )
     xr, _ = gpu.inverse(y)
     assert_forward(out=xr.float().cpu().detach(), expected=x, kappa=kappa, dtype=dtype)
     act = LeakySoftplus().to(DEV)
@@ -141,8 +154,9 @@ def test_lu_layer_and_activation_on_gpu_match_cpu(dtype):
     assert back.device.type == "cuda" and back.dtype == dtype
     # |δx| ≤ |δy| / f'(x) ≤ |δy| / α and ‖y‖₁ ≤ ‖x‖₁ + n·log 2 ≈ ‖x‖₁ on this grid, so the
     # normwise condition number of the inverse is at most 1/α = 10.
-    assert_forward(out=back.float().cpu()[None], expected=t.float().cpu()[None], kappa=10.0,
-                   dtype=dtype)
+    assert_forward(
+        out=back.float().cpu()[None], expected=t.float().cpu()[None], kappa=10.0, dtype=dtype
+    )
 
 
 def test_lunet_log_prob_on_gpu():
@@ -160,8 +174,12 @@ def test_lunet_log_prob_on_gpu():
     for m in cpu.modules():
         if hasattr(m, "upper_diag"):
             kappa *= kappa1(m.weight().detach())
-    assert_forward(out=lp.cpu().detach()[None], expected=cpu.log_prob(x.cpu()).detach()[None],
-                   kappa=kappa, dtype=torch.float32)
+    assert_forward(
+        out=lp.cpu().detach()[None],
+        expected=cpu.log_prob(x.cpu()).detach()[None],
+        kappa=kappa,
+        dtype=torch.float32,
+    )
 
 
 def test_compiled_training_loss_on_gpu_matches_eager():
@@ -172,16 +190,23 @@ def test_compiled_training_loss_on_gpu_matches_eager():
     torch._dynamo.reset()
     n = 32
     g = torch.Generator().manual_seed(3)
-    flow = InvertibleSequential(P4InvLinear(n, init="orthogonal", generator=g), BentIdentity(),
-                                P4InvLinear(n, init="orthogonal", generator=g)).to(DEV)
+    flow = InvertibleSequential(
+        P4InvLinear(n, init="orthogonal", generator=g),
+        BentIdentity(),
+        P4InvLinear(n, init="orthogonal", generator=g),
+    ).to(DEV)
     x = torch.randn(256, n, generator=g).to(DEV)
     opt = torch.optim.Adam(flow.parameters(), lr=1e-2)
     sched = P4Scheduler(flow, opt, merge_every=1)
 
     def outputs(x):
         z, ld = flow(x)
-        return z, ld, (0.5 * z.square().sum(-1) - ld).mean() + sum(
-            m.penalty() for m in sched.layers.values())
+        return (
+            z,
+            ld,
+            (0.5 * z.square().sum(-1) - ld).mean()
+            + sum(m.penalty() for m in sched.layers.values()),
+        )
 
     compiled = torch.compile(outputs, fullgraph=True)  # a graph break raises
     for _ in range(4):
@@ -193,8 +218,9 @@ def test_compiled_training_loss_on_gpu_matches_eager():
         for m in sched.layers.values():
             kappa *= kappa1((m.weight + torch.outer(m.u.double(), m.v.double())).detach().cpu())
         assert_forward(out=z.detach().cpu(), expected=ez.cpu(), kappa=kappa, dtype="float32")
-        assert_logabsdet(out=ld.detach().cpu(), expected=eld.cpu(), n=n, kappa=kappa,
-                         dtype="float32")
+        assert_logabsdet(
+            out=ld.detach().cpu(), expected=eld.cpu(), n=n, kappa=kappa, dtype="float32"
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()

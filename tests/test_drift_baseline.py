@@ -16,8 +16,9 @@ from invlin.oracle import evaluate, exact_path
 from invlin.testing import allowed_ratio, assert_forward
 
 BASELINE = Path(__file__).resolve().parents[1] / "reports" / "default"
-pytestmark = pytest.mark.skipif(not (BASELINE / "data.json").is_file(),
-                                reason="no committed baseline report")
+pytestmark = pytest.mark.skipif(
+    not (BASELINE / "data.json").is_file(), reason="no committed baseline report"
+)
 
 _JUDGED = ("inverse_ratio_exact", "inverse_ratio_held", "logdet_ratio_exact", "logdet_ratio_held")
 
@@ -46,8 +47,10 @@ def test_baseline_verdicts_follow_from_its_numbers(baseline):
             for cp in t["checkpoints"]:
                 assert cp["allowed"] == allowed_ratio(cp["merged"])
                 ratios = [float(cp[k]) for k in _JUDGED]
-                ok = (all(math.isfinite(r) and r <= cp["allowed"] for r in ratios)
-                      and cp["sign_tracked"] == cp["sign_exact"] == cp["sign_held"])
+                ok = (
+                    all(math.isfinite(r) and r <= cp["allowed"] for r in ratios)
+                    and cp["sign_tracked"] == cp["sign_exact"] == cp["sign_held"]
+                )
                 assert cp["passed"] == ok
                 ok_all &= ok
             assert t["summary"]["passed"] == ok_all
@@ -56,8 +59,10 @@ def test_baseline_verdicts_follow_from_its_numbers(baseline):
     assert baseline["summary"]["tracks"] == tracks and baseline["summary"]["failed"] == failed
 
 
-@pytest.mark.parametrize(("label", "where"), [("walk-n16-k1000-float64", "last"),
-                                              ("crossing-n16-k1000-float64", "event")])
+@pytest.mark.parametrize(
+    ("label", "where"),
+    [("walk-n16-k1000-float64", "last"), ("crossing-n16-k1000-float64", "event")],
+)
 def test_baseline_truths_agree_with_an_independent_evaluation(baseline, label, where):
     """Rebuild the plain track's exact path from the stored settings, evaluate it with mpmath,
     compare with the stored κ, log|det| and sign. The generator uses LAPACK (QR), so another
@@ -66,19 +71,38 @@ def test_baseline_truths_agree_with_an_independent_evaluation(baseline, label, w
     for k updates at condition κ."""
     conf = next(c for c in baseline["configurations"] if c["settings"]["label"] == label)
     s = conf["settings"]
-    config = Configuration(s["regime"], s["n"], s["updates"], s["dtype"], (), seed=s["seed"],
-                           depth=s["depth"], scale=s["scale"])
-    plain = next(t for t in conf["tracks"] if t["policy"] == "plain"
-                 and t["engine"] == "reference")
-    cp = plain["checkpoints"][-1] if where == "last" else next(
-        c for c in plain["checkpoints"] if c["updates"] == conf["event"])
+    config = Configuration(
+        s["regime"],
+        s["n"],
+        s["updates"],
+        s["dtype"],
+        (),
+        seed=s["seed"],
+        depth=s["depth"],
+        scale=s["scale"],
+    )
+    plain = next(t for t in conf["tracks"] if t["policy"] == "plain" and t["engine"] == "reference")
+    cp = (
+        plain["checkpoints"][-1]
+        if where == "last"
+        else next(c for c in plain["checkpoints"] if c["updates"] == conf["event"])
+    )
     m = cp["updates"]
     assert cp["merged"] == m  # plain merged every update: its path is the planned one
-    seq = generate(s["regime"], s["n"], s["updates"], seed=config.sequence_seed(),
-                   scale=s["scale"], depth=s["depth"])
-    truth = evaluate(exact_path(seq.a0, zip(seq.u[:m], seq.v[:m], strict=True)),
-                     backend="mpmath")
+    seq = generate(
+        s["regime"],
+        s["n"],
+        s["updates"],
+        seed=config.sequence_seed(),
+        scale=s["scale"],
+        depth=s["depth"],
+    )
+    truth = evaluate(exact_path(seq.a0, zip(seq.u[:m], seq.v[:m], strict=True)), backend="mpmath")
     assert cp["sign_exact"] == truth.sign
-    assert_forward(out=np.array([float(cp["kappa_exact"]), float(cp["logdet_true"])]),
-                   expected=np.array([truth.kappa, truth.logabsdet]), kappa=truth.kappa,
-                   dtype="float64", updates=m)
+    assert_forward(
+        out=np.array([float(cp["kappa_exact"]), float(cp["logdet_true"])]),
+        expected=np.array([truth.kappa, truth.logabsdet]),
+        kappa=truth.kappa,
+        dtype="float64",
+        updates=m,
+    )

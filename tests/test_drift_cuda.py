@@ -18,8 +18,9 @@ pytestmark = [
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_layer_policies_run_on_the_gpu(dtype):
-    (config,) = plan_sweep(dims=[8], updates=[60], regimes=["walk"], dtypes=[dtype],
-                           engines=["layer"], device="cuda")
+    (config,) = plan_sweep(
+        dims=[8], updates=[60], regimes=["walk"], dtypes=[dtype], engines=["layer"], device="cuda"
+    )
     result = run_configuration(config)
     assert [t.policy for t in result.tracks] == ["plain", "guarded", "monitored", "refresh"]
     for t in result.tracks:
@@ -34,8 +35,15 @@ def test_layer_policies_run_on_the_gpu(dtype):
 
 
 def test_bfloat16_plain_sm_fails_through_a_crossing_while_the_guard_holds():
-    (config,) = plan_sweep(dims=[8], updates=[60], regimes=["crossing"], dtypes=["bfloat16"],
-                           policies=["plain", "guarded"], engines=["layer"], device="cuda")
+    (config,) = plan_sweep(
+        dims=[8],
+        updates=[60],
+        regimes=["crossing"],
+        dtypes=["bfloat16"],
+        policies=["plain", "guarded"],
+        engines=["layer"],
+        device="cuda",
+    )
     result = run_configuration(config)
     plain, guarded = result.tracks
     assert not plain.summary["passed"]

@@ -90,8 +90,14 @@ def test_checkpoints_are_log_spaced_and_dense_around_the_event():
 
 
 def test_plan_sweep_validates_arguments():
-    configs = plan_sweep(dims=[5], updates=[30], regimes=["walk", "crossing"],
-                         dtypes=["float64"], policies=["plain"], engines=["reference"])
+    configs = plan_sweep(
+        dims=[5],
+        updates=[30],
+        regimes=["walk", "crossing"],
+        dtypes=["float64"],
+        policies=["plain"],
+        engines=["reference"],
+    )
     assert [c.label for c in configs] == ["walk-n5-k30-float64", "crossing-n5-k30-float64"]
     assert configs[0].sequence_seed().entropy == configs[0].sequence_seed().entropy
     with pytest.raises(ValueError, match="bfloat16"):

@@ -27,14 +27,16 @@ N, K = 3, 4
 def _arrays(layer: str = "enc", **over: np.ndarray) -> dict[str, np.ndarray]:
     """The arrays of a valid one-layer history (as MergeHistory.save writes them)."""
     rng = np.random.default_rng(0)
-    out = {"format_version": np.array(1),
-           f"{layer}/a0": np.eye(N) * 2.0,
-           f"{layer}/u": rng.normal(size=(K, N)) * 0.1,
-           f"{layer}/v": rng.normal(size=(K, N)) * 0.1,
-           f"{layer}/c": np.ones(K),
-           f"{layer}/logabsdet": np.full(K, N * np.log(2.0)),
-           f"{layer}/sign": np.ones(K, dtype=np.int64),
-           f"{layer}/step": np.arange(K, dtype=np.int64)}
+    out = {
+        "format_version": np.array(1),
+        f"{layer}/a0": np.eye(N) * 2.0,
+        f"{layer}/u": rng.normal(size=(K, N)) * 0.1,
+        f"{layer}/v": rng.normal(size=(K, N)) * 0.1,
+        f"{layer}/c": np.ones(K),
+        f"{layer}/logabsdet": np.full(K, N * np.log(2.0)),
+        f"{layer}/sign": np.ones(K, dtype=np.int64),
+        f"{layer}/step": np.arange(K, dtype=np.int64),
+    }
     out.update(over)
     return out
 
@@ -78,10 +80,14 @@ def _write(path: Path, content: bytes) -> Path:
     ("make", "expected"),
     [
         (lambda d: _write(d / "h.npz", b""), r"is empty"),
-        (lambda d: _write(d / "h.npz", np.random.default_rng(1).bytes(4000)),
-         r"is not a \.npz \(zip\) archive"),
-        (lambda d: _write(d / "h.npz", _bytes_of_valid_history(d)[:300]),
-         r"is not a \.npz \(zip\) archive"),
+        (
+            lambda d: _write(d / "h.npz", np.random.default_rng(1).bytes(4000)),
+            r"is not a \.npz \(zip\) archive",
+        ),
+        (
+            lambda d: _write(d / "h.npz", _bytes_of_valid_history(d)[:300]),
+            r"is not a \.npz \(zip\) archive",
+        ),
     ],
     ids=["empty", "random-bytes", "truncated-zip"],
 )
@@ -128,8 +134,17 @@ def test_truncated_member_data(tmp_path, capsys):
         ({"enc/a0": np.array([[np.nan] * N] * N)}, "a0", "finite"),
         ({"format_version": np.array(7)}, "format_version", "7"),
     ],
-    ids=["0-d-c", "string-u", "complex-v", "non-square-a0", "u-rows", "nan-sign", "inf-v",
-         "nan-a0", "format-version"],
+    ids=[
+        "0-d-c",
+        "string-u",
+        "complex-v",
+        "non-square-a0",
+        "u-rows",
+        "nan-sign",
+        "inf-v",
+        "nan-a0",
+        "format-version",
+    ],
 )
 def test_malformed_fields_name_the_file_layer_and_field(tmp_path, capsys, over, field, expected):
     path = _save(tmp_path / "h.npz", _arrays(**over))
@@ -173,15 +188,17 @@ def test_unexpected_member_is_refused_before_it_is_loaded(tmp_path, capsys, monk
         with z.open("enc/extra.npy", "w", force_zip64=True) as f:
             count = (64 << 20) // 8
             np.lib.format.write_array_header_1_0(
-                f, {"descr": "<f8", "fortran_order": False, "shape": (count,)})
+                f, {"descr": "<f8", "fortran_order": False, "shape": (count,)}
+            )
             chunk = bytes(1 << 22)
             for _ in range(16):
                 f.write(chunk)
     assert path.stat().st_size < 1 << 20
     reads = []
     real = np.lib.format.read_array
-    monkeypatch.setattr(np.lib.format, "read_array",
-                        lambda *a, **k: reads.append(1) or real(*a, **k))
+    monkeypatch.setattr(
+        np.lib.format, "read_array", lambda *a, **k: reads.append(1) or real(*a, **k)
+    )
     line = _replay_error(path, capsys)
     assert "'enc/extra'" in line and "unexpected" in line
     assert reads == []
@@ -191,8 +208,9 @@ def test_oversized_history_is_refused_from_the_zip_directory(tmp_path, monkeypat
     path = _save(tmp_path / "h.npz", _arrays())
     reads = []
     real = np.lib.format.read_array
-    monkeypatch.setattr(np.lib.format, "read_array",
-                        lambda *a, **k: reads.append(1) or real(*a, **k))
+    monkeypatch.setattr(
+        np.lib.format, "read_array", lambda *a, **k: reads.append(1) or real(*a, **k)
+    )
     with pytest.raises(ValueError, match=r"h\.npz.* holds \d+ bytes .* limit of 100 bytes"):
         load_history(path, max_bytes=100)
     assert reads == []
@@ -213,8 +231,9 @@ def test_markdown_escapes_layer_names(tmp_path, monkeypatch):
     from invlin.report.markdown import render_markdown
 
     name = "enc*x*_[y](http://e)<b>`z`|w"
-    md = render_markdown([Block("heading", f"report: {name}"),
-                          Block("table", header=("layer",), rows=((name,),))])
+    md = render_markdown(
+        [Block("heading", f"report: {name}"), Block("table", header=("layer",), rows=((name,),))]
+    )
     escaped = r"enc\*x\*\_\[y\](http://e)\<b\>\`z\`\|w"
     assert md.count(escaped) == 2, md
     # End to end: a replayed history's layer name is escaped in report.md.
@@ -237,8 +256,22 @@ def test_code_block_fence_outlasts_backticks_in_the_text():
 # ---------------------------------------------------------------- the sweep's own arguments
 
 
-SWEEP = ["report", "--dims", "4", "--updates", "8", "--regimes", "walk", "--dtypes", "float64",
-         "--engines", "reference", "--policies", "plain", "--no-progress"]
+SWEEP = [
+    "report",
+    "--dims",
+    "4",
+    "--updates",
+    "8",
+    "--regimes",
+    "walk",
+    "--dtypes",
+    "float64",
+    "--engines",
+    "reference",
+    "--policies",
+    "plain",
+    "--no-progress",
+]
 
 
 @pytest.fixture()

@@ -18,11 +18,37 @@ from invlin.report import load_schema, validate, write_atomic
 pytest.importorskip("matplotlib")
 pytest.importorskip("jsonschema")
 
-FILES = {"data.json", "report.md", "report.html", "checkpoints.csv", "summary.csv", "drift.png",
-         "logdet.png", "policies.png", "crossing.png", "conditioning.png", "estimators.png"}
-SMALL = ["report", "--dims", "6", "--updates", "48", "--regimes", "walk", "crossing",
-         "--dtypes", "float32", "--engines", "reference", "--policies", "plain", "guarded",
-         "--no-progress"]
+FILES = {
+    "data.json",
+    "report.md",
+    "report.html",
+    "checkpoints.csv",
+    "summary.csv",
+    "drift.png",
+    "logdet.png",
+    "policies.png",
+    "crossing.png",
+    "conditioning.png",
+    "estimators.png",
+}
+SMALL = [
+    "report",
+    "--dims",
+    "6",
+    "--updates",
+    "48",
+    "--regimes",
+    "walk",
+    "crossing",
+    "--dtypes",
+    "float32",
+    "--engines",
+    "reference",
+    "--policies",
+    "plain",
+    "guarded",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +59,22 @@ def small_report(tmp_path_factory):
 
 
 def _verdicts(data):
-    return {(c["settings"]["regime"], t["engine"], t["policy"]): t["summary"]["passed"]
-            for c in data["configurations"] for t in c["tracks"]}
+    return {
+        (c["settings"]["regime"], t["engine"], t["policy"]): t["summary"]["passed"]
+        for c in data["configurations"]
+        for t in c["tracks"]
+    }
 
 
 def test_small_sweep_writes_every_file_and_matches_the_schema(small_report):
     out, data = small_report
     assert {p.name for p in out.iterdir()} == FILES
     validate(data)
-    assert data["schema_version"] == SCHEMA_VERSION == load_schema()["properties"][
-        "schema_version"]["const"]
+    assert (
+        data["schema_version"]
+        == SCHEMA_VERSION
+        == load_schema()["properties"]["schema_version"]["const"]
+    )
     assert data["environment"]["oracle"]["max_bits"] >= 64
     for name in FILES - {"data.json"}:
         assert (out / name).stat().st_size > 0
@@ -105,8 +137,11 @@ def test_sweep_is_deterministic(tmp_path, small_report):
 
     def strip(x):
         if isinstance(x, dict):
-            return {k: strip(v) for k, v in x.items()
-                    if k not in ("seconds", "seconds_per_update", "wall_seconds", "environment")}
+            return {
+                k: strip(v)
+                for k, v in x.items()
+                if k not in ("seconds", "seconds_per_update", "wall_seconds", "environment")
+            }
         return [strip(v) for v in x] if isinstance(x, list) else x
 
     assert strip(again) == strip(first)
@@ -121,9 +156,24 @@ def no_figures(monkeypatch):
 
 
 def test_strict_exits_nonzero_on_failure(tmp_path, no_figures):
-    args = ["report", "--dims", "5", "--updates", "30", "--regimes", "crossing", "--dtypes",
-            "float32", "--engines", "reference", "--policies", "plain", "--no-progress",
-            "--output", str(tmp_path / "r")]
+    args = [
+        "report",
+        "--dims",
+        "5",
+        "--updates",
+        "30",
+        "--regimes",
+        "crossing",
+        "--dtypes",
+        "float32",
+        "--engines",
+        "reference",
+        "--policies",
+        "plain",
+        "--no-progress",
+        "--output",
+        str(tmp_path / "r"),
+    ]
     assert main(args) == 0
     assert main([*args, "--strict"]) == 1
 
@@ -179,10 +229,12 @@ def test_schema_rejects_a_broken_document(small_report):
 
 
 def test_bad_arguments_are_usage_errors(capsys):
-    for args, message in ((["--dims", "0"], "positive integer"),
-                          (["--dtypes", "bfloat16"], "bfloat16"),
-                          (["--scheduler", "tcp://127.0.0.1:1"], "--executor dask"),
-                          (["--depth", "2"], "(0, 1)")):
+    for args, message in (
+        (["--dims", "0"], "positive integer"),
+        (["--dtypes", "bfloat16"], "bfloat16"),
+        (["--scheduler", "tcp://127.0.0.1:1"], "--executor dask"),
+        (["--depth", "2"], "(0, 1)"),
+    ):
         with pytest.raises(SystemExit) as info:
             main(["report", *args])
         assert info.value.code == 2
@@ -232,8 +284,10 @@ def test_replay_audits_a_recorded_run(tmp_path, monkeypatch):
     np.savez(tmp_path / "bad.npz", **arrays)
     out2 = tmp_path / "replay-bad"
     monkeypatch.setattr(writer, "render_figures", lambda data: {})
-    assert main(["report", "replay", str(tmp_path / "bad.npz"), "--output", str(out2),
-                 "--strict"]) == 1
+    assert (
+        main(["report", "replay", str(tmp_path / "bad.npz"), "--output", str(out2), "--strict"])
+        == 1
+    )
     bad = json.loads((out2 / "data.json").read_text())
     assert not bad["configurations"][0]["tracks"][0]["summary"]["passed"]
     assert bad["configurations"][0]["tracks"][1]["summary"]["passed"]  # re-tracking is fine
@@ -242,8 +296,11 @@ def test_replay_audits_a_recorded_run(tmp_path, monkeypatch):
 def test_replay_rejects_a_file_that_is_not_a_history(tmp_path, capsys):
     np.savez(tmp_path / "x.npz", a=np.zeros(3))
     np.savez(tmp_path / "y.npz", **{"layer/a0": np.eye(3)})
-    for name, message in (("x.npz", "not a MergeHistory"), ("y.npz", "lacks"),
-                          ("missing.npz", "existing .npz")):
+    for name, message in (
+        ("x.npz", "not a MergeHistory"),
+        ("y.npz", "lacks"),
+        ("missing.npz", "existing .npz"),
+    ):
         with pytest.raises(SystemExit) as info:
             main(["report", "replay", str(tmp_path / name)])
         assert info.value.code == 2 and message in capsys.readouterr().err

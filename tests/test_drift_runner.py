@@ -31,8 +31,14 @@ def test_pathbook_follows_each_tracks_merged_updates():
     rng = np.random.default_rng(0)
     a0 = rng.standard_normal((4, 4))
     updates = [(rng.standard_normal(4), rng.standard_normal(4)) for _ in range(6)]
-    merged = [[True, True, True], [True, False, True], [True, True, False],
-              [False, True, False], [True, True, True], [True, False, False]]
+    merged = [
+        [True, True, True],
+        [True, False, True],
+        [True, True, False],
+        [False, True, False],
+        [True, True, True],
+        [True, False, False],
+    ]
     book = PathBook(ExactMatrix.from_float(a0), 3)
     for k, ((u, v), flags) in enumerate(zip(updates, merged, strict=True)):
         book.advance(k, u, v, flags)
@@ -45,10 +51,21 @@ def test_pathbook_follows_each_tracks_merged_updates():
 
 
 def _config(**kw):
-    base = {"regime": "crossing", "n": 6, "updates": 40, "dtype": "float32",
-            "tracks": (("reference", "plain"), ("reference", "guarded"),
-                       ("layer", "plain"), ("reference", "refresh")),
-            "seed": 5, "depth": 1e-9, "refresh_every": 10}
+    base = {
+        "regime": "crossing",
+        "n": 6,
+        "updates": 40,
+        "dtype": "float32",
+        "tracks": (
+            ("reference", "plain"),
+            ("reference", "guarded"),
+            ("layer", "plain"),
+            ("reference", "refresh"),
+        ),
+        "seed": 5,
+        "depth": 1e-9,
+        "refresh_every": 10,
+    }
     base.update(kw)
     return Configuration(**base)
 
@@ -92,17 +109,22 @@ def test_a_checkpoint_agrees_with_an_independent_oracle_evaluation():
         assert rec.inverse_ratio_held == ratio_held
         assert rec.logdet_tracked == tracked.logabsdet and rec.sign_tracked == tracked.sign
         # Two certified evaluations (2^-64 targets) agree like a fresh float64 result.
-        assert_forward(out=[rec.logdet_true, rec.kappa_exact],
-                       expected=[truth.logabsdet, truth.kappa], kappa=1.0, dtype="float64")
+        assert_forward(
+            out=[rec.logdet_true, rec.kappa_exact],
+            expected=[truth.logabsdet, truth.kappa],
+            kappa=1.0,
+            dtype="float64",
+        )
         assert rec.sign_exact == truth.sign
         assert rec.logdet_error_exact == rec.logdet_tracked - rec.logdet_true
         held_truth = evaluate(held, backend="mpmath")
         ld_ratio = abs(tracked.logabsdet - truth.logabsdet) / (6 * truth.kappa * eps)
-        ld_ratio_held = (abs(tracked.logabsdet - held_truth.logabsdet)
-                         / (6 * held_truth.kappa * eps))
+        ld_ratio_held = abs(tracked.logabsdet - held_truth.logabsdet) / (6 * held_truth.kappa * eps)
         allowed = allowed_ratio(m)
-        verdict = (max(ratio, ratio_held, ld_ratio, ld_ratio_held) <= allowed
-                   and tracked.sign == truth.sign == held_truth.sign)
+        verdict = (
+            max(ratio, ratio_held, ld_ratio, ld_ratio_held) <= allowed
+            and tracked.sign == truth.sign == held_truth.sign
+        )
         assert rec.allowed == allowed and rec.passed == verdict
         checked += 1
     assert checked == 2
@@ -120,8 +142,14 @@ def test_policies_see_the_same_sequence_and_refusals_fork_the_exact_path():
 
 
 def test_local_sweep_runs_every_configuration():
-    configs = plan_sweep(dims=[4], updates=[12], regimes=["walk", "approach"],
-                         dtypes=["float64"], policies=["plain"], engines=["reference"])
+    configs = plan_sweep(
+        dims=[4],
+        updates=[12],
+        regimes=["walk", "approach"],
+        dtypes=["float64"],
+        policies=["plain"],
+        engines=["reference"],
+    )
     results = run_sweep(configs, executor="local")
     assert [r.settings["label"] for r in results] == [c.label for c in configs]
     with pytest.raises(ValueError, match="executor"):
@@ -132,9 +160,15 @@ def test_dask_executor_matches_the_local_one():
     pytest.importorskip("distributed")
     from invlin.drift.executors import run_dask
 
-    configs = plan_sweep(dims=[5], updates=[24], regimes=["walk", "crossing"],
-                         dtypes=["float64"], policies=["plain", "guarded"],
-                         engines=["reference"], seed=2)
+    configs = plan_sweep(
+        dims=[5],
+        updates=[24],
+        regimes=["walk", "crossing"],
+        dtypes=["float64"],
+        policies=["plain", "guarded"],
+        engines=["reference"],
+        seed=2,
+    )
     done = []
     local = run_local(configs)
     remote = run_dask(configs, done.append, processes=False, workers=2)
@@ -143,7 +177,8 @@ def test_dask_executor_matches_the_local_one():
     # An existing cluster, reached by its scheduler address (--scheduler ADDRESS).
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster:
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
         via = run_sweep(configs[1:], executor="dask", scheduler=cluster.scheduler_address)
     assert _strip(via[0].to_dict()) == _strip(local[1].to_dict())

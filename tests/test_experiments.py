@@ -52,8 +52,13 @@ def test_coupling_is_invertible_and_logdet_matches_jacobian():
     x = torch.randn(4, dtype=torch.float64)
     jac = torch.autograd.functional.jacobian(lambda t: flow(t)[0], x)
     kappa = kappa1(jac)
-    assert_logabsdet(out=flow(x)[1].detach(), expected=torch.linalg.slogdet(jac)[1], n=4,
-                     kappa=kappa, dtype="float64")
+    assert_logabsdet(
+        out=flow(x)[1].detach(),
+        expected=torch.linalg.slogdet(jac)[1],
+        n=4,
+        kappa=kappa,
+        dtype="float64",
+    )
     y, ld = flow(x[None])
     xr, ldi = flow.inverse(y)
     assert_forward(out=xr.detach(), expected=x[None], kappa=kappa, dtype="float64")
@@ -75,9 +80,25 @@ def test_nll_of_identity_flow_is_standard_normal():
 
 
 def test_train_toy2d_command_runs_and_checks_drift(tmp_path, capsys):
-    code = main(["train", "toy2d", "--steps", "15", "--blocks", "3", "--couplings", "2",
-                 "--hidden", "4", "--densities", "eight_gaussians", "--out", str(tmp_path),
-                 "--quiet"])
+    code = main(
+        [
+            "train",
+            "toy2d",
+            "--steps",
+            "15",
+            "--blocks",
+            "3",
+            "--couplings",
+            "2",
+            "--hidden",
+            "4",
+            "--densities",
+            "eight_gaussians",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     data = json.loads((tmp_path / "toy2d.json").read_text())
@@ -100,14 +121,32 @@ def test_train_toy2d_command_runs_and_checks_drift(tmp_path, capsys):
     assert "p4_bent: P4 counters" in out and "within the oracle bound: 4/4" in out
     assert "true density (optimum)" in (tmp_path / "toy2d.md").read_text()
     threads = torch.get_num_threads()
-    assert main(["train", "toy2d", "--merge-every", "2", "p4_bent=3", "--steps", "1",
-                 "--out", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "toy2d",
+                "--merge-every",
+                "2",
+                "p4_bent=3",
+                "--steps",
+                "1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert torch.get_num_threads() == threads  # --threads (default 1) is undone on return
 
 
 def test_train_digits_command_runs(tmp_path):
-    assert main(["train", "digits", "--steps", "5", "--blocks", "2", "--out", str(tmp_path),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            ["train", "digits", "--steps", "5", "--blocks", "2", "--out", str(tmp_path), "--quiet"]
+        )
+        == 0
+    )
     data = json.loads((tmp_path / "digits.json").read_text())
     for r in data["results"]:
         # Dequantised bits/dim of 17-level data: positive and finite; a useless model gives

@@ -54,13 +54,20 @@ def test_p4_mixing_flow_is_invertible_with_the_jacobian_logdet(layers):
     jac = torch.autograd.functional.jacobian(lambda t: flow(t)[0], x)
     kappa = kappa1(jac)
     # One tracked update per P4 layer lies behind the log|det| and the inverse.
-    assert_logabsdet(out=flow(x)[1].detach(), expected=torch.linalg.slogdet(jac)[1], n=4,
-                     kappa=kappa, dtype="float64", updates=1)
+    assert_logabsdet(
+        out=flow(x)[1].detach(),
+        expected=torch.linalg.slogdet(jac)[1],
+        n=4,
+        kappa=kappa,
+        dtype="float64",
+        updates=1,
+    )
     y, ld = flow(x[None])
     xr, ldi = flow.inverse(y)
     assert_forward(out=xr.detach(), expected=x[None], kappa=kappa, dtype="float64", updates=1)
-    assert_logabsdet(out=-ldi.detach(), expected=ld.detach(), n=4, kappa=kappa,
-                     dtype="float64", updates=1)
+    assert_logabsdet(
+        out=-ldi.detach(), expected=ld.detach(), n=4, kappa=kappa, dtype="float64", updates=1
+    )
 
 
 @pytest.mark.parametrize(("features", "layers"), [(2, 3), (2, 4), (4, 3)])
@@ -74,32 +81,46 @@ def test_p4_mixing_starts_with_the_density_of_the_alternating_flow(features, lay
     mixed = coupling_flow(features, layers, hidden=4, mixing="p4")
     assert sum(isinstance(m, P4InvLinear) for m in mixed) == layers
     expected = nll_per_sample(alt, x).detach()[:, None]
-    assert_forward(out=nll_per_sample(mixed, x).detach()[:, None], expected=expected, kappa=1.0,
-                   dtype="float32")
+    assert_forward(
+        out=nll_per_sample(mixed, x).detach()[:, None],
+        expected=expected,
+        kappa=1.0,
+        dtype="float32",
+    )
     with pytest.raises(ValueError, match="mixing"):
         coupling_flow(2, 2, mixing="shuffle")
 
 
 def test_dense_control_matches_the_p4_flow_at_start_and_inverts():
     gen = torch.Generator().manual_seed(2)
-    p4, dense = p4_flow(3, generator=gen), p4_flow(3, generator=torch.Generator().manual_seed(2),
-                                                   dense=True)
+    p4, dense = (
+        p4_flow(3, generator=gen),
+        p4_flow(3, generator=torch.Generator().manual_seed(2), dense=True),
+    )
     assert sum(p.numel() for p in p4.parameters()) == sum(p.numel() for p in dense.parameters())
     x = torch.randn(16, 2)
     # Same starting matrices, u = 0: the same map; only the log|det| comes from a fresh LU
     # (DenseLinear, float32) instead of the tracked float64 value (exact 0 for orthogonal A
     # only up to the LU's rounding).
     kappa = max(kappa1(m.weight.double()) for m in dense if isinstance(m, DenseLinear))
-    assert_forward(out=dense(x)[0].detach(), expected=p4(x)[0].detach(), kappa=kappa,
-                   dtype="float32")
+    assert_forward(
+        out=dense(x)[0].detach(), expected=p4(x)[0].detach(), kappa=kappa, dtype="float32"
+    )
     # det = 2·(1·1 − 3·0) − 1·(0·1 − 3·1) = 5
-    layer = DenseLinear(3, init=torch.tensor([[2.0, 1.0, 0.0], [0.0, 1.0, 3.0], [1.0, 0.0, 1.0]],
-                                             dtype=torch.float64)).double()
+    layer = DenseLinear(
+        3,
+        init=torch.tensor([[2.0, 1.0, 0.0], [0.0, 1.0, 3.0], [1.0, 0.0, 1.0]], dtype=torch.float64),
+    ).double()
     x = torch.randn(5, 3, dtype=torch.float64)
     y, ld = layer(x)
     kappa = kappa1(layer.weight.detach())
-    assert_logabsdet(out=ld.detach(), expected=torch.full((5,), np.log(5.0), dtype=torch.float64),
-                     n=3, kappa=kappa, dtype="float64")
+    assert_logabsdet(
+        out=ld.detach(),
+        expected=torch.full((5,), np.log(5.0), dtype=torch.float64),
+        n=3,
+        kappa=kappa,
+        dtype="float64",
+    )
     xr, ldi = layer.inverse(y)
     assert_forward(out=xr.detach(), expected=x, kappa=kappa, dtype="float64")
     assert torch.equal(ldi, -ld)
@@ -107,8 +128,9 @@ def test_dense_control_matches_the_p4_flow_at_start_and_inverts():
         DenseLinear(2, init=torch.ones(3, 3))
 
 
-@pytest.mark.parametrize(("name", "step"), [("eight_gaussians", 0.02), ("two_moons", 0.04),
-                                             ("checkerboard", 0.05)])
+@pytest.mark.parametrize(
+    ("name", "step"), [("eight_gaussians", 0.02), ("two_moons", 0.04), ("checkerboard", 0.05)]
+)
 def test_true_toy_densities_integrate_to_one(name, step):
     # Midpoint sum over [-4, 4]²: for the Gaussian mixtures (σ ≥ 0.1 ≥ 2.5 steps) the aliasing
     # error is below exp(-2π²σ²/h²) < 1e-50 and the mass outside the square below 1e-16; the
@@ -127,8 +149,12 @@ def test_true_toy_density_details():
     assert np.all(toy_log_density("checkerboard", off) == -np.inf)
     # The docstring's claim about the two-moons quadrature: within 0.003 nats of 8000 nodes
     # where log p > −5 (further out, past the ends of the arcs, the error grows).
-    pts = np.concatenate([toy_density("two_moons", 300, seed=5),
-                          np.random.default_rng(0).uniform(-2.5, 2.5, (300, 2))])
+    pts = np.concatenate(
+        [
+            toy_density("two_moons", 300, seed=5),
+            np.random.default_rng(0).uniform(-2.5, 2.5, (300, 2)),
+        ]
+    )
     fine = _gaussian_mixture(pts, _moon_centres(8000), 0.1)
     near = fine > -5
     assert near.sum() > 300
@@ -151,8 +177,14 @@ def test_region_fraction_of_the_base_distribution():
 
 
 def test_run_toy2d_merge_periods_and_arguments():
-    res = run_toy2d(["checkerboard"], models=["realnvp_p4"], steps=4, couplings=2, hidden=4,
-                    merge_every={"realnvp_p4": 2})
+    res = run_toy2d(
+        ["checkerboard"],
+        models=["realnvp_p4"],
+        steps=4,
+        couplings=2,
+        hidden=4,
+        merge_every={"realnvp_p4": 2},
+    )
     (r,) = res
     assert r.counters["merges"] == 2 * 2 and len(r.drift) == 2
     assert all(d.passed for d in r.drift)
@@ -170,16 +202,23 @@ def test_run_toy2d_merge_periods_and_arguments():
 
 def test_gaussian_reference_flow_is_the_fitted_normal():
     torch.manual_seed(0)
-    x = torch.randn(400, 3, dtype=torch.float64) @ torch.tensor(
-        [[1.0, 0.0, 0.0], [0.5, 2.0, 0.0], [0.0, -1.0, 0.3]], dtype=torch.float64) + 1.0
+    x = (
+        torch.randn(400, 3, dtype=torch.float64)
+        @ torch.tensor([[1.0, 0.0, 0.0], [0.5, 2.0, 0.0], [0.0, -1.0, 0.3]], dtype=torch.float64)
+        + 1.0
+    )
     flow = GaussianFlow.fit(x)
     mean = x.mean(0)
     cov = (x - mean).T @ (x - mean) / x.shape[0]
     kappa = kappa1(cov)
     # Against torch.distributions' own log-density of the same normal.
     expected = -torch.distributions.MultivariateNormal(mean, cov).log_prob(x)
-    assert_forward(out=nll_per_sample(flow, x)[:, None], expected=expected[:, None],
-                   kappa=kappa, dtype="float64")
+    assert_forward(
+        out=nll_per_sample(flow, x)[:, None],
+        expected=expected[:, None],
+        kappa=kappa,
+        dtype="float64",
+    )
     z, ld = flow(x[:5])
     xr, ldi = flow.inverse(z)
     assert_forward(out=xr, expected=x[:5], kappa=kappa, dtype="float64")

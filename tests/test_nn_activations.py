@@ -260,8 +260,9 @@ def test_gradients_with_a_blocked_inverse(monkeypatch):
 
     monkeypatch.setattr(activations, "_CPU_BLOCK", 3)
     act = LeakySoftplus(ALPHA)
-    x = torch.tensor([[-40.0, -3.0, -0.7, 0.0], [1e-3, 0.5, 2.9, 35.0]], dtype=torch.float64,
-                     requires_grad=True)
+    x = torch.tensor(
+        [[-40.0, -3.0, -0.7, 0.0], [1e-3, 0.5, 2.9, 35.0]], dtype=torch.float64, requires_grad=True
+    )
     assert torch.autograd.gradcheck(lambda v: act(v), (x,))
     assert torch.autograd.gradgradcheck(lambda v: act(v), (x,))
     y = act(x.detach())[0].requires_grad_(True)

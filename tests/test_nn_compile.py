@@ -45,9 +45,12 @@ def _fresh_dynamo():
 def _flow(n, dtype, seed=0):
     g = torch.Generator().manual_seed(seed)
     flow = InvertibleSequential(
-        P4InvLinear(n, init="orthogonal", generator=g, dtype=dtype), BentIdentity(),
-        P4InvLinear(n, init="orthogonal", generator=g, dtype=dtype), LeakySoftplus(),
-        LULinear(n, dtype=dtype))
+        P4InvLinear(n, init="orthogonal", generator=g, dtype=dtype),
+        BentIdentity(),
+        P4InvLinear(n, init="orthogonal", generator=g, dtype=dtype),
+        LeakySoftplus(),
+        LULinear(n, dtype=dtype),
+    )
     with torch.no_grad():
         for m in flow:
             if isinstance(m, P4InvLinear):
@@ -100,8 +103,9 @@ def test_a_flow_compiles_to_one_graph_with_the_eager_values_and_gradients():
     want = torch.autograd.grad(eloss, params)
     for g, e in zip(got, want, strict=True):
         # a gradient is a product of the (κ-conditioned) map's Jacobians: judge it on κ²
-        assert_forward(out=g.reshape(1, -1), expected=e.reshape(1, -1), kappa=kappa**2,
-                       dtype="float64")
+        assert_forward(
+            out=g.reshape(1, -1), expected=e.reshape(1, -1), kappa=kappa**2, dtype="float64"
+        )
 
 
 def test_compiled_steps_follow_merges_without_recompiling():
@@ -159,8 +163,7 @@ def test_compiled_inverse_matches_and_refuses_a_singular_map():
     ex, eld = layer.inverse(y)
     w = (layer.weight + torch.outer(layer.u, layer.v)).detach()
     assert_forward(out=x.detach(), expected=ex.detach(), kappa=kappa1(w), dtype="float64")
-    assert_logabsdet(out=ld.detach(), expected=eld.detach(), n=4, kappa=kappa1(w),
-                     dtype="float64")
+    assert_logabsdet(out=ld.detach(), expected=eld.detach(), n=4, kappa=kappa1(w), dtype="float64")
     singular = P4InvLinear(4, init=torch.eye(4, dtype=torch.float64), dtype=torch.float64)
     with torch.no_grad():  # c = 1 + vᵀA⁻¹u = 1 − 1 = 0 exactly
         singular.u.copy_(torch.tensor([1.0, 0, 0, 0]))
@@ -172,11 +175,17 @@ def test_compiled_inverse_matches_and_refuses_a_singular_map():
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("shape", [(3, 5), (5,), (2, 3, 5)])  # fewer rows than n, 1-D, 3-D
 def test_compiled_forward_and_penalty_for_every_input_shape(shape, bias):
-    layer = P4InvLinear(5, bias=bias, init="orthogonal", dtype=torch.float64,
-                        generator=torch.Generator().manual_seed(6))
+    layer = P4InvLinear(
+        5,
+        bias=bias,
+        init="orthogonal",
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(6),
+    )
     with torch.no_grad():
-        layer.u.copy_(0.3 * torch.randn(5, generator=torch.Generator().manual_seed(7),
-                                        dtype=torch.float64))
+        layer.u.copy_(
+            0.3 * torch.randn(5, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+        )
 
     def f(x):
         y, ld = layer(x)
@@ -188,15 +197,20 @@ def test_compiled_forward_and_penalty_for_every_input_shape(shape, bias):
     assert y.shape == ey.shape and ld.shape == eld.shape == shape[:-1]
     w = (layer.weight + torch.outer(layer.u, layer.v)).detach()
     kappa = kappa1(w)
-    assert_forward(out=y.detach().reshape(-1, 5), expected=ey.detach().reshape(-1, 5),
-                   kappa=kappa, dtype="float64")
+    assert_forward(
+        out=y.detach().reshape(-1, 5),
+        expected=ey.detach().reshape(-1, 5),
+        kappa=kappa,
+        dtype="float64",
+    )
     assert_logabsdet(out=ld.detach(), expected=eld.detach(), n=5, kappa=kappa, dtype="float64")
     wrt = [x, layer.u, layer.v]
     got = torch.autograd.grad(y.square().sum() + ld.sum() + p, wrt)
     want = torch.autograd.grad(ey.square().sum() + eld.sum() + ep, wrt)
     for g, e in zip(got, want, strict=True):
-        assert_forward(out=g.reshape(1, -1), expected=e.reshape(1, -1), kappa=kappa**2,
-                       dtype="float64")
+        assert_forward(
+            out=g.reshape(1, -1), expected=e.reshape(1, -1), kappa=kappa**2, dtype="float64"
+        )
 
 
 def test_lunet_nll_compiles_to_one_graph():
@@ -218,5 +232,9 @@ def test_lunet_nll_compiles_to_one_graph():
     # Σ|terms| / |NLL|
     terms = (0.5 * ez.square().sum(-1) + 3 * math.log(2 * math.pi) + eld.abs()).mean()
     cancel = float((terms / enll.abs()).detach())
-    assert_forward(out=nll.detach().reshape(1, 1), expected=enll.detach().reshape(1, 1),
-                   kappa=kappa * max(cancel, 1.0), dtype="float64")
+    assert_forward(
+        out=nll.detach().reshape(1, 1),
+        expected=enll.detach().reshape(1, 1),
+        kappa=kappa * max(cancel, 1.0),
+        dtype="float64",
+    )

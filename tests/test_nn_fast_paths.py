@@ -22,8 +22,14 @@ def _ulp_errors(x: torch.Tensor, y: np.ndarray) -> np.ndarray:
 def _sample() -> np.ndarray:
     rng = np.random.default_rng(7)
     c = 0.9 * np.log(2)
-    y = np.concatenate([5 * rng.standard_normal(20000), c + 1e-6 * rng.standard_normal(2000),
-                        -(10.0 ** rng.uniform(-30, 30, 2000)), 10.0 ** rng.uniform(-30, 30, 2000)])
+    y = np.concatenate(
+        [
+            5 * rng.standard_normal(20000),
+            c + 1e-6 * rng.standard_normal(2000),
+            -(10.0 ** rng.uniform(-30, 30, 2000)),
+            10.0 ** rng.uniform(-30, 30, 2000),
+        ]
+    )
     return y.astype(np.float32).astype(np.float64)
 
 

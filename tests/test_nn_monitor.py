@@ -32,11 +32,26 @@ def test_decide_refreshes_when_kappa_has_fallen_below_its_peak():
     assert DriftMonitor(max_kappa_drop=10.0).decide(_reading(), kappa_peak=1.1e4) == "refresh"
 
 
-@pytest.mark.parametrize(("name", "bad"), [
-    ("max_kappa_drop", 1.0), ("max_kappa_drop", -3.0), ("max_kappa_drop", float("nan")),
-    ("max_kappa_drop", "100"), ("every", 0), ("every", 2.5), ("every", True), ("order", 1),
-    ("order", "2"), ("probes", 0), ("max_ratio", 0.0), ("max_ratio", "a"),
-    ("max_correctable", 0.0), ("max_correctable", 1.5), ("action", "fix")])
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [
+        ("max_kappa_drop", 1.0),
+        ("max_kappa_drop", -3.0),
+        ("max_kappa_drop", float("nan")),
+        ("max_kappa_drop", "100"),
+        ("every", 0),
+        ("every", 2.5),
+        ("every", True),
+        ("order", 1),
+        ("order", "2"),
+        ("probes", 0),
+        ("max_ratio", 0.0),
+        ("max_ratio", "a"),
+        ("max_correctable", 0.0),
+        ("max_correctable", 1.5),
+        ("action", "fix"),
+    ],
+)
 def test_bad_settings_are_refused_by_name(name, bad):
     with pytest.raises(ValueError, match=f"^{name} must"):
         DriftMonitor(**{name: bad})
@@ -86,15 +101,27 @@ def test_monitor_restores_log_det_after_an_ill_conditioned_stretch(engine, seed)
     state, truth, merged, refreshes = _run_approach(engine, 100.0, seed=seed)
     assert truth.kappa < 100 and refreshes >= 3  # back down, after several refreshes
     n = truth.inverse.shape[0]
-    assert_logabsdet(out=state.logabsdet, expected=truth.logabsdet, n=n, kappa=truth.kappa,
-                     dtype="float64", updates=merged)
+    assert_logabsdet(
+        out=state.logabsdet,
+        expected=truth.logabsdet,
+        n=n,
+        kappa=truth.kappa,
+        dtype="float64",
+        updates=merged,
+    )
     assert_sign(out=state.sign, expected=truth.sign)
 
     state, truth, merged, refreshes = _run_approach(engine, None, seed=seed)
     assert refreshes == 0
     with pytest.raises(ToleranceError, match=re.escape("log|det| check failed")):
-        assert_logabsdet(out=state.logabsdet, expected=truth.logabsdet, n=n, kappa=truth.kappa,
-                         dtype="float64", updates=merged)
+        assert_logabsdet(
+            out=state.logabsdet,
+            expected=truth.logabsdet,
+            n=n,
+            kappa=truth.kappa,
+            dtype="float64",
+            updates=merged,
+        )
     assert np.isfinite(state.logabsdet)
 
 

@@ -36,8 +36,10 @@ def _matrix(layer):
 
 
 def _state(layer):
-    return tuple(getattr(layer, k).detach().clone() for k in
-                 ("weight", "weight_inverse", "logabsdet", "sign"))
+    return tuple(
+        getattr(layer, k).detach().clone()
+        for k in ("weight", "weight_inverse", "logabsdet", "sign")
+    )
 
 
 def _same(s1, s2):
@@ -69,8 +71,13 @@ def test_logdet_matches_autograd_jacobian(scalar_form):
     kappa = kappa1(jac)
     assert_logabsdet(out=ld.detach(), expected=logdet, n=5, kappa=kappa, dtype="float64")
     jinv = torch.autograd.functional.jacobian(lambda t: layer.inverse(t)[0], layer(x)[0].detach())
-    assert_logabsdet(out=layer.inverse(layer(x)[0])[1].detach(),
-                     expected=torch.linalg.slogdet(jinv)[1], n=5, kappa=kappa, dtype="float64")
+    assert_logabsdet(
+        out=layer.inverse(layer(x)[0])[1].detach(),
+        expected=torch.linalg.slogdet(jinv)[1],
+        n=5,
+        kappa=kappa,
+        dtype="float64",
+    )
 
 
 def test_gradcheck_u_v_bias_forward_and_inverse(scalar_form):
@@ -80,14 +87,20 @@ def test_gradcheck_u_v_bias_forward_and_inverse(scalar_form):
 
     def call(method):
         def f(u, v, b):
-            return torch.func.functional_call(layer, {"u": u, "v": v, "bias": b}, (x,),
-                                              {} if method == "forward" else None) \
-                if method == "forward" else _inverse(u, v, b)
+            return (
+                torch.func.functional_call(
+                    layer, {"u": u, "v": v, "bias": b}, (x,), {} if method == "forward" else None
+                )
+                if method == "forward"
+                else _inverse(u, v, b)
+            )
+
         return f
 
     def _inverse(u, v, b):
-        return torch.func.functional_call(_InverseCall(layer), {"l.u": u, "l.v": v, "l.bias": b},
-                                          (x,))
+        return torch.func.functional_call(
+            _InverseCall(layer), {"l.u": u, "l.v": v, "l.bias": b}, (x,)
+        )
 
     assert torch.autograd.gradcheck(call("forward"), params)
     assert torch.autograd.gradcheck(call("inverse"), params)
@@ -105,8 +118,9 @@ class _InverseCall(torch.nn.Module):
 def test_penalty_inside_its_bounds_adds_no_gradient():
     # Inside the bounds P is flat: the penalty's backward adds nothing (and runs no operations),
     # so the gradients of forward + penalty are those of the forward alone, bit for bit.
-    layer = P4InvLinear(4, init="orthogonal", dtype=torch.float64,
-                        generator=torch.Generator().manual_seed(0))
+    layer = P4InvLinear(
+        4, init="orthogonal", dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
         layer.u.copy_(torch.tensor([0.1, -0.2, 0.05, 0.3], dtype=torch.float64))
     x = torch.randn(8, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -164,12 +178,10 @@ def test_merge_leaves_function_unchanged_and_resets_perturbation(scalar_form):
     xi1, ldi1 = layer.inverse(y0.detach())
     kappa = kappa1(m)
     assert_forward(out=y1.detach(), expected=y0.detach(), kappa=kappa, dtype="float64", updates=1)
-    assert_forward(out=xi1.detach(), expected=xi0.detach(), kappa=kappa, dtype="float64",
-                   updates=1)
+    assert_forward(out=xi1.detach(), expected=xi0.detach(), kappa=kappa, dtype="float64", updates=1)
     # The same lemma is evaluated before and after: log|det| agrees to rounding of one addition.
     assert_logabsdet(out=ld1.detach(), expected=ld0.detach(), n=8, kappa=kappa, dtype="float64")
-    assert_logabsdet(out=ldi1.detach(), expected=ldi0.detach(), n=8, kappa=kappa,
-                     dtype="float64")
+    assert_logabsdet(out=ldi1.detach(), expected=ldi0.detach(), n=8, kappa=kappa, dtype="float64")
     assert_inverse(m, out=layer.weight_inverse, updates=1)
 
 
@@ -258,8 +270,7 @@ def test_guard_refusal_keeps_state_and_perturbation(scalar_form):
 def test_agrees_with_numpy_reference_and_oracle_after_merges(scalar_form):
     n, k = 10, 200
     g = torch.Generator().manual_seed(7)
-    layer = P4InvLinear(n, init="orthogonal", generator=g, dtype=torch.float64,
-                        guard=Guard.off())
+    layer = P4InvLinear(n, init="orthogonal", generator=g, dtype=torch.float64, guard=Guard.off())
     ref = TrackedMatrix(layer.weight.numpy(), guard=Guard.off())
     exact = ExactMatrix.from_float(layer.weight.numpy())
     for _ in range(k):
@@ -273,10 +284,21 @@ def test_agrees_with_numpy_reference_and_oracle_after_merges(scalar_form):
     assert_sign(out=int(layer.sign), expected=truth.sign)
     assert int(layer.sign) == ref.sign
     assert_inverse(exact.to_float(), out=layer.weight_inverse, updates=k)
-    assert_forward(out=layer.weight_inverse, expected=ref.inverse, kappa=truth.kappa,
-                   dtype="float64", updates=k)
-    assert_logabsdet(out=float(layer.logabsdet), expected=truth.logabsdet, n=n,
-                     kappa=truth.kappa, dtype="float64", updates=k)
+    assert_forward(
+        out=layer.weight_inverse,
+        expected=ref.inverse,
+        kappa=truth.kappa,
+        dtype="float64",
+        updates=k,
+    )
+    assert_logabsdet(
+        out=float(layer.logabsdet),
+        expected=truth.logabsdet,
+        n=n,
+        kappa=truth.kappa,
+        dtype="float64",
+        updates=k,
+    )
 
 
 def test_monitor_corrects_planted_drift_and_refreshes_large_drift(scalar_form):
@@ -298,9 +320,12 @@ def test_monitor_corrects_planted_drift_and_refreshes_large_drift(scalar_form):
 
 @pytest.mark.parametrize(
     ("opt_cls", "kwargs"),
-    [(torch.optim.Adam, {"lr": 1e-2}), (torch.optim.SGD, {"lr": 1e-2, "momentum": 0.9}),
-     (torch.optim.Adagrad, {"lr": 1e-2, "initial_accumulator_value": 0.5}),
-     (torch.optim.RMSprop, {"lr": 1e-3})],
+    [
+        (torch.optim.Adam, {"lr": 1e-2}),
+        (torch.optim.SGD, {"lr": 1e-2, "momentum": 0.9}),
+        (torch.optim.Adagrad, {"lr": 1e-2, "initial_accumulator_value": 0.5}),
+        (torch.optim.RMSprop, {"lr": 1e-3}),
+    ],
 )
 def test_scheduler_resets_optimizer_state_of_v_only(opt_cls, kwargs, scalar_form):
     torch.manual_seed(0)
@@ -315,9 +340,10 @@ def test_scheduler_resets_optimizer_state_of_v_only(opt_cls, kwargs, scalar_form
         loss = (model[1](y) ** 2).mean() - ld.mean()
         loss.backward()
         opt.step()
-        before = {id(p): {k: (t.clone() if torch.is_tensor(t) else t)
-                          for k, t in opt.state[p].items()}
-                  for p in model.parameters()}
+        before = {
+            id(p): {k: (t.clone() if torch.is_tensor(t) else t) for k, t in opt.state[p].items()}
+            for p in model.parameters()
+        }
         merged = sched.step()
         if step % 2:
             assert merged == {}
@@ -385,14 +411,19 @@ def test_long_float32_training_run_stays_within_bounds(scalar_form):
     assert k > steps // 2  # most steps merged
     assert_sign(out=int(layer.sign), expected=truth.sign)
     assert_inverse(exact.to_float(), out=layer.weight_inverse, updates=k)
-    assert_logabsdet(out=float(layer.logabsdet), expected=truth.logabsdet, n=n,
-                     kappa=truth.kappa, dtype="float64", updates=k)
+    assert_logabsdet(
+        out=float(layer.logabsdet),
+        expected=truth.logabsdet,
+        n=n,
+        kappa=truth.kappa,
+        dtype="float64",
+        updates=k,
+    )
 
 
 def _three_layers(seed):
     g = torch.Generator().manual_seed(seed)
-    return torch.nn.Sequential(*(P4InvLinear(5, init="orthogonal", generator=g)
-                                 for _ in range(3)))
+    return torch.nn.Sequential(*(P4InvLinear(5, init="orthogonal", generator=g) for _ in range(3)))
 
 
 def _perturb(model, step):
@@ -413,8 +444,7 @@ def test_scheduler_reads_all_merge_decisions_at_once_with_the_same_results(scala
     from benchmarks.ops import count_ops
 
     batched, single = _three_layers(3), _three_layers(3)
-    sched = P4Scheduler(batched, torch.optim.SGD(batched.parameters(), lr=0.1),
-                        force_every=None)
+    sched = P4Scheduler(batched, torch.optim.SGD(batched.parameters(), lr=0.1), force_every=None)
     results = []
     for step in range(5):
         _perturb(batched, step)
@@ -426,15 +456,19 @@ def test_scheduler_reads_all_merge_decisions_at_once_with_the_same_results(scala
             layer.merge()
         for a, b in zip(batched, single, strict=True):
             assert a.counters == b.counters
-            for (name, t), (_, e) in zip(a.state_dict().items(), b.state_dict().items(),
-                                         strict=True):
+            for (name, t), (_, e) in zip(
+                a.state_dict().items(), b.state_dict().items(), strict=True
+            ):
                 assert torch.equal(t, e), name
     # the cases were met: c ≈ 1e-9 refused by the guard, a NaN in u reset
     assert results[2]["1"] is False and results[3]["2"] is False
     assert [layer.counters["nonfinite_resets"] for layer in batched] == [0, 0, 1]
     merges = sum(layer.counters["merges"] for layer in batched)
-    assert merges == 15 - sum(layer.counters["refusals"] for layer in batched) == 15 - sum(
-        not ok for r in results for ok in r.values())
+    assert (
+        merges
+        == 15 - sum(layer.counters["refusals"] for layer in batched)
+        == 15 - sum(not ok for r in results for ok in r.values())
+    )
 
 
 def test_scheduler_uses_a_subclass_merge():
@@ -452,17 +486,20 @@ def test_scheduler_uses_a_subclass_merge():
     assert model[0].calls == 1
 
 
-@pytest.mark.parametrize(("kwargs", "name"), [
-    ({"penalty_bounds": ("a", 1.0)}, "penalty_bounds"),
-    ({"penalty_bounds": (math.nan, 1.0)}, "penalty_bounds"),
-    ({"penalty_bounds": (0.0, 1.0, 2.0)}, "penalty_bounds"),
-    ({"penalty_bounds": (3.0, 1.0)}, "penalty_bounds"),
-    ({"state_dtype": torch.int64}, "state_dtype"),
-    ({"dtype": torch.int32}, "dtype"),
-    ({"dtype": torch.complex64}, "dtype"),
-    ({"monitor": "every merge"}, "monitor"),
-    ({"guard": (0.0, 1.0)}, "guard"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"penalty_bounds": ("a", 1.0)}, "penalty_bounds"),
+        ({"penalty_bounds": (math.nan, 1.0)}, "penalty_bounds"),
+        ({"penalty_bounds": (0.0, 1.0, 2.0)}, "penalty_bounds"),
+        ({"penalty_bounds": (3.0, 1.0)}, "penalty_bounds"),
+        ({"state_dtype": torch.int64}, "state_dtype"),
+        ({"dtype": torch.int32}, "dtype"),
+        ({"dtype": torch.complex64}, "dtype"),
+        ({"monitor": "every merge"}, "monitor"),
+        ({"guard": (0.0, 1.0)}, "guard"),
+    ],
+)
 def test_bad_constructor_arguments_are_refused_by_name(kwargs, name):
     with pytest.raises(ValueError, match=f"^{name} must"):
         P4InvLinear(3, **kwargs)
@@ -478,11 +515,18 @@ def test_penalty_refuses_a_bad_weight(weight):
     assert float(layer.penalty(weight=0).detach()) == 0.0
 
 
-@pytest.mark.parametrize(("kwargs", "name"), [
-    ({"merge_every": None}, "merge_every"), ({"merge_every": True}, "merge_every"),
-    ({"force_every": 0}, "force_every"), ({"correct_every": 2.0}, "correct_every"),
-    ({"reset": ("w",)}, "reset"), ({"reset": "weight"}, "reset"), ({"reset": (1,)}, "reset"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"merge_every": None}, "merge_every"),
+        ({"merge_every": True}, "merge_every"),
+        ({"force_every": 0}, "force_every"),
+        ({"correct_every": 2.0}, "correct_every"),
+        ({"reset": ("w",)}, "reset"),
+        ({"reset": "weight"}, "reset"),
+        ({"reset": (1,)}, "reset"),
+    ],
+)
 def test_scheduler_refuses_bad_settings_by_name(kwargs, name):
     layer = _layer(3)
     opt = torch.optim.SGD(layer.parameters(), lr=0.1)
@@ -499,16 +543,21 @@ _FLOATS = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 @pytest.mark.parametrize("state_dtype", _FLOATS)
 @pytest.mark.parametrize("dtype", _FLOATS)
 @pytest.mark.parametrize("rows", [3, 7])  # fewer rows than n (rank-one term on the rows), more
-def test_every_state_and_compute_dtype_runs_a_training_step(scalar_form, state_dtype, dtype,
-                                                            rows):
+def test_every_state_and_compute_dtype_runs_a_training_step(scalar_form, state_dtype, dtype, rows):
     # Forward, inverse, penalty, backward, merge and a drift check in every pairing of state and
     # compute dtype: outputs and gradients in the compute dtype, finite, and the inverse undoing
     # the forward to the precision of the coarser of the two dtypes (X is held in the state
     # dtype, the products are formed in the compute dtype), judged by the tolerance engine.
     g = torch.Generator().manual_seed(0)
     # no monitor on the layer: it would repair a wrong merge before the check below sees it
-    layer = P4InvLinear(5, init="orthogonal", state_dtype=state_dtype, dtype=dtype,
-                        generator=g, penalty_bounds=(-0.01, 0.01))
+    layer = P4InvLinear(
+        5,
+        init="orthogonal",
+        state_dtype=state_dtype,
+        dtype=dtype,
+        generator=g,
+        penalty_bounds=(-0.01, 0.01),
+    )
     with torch.no_grad():
         layer.u.copy_(0.2 * torch.randn(5, generator=g))
         layer.bias.copy_(torch.randn(5, generator=g))
@@ -517,17 +566,27 @@ def test_every_state_and_compute_dtype_runs_a_training_step(scalar_form, state_d
     x2, ld2 = layer.inverse(y.detach())
     pen = layer.penalty()
     assert all(t.dtype == dtype for t in (y, ld, x2, ld2, pen))
-    (y.float().square().sum() + ld.float().sum() + pen.float() + x2.float().sum()
-     + ld2.float().sum()).backward()
+    (
+        y.float().square().sum()
+        + ld.float().sum()
+        + pen.float()
+        + x2.float().sum()
+        + ld2.float().sum()
+    ).backward()
     for p in (layer.u, layer.v, layer.bias):
         assert p.grad is not None and p.grad.dtype == dtype and bool(torch.isfinite(p.grad).all())
     assert float(pen.detach()) > 0  # the penalty is active, so its gradient path ran
     coarser = max((dtype, state_dtype), key=lambda d: torch.finfo(d).eps)
-    assert_forward(out=x2.detach().double(), expected=x.double(), kappa=kappa1(_matrix(layer)),
-                   dtype=coarser)
+    assert_forward(
+        out=x2.detach().double(), expected=x.double(), kappa=kappa1(_matrix(layer)), dtype=coarser
+    )
     assert torch.equal(ld2.detach(), -ld.detach())  # the same log|det|, negated
     assert layer.merge()  # one guarded update of an orthogonal A: merged, A⁻¹ a fresh-size error
-    assert_inverse(layer.weight.double(), out=layer.weight_inverse.double(),
-                   dtype=str(state_dtype).removeprefix("torch."), updates=1)
+    assert_inverse(
+        layer.weight.double(),
+        out=layer.weight_inverse.double(),
+        dtype=str(state_dtype).removeprefix("torch."),
+        updates=1,
+    )
     assert layer.check_drift() in ("none", "correct", "refresh")  # runs in every dtype
     assert layer.weight.dtype == state_dtype and bool(torch.isfinite(layer(x)[0]).all())

@@ -67,8 +67,10 @@ def test_unchanged_values_reuse_the_products_and_give_the_same_bits(spy):
     assert spy == {"forward": 2, "inverse": 2}  # the copy computed its own once
 
 
-@pytest.mark.parametrize("change", ["u in place", "v in place", "u via .data", "v via .data",
-                                    "u element", "bias in place"])
+@pytest.mark.parametrize(
+    "change",
+    ["u in place", "v in place", "u via .data", "v via .data", "u element", "bias in place"],
+)
 def test_a_changed_parameter_changes_the_outputs(change, spy):
     layer = _layer(1)
     before = _calls(layer)
@@ -201,14 +203,16 @@ def test_cached_log_determinant_is_copied_out_for_a_single_feature():
     torch.autograd.backward([o.sum() for o in outs])
     assert layer.u.grad is not None and torch.isfinite(layer.u.grad).all()
     kept = [entry[-1] for entry in layer._products._entries.values()]
-    assert kept and all(not isinstance(t, torch.Tensor) or not t.requires_grad
-                        for value in kept for t in value)
+    assert kept and all(
+        not isinstance(t, torch.Tensor) or not t.requires_grad for value in kept for t in value
+    )
 
 
 @pytest.mark.parametrize("n", [1, N])  # n = 1: one sample fills the n×n threshold (cached path)
 @pytest.mark.parametrize("direction", ["forward", "inverse"])
-def test_a_returned_log_determinant_written_in_place_leaves_later_calls_alone(n, direction,
-                                                                              scalar_form):
+def test_a_returned_log_determinant_written_in_place_leaves_later_calls_alone(
+    n, direction, scalar_form
+):
     # Whether the products were kept (CPU) or made for this call only (device form), the
     # log|det| a call returns must be the caller's own tensor.
     layer = P4InvLinear(n, generator=torch.Generator().manual_seed(9))
@@ -225,6 +229,7 @@ def test_a_returned_log_determinant_written_in_place_leaves_later_calls_alone(n,
 
 
 # -- cached_products(): the opt-in, version-keyed form that also works off the CPU -------------
+
 
 def _outputs_and_grads(layer, *, cached):
     """Forward and inverse outputs (bit patterns) and the parameter gradients of both."""
@@ -247,13 +252,15 @@ def test_cached_products_keep_the_products_on_every_form_with_the_same_bits(scal
     second = _outputs_and_grads(layer, cached=True)
     # The host form reuses what the plain calls kept; the device form, which keeps nothing
     # outside the context, makes each product once inside it and reuses it after that.
-    assert spy == ({"forward": 0, "inverse": 0} if scalar_form == "host"
-                   else {"forward": 1, "inverse": 1})
+    assert spy == (
+        {"forward": 0, "inverse": 0} if scalar_form == "host" else {"forward": 1, "inverse": 1}
+    )
     assert _equal(first, plain) and _equal(second, plain)
 
 
-@pytest.mark.parametrize("change", ["u in place", "optimizer step", "merge", "state copy_",
-                                    "load", "u replaced"])
+@pytest.mark.parametrize(
+    "change", ["u in place", "optimizer step", "merge", "state copy_", "load", "u replaced"]
+)
 def test_cached_products_see_every_change_made_by_a_tensor_operation(change, scalar_form):
     layer, other = _layer(13, dtype=torch.float64), _layer(14, dtype=torch.float64)
     with cached_products():

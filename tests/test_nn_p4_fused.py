@@ -37,6 +37,7 @@ def _fn(layer, method):
 
     def f(t, u, v, b):
         return torch.func.functional_call(call, {"l.u": u, "l.v": v, "l.bias": b}, (t,))
+
     return f
 
 
@@ -85,8 +86,9 @@ def test_values_and_gradients_match_the_dense_formulas(method, scalar_form):
     ref = fwd if method == "forward" else inv
     kappa = kappa1(m.detach())
     assert_forward(out=out[0].detach(), expected=ref[0].detach(), kappa=kappa, dtype="float64")
-    assert_logabsdet(out=out[1].detach(), expected=ref[1].detach(), n=5, kappa=kappa,
-                     dtype="float64")
+    assert_logabsdet(
+        out=out[1].detach(), expected=ref[1].detach(), n=5, kappa=kappa, dtype="float64"
+    )
     w = torch.linspace(-1, 1, 35, dtype=torch.float64).reshape(7, 5)
     loss = (out[0] * w).sum() + 0.7 * out[1].sum()
     dense = (ref[0] * w).sum() + 0.7 * ref[1].sum()
@@ -112,8 +114,11 @@ def test_plain_eager_and_functorch_routes_agree(method, scalar_form):
     with torch.no_grad():
         plain = f(x, u, v, b)
     eager = f(x, u, v, b)
-    for p, e in zip(plain if method != "penalty" else [plain],
-                    eager if method != "penalty" else [eager], strict=True):
+    for p, e in zip(
+        plain if method != "penalty" else [plain],
+        eager if method != "penalty" else [eager],
+        strict=True,
+    ):
         assert torch.equal(p, e.detach())  # the same operations in the same order
     used = (0, 1, 2) if method == "penalty" else (0, 1, 2, 3)  # the penalty ignores b
     grads = torch.autograd.grad(scalar(x, u, v, b), [(x, u, v, b)[i] for i in used])

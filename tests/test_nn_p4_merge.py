@@ -16,14 +16,17 @@ def _pair(n=6, dtype=torch.float64):
     layers = []
     for _ in range(2):
         g = torch.Generator().manual_seed(0)
-        layers.append(P4InvLinear(n, init="orthogonal", generator=g, dtype=dtype,
-                                  guard=Guard.off()))
+        layers.append(
+            P4InvLinear(n, init="orthogonal", generator=g, dtype=dtype, guard=Guard.off())
+        )
     return layers
 
 
 def _state(layer):
-    return tuple(getattr(layer, k).detach().clone() for k in
-                 ("weight", "weight_inverse", "logabsdet", "sign"))
+    return tuple(
+        getattr(layer, k).detach().clone()
+        for k in ("weight", "weight_inverse", "logabsdet", "sign")
+    )
 
 
 def _same(s1, s2):
@@ -71,8 +74,13 @@ def test_bound_is_dropped_when_the_state_changes_in_place(scalar_form):
 
 
 def test_bound_grows_with_each_merge_and_covers_the_state(scalar_form):
-    layer = P4InvLinear(5, init="orthogonal", dtype=torch.float64, guard=Guard.off(),
-                        generator=torch.Generator().manual_seed(2))
+    layer = P4InvLinear(
+        5,
+        init="orthogonal",
+        dtype=torch.float64,
+        guard=Guard.off(),
+        generator=torch.Generator().manual_seed(2),
+    )
     g = torch.Generator().manual_seed(3)
     for _ in range(20):
         with torch.no_grad():
@@ -96,10 +104,12 @@ def test_merged_max_refuses_to_bound_overflowing_or_nan_products(scalar_form):
     assert layer._merged_max(1.0, 1.0, 1.0, 1.0, 1.0, math.inf, -1.0) is None
 
 
-@pytest.mark.parametrize("state_dtype", [torch.float64, torch.float32, torch.bfloat16,
-                                         torch.float16])
-def test_nonfinite_perturbation_resets_and_overflow_in_the_state_dtype_refuses(state_dtype,
-                                                                             scalar_form):
+@pytest.mark.parametrize(
+    "state_dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16]
+)
+def test_nonfinite_perturbation_resets_and_overflow_in_the_state_dtype_refuses(
+    state_dtype, scalar_form
+):
     layer = P4InvLinear(4, state_dtype=state_dtype, guard=Guard.off())
     before = _state(layer)
     with torch.no_grad():

@@ -29,10 +29,12 @@ BATCHES = [3, 12]
 def test_perturbed_linear_matches_the_explicit_matrix(batch):
     a, u, v, b, x = _operands(batch=batch)
     m = a + torch.outer(u, v)
-    assert_forward(out=perturbed_linear(x, a, u, v, b), expected=x @ m.T + b, kappa=kappa1(m),
-                   dtype="float64")
-    assert_forward(out=perturbed_linear(x, a, u, v, None), expected=x @ m.T, kappa=kappa1(m),
-                   dtype="float64")
+    assert_forward(
+        out=perturbed_linear(x, a, u, v, b), expected=x @ m.T + b, kappa=kappa1(m), dtype="float64"
+    )
+    assert_forward(
+        out=perturbed_linear(x, a, u, v, None), expected=x @ m.T, kappa=kappa1(m), dtype="float64"
+    )
 
 
 @pytest.mark.parametrize("batch", BATCHES)
@@ -61,8 +63,13 @@ def test_gradients_and_double_backward(with_bias, batch):
     assert torch.autograd.gradgradcheck(fwd, args)
     xu = (xinv @ u).requires_grad_()
     c = (1 + v @ xinv @ u).requires_grad_()
-    args = [x.clone().requires_grad_(), xu, v.clone().requires_grad_(), c,
-            b.clone().requires_grad_()]
+    args = [
+        x.clone().requires_grad_(),
+        xu,
+        v.clone().requires_grad_(),
+        c,
+        b.clone().requires_grad_(),
+    ]
 
     def inv(y, xu, v, c, b):
         return sherman_morrison_linear(y, xinv, xu, v, c, b if with_bias else None)
@@ -151,8 +158,7 @@ def test_host_scalars_agree_with_the_tensor_form_used_off_the_cpu(dtype):
     a, u, v, _, _ = _operands(n=6)
     xinv = torch.linalg.inv(a)
     logabsdet = torch.linalg.slogdet(a)[1]
-    _, xu, c, log_c, ld = forward_products(a.to(dtype), u.to(dtype), v.to(dtype), xinv,
-                                           logabsdet)
+    _, xu, c, log_c, ld = forward_products(a.to(dtype), u.to(dtype), v.to(dtype), xinv, logabsdet)
     log_c_t, c_t, xu_t = _factor(u.to(dtype), v.to(dtype), xinv)
     assert isinstance(c, float) and isinstance(ld, float)
     assert torch.equal(xu, xu_t) and c == float(c_t)  # the same float64 sum
@@ -173,8 +179,9 @@ def test_the_device_form_runs_on_the_cpu_when_forced(scalar_form, monkeypatch):
     layer = P4InvLinear(6, init="orthogonal", generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         layer.u.fill_(0.1)
-    _, _, c, _, ld = forward_products(layer.weight.float(), layer.u, layer.v,
-                                      layer.weight_inverse, layer.logabsdet)
+    _, _, c, _, ld = forward_products(
+        layer.weight.float(), layer.u, layer.v, layer.weight_inverse, layer.logabsdet
+    )
     device = scalar_form == "device"
     assert isinstance(c, torch.Tensor) == device and isinstance(ld, torch.Tensor) == device
     layer(torch.randn(8, 6))
@@ -196,7 +203,8 @@ def _run_layer(layer, x):
     pen = layer.penalty()
     (y.square().sum() + ld.sum() + xi.sum() + ldi.sum() + pen + layer.log_abs_det()).backward()
     return [t.detach() for t in (y, ld, xi, ldi, pen)] + [
-        p.grad.clone() for p in (layer.u, layer.v, layer.bias)]
+        p.grad.clone() for p in (layer.u, layer.v, layer.bias)
+    ]
 
 
 @pytest.mark.parametrize("batch", BATCHES)
@@ -205,15 +213,19 @@ def test_the_c_entry_point_equals_the_public_function_apply(batch, monkeypatch):
     # private API: it must give the very values and gradients of the public Function.apply.
     from invlin.nn import p4_ops
 
-    layer = P4InvLinear(6, init="orthogonal", generator=torch.Generator().manual_seed(2),
-                        penalty_bounds=(2.0, 15.0))  # log|c| ≈ 0 < 2: the penalty is active
+    layer = P4InvLinear(
+        6, init="orthogonal", generator=torch.Generator().manual_seed(2), penalty_bounds=(2.0, 15.0)
+    )  # log|c| ≈ 0 < 2: the penalty is active
     with torch.no_grad():
         layer.u.normal_(std=0.2, generator=torch.Generator().manual_seed(3))
     x = torch.randn(batch, 6, generator=torch.Generator().manual_seed(4))
     fast = _run_layer(layer, x)
     names = ("_FORWARD", "_INVERSE", "_LOG_ABS_FACTOR", "_PENALTY")
-    for name, fn in zip(names, (p4_ops._Forward, p4_ops._Inverse, p4_ops._LogAbsFactor,
-                                p4_ops._Penalty), strict=True):
+    for name, fn in zip(
+        names,
+        (p4_ops._Forward, p4_ops._Inverse, p4_ops._LogAbsFactor, p4_ops._Penalty),
+        strict=True,
+    ):
         assert getattr(p4_ops, name) != fn.apply  # the C entry point is in use
         monkeypatch.setattr(p4_ops, name, fn.apply)
     public = _run_layer(layer, x)
@@ -246,8 +258,9 @@ def test_p4_inverse_copies_a_kept_tensor_log_determinant(grad):
     kept = products[4].clone()
     y = torch.randn(6, 4, generator=torch.Generator().manual_seed(12))
     with torch.set_grad_enabled(grad):
-        _, ld = p4_inverse(y, x_s.float(), x_s, layer.u, layer.v, layer.bias, layer.logabsdet,
-                           products, kept=True)
+        _, ld = p4_inverse(
+            y, x_s.float(), x_s, layer.u, layer.v, layer.bias, layer.logabsdet, products, kept=True
+        )
     assert ld.data_ptr() != products[4].data_ptr()
     with torch.no_grad():
         ld[0].add_(100.0)  # a view of the caller's own memory
@@ -271,14 +284,26 @@ def test_penalty_host_tensor_and_relu_forms_agree_bit_for_bit():
             below, above = torch.relu(lo - t), torch.relu(t - hi)
             value = weight * (below.square() + above.square()).sum()
             slope = weight * (2 * (above - below).sum())
-            d = _penalty_excess(torch.tensor(log_c, dtype=torch.float64),
-                                torch.tensor(logabsdet, dtype=torch.float64), lo, hi)
+            d = _penalty_excess(
+                torch.tensor(log_c, dtype=torch.float64),
+                torch.tensor(logabsdet, dtype=torch.float64),
+                lo,
+                hi,
+            )
             host = _penalty_host(log_c, logabsdet, lo, hi, weight)
-            for got, want in ((_penalty_value(d, weight), value), (host[0], value),
-                              (_penalty_wslope(d, weight), slope), (host[1], slope)):
+            for got, want in (
+                (_penalty_value(d, weight), value),
+                (host[0], value),
+                (_penalty_wslope(d, weight), slope),
+                (host[1], slope),
+            ):
                 got = torch.as_tensor(got, dtype=torch.float64)
                 assert torch.equal(got, want) or (got.isnan() and want.isnan()), (
-                    log_c, logabsdet, float(got), float(want))
+                    log_c,
+                    logabsdet,
+                    float(got),
+                    float(want),
+                )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
@@ -292,8 +317,13 @@ def test_fused_rounding_gives_the_bits_of_an_operation_and_a_cast(dtype):
     g = torch.Generator().manual_seed(3)
     k = torch.randn((), generator=g, dtype=torch.float64) * 1e3
     vec = torch.randn(257, generator=g, dtype=torch.float64) * 1e-2
-    for op, a, b in ((torch.mul, k, vec), (torch.add, k, vec), (torch.sub, -k, k / 7),
-                     (torch.mul, vec.square().sum(), 0.1), (torch.div, vec, k)):
+    for op, a, b in (
+        (torch.mul, k, vec),
+        (torch.add, k, vec),
+        (torch.sub, -k, k / 7),
+        (torch.mul, vec.square().sum(), 0.1),
+        (torch.div, vec, k),
+    ):
         want = op(a, b).to(dtype)
         got = _into(op, a, b, dtype)
         assert got.dtype == dtype and got.shape == want.shape
@@ -301,7 +331,8 @@ def test_fused_rounding_gives_the_bits_of_an_operation_and_a_cast(dtype):
         with torch.no_grad():
             assert count_ops(lambda op=op, a=a, b=b: _into(op, a, b, dtype))["kernels"] == 1
         assert count_ops(lambda op=op, a=a, b=b: _into(op, a, b, dtype))["kernels"] == (
-            1 if dtype == torch.float64 else 2)  # grad mode on: the operation and a cast
+            1 if dtype == torch.float64 else 2
+        )  # grad mode on: the operation and a cast
     leaf = k.clone().requires_grad_()
     out = _into(torch.mul, leaf, vec, dtype)
     out.float().sum().backward()

@@ -284,8 +284,9 @@ def test_concurrent_evaluations_keep_their_own_precision(backend):
     save/set/restore is caught in practically every round.
     """
     run = _BACKEND_AT[backend]
-    a = ExactMatrix.from_float(np.array([[1.0 / (i + j + 1) + (i == j) for j in range(6)]
-                                         for i in range(6)]))
+    a = ExactMatrix.from_float(
+        np.array([[1.0 / (i + j + 1) + (i == j) for j in range(6)] for i in range(6)])
+    )
     rows = a.mantissas.tolist()
     det, _ = frac_det_inv([[Fraction(x) for x in row] for row in rows])
     exact = mp_log_abs(det, prec=800)

@@ -46,8 +46,9 @@ def _tiny_pivot_factors():
     rng = np.random.default_rng(3)
     n = 6
     lower = np.tril(0.2 * rng.standard_normal((n, n)), -1) + np.eye(n)
-    upper = np.triu(0.2 * rng.standard_normal((n, n)), 1) + np.diag([1.0, -1.0, 1e-3, 1e-307,
-                                                                    1.0, 1.0])
+    upper = np.triu(0.2 * rng.standard_normal((n, n)), 1) + np.diag(
+        [1.0, -1.0, 1e-3, 1e-307, 1.0, 1.0]
+    )
     return lower, upper
 
 

@@ -34,8 +34,12 @@ def _update_with_c(t: TrackedMatrix, c: float, rng) -> tuple[np.ndarray, np.ndar
 def _same_state(s1, s2) -> bool:
     a1, x1, sg1, ld1 = s1
     a2, x2, sg2, ld2 = s2
-    return (a1.tobytes() == a2.tobytes() and x1.tobytes() == x2.tobytes() and sg1 == sg2
-            and np.asarray(ld1).tobytes() == np.asarray(ld2).tobytes())
+    return (
+        a1.tobytes() == a2.tobytes()
+        and x1.tobytes() == x2.tobytes()
+        and sg1 == sg2
+        and np.asarray(ld1).tobytes() == np.asarray(ld2).tobytes()
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -54,8 +58,9 @@ def test_tracking_matches_oracle_after_hundreds_of_updates(dtype):
     a_true = exact.to_float()
     assert_inverse(a_true, out=t.inverse, dtype=dtype, updates=k)
     assert_forward(out=t.inverse, expected=truth.inverse, kappa=truth.kappa, dtype=dtype, updates=k)
-    assert_logabsdet(out=t.logabsdet, expected=truth.logabsdet, n=n, kappa=truth.kappa,
-                     dtype=dtype, updates=k)
+    assert_logabsdet(
+        out=t.logabsdet, expected=truth.logabsdet, n=n, kappa=truth.kappa, dtype=dtype, updates=k
+    )
     assert_sign(out=t.sign, expected=truth.sign)
     assert t.updates == k and t.refused == 0
 

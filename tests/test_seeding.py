@@ -13,4 +13,3 @@ def test_each_test_starts_from_its_own_seed(request: pytest.FixtureRequest) -> N
     drawn = torch.randn(4)
     torch.manual_seed(zlib.crc32(f"{base}:{request.node.nodeid}".encode()))
     assert torch.equal(drawn, torch.randn(4))
-

@@ -34,8 +34,13 @@ from invlin.testing.strategies import (
     update_paths,
 )
 
-META = settings(max_examples=PROFILES["ci"].max_examples // 2, derandomize=True, deadline=None,
-                database=None, suppress_health_check=[HealthCheck.too_slow])
+META = settings(
+    max_examples=PROFILES["ci"].max_examples // 2,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 def _kappa_tol(case: MatrixCase) -> float:
@@ -96,8 +101,11 @@ def test_lu_factors_are_triangular_with_the_drawn_diagonal(case):
 
 
 @META
-@given(st.sampled_from(sorted(FACTOR_KINDS)).flatmap(
-    lambda k: st.tuples(st.just(k), factor_sequences(k))))
+@given(
+    st.sampled_from(sorted(FACTOR_KINDS)).flatmap(
+        lambda k: st.tuples(st.just(k), factor_sequences(k))
+    )
+)
 def test_factor_sequences_stay_in_their_regime(kind_and_cs):
     kind, cs = kind_and_cs
     lo, hi, negative = FACTOR_KINDS[kind]

@@ -75,8 +75,16 @@ def test_allowance_validates_arguments():
 
 
 def test_reproducible_appends_a_runnable_script_and_keeps_the_ratio():
-    case = PathCase(np.eye(2), np.array([[0.5, 0.0]]), np.array([[1.0, 0.0]]), np.array([1.5]),
-                    "float64", "benign", None, 1)
+    case = PathCase(
+        np.eye(2),
+        np.array([[0.5, 0.0]]),
+        np.array([[1.0, 0.0]]),
+        np.array([1.5]),
+        "float64",
+        "benign",
+        None,
+        1,
+    )
     with pytest.raises(ToleranceError) as info:
         with reproducible("result = case.a0 + np.outer(case.us[0], case.vs[0])", case=case):
             assert_inverse(np.eye(2), out=2 * np.eye(2))

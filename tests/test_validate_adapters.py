@@ -63,10 +63,12 @@ def measure(adapter: Adapter, x: torch.Tensor) -> dict[str, float]:
         kf, ki = max(kappa1(jf), 1.0), max(kappa1(ji), 1.0)
         ratios = {
             "roundtrip": forward_ratio(xb[i], x[i], kappa=kf, dtype=F64).value,
-            "forward": logdet_ratio(ld[i], torch.linalg.slogdet(jf)[1], n=n, kappa=kf,
-                                    dtype=F64).value,
-            "inverse": logdet_ratio(ldi[i], torch.linalg.slogdet(ji)[1], n=n, kappa=ki,
-                                    dtype=F64).value,
+            "forward": logdet_ratio(
+                ld[i], torch.linalg.slogdet(jf)[1], n=n, kappa=kf, dtype=F64
+            ).value,
+            "inverse": logdet_ratio(
+                ldi[i], torch.linalg.slogdet(ji)[1], n=n, kappa=ki, dtype=F64
+            ).value,
             "negation": logdet_ratio(ldi[i], -ld[i], n=n, kappa=kf, dtype=F64).value,
         }
         for key, value in ratios.items():
@@ -108,8 +110,9 @@ def factor_ratio(m: torch.Tensor, w: torch.Tensor) -> float:
     _, lower, upper = torch.linalg.lu(w)
     growth = float((lower.abs() @ upper.abs()).abs().sum() / w.abs().sum())
     n = w.shape[0]
-    return forward_ratio(m.reshape(1, -1), w.reshape(1, -1), kappa=max(1.0, n * growth),
-                         dtype=F64).value
+    return forward_ratio(
+        m.reshape(1, -1), w.reshape(1, -1), kappa=max(1.0, n * growth), dtype=F64
+    ).value
 
 
 def singular_values_ratio(a: torch.Tensor, w: torch.Tensor, *, scaled: bool = False) -> float:
@@ -171,8 +174,12 @@ def test_measure_flags_broken_adapters(defect: str) -> None:
     good = measure(inner, inputs(inner))
     assert max(good.values()) <= ALLOWED
     bad = measure(_Broken(inner, defect), inputs(inner))
-    expected = {"sign": ["forward", "negation"], "half": ["forward", "negation"],
-                "inverse-sign": ["inverse", "negation"], "inexact-inverse": ["roundtrip"]}
+    expected = {
+        "sign": ["forward", "negation"],
+        "half": ["forward", "negation"],
+        "inverse-sign": ["inverse", "negation"],
+        "inexact-inverse": ["roundtrip"],
+    }
     for key in expected[defect]:
         assert bad[key] > ALLOWED, (defect, bad)
 
@@ -199,15 +206,21 @@ def test_p4_matrix_and_set_matrix() -> None:
     adapter.set_matrix(w)
     assert torch.equal(adapter.matrix(), w)  # A ← w, u ← 0: an exact copy
     layer = adapter.layer
-    assert logdet_ratio(layer.logabsdet, torch.linalg.slogdet(w)[1], n=N, kappa=kappa1(w),
-                        dtype=F64).value <= ALLOWED
+    assert (
+        logdet_ratio(
+            layer.logabsdet, torch.linalg.slogdet(w)[1], n=N, kappa=kappa1(w), dtype=F64
+        ).value
+        <= ALLOWED
+    )
     assert int(layer.sign) == int(torch.linalg.slogdet(w)[0])
     y, _ = adapter.forward(x)
     xb, _ = adapter.inverse(y)
     assert forward_ratio(xb, x, kappa=kappa1(w), dtype=F64).value <= ALLOWED
     # bias, not matrix: y − b = W x
-    assert forward_ratio(y - layer.bias.detach(), x @ w.mT, kappa=kappa1(w),
-                         dtype=F64).value <= ALLOWED
+    assert (
+        forward_ratio(y - layer.bias.detach(), x @ w.mT, kappa=kappa1(w), dtype=F64).value
+        <= ALLOWED
+    )
 
 
 def test_invlin_lu_matrix_and_set_matrix() -> None:
@@ -295,12 +308,13 @@ def test_detection_imports_nothing() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, invlin.validate.adapters as a; import torch; "
-            "a.adapt(torch.distributions.transforms.ExpTransform(), 3); "
-            "print(sorted(m for m in ('nflows', 'zuko', 'normflows', 'FrEIA', 'pyro') "
-            "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    code = (
+        "import sys, invlin.validate.adapters as a; import torch; "
+        "a.adapt(torch.distributions.transforms.ExpTransform(), 3); "
+        "print(sorted(m for m in ('nflows', 'zuko', 'normflows', 'FrEIA', 'pyro') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
@@ -312,11 +326,17 @@ def _torch_transforms() -> list[tuple[str, object]]:
 
     g = torch.Generator().manual_seed(1)
     return [
-        ("affine", tt.AffineTransform(torch.randn(N, generator=g, dtype=F64),
-                                      torch.rand(N, generator=g, dtype=F64) + 0.5)),
+        (
+            "affine",
+            tt.AffineTransform(
+                torch.randn(N, generator=g, dtype=F64), torch.rand(N, generator=g, dtype=F64) + 0.5
+            ),
+        ),
         ("tanh", tt.TanhTransform()),
-        ("sigmoid∘affine", tt.ComposeTransform([
-            tt.AffineTransform(0.0, 1.5), tt.SigmoidTransform()])),
+        (
+            "sigmoid∘affine",
+            tt.ComposeTransform([tt.AffineTransform(0.0, 1.5), tt.SigmoidTransform()]),
+        ),
         ("independent exp", tt.IndependentTransform(tt.ExpTransform(), 1)),
     ]
 
@@ -411,8 +431,11 @@ def test_conventions_table_covers_every_library() -> None:
 def test_catalog_refuses_unknown_and_names_missing_packages() -> None:
     with pytest.raises(ValueError, match="library must be one of"):
         catalog("flowjax")
-    missing = [lib for lib in LIBRARIES if lib != "invlin"
-               and importlib.util.find_spec({"freia": "FrEIA"}.get(lib, lib)) is None]
+    missing = [
+        lib
+        for lib in LIBRARIES
+        if lib != "invlin" and importlib.util.find_spec({"freia": "FrEIA"}.get(lib, lib)) is None
+    ]
     for lib in missing:
         with pytest.raises(ModuleNotFoundError, match="pip install"):
             catalog(lib)
@@ -423,8 +446,10 @@ def test_catalog_targets_load_the_same_factory() -> None:
         assert entry.target == f"invlin.validate.catalog:FACTORIES.invlin.{entry.name}"
         a, b = entry.factory(features=N), load_target(entry.target)(features=N)
         assert type(a) is type(b)
-        assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(),
-                                                     b.state_dict().values(), strict=True))
+        assert all(
+            torch.equal(p, q)
+            for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+        )
     with pytest.raises(AttributeError, match="no layer"):
         from invlin.validate.catalog import FACTORIES
 
@@ -459,12 +484,14 @@ KNOWN = {
     ("pyro", "MatrixExponential"): "exp(M) applied by a truncated series",
 }
 
-CATALOG_ENTRIES = [(lib, e) for lib in LIBRARIES if lib != "invlin" and _installed(lib)
-                   for e in catalog(lib)]
+CATALOG_ENTRIES = [
+    (lib, e) for lib in LIBRARIES if lib != "invlin" and _installed(lib) for e in catalog(lib)
+]
 
 
-@pytest.mark.parametrize("lib, entry", CATALOG_ENTRIES,
-                         ids=[f"{lib}-{e.name}" for lib, e in CATALOG_ENTRIES])
+@pytest.mark.parametrize(
+    "lib, entry", CATALOG_ENTRIES, ids=[f"{lib}-{e.name}" for lib, e in CATALOG_ENTRIES]
+)
 def test_catalog_entry_constructs_adapts_and_runs(lib: str, entry: Entry) -> None:
     layer = entry.factory(features=N)
     adapter = adapt(layer, N, name=entry.name)
@@ -477,18 +504,20 @@ def test_catalog_entry_constructs_adapts_and_runs(lib: str, entry: Entry) -> Non
     assert ld.numel() in (1, x.shape[0])
 
 
-@pytest.mark.parametrize("lib, entry",
-                         [(lib, e) for lib, e in CATALOG_ENTRIES if (lib, e.name) not in KNOWN],
-                         ids=[f"{lib}-{e.name}" for lib, e in CATALOG_ENTRIES
-                              if (lib, e.name) not in KNOWN])
+@pytest.mark.parametrize(
+    "lib, entry",
+    [(lib, e) for lib, e in CATALOG_ENTRIES if (lib, e.name) not in KNOWN],
+    ids=[f"{lib}-{e.name}" for lib, e in CATALOG_ENTRIES if (lib, e.name) not in KNOWN],
+)
 def test_catalog_entry_conforms_in_float64(lib: str, entry: Entry) -> None:
     """Sign, direction and reshaping of every adapter, on the layers whose library is right."""
     adapter = adapt(entry.factory(features=N), N, name=entry.name).to(dtype=F64)
     assert_conforms(adapter, inputs(adapter))
 
 
-@pytest.mark.parametrize("lib, entry", CATALOG_ENTRIES,
-                         ids=[f"{lib}-{e.name}" for lib, e in CATALOG_ENTRIES])
+@pytest.mark.parametrize(
+    "lib, entry", CATALOG_ENTRIES, ids=[f"{lib}-{e.name}" for lib, e in CATALOG_ENTRIES]
+)
 def test_linear_catalog_layers_matrix_is_the_jacobian(lib: str, entry: Entry) -> None:
     adapter = adapt(entry.factory(features=N), N, name=entry.name).to(dtype=F64)
     m = adapter.matrix()

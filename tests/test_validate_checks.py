@@ -48,8 +48,9 @@ def _p4_live(features: int) -> P4InvLinear:
 
 
 def _sequence(features: int) -> InvertibleSequential:
-    return InvertibleSequential(LULinear(features), BentIdentity(), _p4_live(features),
-                                LeakySoftplus())
+    return InvertibleSequential(
+        LULinear(features), BentIdentity(), _p4_live(features), LeakySoftplus()
+    )
 
 
 def _lunet(features: int) -> LUNet:
@@ -126,16 +127,21 @@ def test_failure_messages_name_the_bug(broken_reports):
     # κ²ε against κε: the ratio grows like κ; the shrunk case sits near the smallest κ that fails.
     assert r.example["kappa1"] >= 10 and r.ratio > THRESHOLD
     r = res(non_finite_at_edges, "edges")
-    assert r.example["value"] in ("-inf", "inf", "nan") and abs(
-        np.asarray(r.example["x"])[r.example["row"]]).max() > 100
+    assert (
+        r.example["value"] in ("-inf", "inf", "nan")
+        and abs(np.asarray(r.example["x"])[r.example["row"]]).max() > 100
+    )
 
 
 @pytest.mark.parametrize("factory", list(CORRECT), ids=lambda f: f.__name__.strip("_"))
 def test_correct_layers_pass_every_check_in_both_dtypes(correct_reports, factory):
     report = correct_reports[factory]
     assert report.error is None
-    bad = [(r.dtype, r.check, r.status, r.message) for r in report.results
-           if r.status in ("fail", "error")]
+    bad = [
+        (r.dtype, r.check, r.status, r.message)
+        for r in report.results
+        if r.status in ("fail", "error")
+    ]
     assert not bad
     skips = {(r.dtype, r.check) for r in report.results if r.status == "skip"}
     assert skips == {(d, c) for d in DTYPES for c in CORRECT[factory]}
@@ -146,8 +152,10 @@ def test_correct_layers_pass_every_check_in_both_dtypes(correct_reports, factory
 
 
 def test_results_are_json_serialisable(broken_reports, correct_reports):
-    table = Conformance(layers=[broken_reports[f] for f in BROKEN] +
-                        [correct_reports[_p4_live]], meta={"profile": "dev"})
+    table = Conformance(
+        layers=[broken_reports[f] for f in BROKEN] + [correct_reports[_p4_live]],
+        meta={"profile": "dev"},
+    )
     data = table.to_dict()
     for layer in data["layers"]:
         for r in layer["results"]:
@@ -169,9 +177,14 @@ def test_the_reproduction_snippet_reruns_the_failure(broken_reports):
 
 
 def test_validate_all_and_meta():
-    table = validate_all([("control", correct_linear), {"factory": wrong_dims_logdet}],
-                         features=FEATURES, profile="dev", max_examples=3, dtypes=("float32",),
-                         checks=["batch_shape"])
+    table = validate_all(
+        [("control", correct_linear), {"factory": wrong_dims_logdet}],
+        features=FEATURES,
+        profile="dev",
+        max_examples=3,
+        dtypes=("float32",),
+        checks=["batch_shape"],
+    )
     assert [x.name for x in table.layers] == ["control", "WrongDimsLogdet"]
     assert [x.passed for x in table.layers] == [True, False]
     meta = table.meta
@@ -220,8 +233,13 @@ def test_search_shrinks_to_a_minimal_failing_case():
         worst = float(np.abs(x).max())
         return Probe(ok=worst < 3.0, ratio=worst, allowed=3.0, message=f"max {worst}")
 
-    out = search(layer_inputs(2, bound=8.0), probe, profile="dev", max_examples=100,
-                 describe=lambda x: {"x": x})
+    out = search(
+        layer_inputs(2, bound=8.0),
+        probe,
+        profile="dev",
+        max_examples=100,
+        describe=lambda x: {"x": x},
+    )
     assert out.failure is not None and not out.failure.ok
     x = np.asarray(out.failure.example["x"])
     assert x.shape == (1, 2) and sorted(np.abs(x).ravel().tolist()) == [0.0, 3.0]
@@ -234,8 +252,14 @@ def test_search_reports_what_the_layer_raised_with_its_case():
             raise ZeroDivisionError("boom")
         return Probe(ok=True, ratio=0.0, allowed=30.0)
 
-    out = search(layer_inputs(2), probe, profile="dev", max_examples=50,
-                 describe=lambda x: {"x": x}, snippet=lambda x: "adapter.forward(x)")
+    out = search(
+        layer_inputs(2),
+        probe,
+        profile="dev",
+        max_examples=50,
+        describe=lambda x: {"x": x},
+        snippet=lambda x: "adapter.forward(x)",
+    )
     assert out.raised == "ZeroDivisionError: boom"
     assert np.abs(np.asarray(out.failure.example["x"])).max() == 1.0
     assert out.failure.repro == "adapter.forward(x)"
@@ -283,15 +307,20 @@ def test_edges_draws_points_next_to_the_ends_of_a_bounded_domain():
             return torch.log(x) - torch.log1p(-x), (-torch.log(x) - torch.log1p(-x)).sum(-1)
 
         def inverse(self, y):
-            return torch.sigmoid(y), (torch.nn.functional.logsigmoid(y)
-                                      + torch.nn.functional.logsigmoid(-y)).sum(-1)
+            return torch.sigmoid(y), (
+                torch.nn.functional.logsigmoid(y) + torch.nn.functional.logsigmoid(-y)
+            ).sum(-1)
 
     class UnitInterval(GenericAdapter):
         def domain(self):
             return (0.0, 1.0)
 
-    report = validate(lambda features: UnitInterval(Logit(), features), checks=["edges"],
-                      dtypes=("float64",), **RUN)
+    report = validate(
+        lambda features: UnitInterval(Logit(), features),
+        checks=["edges"],
+        dtypes=("float64",),
+        **RUN,
+    )
     assert [r.status for r in report.results] == ["pass"]
     xs = np.concatenate([a.ravel() for a in seen])
     assert xs.min() > 0 and xs.max() < 1
@@ -309,9 +338,12 @@ def test_every_reproduction_snippet_runs_in_a_fresh_interpreter(broken_reports):
     import sys
     from pathlib import Path
 
-    cases = [(r.check, r.dtype, r.status, r.exception, r.repro)
-             for report in broken_reports.values() for r in report.results
-             if r.status in ("fail", "error") and r.repro]
+    cases = [
+        (r.check, r.dtype, r.status, r.exception, r.repro)
+        for report in broken_reports.values()
+        for r in report.results
+        if r.status in ("fail", "error") and r.repro
+    ]
     assert {c[0] for c in cases} >= set(CHECKS) - {"logdet_consistency"}
     runner = (
         "import json, sys, traceback\n"
@@ -323,18 +355,30 @@ def test_every_reproduction_snippet_runs_in_a_fresh_interpreter(broken_reports):
         "        out.append(None)\n"
         "    except Exception as exc:\n"
         "        out.append(f'{type(exc).__name__}: {exc}'.splitlines()[0])\n"
-        "print(json.dumps(out))\n")
+        "print(json.dumps(out))\n"
+    )
     tests = Path(__file__).resolve().parent
     env = {**__import__("os").environ, "PYTHONPATH": str(tests)}
-    done = subprocess.run([sys.executable, "-c", runner], input=json.dumps(cases), env=env,
-                          capture_output=True, text=True, timeout=600, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", runner],
+        input=json.dumps(cases),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
     raised = json.loads(done.stdout.strip().splitlines()[-1])
     for (check, dtype, status, exception, _), got in zip(cases, raised, strict=True):
         if status == "fail":
             assert got is None, (check, dtype, got)
         else:  # the snippet reproduces the exception the layer raised
-            assert got is not None and got.split(":")[0] == exception.split(":")[0], \
-                (check, dtype, got, exception)
+            assert got is not None and got.split(":")[0] == exception.split(":")[0], (
+                check,
+                dtype,
+                got,
+                exception,
+            )
 
 
 class _MiddleIdentity(torch.nn.Module):
@@ -406,18 +450,20 @@ class _LayoutSensitiveCoupling(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flat = x.reshape(-1, x.shape[-1])
-        t = self._t(flat[:, :self.na])
-        y = torch.cat([flat[:, :self.na], flat[:, self.na:] + t], -1).reshape(x.shape)
+        t = self._t(flat[:, : self.na])
+        y = torch.cat([flat[:, : self.na], flat[:, self.na :] + t], -1).reshape(x.shape)
         return y, torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flat = y.reshape(-1, y.shape[-1])
-        t = self._t(flat[:, :self.na])
-        x = torch.cat([flat[:, :self.na], flat[:, self.na:] - t], -1).reshape(y.shape)
+        t = self._t(flat[:, : self.na])
+        x = torch.cat([flat[:, : self.na], flat[:, self.na :] - t], -1).reshape(y.shape)
         return x, torch.zeros(y.shape[:-1], dtype=y.dtype, device=y.device)
 
+
 def test_float32_layout_differences_of_a_deep_conditioner_are_judged_by_measured_rounding(
-        monkeypatch):
+    monkeypatch,
+):
     """Caught: batch_shape judged two float32 layouts by κε of the layer's Jacobian alone,
     which does not bound a conditioner network's rounding (nflows' rational-quadratic
     coupling: 455 ratio units). Below float64 each layout is now also allowed its own error
@@ -436,15 +482,23 @@ def test_float32_layout_differences_of_a_deep_conditioner_are_judged_by_measured
     ref = adapt(_LayoutSensitiveCoupling(n).double(), n)
     loc = local(ref, x[:1])
     kappa = float(scale_output(loc, x[:1], loc.y)[0] / np.abs(loc.y).sum())
-    strict = forward_ratio(y_alone.double(), y_batch[:1].double(), kappa=kappa,
-                           dtype="float32").value
+    strict = forward_ratio(
+        y_alone.double(), y_batch[:1].double(), kappa=kappa, dtype="float32"
+    ).value
     assert strict > THRESHOLD  # the κε bound alone flags this correct layer (≈ 4.6e3)
     # perturb=False: moving the parameters off this layer's would undo its designed cancellation
-    run = {"features": n, "profile": "ci", "max_examples": 30,
-           "dtypes": ("float32", "float64"), "checks": ["batch_shape"], "perturb": False}
+    run = {
+        "features": n,
+        "profile": "ci",
+        "max_examples": 30,
+        "dtypes": ("float32", "float64"),
+        "checks": ["batch_shape"],
+        "perturb": False,
+    }
     report = validate(_LayoutSensitiveCoupling, **run)
     assert [r.status for r in report.results] == ["pass", "pass"], [
-        r.message for r in report.results]
+        r.message for r in report.results
+    ]
     # the same search without the measured allowance fails: the case is really drawn
     from invlin.validate.checks import shapes
 
@@ -478,8 +532,9 @@ def test_logdet_oracle_compares_the_tracked_sign():
     good = validate(negative, checks=["logdet_oracle"], **RUN)
     assert [r.status for r in good.results] == ["pass", "pass"]
     assert all("sign -1 exact" in r.message for r in good.results), good.results[0].message
-    bad = validate(lambda features: FlippedSign(negative(features), features),
-                   checks=["logdet_oracle"], **RUN)
+    bad = validate(
+        lambda features: FlippedSign(negative(features), features), checks=["logdet_oracle"], **RUN
+    )
     assert [r.status for r in bad.results] == ["fail", "fail"]
     assert "det sign [1.0]" in bad.results[0].message
 

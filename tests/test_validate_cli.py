@@ -13,17 +13,17 @@ import pytest
 from invlin.cli import main
 from invlin.validate.target import UsageError, load_target, split_target
 
-GOOD = '''
+GOOD = """
 from invlin.nn import P4InvLinear
 
 
 def make(features):
     return P4InvLinear(features, init="orthogonal")
-'''
+"""
 
 # A linear layer whose forward log|det| has the wrong sign: the kind of bug normflows #27 and
 # FrEIA's ActNorm shipped. Everything else about it is right.
-BROKEN = '''
+BROKEN = """
 import torch
 
 
@@ -47,7 +47,7 @@ class WrongSign(torch.nn.Module):
 
 def make(features):
     return WrongSign(features)
-'''
+"""
 
 
 def _write(folder: Path, name: str, text: str) -> Path:
@@ -82,13 +82,16 @@ def test_load_target_from_file_and_module(tmp_path, monkeypatch):
         sys.modules.pop("cwd_layers_for_invlin_test", None)
 
 
-@pytest.mark.parametrize(("text", "attr", "match"), [
-    ("def make(features): pass\n", "nope", "has no attribute 'nope'"),
-    ("make = 3\n", "make", "is a int, not a callable"),
-    ("def make(:\n", "make", "raised SyntaxError"),
-    ("import no_such_module_for_invlin\n", "make", "raised ModuleNotFoundError"),
-    ("raise RuntimeError('boom')\n", "make", "raised RuntimeError: boom"),
-])
+@pytest.mark.parametrize(
+    ("text", "attr", "match"),
+    [
+        ("def make(features): pass\n", "nope", "has no attribute 'nope'"),
+        ("make = 3\n", "make", "is a int, not a callable"),
+        ("def make(:\n", "make", "raised SyntaxError"),
+        ("import no_such_module_for_invlin\n", "make", "raised ModuleNotFoundError"),
+        ("raise RuntimeError('boom')\n", "make", "raised RuntimeError: boom"),
+    ],
+)
 def test_load_target_file_errors(tmp_path, text, attr, match):
     path = _write(tmp_path, "bad.py", text)
     before = {m for m in sys.modules if m.startswith("_invlin_target_bad_")}
@@ -108,13 +111,16 @@ def test_load_target_module_errors(tmp_path):
 
 
 # -- exit status 2 -----------------------------------------------------------------------------
-@pytest.mark.parametrize(("argv", "match"), [
-    ([], "give a TARGET"),
-    (["nocolon"], "TARGET must be"),
-    (["no_such_pkg_for_invlin:make"], "cannot import TARGET module"),
-    (["--library", "tensorflow"], "--library must be one of"),
-    (["invlin.nn:P4InvLinear", "--device", "tpu"], "--device"),
-])
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        ([], "give a TARGET"),
+        (["nocolon"], "TARGET must be"),
+        (["no_such_pkg_for_invlin:make"], "cannot import TARGET module"),
+        (["--library", "tensorflow"], "--library must be one of"),
+        (["invlin.nn:P4InvLinear", "--device", "tpu"], "--device"),
+    ],
+)
 def test_usage_errors_exit_2(capsys, argv, match):
     assert main(["validate", *argv]) == 2
     err = capsys.readouterr().err
@@ -146,8 +152,12 @@ def test_bad_option_values_exit_2_through_argparse():
 
 
 def test_console_script_is_registered():
-    out = subprocess.run([sys.executable, "-m", "invlin.cli", "validate", "--help"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "invlin.cli", "validate", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "TARGET" in out and "--library" in out and "Exit status" in out
 
 
@@ -164,8 +174,9 @@ def test_invlin_layer_passes_every_check_exit_0(tmp_path, capsys):
     JSON (stdout) and --out files are schema-valid and agree."""
     path = _write(tmp_path, "good.py", GOOD)
     out = tmp_path / "out"
-    status = main(["validate", f"{path}:make", "--profile", "dev", "--format", "json",
-                   "--out", str(out)])
+    status = main(
+        ["validate", f"{path}:make", "--profile", "dev", "--format", "json", "--out", str(out)]
+    )
     captured = capsys.readouterr()
     data = json.loads(captured.out)
     _schema_valid(data)
@@ -176,7 +187,8 @@ def test_invlin_layer_passes_every_check_exit_0(tmp_path, capsys):
     from invlin.validate.checks import CHECKS
 
     assert {(r["check"], r["dtype"]) for r in layer["results"]} == {
-        (c, d) for c in CHECKS for d in ("float64", "float32")}
+        (c, d) for c in CHECKS for d in ("float64", "float32")
+    }
     assert all(r["status"] in ("pass", "skip") for r in layer["results"])
     assert sum(r["status"] == "pass" for r in layer["results"]) >= len(CHECKS)
     written = json.loads((out / "conformance.json").read_text())
@@ -192,24 +204,43 @@ def test_invlin_layer_passes_every_check_exit_0(tmp_path, capsys):
 
 def test_broken_layer_fails_exit_1_with_details(tmp_path, capsys):
     path = _write(tmp_path, "broken.py", BROKEN)
-    status = main(["validate", f"{path}:make", "--profile", "dev", "--dtype", "float64",
-                   "--check", "round_trip", "--check", "logdet_autograd"])
+    status = main(
+        [
+            "validate",
+            f"{path}:make",
+            "--profile",
+            "dev",
+            "--dtype",
+            "float64",
+            "--check",
+            "round_trip",
+            "--check",
+            "logdet_autograd",
+        ]
+    )
     text = capsys.readouterr().out
     assert status == 1, text
-    rows = {line.split()[0 if line.startswith(" ") else 1]: line for line in text.splitlines()
-            if "round_trip" in line or "logdet_autograd" in line}
+    rows = {
+        line.split()[0 if line.startswith(" ") else 1]: line
+        for line in text.splitlines()
+        if "round_trip" in line or "logdet_autograd" in line
+    }
     assert " pass " in rows["round_trip"] and " FAIL " in rows["logdet_autograd"]
-    details = text[text.index("failures:"):]
+    details = text[text.index("failures:") :]
     assert "FAIL WrongSign · logdet_autograd · float64/cpu" in details
     assert "minimal failing example:" in details and "reproduce:" in details
     assert f"load_target('{path}:make')" in details  # the repro rebuilds the layer
 
 
 def test_layer_that_raises_is_reported_exit_1(tmp_path, capsys):
-    path = _write(tmp_path, "raises.py", '''
+    path = _write(
+        tmp_path,
+        "raises.py",
+        """
         def make(features):
             raise RuntimeError("cannot build with features=%d" % features)
-    ''')
+    """,
+    )
     assert main(["validate", f"{path}:make", "--profile", "dev", "--format", "markdown"]) == 1
     md = capsys.readouterr().out
     assert "ERROR" in md and "RuntimeError: cannot build with features=4" in md
@@ -217,8 +248,22 @@ def test_layer_that_raises_is_reported_exit_1(tmp_path, capsys):
 
 def test_library_catalog_and_target_together(tmp_path, capsys):
     path = _write(tmp_path, "good.py", GOOD)
-    status = main(["validate", f"{path}:make", "--library", "invlin", "--profile", "dev",
-                   "--dtype", "float64", "--check", "round_trip", "--format", "json"])
+    status = main(
+        [
+            "validate",
+            f"{path}:make",
+            "--library",
+            "invlin",
+            "--profile",
+            "dev",
+            "--dtype",
+            "float64",
+            "--check",
+            "round_trip",
+            "--format",
+            "json",
+        ]
+    )
     data = json.loads(capsys.readouterr().out)
     _schema_valid(data)
     from invlin.validate.catalog import catalog
@@ -259,8 +304,9 @@ def test_check_raises_a_readable_assertion_on_a_broken_layer(tmp_path):
 
     target = f"{_write(tmp_path, 'broken.py', BROKEN)}:make"
     with pytest.raises(AssertionError) as info:
-        invlin.validate.check(target, profile="dev", dtypes=("float64",),
-                              checks=["round_trip", "logdet_autograd"])
+        invlin.validate.check(
+            target, profile="dev", dtypes=("float64",), checks=["round_trip", "logdet_autograd"]
+        )
     text = str(info.value)
     assert text.startswith("layer 'WrongSign' does not conform\n")
     assert "FAIL WrongSign · logdet_autograd · float64/cpu: ratio " in text
@@ -270,7 +316,10 @@ def test_check_raises_a_readable_assertion_on_a_broken_layer(tmp_path):
 
 
 def test_warnings_a_layer_raises_are_recorded_with_its_name(tmp_path, capsys):
-    path = _write(tmp_path, "warns.py", '''
+    path = _write(
+        tmp_path,
+        "warns.py",
+        """
         import warnings
 
         from invlin.nn import P4InvLinear
@@ -284,10 +333,26 @@ def test_warnings_a_layer_raises_are_recorded_with_its_name(tmp_path, capsys):
 
         def make(features):
             return Warns(features, init="orthogonal")
-    ''')
+    """,
+    )
     out = tmp_path / "out"
-    assert main(["validate", f"{path}:make", "--profile", "dev", "--dtype", "float64",
-                 "--check", "round_trip", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "validate",
+                f"{path}:make",
+                "--profile",
+                "dev",
+                "--dtype",
+                "float64",
+                "--check",
+                "round_trip",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     data = json.loads((out / "conformance.json").read_text())
     _schema_valid(data)

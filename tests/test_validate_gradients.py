@@ -233,8 +233,7 @@ class _KinkedScale(torch.nn.Module):
 
 def test_nothing_judged_is_insufficient_not_a_pass():
     # perturb=False: the kink sits at the initial θ by design
-    report = validate(_KinkedScale, checks=["gradients"], dtypes=("float64",), perturb=False,
-                      **RUN)
+    report = validate(_KinkedScale, checks=["gradients"], dtypes=("float64",), perturb=False, **RUN)
     r = report.results[0]
     assert r.status == "insufficient" and r.cases == 0, r.message
     assert "unreliable" in r.message

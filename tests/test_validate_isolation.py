@@ -67,24 +67,33 @@ def make(features):
 """
 
 
-@pytest.mark.parametrize(("where", "expected"), [
-    ("import", "importing TARGET"),
-    ("exits_in_factory", "SystemExit: 0 (the layer's code called sys.exit"),
-    ("exits_in_forward", "the layer raised SystemExit: 0 (the layer's code called sys.exit"),
-])
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("import", "importing TARGET"),
+        ("exits_in_factory", "SystemExit: 0 (the layer's code called sys.exit"),
+        ("exits_in_forward", "the layer raised SystemExit: 0 (the layer's code called sys.exit"),
+    ],
+)
 def test_sys_exit_0_at_import_in_factory_or_forward_exits_1(tmp_path, capsys, where, expected):
-    target = (f"{_write(tmp_path, 'exits.py', EXITS_AT_IMPORT)}:make" if where == "import"
-              else f"{HOSTILE}:{where}")
+    target = (
+        f"{_write(tmp_path, 'exits.py', EXITS_AT_IMPORT)}:make"
+        if where == "import"
+        else f"{HOSTILE}:{where}"
+    )
     status, out, _ = _cli(capsys, target, "--check", "round_trip")
     assert status == 1, out
     assert "FAILED" in out and expected in out and "SystemExit" in out
 
 
-@pytest.mark.parametrize(("factory", "expected"), [
-    ("interrupts_in_forward", "KeyboardInterrupt (raised by the layer's code, not by Ctrl-C)"),
-    ("os_exit_in_forward", "the worker process exited with status 3"),
-    ("segfaults_in_forward", "the worker process was killed by SIGSEGV"),
-])
+@pytest.mark.parametrize(
+    ("factory", "expected"),
+    [
+        ("interrupts_in_forward", "KeyboardInterrupt (raised by the layer's code, not by Ctrl-C)"),
+        ("os_exit_in_forward", "the worker process exited with status 3"),
+        ("segfaults_in_forward", "the worker process was killed by SIGSEGV"),
+    ],
+)
 def test_interrupt_exit_and_crash_in_forward_are_errors(capsys, factory, expected):
     status, data = _json(capsys, f"{HOSTILE}:{factory}", "--check", "round_trip")
     assert status == 1
@@ -95,54 +104,86 @@ def test_interrupt_exit_and_crash_in_forward_are_errors(capsys, factory, expecte
 
 
 def test_a_crash_in_one_check_leaves_the_layers_other_checks_to_a_fresh_worker(capsys):
-    status, data = _json(capsys, f"{HOSTILE}:segfaults_in_forward", "--check", "round_trip",
-                         "--check", "logdet_autograd")
+    status, data = _json(
+        capsys,
+        f"{HOSTILE}:segfaults_in_forward",
+        "--check",
+        "round_trip",
+        "--check",
+        "logdet_autograd",
+    )
     assert status == 1
     assert [(r["check"], r["status"]) for r in data["layers"][0]["results"]] == [
-        ("round_trip", "error"), ("logdet_autograd", "error")]
+        ("round_trip", "error"),
+        ("logdet_autograd", "error"),
+    ]
     assert all("SIGSEGV" in r["message"] for r in data["layers"][0]["results"])
 
 
 # -- time limits ----------------------------------------------------------------------------
 def test_a_hung_check_is_stopped_and_the_layers_other_checks_still_run(capsys):
-    status, data = _json(capsys, f"{HOSTILE}:loops_in_inverse", "--check", "round_trip",
-                         "--check", "logdet_autograd", "--timeout", "3")
+    status, data = _json(
+        capsys,
+        f"{HOSTILE}:loops_in_inverse",
+        "--check",
+        "round_trip",
+        "--check",
+        "logdet_autograd",
+        "--timeout",
+        "3",
+    )
     assert status == 1
     hung, other = data["layers"][0]["results"]
     assert hung["check"] == "round_trip" and hung["status"] == "error"
-    assert hung["message"].startswith("timed out after 3 s in check round_trip (float64/cpu) "
-                                      "— the layer did not return")
+    assert hung["message"].startswith(
+        "timed out after 3 s in check round_trip (float64/cpu) — the layer did not return"
+    )
     assert other["check"] == "logdet_autograd" and other["status"] == "pass", other
 
 
 def test_the_layer_time_limit_stops_the_layer_and_names_the_unrun_checks(capsys):
-    status, data = _json(capsys, f"{HOSTILE}:loops_forever", "--check", "round_trip",
-                         "--check", "logdet_autograd", "--timeout", "0",
-                         "--layer-timeout", "3")
+    status, data = _json(
+        capsys,
+        f"{HOSTILE}:loops_forever",
+        "--check",
+        "round_trip",
+        "--check",
+        "logdet_autograd",
+        "--timeout",
+        "0",
+        "--layer-timeout",
+        "3",
+    )
     assert status == 1
     ran, unrun = data["layers"][0]["results"]
-    assert ran["status"] == "error" and "time limit of 3 s (--layer-timeout) ran out in check " \
-        "round_trip" in ran["message"]
+    assert (
+        ran["status"] == "error"
+        and "time limit of 3 s (--layer-timeout) ran out in check round_trip" in ran["message"]
+    )
     assert unrun["status"] == "error" and unrun["message"].startswith("not run: ")
 
 
 def test_a_factory_that_never_returns_is_a_layer_error(tmp_path, capsys):
-    target = _write(tmp_path, "hangs.py", """
+    target = _write(
+        tmp_path,
+        "hangs.py",
+        """
         def make(features):
             while True:
                 pass
-    """)
+    """,
+    )
     status, data = _json(capsys, f"{target}:make", "--check", "round_trip", "--timeout", "3")
     assert status == 1
     error = data["layers"][0]["error"]
-    assert error.startswith("timed out after 3 s building the layer") and "did not return" \
-        in error
+    assert error.startswith("timed out after 3 s building the layer") and "did not return" in error
 
 
 # -- memory ----------------------------------------------------------------------------------
 def test_a_memory_hog_under_a_memory_limit_is_an_error_of_its_check(capsys):
-    status, data = _json(capsys, f"{HOSTILE}:hogs_memory", "--check", "round_trip",
-                         "--memory-limit", "800")
+    status, data = _json(
+        capsys, f"{HOSTILE}:hogs_memory", "--check", "round_trip", "--memory-limit", "800"
+    )
     assert status == 1
     (r,) = data["layers"][0]["results"]
     assert r["status"] == "error"
@@ -155,14 +196,20 @@ def test_a_memory_limit_below_what_a_worker_needs_is_a_usage_error(capsys):
 
 
 # -- global state -----------------------------------------------------------------------------
-@pytest.mark.parametrize(("factory", "change"), [
-    (hostile.sets_default_dtype, "torch.get_default_dtype() changed float32 → float64"),
-    (hostile.disables_grad, "torch.is_grad_enabled() changed True → False"),
-    (hostile.sets_default_dtype_in_factory,
-     "torch.get_default_dtype() changed float32 → float64"),
-])
+@pytest.mark.parametrize(
+    ("factory", "change"),
+    [
+        (hostile.sets_default_dtype, "torch.get_default_dtype() changed float32 → float64"),
+        (hostile.disables_grad, "torch.is_grad_enabled() changed True → False"),
+        (
+            hostile.sets_default_dtype_in_factory,
+            "torch.get_default_dtype() changed float32 → float64",
+        ),
+    ],
+)
 def test_a_layer_that_changes_global_state_is_reported_and_later_layers_are_unaffected(
-        factory, change):
+    factory, change
+):
     alone = validate(hostile.scale, checks=["round_trip", "logdet_autograd"], **RUN)
     assert alone.passed
     report = validate(factory, checks=["round_trip", "logdet_autograd"], **RUN)
@@ -176,20 +223,29 @@ def test_a_layer_that_changes_global_state_is_reported_and_later_layers_are_unaf
 
 
 def test_global_state_findings_in_workers_and_a_clean_layer_after_them():
-    options = {"features": 3, "profile": "dev", "dtypes": ["float64"],
-               "checks": ["round_trip", "logdet_autograd"]}
+    options = {
+        "features": 3,
+        "profile": "dev",
+        "dtypes": ["float64"],
+        "checks": ["round_trip", "logdet_autograd"],
+    }
     alone = run_isolated(targets=[f"{HOSTILE}:scale"], options=options).reports
-    both = run_isolated(targets=[f"{HOSTILE}:sets_default_dtype", f"{HOSTILE}:scale"],
-                        options=options).reports
-    assert [r.check for r in both[0].results] == ["round_trip", "logdet_autograd",
-                                                  "global_state"]
-    assert "torch.get_default_dtype() changed float32 → float64 during check round_trip, " \
-           "check logdet_autograd (float64/cpu)" in both[0].results[-1].message
+    both = run_isolated(
+        targets=[f"{HOSTILE}:sets_default_dtype", f"{HOSTILE}:scale"], options=options
+    ).reports
+    assert [r.check for r in both[0].results] == ["round_trip", "logdet_autograd", "global_state"]
+    assert (
+        "torch.get_default_dtype() changed float32 → float64 during check round_trip, "
+        "check logdet_autograd (float64/cpu)" in both[0].results[-1].message
+    )
     assert _verdicts(both[1]) == _verdicts(alone[0]) and alone[0].passed
 
 
 def test_a_global_changed_at_import_is_reported(tmp_path, capsys):
-    target = _write(tmp_path, "dtype_at_import.py", f"""
+    target = _write(
+        tmp_path,
+        "dtype_at_import.py",
+        f"""
         import sys
 
         import torch
@@ -202,13 +258,16 @@ def test_a_global_changed_at_import_is_reported(tmp_path, capsys):
 
         def make(features):
             return Scale(features)
-    """)
+    """,
+    )
     status, data = _json(capsys, f"{target}:make", "--check", "round_trip")
     assert status == 1
     finding = data["layers"][0]["results"][-1]
     assert finding["check"] == "global_state" and finding["status"] == "fail"
-    assert "torch.get_default_dtype() changed float32 → float64 during the import of" \
+    assert (
+        "torch.get_default_dtype() changed float32 → float64 during the import of"
         in finding["message"]
+    )
     assert data["layers"][0]["results"][0]["status"] == "pass"
 
 
@@ -226,8 +285,13 @@ def test_snapshot_restore_reports_each_changed_global_and_restores_rngs_silently
         np.random.seed(5)  # noqa: NPY002
         random.seed(5)
     names = [c.name for c in changes]
-    assert names == ["torch.is_grad_enabled()", "torch.is_inference_mode_enabled()",
-                     "torch.is_anomaly_enabled()", "torch.get_num_threads()", "numpy.geterr()"]
+    assert names == [
+        "torch.is_grad_enabled()",
+        "torch.is_inference_mode_enabled()",
+        "torch.is_anomaly_enabled()",
+        "torch.get_num_threads()",
+        "numpy.geterr()",
+    ]
     assert all(c.restored for c in changes)
     assert not torch.is_anomaly_enabled() and not torch.is_inference_mode_enabled()
     assert np.geterr()["over"] == "warn" and torch.is_grad_enabled()
@@ -239,9 +303,14 @@ def test_snapshot_restore_reports_each_changed_global_and_restores_rngs_silently
 
 # -- check() in the caller's process ------------------------------------------------------
 def _state() -> tuple:
-    return (torch.get_rng_state().clone(), repr(np.random.get_state()),  # noqa: NPY002
-            random.getstate(), torch.get_default_dtype(), torch.is_grad_enabled(),
-            torch.get_num_threads())
+    return (
+        torch.get_rng_state().clone(),
+        repr(np.random.get_state()),  # noqa: NPY002
+        random.getstate(),
+        torch.get_default_dtype(),
+        torch.is_grad_enabled(),
+        torch.get_num_threads(),
+    )
 
 
 def _draws(features: int) -> torch.nn.Module:
@@ -272,8 +341,14 @@ def test_check_runs_a_target_string_in_a_worker_with_its_time_limit():
     from invlin.validate import check
 
     with pytest.raises(AssertionError, match="timed out after 3 s in check round_trip"):
-        check(f"{HOSTILE}:loops_forever", features=3, profile="dev", dtypes=("float64",),
-              checks=["round_trip"], timeout=3)
+        check(
+            f"{HOSTILE}:loops_forever",
+            features=3,
+            profile="dev",
+            dtypes=("float64",),
+            checks=["round_trip"],
+            timeout=3,
+        )
 
 
 # -- -j, exit statuses, the parent process ---------------------------------------------------
@@ -288,15 +363,35 @@ def test_jobs_2_gives_the_same_report_as_jobs_1(capsys):
 
 def _fake_run(status: str):
     def run(**_: object) -> Conformance:
-        return Conformance(layers=[LayerReport(name="L", library="x", target="t", results=[
-            CheckResult(check="round_trip", dtype="float64", device="cpu", status=status)])])
+        return Conformance(
+            layers=[
+                LayerReport(
+                    name="L",
+                    library="x",
+                    target="t",
+                    results=[
+                        CheckResult(
+                            check="round_trip", dtype="float64", device="cpu", status=status
+                        )
+                    ],
+                )
+            ]
+        )
+
     return run
 
 
-@pytest.mark.parametrize(("status", "flag", "expected"), [
-    ("pass", False, 0), ("skip", False, 0), ("insufficient", False, 1),
-    ("insufficient", True, 0), ("fail", True, 1), ("error", False, 1),
-])
+@pytest.mark.parametrize(
+    ("status", "flag", "expected"),
+    [
+        ("pass", False, 0),
+        ("skip", False, 0),
+        ("insufficient", False, 1),
+        ("insufficient", True, 0),
+        ("fail", True, 1),
+        ("error", False, 1),
+    ],
+)
 def test_exit_status_and_allow_insufficient(monkeypatch, capsys, status, flag, expected):
     monkeypatch.setattr(command, "run_validation", _fake_run(status))
     argv = ["validate", "m:f", "--quiet", *(["--allow-insufficient"] if flag else [])]
@@ -305,25 +400,45 @@ def test_exit_status_and_allow_insufficient(monkeypatch, capsys, status, flag, e
 
 
 def test_the_parent_process_never_imports_torch_or_the_layer():
-    code = ("import sys; from invlin.cli import main; "
-            f"rc = main(['validate', {HOSTILE + ':scale'!r}, '--profile', 'dev', '--dtype', "
-            "'float64', '--check', 'round_trip', '--quiet']); "
-            "print('RESULT', rc, sorted(m for m in sys.modules if m in ('torch', "
-            "'validate_hostile') or m.startswith('_invlin_target_')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    code = (
+        "import sys; from invlin.cli import main; "
+        f"rc = main(['validate', {HOSTILE + ':scale'!r}, '--profile', 'dev', '--dtype', "
+        "'float64', '--check', 'round_trip', '--quiet']); "
+        "print('RESULT', rc, sorted(m for m in sys.modules if m in ('torch', "
+        "'validate_hostile') or m.startswith('_invlin_target_')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip().splitlines()[-1] == "RESULT 0 []"
-    helped = subprocess.run([sys.executable, "-X", "importtime", "-m", "invlin.cli",
-                             "validate", "--help"], capture_output=True, text=True, check=True)
+    helped = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "invlin.cli", "validate", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "| torch\n" not in helped.stderr and "Exit status" in helped.stdout
 
 
 def test_help_documents_statuses_limits_and_exit_statuses():
-    out = subprocess.run([sys.executable, "-m", "invlin.cli", "validate", "--help"],
-                         capture_output=True, text=True, check=True).stdout
-    for text in ("insufficient", "global_state", "--timeout", "--layer-timeout",
-                 "--memory-limit", "--jobs", "--quiet", "--allow-insufficient",
-                 "Exit status", "usage error"):
+    out = subprocess.run(
+        [sys.executable, "-m", "invlin.cli", "validate", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for text in (
+        "insufficient",
+        "global_state",
+        "--timeout",
+        "--layer-timeout",
+        "--memory-limit",
+        "--jobs",
+        "--quiet",
+        "--allow-insufficient",
+        "Exit status",
+        "usage error",
+    ):
         assert text in out, text
 
 
@@ -332,8 +447,7 @@ def test_each_subcommand_is_mapped_to_the_module_that_registers_it():
     (sub,) = [a for a in parser._actions if a.dest == "command"]
     assert set(sub.choices) == set(SUBCOMMANDS)
     for name, module in SUBCOMMANDS.items():
-        (own,) = [a for a in build_parser((module,))._actions
-                  if a.dest == "command"]
+        (own,) = [a for a in build_parser((module,))._actions if a.dest == "command"]
         assert name in own.choices
 
 
@@ -346,15 +460,25 @@ def test_every_catalog_library_is_preloaded_by_its_module_name():
 
 # -- progress ----------------------------------------------------------------------------
 def _event(phase: str = "start", index: int = 2) -> CheckEvent:
-    return CheckEvent(layer="LULinear", check="round_trip", dtype="float32", device="cpu",
-                      phase=phase, index=index, total=24)
+    return CheckEvent(
+        layer="LULinear",
+        check="round_trip",
+        dtype="float32",
+        device="cpu",
+        phase=phase,
+        index=index,
+        total=24,
+    )
 
 
 def test_progress_text():
-    assert progress_text(_event(), "nflows:LULinear", 4.13) == \
-        "[3/24] nflows:LULinear round_trip float32/cpu ... 4.1 s"
+    assert (
+        progress_text(_event(), "nflows:LULinear", 4.13)
+        == "[3/24] nflows:LULinear round_trip float32/cpu ... 4.1 s"
+    )
     assert progress_text(_event(), "x", 0, layer=1, layers=5, running=2).endswith(
-        "(layer 2/5, 2 running)")
+        "(layer 2/5, 2 running)"
+    )
     assert len(progress_text(_event(), "x" * 200, 0, width=40)) == 40
 
 
@@ -365,8 +489,18 @@ def test_progress_is_silent_when_stderr_is_not_a_terminal(capsys):
     line.tick()
     line.close()
     assert quiet.getvalue() == ""
-    status = main(["validate", f"{HOSTILE}:scale", "--profile", "dev", "--dtype", "float64",
-                   "--check", "round_trip"])
+    status = main(
+        [
+            "validate",
+            f"{HOSTILE}:scale",
+            "--profile",
+            "dev",
+            "--dtype",
+            "float64",
+            "--check",
+            "round_trip",
+        ]
+    )
     assert status == 0 and "\r" not in capsys.readouterr().err  # capsys is no terminal
 
 

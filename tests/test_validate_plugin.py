@@ -22,12 +22,15 @@ def test_profile(invlin_validate):
 """
 
 
-@pytest.mark.parametrize(("argv", "env", "expected"), [
-    ([], None, "ci"),
-    ([], "dev", "dev"),
-    (["--invlin-profile", "thorough"], "dev", "thorough"),
-    ([], "bogus", "ci"),
-])
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        ([], None, "ci"),
+        ([], "dev", "dev"),
+        (["--invlin-profile", "thorough"], "dev", "thorough"),
+        ([], "bogus", "ci"),
+    ],
+)
 def test_profile_option_and_environment(pytester, monkeypatch, argv, env, expected):
     if env is None:
         monkeypatch.delenv("INVLIN_PROFILE", raising=False)
@@ -52,10 +55,13 @@ def test_option_is_documented_in_help(pytester):
 
 
 def test_loading_the_plugin_imports_neither_torch_nor_hypothesis():
-    code = ("import sys, invlin.validate.plugin; "
-            "print(sorted(m for m in ('torch', 'hypothesis', 'numpy') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    code = (
+        "import sys, invlin.validate.plugin; "
+        "print(sorted(m for m in ('torch', 'hypothesis', 'numpy') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"
 
 
@@ -65,7 +71,8 @@ def test_entry_point_is_declared_in_pyproject():
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     data = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     assert data["project"]["entry-points"]["pytest11"] == {
-        "invlin.validate.plugin": "invlin.validate.plugin"}
+        "invlin.validate.plugin": "invlin.validate.plugin"
+    }
     assert "*.json" in data["tool"]["setuptools"]["package-data"]["invlin.validate"]
 
 
@@ -111,5 +118,9 @@ def test_fixture_passes_a_good_layer_and_fails_a_broken_one(pytester):
     # (pytester restores the module table), and importing torch twice crashes the process.
     result = pytester.runpytest_subprocess(*_plugin_args(), "--invlin-profile", "dev")
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*AssertionError: layer 'WrongSign' does not conform*",
-                                 "*FAIL WrongSign*logdet_autograd*float64/cpu*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*AssertionError: layer 'WrongSign' does not conform*",
+            "*FAIL WrongSign*logdet_autograd*float64/cpu*",
+        ]
+    )

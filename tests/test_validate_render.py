@@ -29,24 +29,51 @@ REPRO = "import torch\nlayer = make(features=3)\nprint(layer(torch.zeros(1, 3)))
 
 def _table() -> Conformance:
     """A hand-built table with one of each status and a layer that could not be built."""
-    ok = LayerReport("Good", "invlin", "pkg:good", [
-        CheckResult("roundtrip", "float64", "cpu", "pass", 0.25, 30.0),
-        CheckResult("roundtrip", "float32", "cpu", "pass", 2.5, 30.0),
-        CheckResult("device", "float64", "cuda", "skip", message="no CUDA device here"),
-    ])
-    bad = LayerReport("Broken", "custom", "broken.py:make", [
-        CheckResult("logdet_autograd", "float64", "cpu", "fail", math.inf, 30.0,
-                    message="log|det| is -1.2 but autograd slogdet gives 1.2",
-                    example={"x": [[0.5, float("nan"), -1.0]], "seed": 7, "shape": (1, 3)},
-                    repro=REPRO),
-        CheckResult("logdet_autograd", "float32", "cpu", "pass", 1.0, 30.0),
-        CheckResult("gradients", "float64", "cpu", "error",
-                    exception="RuntimeError: a | b is not differentiable"),
-    ])
-    dead = LayerReport("Dead", "custom", "dead.py:make",
-                       error="TypeError: make() got an unexpected keyword argument 'features'")
-    return Conformance(layers=[ok, bad, dead], meta={"profile": "dev",
-                                                     "versions": {"torch": torch.__version__}})
+    ok = LayerReport(
+        "Good",
+        "invlin",
+        "pkg:good",
+        [
+            CheckResult("roundtrip", "float64", "cpu", "pass", 0.25, 30.0),
+            CheckResult("roundtrip", "float32", "cpu", "pass", 2.5, 30.0),
+            CheckResult("device", "float64", "cuda", "skip", message="no CUDA device here"),
+        ],
+    )
+    bad = LayerReport(
+        "Broken",
+        "custom",
+        "broken.py:make",
+        [
+            CheckResult(
+                "logdet_autograd",
+                "float64",
+                "cpu",
+                "fail",
+                math.inf,
+                30.0,
+                message="log|det| is -1.2 but autograd slogdet gives 1.2",
+                example={"x": [[0.5, float("nan"), -1.0]], "seed": 7, "shape": (1, 3)},
+                repro=REPRO,
+            ),
+            CheckResult("logdet_autograd", "float32", "cpu", "pass", 1.0, 30.0),
+            CheckResult(
+                "gradients",
+                "float64",
+                "cpu",
+                "error",
+                exception="RuntimeError: a | b is not differentiable",
+            ),
+        ],
+    )
+    dead = LayerReport(
+        "Dead",
+        "custom",
+        "dead.py:make",
+        error="TypeError: make() got an unexpected keyword argument 'features'",
+    )
+    return Conformance(
+        layers=[ok, bad, dead], meta={"profile": "dev", "versions": {"torch": torch.__version__}}
+    )
 
 
 def test_json_matches_schema_and_round_trips_non_finite_ratios():
@@ -77,27 +104,29 @@ def test_schema_rejects_what_the_renderer_must_never_write():
     fields = set(load_schema()["$defs"]["result"]["properties"])
     assert fields == set(CheckResult.__dataclass_fields__)
     assert set(load_schema()["$defs"]["layer"]["properties"]) == set(
-        LayerReport.__dataclass_fields__)
+        LayerReport.__dataclass_fields__
+    )
 
 
 def test_text_table_and_failure_details():
     text = render_text(_table())
     lines = text.splitlines()
-    assert lines[0].startswith("invlin validate: FAILED: 3 layer(s), 3 passed, 1 failed, "
-                               "2 error(s), 1 skipped")
+    assert lines[0].startswith(
+        "invlin validate: FAILED: 3 layer(s), 3 passed, 1 failed, 2 error(s), 1 skipped"
+    )
     header = next(line for line in lines if line.startswith("layer"))
     assert header.split() == ["layer", "check", "float64/cpu", "float32/cpu", "float64/cuda"]
     row = next(line for line in lines if "logdet_autograd" in line and "FAIL" in line)
     assert "FAIL inf / 30" in row and "pass 1 / 30" in row
     assert any("Dead" in line and "ERROR" in line for line in lines)
-    details = text[text.index("failures:"):]
+    details = text[text.index("failures:") :]
     assert "FAIL custom:Broken · logdet_autograd · float64/cpu: ratio inf, allowed 30" in details
     assert "log|det| is -1.2 but autograd slogdet gives 1.2" in details
     assert 'x: [[0.5, "nan", -1.0]]' in details and "seed: 7" in details
     assert "    layer = make(features=3)" in details
     assert "exception: RuntimeError: a | b is not differentiable" in details
     assert "unexpected keyword argument 'features'" in details
-    assert "no CUDA device here" in text[:text.index("failures:")]  # skip reasons listed
+    assert "no CUDA device here" in text[: text.index("failures:")]  # skip reasons listed
 
 
 def test_passing_table_says_so_and_has_no_failure_section():
@@ -112,7 +141,7 @@ def test_markdown_table_is_well_formed():
     md = render_markdown(_table(), title="invlin conformance: demo")
     assert md.startswith("# invlin conformance: demo\n")
     rows = [line for line in md.splitlines() if line.startswith("|")]
-    table = rows[:rows.index("| layer | check | where | reason |")]  # before the skip table
+    table = rows[: rows.index("| layer | check | where | reason |")]  # before the skip table
     # every row of the layer × check table has the header's number of cells
     assert len(table) == 7 and all(r.replace("\\|", "").count("|") == 6 for r in table), table
     assert "```python\n" + REPRO.rstrip() + "\n```" in md
@@ -131,8 +160,15 @@ def test_jsonable_handles_tensors_and_non_finite_values():
 
 
 def test_counts_and_unknown_format():
-    assert counts(_table()) == {"layers": 3, "layer_errors": 1, "pass": 3, "fail": 1,
-                                "error": 1, "skip": 1, "insufficient": 0}
+    assert counts(_table()) == {
+        "layers": 3,
+        "layer_errors": 1,
+        "pass": 3,
+        "fail": 1,
+        "error": 1,
+        "skip": 1,
+        "insufficient": 0,
+    }
     with pytest.raises(ValueError, match="fmt"):
         render(_table(), "html")
 
@@ -142,8 +178,11 @@ def test_write_conformance_replaces_files_atomically(tmp_path):
     (out).mkdir(parents=True)
     (out / "keep.txt").write_text("mine")
     paths = write_conformance(_table(), out, title="t")
-    assert sorted(p.name for p in out.iterdir()) == ["conformance.json", "conformance.md",
-                                                     "keep.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "conformance.json",
+        "conformance.md",
+        "keep.txt",
+    ]
     assert [p.name for p in paths] == ["conformance.md", "conformance.json"]
     validate_conformance(json.loads((out / "conformance.json").read_text()))
     write_conformance(Conformance(layers=[_table().layers[0]]), out)
@@ -158,23 +197,38 @@ def test_summary_merges_library_folders_into_readme_and_json(tmp_path):
     from invlin.validate.summary import main as summary_main
 
     table = _table()
-    write_conformance(Conformance(layers=table.layers[:1],
-                                  meta={"versions": {"nflows": "0.14"}}), tmp_path / "nflows")
-    write_conformance(Conformance(layers=table.layers[1:],
-                                  meta={"versions": {"pyro": "1.9.2"}, "command": "invlin x",
-                                        "warnings": [{"layer": "pyro:Broken",
-                                                      "category": "UserWarning",
-                                                      "message": "torch.qr is deprecated",
-                                                      "where": "pyro/x.py:3", "count": 2}]}),
-                      tmp_path / "pyro")
+    write_conformance(
+        Conformance(layers=table.layers[:1], meta={"versions": {"nflows": "0.14"}}),
+        tmp_path / "nflows",
+    )
+    write_conformance(
+        Conformance(
+            layers=table.layers[1:],
+            meta={
+                "versions": {"pyro": "1.9.2"},
+                "command": "invlin x",
+                "warnings": [
+                    {
+                        "layer": "pyro:Broken",
+                        "category": "UserWarning",
+                        "message": "torch.qr is deprecated",
+                        "where": "pyro/x.py:3",
+                        "count": 2,
+                    }
+                ],
+            },
+        ),
+        tmp_path / "pyro",
+    )
     assert summary_main([str(tmp_path)]) == 0
     readme = (tmp_path / "README.md").read_text()
     assert "| [nflows](nflows/conformance.md) | 0.14 | 1 | 1 | 2 | 0 | 0 | 1 |" in readme
     assert "| [pyro](pyro/conformance.md) | 1.9.2 | 2 | 0 | 1 | 1 | 2 | 0 |" in readme
-    findings = readme[readme.index("## Findings"):]
-    assert "Every curated layer passed" in findings[:findings.index("### pyro")]
-    assert "**Broken** fails `logdet_autograd` (float64/cpu): worst ratio inf (allowed 30)" \
-        in findings
+    findings = readme[readme.index("## Findings") :]
+    assert "Every curated layer passed" in findings[: findings.index("### pyro")]
+    assert (
+        "**Broken** fails `logdet_autograd` (float64/cpu): worst ratio inf (allowed 30)" in findings
+    )
     assert "layer = make(features=3)" in findings  # the reproduction
     assert 'x: [[0.5, "nan", -1.0]]' in findings  # the minimal failing example
     assert "**Broken** raises in `gradients` (float64/cpu)" in findings
@@ -190,11 +244,20 @@ def test_summary_merges_library_folders_into_readme_and_json(tmp_path):
 
 def test_one_exception_raised_by_every_check_is_shown_once():
     gone = "RuntimeError: torch.solve was removed"
-    layer = LayerReport("Old", "nflows", "", [
-        CheckResult(c, d, "cpu", "error", exception=gone)
-        for d in ("float64", "float32") for c in ("round_trip", "cache")])
+    layer = LayerReport(
+        "Old",
+        "nflows",
+        "",
+        [
+            CheckResult(c, d, "cpu", "error", exception=gone)
+            for d in ("float64", "float32")
+            for c in ("round_trip", "cache")
+        ],
+    )
     text = render_text(Conformance(layers=[layer]))
     assert text.count(f"exception: {gone}") == 1
-    assert "the same exception in: cache float64/cpu, round_trip float32/cpu, cache float32/cpu" \
+    assert (
+        "the same exception in: cache float64/cpu, round_trip float32/cpu, cache float32/cpu"
         in text
+    )
     assert render_markdown(Conformance(layers=[layer])).count(gone) == 1

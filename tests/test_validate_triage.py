@@ -15,29 +15,52 @@ from invlin.validate.triage import TRIAGE_FILE, Verdict, load_triage, match, unm
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports" / "validate"
 TRIAGE = load_triage(REPORTS / TRIAGE_FILE)
-_MODULES = {"freia": "FrEIA", "pyro": "pyro", "nflows": "nflows", "zuko": "zuko",
-            "normflows": "normflows", "invlin": "invlin"}
+_MODULES = {
+    "freia": "FrEIA",
+    "pyro": "pyro",
+    "nflows": "nflows",
+    "zuko": "zuko",
+    "normflows": "normflows",
+    "invlin": "invlin",
+}
 
 
 def _entry(**kw) -> dict:
-    base = {"library": "nflows", "layer": "Old", "checks": ["round_trip"], "kind": "defect",
-            "summary": "s", "facts": "f", "source": "x.py:1", "reproduction": "assert True"}
+    base = {
+        "library": "nflows",
+        "layer": "Old",
+        "checks": ["round_trip"],
+        "kind": "defect",
+        "summary": "s",
+        "facts": "f",
+        "source": "x.py:1",
+        "reproduction": "assert True",
+    }
     return {**base, **kw}
 
 
 def test_the_triage_file_is_well_formed_and_explains_distinct_findings():
     assert TRIAGE, f"{REPORTS / TRIAGE_FILE} is missing or empty"
-    keys = [(v.library, layer, c, d) for v in TRIAGE for layer in v.layers for c in v.checks
-            for d in (v.dtypes or ("float64", "float32"))]
+    keys = [
+        (v.library, layer, c, d)
+        for v in TRIAGE
+        for layer in v.layers
+        for c in v.checks
+        for d in (v.dtypes or ("float64", "float32"))
+    ]
     assert len(keys) == len(set(keys)), "two verdicts explain the same finding"
 
 
 def test_load_refuses_malformed_entries(tmp_path):
     path = tmp_path / TRIAGE_FILE
     assert load_triage(path) == []
-    for bad, words in ((_entry(kind="bug"), "'kind'"), (_entry(checks="round_trip"), "checks"),
-                       (_entry(summary=""), "'summary'"), ({"library": "x"}, "missing keys"),
-                       (_entry(extra=1), "unknown keys")):
+    for bad, words in (
+        (_entry(kind="bug"), "'kind'"),
+        (_entry(checks="round_trip"), "checks"),
+        (_entry(summary=""), "'summary'"),
+        ({"library": "x"}, "missing keys"),
+        (_entry(extra=1), "unknown keys"),
+    ):
         path.write_text(json.dumps([bad]))
         with pytest.raises(ValueError, match=words):
             load_triage(path)
@@ -48,27 +71,41 @@ def test_match_untriaged_and_stale_findings_are_reported():
         entry = {k: v for k, v in _entry().items() if k not in ("layer", "checks")}
         return Verdict(layers=(layer,), checks=checks, dtypes=dtypes, **entry)
 
-    path_free = [verdict("Old", ("*",)), verdict("Gone", ("edges",)),
-                 verdict("Half", ("edges",), ("float32",))]
-    old = LayerReport("Old", "nflows", "", [
-        CheckResult("round_trip", "float64", "cpu", "error", exception="RuntimeError: x"),
-        CheckResult("cache", "float32", "cpu", "error", exception="RuntimeError: x")])
-    half = LayerReport("Half", "nflows", "", [
-        CheckResult("edges", "float32", "cpu", "fail", message="nan"),
-        CheckResult("edges", "float64", "cpu", "fail", message="nan")])
+    path_free = [
+        verdict("Old", ("*",)),
+        verdict("Gone", ("edges",)),
+        verdict("Half", ("edges",), ("float32",)),
+    ]
+    old = LayerReport(
+        "Old",
+        "nflows",
+        "",
+        [
+            CheckResult("round_trip", "float64", "cpu", "error", exception="RuntimeError: x"),
+            CheckResult("cache", "float32", "cpu", "error", exception="RuntimeError: x"),
+        ],
+    )
+    half = LayerReport(
+        "Half",
+        "nflows",
+        "",
+        [
+            CheckResult("edges", "float32", "cpu", "fail", message="nan"),
+            CheckResult("edges", "float64", "cpu", "fail", message="nan"),
+        ],
+    )
     parts = {"nflows": Conformance(layers=[old, half])}
     assert match(path_free, "nflows", "Old", old.results[1]) is path_free[0]
     assert match(path_free, "nflows", "Half", half.results[1]) is None  # float64 not covered
     untriaged, stale = unmatched(path_free, parts)
-    assert [(lib, layer, r.dtype) for lib, layer, r in untriaged] == [
-        ("nflows", "Half", "float64")]
+    assert [(lib, layer, r.dtype) for lib, layer, r in untriaged] == [("nflows", "Half", "float64")]
     assert stale == [path_free[1]]
     readme = render_summary(parts, triage=path_free)
     assert "## Triage" in readme and "### Findings without a verdict" in readme
     assert "- nflows · Half · `edges` (float64/cpu)" in readme
     assert "### Verdicts that match no finding of these runs" in readme
     assert "Verdict: **library defect**" in readme
-    glance = readme[readme.index("## Findings at a glance"):]
+    glance = readme[readme.index("## Findings at a glance") :]
     assert "| nflows | Half | edges | float32/cpu, float64/cpu |  | defect |" in glance
 
 
@@ -80,8 +117,9 @@ def test_the_committed_summary_has_a_verdict_for_every_finding():
     assert "| untriaged |" not in readme
 
 
-@pytest.mark.parametrize("verdict", TRIAGE,
-                         ids=[f"{v.library}-{v.layers[0]}-{'-'.join(v.checks)}" for v in TRIAGE])
+@pytest.mark.parametrize(
+    "verdict", TRIAGE, ids=[f"{v.library}-{v.layers[0]}-{'-'.join(v.checks)}" for v in TRIAGE]
+)
 def test_each_reproduction_runs_and_asserts_its_fact(verdict: Verdict):
     module = _MODULES[verdict.library]
     if importlib.util.find_spec(module) is None:

@@ -53,8 +53,9 @@ VALUE_CHECKS = ("round_trip", "logdet_autograd", "logdet_consistency")
 @given(st.data())
 def test_wide_inputs_are_exact_in_the_dtype_and_strictly_inside_the_domain(data):
     dtype = data.draw(st.sampled_from(DTYPES))
-    domain = data.draw(st.sampled_from([None, (0.0, 1.0), (-1.0, 1.0), (0.0, math.inf),
-                                        (-math.inf, 2.0)]))
+    domain = data.draw(
+        st.sampled_from([None, (0.0, 1.0), (-1.0, 1.0), (0.0, math.inf), (-math.inf, 2.0)])
+    )
     x = data.draw(wide_inputs(FEATURES, dtype=dtype, domain=domain, max_rows=40))
     assert x.ndim == 2 and x.shape[1] == FEATURES and 1 <= x.shape[0] <= 40
     assert np.array_equal(x.astype(dtype).astype(np.float64), x)
@@ -86,8 +87,9 @@ def test_fewer_rows_give_a_prefix_and_the_seed_decides_the_batch():
 
 
 def test_codomain_end_rows_are_preimages_of_points_next_to_the_codomain_end():
-    x = wide_batch(2, seed=2, mix="ends", rows=64, codomain=(-1.0, 1.0),
-                   preimage=lambda y: np.arctanh(y))
+    x = wide_batch(
+        2, seed=2, mix="ends", rows=64, codomain=(-1.0, 1.0), preimage=lambda y: np.arctanh(y)
+    )
     y = np.tanh(x)
     assert (1 - np.abs(y)).min() < 1e-12  # images within a few ulps of ±1
     assert np.all(np.isfinite(x))
@@ -100,11 +102,11 @@ def test_a_failing_wide_search_reports_one_row():
     def probe(x):
         big = np.abs(x).max(axis=1) > 1e3
         j = int(np.argmax(big))
-        return Probe(ok=not big.any(), ratio=float(big.sum()), allowed=0.0,
-                     example={"x": x, "row": j})
+        return Probe(
+            ok=not big.any(), ratio=float(big.sum()), allowed=0.0, example={"x": x, "row": j}
+        )
 
-    out = search(wide_inputs(2), probe, profile="dev", max_examples=30,
-                 describe=lambda x: {"x": x})
+    out = search(wide_inputs(2), probe, profile="dev", max_examples=30, describe=lambda x: {"x": x})
     assert out.failure is not None
     x = np.asarray(out.failure.example["x"])
     assert x.shape == (1, 2) and np.abs(x).max() > 1e3
@@ -125,10 +127,10 @@ def test_an_error_in_one_coordinate_fails_per_coordinate_but_not_over_the_row(dt
     rows = np.ones(3, dtype=bool)
     assert diagonal(loc, rows)
     xb64 = xb.detach().double().numpy()
-    per = judge_values(xb64, x, input_scales(loc, x, loc.y, dtype, componentwise=True), rows,
-                       dtype)
-    row = judge_values(xb64, x, input_scales(loc, x, loc.y, dtype, componentwise=False), rows,
-                       dtype)
+    per = judge_values(xb64, x, input_scales(loc, x, loc.y, dtype, componentwise=True), rows, dtype)
+    row = judge_values(
+        xb64, x, input_scales(loc, x, loc.y, dtype, componentwise=False), rows, dtype
+    )
     assert per.value > 3 * THRESHOLD and per.coord == 0
     assert row.value < THRESHOLD  # what the normwise bound let through
 
@@ -149,10 +151,10 @@ def test_the_unstable_softplus_inverse_fails_per_coordinate_on_finite_values(dty
     loc = local(ref, x)
     rows = np.ones(1, dtype=bool)
     xb64 = xb.detach().double().numpy()
-    per = judge_values(xb64, x, input_scales(loc, x, loc.y, dtype, componentwise=True), rows,
-                       dtype)
-    row = judge_values(xb64, x, input_scales(loc, x, loc.y, dtype, componentwise=False), rows,
-                       dtype)
+    per = judge_values(xb64, x, input_scales(loc, x, loc.y, dtype, componentwise=True), rows, dtype)
+    row = judge_values(
+        xb64, x, input_scales(loc, x, loc.y, dtype, componentwise=False), rows, dtype
+    )
     assert per.value > THRESHOLD and per.coord == 0
     assert row.value < per.value / 100
 
@@ -170,17 +172,22 @@ def test_messages_say_which_bound_was_used():
 @pytest.mark.parametrize("twin", VALUE_TWINS, ids=lambda f: f.__name__)
 def test_the_correct_twins_pass_every_check(twin):
     report = validate(twin, **RUN)
-    bad = [(r.dtype, r.check, r.status, r.message) for r in report.results
-           if r.status not in ("pass", "skip")]
+    bad = [
+        (r.dtype, r.check, r.status, r.message)
+        for r in report.results
+        if r.status not in ("pass", "skip")
+    ]
     assert not bad
     for r in report.results:
         if r.check in VALUE_CHECKS:
             assert r.status == "pass" and r.cases > 50, (r.dtype, r.check, r.message)
 
 
-@pytest.mark.parametrize("broken", [asinh_wrong_branch, clipped_sigmoid_logdet,
-                                    unstable_softplus_inverse, ulp_error_affine],
-                         ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "broken",
+    [asinh_wrong_branch, clipped_sigmoid_logdet, unstable_softplus_inverse, ulp_error_affine],
+    ids=lambda f: f.__name__,
+)
 def test_the_wide_input_bugs_fail_their_checks_with_one_row(broken):
     checks = sorted({c for _, cs in BROKEN[broken].values() for c in cs})
     report = validate(broken, checks=checks, **RUN)
@@ -248,11 +255,16 @@ class _QuarticQuotient(torch.nn.Module):
 def test_beyond_1e4_the_float64_copy_draws_the_line():
     """float64: rows where the float64 copy itself overflows are not judged (it passes);
     float32: it overflows on rows its float64 copy computes, and fails naming the output."""
+
     def make():
         return adapt(_QuarticQuotient(), FEATURES)
 
-    by = {d: CHECKS["round_trip"](make, CheckContext(dtype=d, profile="dev", max_examples=10,
-                                                       features=FEATURES)) for d in DTYPES}
+    by = {
+        d: CHECKS["round_trip"](
+            make, CheckContext(dtype=d, profile="dev", max_examples=10, features=FEATURES)
+        )
+        for d in DTYPES
+    }
     assert by["float64"].status == "pass", by["float64"].message
     assert by["float32"].status == "fail"
     assert "forward y is nan" in by["float32"].message

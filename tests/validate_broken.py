@@ -509,8 +509,18 @@ def zero_init_coupling_twin(features: int) -> nn.Module:
     return ZeroInitShiftCoupling(features, sign=-1.0)
 
 
-_ALL_BUT_LOGDET = ("invertibility", "round_trip", "logdet_consistency", "batch_shape",
-                   "dtype_device", "modes", "cache", "edges", "conditioning", "gradients")
+_ALL_BUT_LOGDET = (
+    "invertibility",
+    "round_trip",
+    "logdet_consistency",
+    "batch_shape",
+    "dtype_device",
+    "modes",
+    "cache",
+    "edges",
+    "conditioning",
+    "gradients",
+)
 
 #: factory → {dtype: (status, checks)}: the checks that must fail ("fail") or raise ("error")
 #: in that dtype; every other check must pass or be skipped. Why each set:
@@ -541,25 +551,34 @@ BROKEN: dict = {
     zeroed_coordinate: {d: ("fail", ("invertibility",)) for d in ("float64", "float32")},
     # wrong only once t ≠ 0: the validator's perturbation of the parameters exposes it
     zero_init_shift_coupling: {d: ("fail", ("round_trip",)) for d in ("float64", "float32")},
-    wrong_sign_logdet: {d: ("fail", ("logdet_autograd", "logdet_oracle", "conditioning"))
-                        for d in ("float64", "float32")},
-    missing_factor_logdet: {d: ("fail", ("logdet_autograd", "logdet_oracle"))
-                            for d in ("float64", "float32")},
+    wrong_sign_logdet: {
+        d: ("fail", ("logdet_autograd", "logdet_oracle", "conditioning"))
+        for d in ("float64", "float32")
+    },
+    missing_factor_logdet: {
+        d: ("fail", ("logdet_autograd", "logdet_oracle")) for d in ("float64", "float32")
+    },
     wrong_dims_logdet: {d: ("fail", ("batch_shape",)) for d in ("float64", "float32")},
-    batch_mean_logdet: {d: ("fail", ("logdet_autograd", "batch_shape"))
-                        for d in ("float64", "float32")},
+    batch_mean_logdet: {
+        d: ("fail", ("logdet_autograd", "batch_shape")) for d in ("float64", "float32")
+    },
     low_precision_eval_cache: {"float64": ("fail", ("modes",)), "float32": ("fail", ())},
     ill_conditioned_inverse: {d: ("fail", ("conditioning",)) for d in ("float64", "float32")},
-    non_finite_at_edges: {d: ("fail", ("logdet_autograd", "logdet_consistency", "edges"))
-                          for d in ("float64", "float32")},
-    deviceless_eye: {"float64": ("error", ("dtype_device", "modes", "cache")),
-                     "float32": ("fail", ())},
+    non_finite_at_edges: {
+        d: ("fail", ("logdet_autograd", "logdet_consistency", "edges"))
+        for d in ("float64", "float32")
+    },
+    deviceless_eye: {
+        "float64": ("error", ("dtype_device", "modes", "cache")),
+        "float32": ("fail", ()),
+    },
     stale_cache: {d: ("fail", ("cache",)) for d in ("float64", "float32")},
     stale_transform_cache: {d: ("fail", ("cache",)) for d in ("float64", "float32")},
     removed_torch_api: {d: ("error", _ALL_BUT_LOGDET) for d in ("float64", "float32")},
     detached_bias: {d: ("fail", ("gradients",)) for d in ("float64", "float32")},
-    wrong_sign_transform: {d: ("fail", ("logdet_autograd", "cache"))
-                           for d in ("float64", "float32")},
+    wrong_sign_transform: {
+        d: ("fail", ("logdet_autograd", "cache")) for d in ("float64", "float32")
+    },
 }
 
 
@@ -686,10 +705,12 @@ __all__ += [
 #:   64 rows show them: the batch-shape check (every row of 130 recomputed in other chunks)
 #:   and logdet_autograd, whose wide batches (up to 128 rows) compare each row's log|det| with
 #:   the Jacobian of the whole batch (for the centring, the median row's carries the batch).
-BROKEN.update({
-    f: {d: ("fail", ("logdet_autograd", "batch_shape")) for d in ("float64", "float32")}
-    for f in (wrong_rows_blocked_logdet, large_batch_centering)
-})
+BROKEN.update(
+    {
+        f: {d: ("fail", ("logdet_autograd", "batch_shape")) for d in ("float64", "float32")}
+        for f in (wrong_rows_blocked_logdet, large_batch_centering)
+    }
+)
 
 
 # -- gradients against central differences (issue 18, item 3): values all exact ---------------
@@ -805,10 +826,12 @@ __all__ += [
 
 #: * log|det| under no_grad, a custom backward missing a term: every value is exact, so only
 #:   the gradients check (autograd against central differences of a float64 copy) sees them.
-BROKEN.update({
-    no_grad_logdet: {d: ("fail", ("gradients",)) for d in ("float64", "float32")},
-    omitted_term_backward: {d: ("fail", ("gradients",)) for d in ("float64", "float32")},
-})
+BROKEN.update(
+    {
+        no_grad_logdet: {d: ("fail", ("gradients",)) for d in ("float64", "float32")},
+        omitted_term_backward: {d: ("fail", ("gradients",)) for d in ("float64", "float32")},
+    }
+)
 
 
 # -- value checks on wide inputs (issue 18: large inputs, per-coordinate bounds, NaN) ----------
@@ -929,8 +952,7 @@ class ElementwiseAffine(nn.Module):
         return torch.exp(-self.log_scale)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x * torch.exp(self.log_scale) + self.bias, self.log_scale.sum().expand(
-            x.shape[:-1])
+        return x * torch.exp(self.log_scale) + self.bias, self.log_scale.sum().expand(x.shape[:-1])
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return (y - self.bias) * self._factor(y), (-self.log_scale.sum()).expand(y.shape[:-1])
@@ -1034,14 +1056,19 @@ __all__ += [
 #:   about −8 (float64 loses digits there too, ε₆₄/y of them), and edges where eʸ rounds to 1
 #:   (x = −inf below x ≈ −16.6 in float32, −37 in float64);
 #: * a 370-ulp error in one coordinate of an elementwise inverse: the per-coordinate round trip.
-BROKEN.update({
-    asinh_wrong_branch: {d: ("fail", ("round_trip",)) for d in ("float64", "float32")},
-    clipped_sigmoid_logdet: {d: ("fail", ("logdet_autograd",)) for d in ("float64", "float32")},
-    unstable_softplus_inverse: {d: ("fail", ("round_trip", "edges"))
-                                for d in ("float64", "float32")},
-    ulp_error_affine: {d: ("fail", ("round_trip",)) for d in ("float64", "float32")},
-})
+BROKEN.update(
+    {
+        asinh_wrong_branch: {d: ("fail", ("round_trip",)) for d in ("float64", "float32")},
+        clipped_sigmoid_logdet: {d: ("fail", ("logdet_autograd",)) for d in ("float64", "float32")},
+        unstable_softplus_inverse: {
+            d: ("fail", ("round_trip", "edges")) for d in ("float64", "float32")
+        },
+        ulp_error_affine: {d: ("fail", ("round_trip",)) for d in ("float64", "float32")},
+    }
+)
 #: * NaN everywhere (with a graph): every value check alone, edges, and the invertibility check
 #:   (its Jacobian is NaN); the checks that need a judged row are "insufficient", not failed.
-BROKEN[all_nan] = {d: ("fail", ("invertibility", "round_trip", "logdet_autograd",
-                                "logdet_consistency", "edges")) for d in ("float64", "float32")}
+BROKEN[all_nan] = {
+    d: ("fail", ("invertibility", "round_trip", "logdet_autograd", "logdet_consistency", "edges"))
+    for d in ("float64", "float32")
+}

@@ -92,13 +92,21 @@ class Configuration:
 
     def sequence_seed(self) -> np.random.SeedSequence:
         """The seed of the update sequence (independent of dtype and tracks)."""
-        return np.random.SeedSequence([self.seed, REGIMES.index(self.regime), self.n,
-                                       self.updates])
+        return np.random.SeedSequence([self.seed, REGIMES.index(self.regime), self.n, self.updates])
 
     def track_seed(self, index: int) -> int:
         """A seed for track ``index``'s monitor and the checkpoint estimators."""
-        ss = np.random.SeedSequence([self.seed, REGIMES.index(self.regime), self.n, self.updates,
-                                     DTYPES.index(self.dtype), index, 1])
+        ss = np.random.SeedSequence(
+            [
+                self.seed,
+                REGIMES.index(self.regime),
+                self.n,
+                self.updates,
+                DTYPES.index(self.dtype),
+                index,
+                1,
+            ]
+        )
         return int(ss.generate_state(1)[0])
 
     def to_dict(self) -> dict[str, Any]:
@@ -170,8 +178,9 @@ def plan_sweep(
         if not torch.cuda.is_available():
             raise ValueError(f"device {device!r} requested but CUDA is not available")
     if "bfloat16" in dtypes and not (device.startswith("cuda") and "layer" in engines):
-        raise ValueError("dtypes: bfloat16 runs only on the layer engine on a CUDA device "
-                         "(--device cuda)")
+        raise ValueError(
+            "dtypes: bfloat16 runs only on the layer engine on a CUDA device (--device cuda)"
+        )
     if any(k < 12 for k in updates) and set(regimes) - {"walk"}:
         raise ValueError(f"updates must be >= 12 for the approach/crossing regimes, got {updates}")
     configs = []
@@ -179,9 +188,25 @@ def plan_sweep(
         for n in dims:
             for k in updates:
                 for dt in dtypes:
-                    tracks = tuple((e, p) for e in engines for p in policies
-                                   if not (dt == "bfloat16" and e == "reference"))
-                    configs.append(Configuration(regime, n, k, dt, tracks, int(seed), device,
-                                                 backend, float(scale), float(depth),
-                                                 int(refresh_every)))
+                    tracks = tuple(
+                        (e, p)
+                        for e in engines
+                        for p in policies
+                        if not (dt == "bfloat16" and e == "reference")
+                    )
+                    configs.append(
+                        Configuration(
+                            regime,
+                            n,
+                            k,
+                            dt,
+                            tracks,
+                            int(seed),
+                            device,
+                            backend,
+                            float(scale),
+                            float(depth),
+                            int(refresh_every),
+                        )
+                    )
     return configs

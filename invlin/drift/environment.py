@@ -9,8 +9,17 @@ from typing import Any
 
 __all__ = ["environment"]
 
-_PACKAGES = ("invlin", "numpy", "scipy", "torch", "mpmath", "python-flint", "matplotlib", "dask",
-             "distributed")
+_PACKAGES = (
+    "invlin",
+    "numpy",
+    "scipy",
+    "torch",
+    "mpmath",
+    "python-flint",
+    "matplotlib",
+    "dask",
+    "distributed",
+)
 
 
 def _version(name: str) -> str | None:

@@ -16,8 +16,9 @@ EXECUTORS = ("local", "dask")
 Progress = Callable[[int], None]
 
 
-def run_local(configs: Sequence[Configuration],
-              progress: Progress | None = None) -> list[ConfigurationResult]:
+def run_local(
+    configs: Sequence[Configuration], progress: Progress | None = None
+) -> list[ConfigurationResult]:
     """Run the configurations one after the other in this process (results in input order)."""
     return [run_configuration(c, progress) for c in configs]
 
@@ -43,21 +44,28 @@ def run_dask(
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError as exc:  # pragma: no cover - exercised only without dask
-        raise ImportError("--executor dask needs dask.distributed: "
-                          "pip install 'invlin[dask]'") from exc
+        raise ImportError(
+            "--executor dask needs dask.distributed: pip install 'invlin[dask]'"
+        ) from exc
     own: list[Any] = []
     try:
         if client is None:
             if scheduler:
                 client = Client(scheduler)
             else:
-                cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
-                                       processes=processes, dashboard_address=None)
+                cluster = LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=processes,
+                    dashboard_address=None,
+                )
                 own.append(cluster)
                 client = Client(cluster)
             own.insert(0, client)
-        futures = [client.submit(run_configuration, c, key=f"invlin-{i}-{c.label}", pure=False)
-                   for i, c in enumerate(configs)]
+        futures = [
+            client.submit(run_configuration, c, key=f"invlin-{i}-{c.label}", pure=False)
+            for i, c in enumerate(configs)
+        ]
         index = {f.key: i for i, f in enumerate(futures)}
         results: list[ConfigurationResult | None] = [None] * len(configs)
         for fut in as_completed(futures):

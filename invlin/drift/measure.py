@@ -158,8 +158,11 @@ def measure(
     sign_e = 0
     if exact_truth is not None:
         kappa_e, sign_e, ld_true = exact_truth.kappa, exact_truth.sign, exact_truth.logabsdet
-        fwd = (forward_ratio(state.x, exact_truth.inverse, kappa=kappa_e, dtype=dtype).value
-               if finite_x else math.inf)
+        fwd = (
+            forward_ratio(state.x, exact_truth.inverse, kappa=kappa_e, dtype=dtype).value
+            if finite_x
+            else math.inf
+        )
         r = logdet_ratio(state.logabsdet, ld_true, n=n, kappa=kappa_e, dtype=dtype)
         ld_err_e, ld_ratio_e = state.logabsdet - ld_true, r.value
     ld_err_h = ld_ratio_h = kappa_h = nan
@@ -173,21 +176,39 @@ def measure(
     merged = int(counters["merged"])
     allowed = allowed_ratio(merged)
     ratios = (inv_exact, inv_held, ld_ratio_e, ld_ratio_h)
-    passed = (all(math.isfinite(x) and x <= allowed for x in ratios)
-              and state.sign == sign_e and state.sign == sign_h)
+    passed = (
+        all(math.isfinite(x) and x <= allowed for x in ratios)
+        and state.sign == sign_e
+        and state.sign == sign_h
+    )
     bits = max((t.bits for t in (exact_truth, held_truth) if t is not None), default=0)
     return CheckpointRecord(
-        updates=int(updates), merged=merged, refused=int(counters["refused"]),
-        corrections=int(counters["corrections"]), refreshes=int(counters["refreshes"]),
-        kappa_exact=float(kappa_e), kappa_held=float(kappa_h), oracle_bits=int(bits),
-        inverse_ratio_exact=float(inv_exact), inverse_ratio_held=float(inv_held),
-        forward_ratio_exact=float(fwd), logdet_true=float(ld_true),
-        logdet_tracked=float(state.logabsdet), logdet_error_exact=float(ld_err_e),
-        logdet_ratio_exact=float(ld_ratio_e), logdet_error_held=float(ld_err_h),
-        logdet_ratio_held=float(ld_ratio_h), sign_tracked=int(state.sign), sign_exact=int(sign_e),
-        sign_held=int(sign_h), estimated_residual=float(est.residual),
-        true_residual=float(true_res), estimated_ratio=float(est.ratio),
-        estimated_logdet_drift=float(est.logdet_drift), true_logdet_drift=float(true_ld),
-        allowed=float(allowed), passed=bool(passed),
+        updates=int(updates),
+        merged=merged,
+        refused=int(counters["refused"]),
+        corrections=int(counters["corrections"]),
+        refreshes=int(counters["refreshes"]),
+        kappa_exact=float(kappa_e),
+        kappa_held=float(kappa_h),
+        oracle_bits=int(bits),
+        inverse_ratio_exact=float(inv_exact),
+        inverse_ratio_held=float(inv_held),
+        forward_ratio_exact=float(fwd),
+        logdet_true=float(ld_true),
+        logdet_tracked=float(state.logabsdet),
+        logdet_error_exact=float(ld_err_e),
+        logdet_ratio_exact=float(ld_ratio_e),
+        logdet_error_held=float(ld_err_h),
+        logdet_ratio_held=float(ld_ratio_h),
+        sign_tracked=int(state.sign),
+        sign_exact=int(sign_e),
+        sign_held=int(sign_h),
+        estimated_residual=float(est.residual),
+        true_residual=float(true_res),
+        estimated_ratio=float(est.ratio),
+        estimated_logdet_drift=float(est.logdet_drift),
+        true_logdet_drift=float(true_ld),
+        allowed=float(allowed),
+        passed=bool(passed),
         seconds_per_update=float(seconds_per_update),
     )

@@ -30,8 +30,9 @@ class PathBook:
         """Record update ``step`` (u, v: (n,) floats), merged by the tracks flagged in
         ``merged``."""
         if len(merged) != len(self._keys):
-            raise ValueError(f"merged must have one flag per track ({len(self._keys)}), "
-                             f"got {len(merged)}")
+            raise ValueError(
+                f"merged must have one flag per track ({len(self._keys)}), got {len(merged)}"
+            )
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, key in enumerate(self._keys):
             groups.setdefault(key, []).append(i)

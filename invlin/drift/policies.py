@@ -32,8 +32,8 @@ _DESCRIPTIONS = {
     "plain": "Sherman–Morrison + determinant lemma, no guard (only c = 0 or non-finite refused)",
     "guarded": "P4 merge guard: refuse log|c| ≤ −6 or log|det| outside (−2.5, 15.5)",
     "monitored": "P4 guard + drift monitor after every merge (O(n²) probes; estimated ratio > "
-                 "{max_ratio:g} → Newton–Schulz correction, or LU refresh when ‖R‖ ≥ "
-                 "{max_correctable:g}{kappa_rule})",
+    "{max_ratio:g} → Newton–Schulz correction, or LU refresh when ‖R‖ ≥ "
+    "{max_correctable:g}{kappa_rule})",
     "refresh": "no guard; LU refresh of X, sign and log|det| every {refresh_every} merges",
 }
 
@@ -50,21 +50,36 @@ class PolicySpec:
     description: str
 
 
-def policy_spec(name: str, *, refresh_every: int = 100, max_ratio: float = 100.0,
-                max_correctable: float = 0.25,
-                max_kappa_drop: float | None = 100.0) -> PolicySpec:
+def policy_spec(
+    name: str,
+    *,
+    refresh_every: int = 100,
+    max_ratio: float = 100.0,
+    max_correctable: float = 0.25,
+    max_kappa_drop: float | None = 100.0,
+) -> PolicySpec:
     """The :class:`PolicySpec` of policy ``name`` (one of :data:`POLICIES`); the monitor's
     settings are those of :class:`~invlin.nn.DriftMonitor`."""
     if name not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, got {name!r}")
     if isinstance(refresh_every, bool) or not isinstance(refresh_every, int) or refresh_every < 1:
         raise ValueError(f"refresh_every must be a positive integer, got {refresh_every!r}")
-    rule = ("" if max_kappa_drop is None else
-            f", and when κ₁ falls {max_kappa_drop:g}× below its peak since the last LU")
-    text = _DESCRIPTIONS[name].format(refresh_every=refresh_every, max_ratio=max_ratio,
-                                      max_correctable=max_correctable, kappa_rule=rule)
-    monitor = {"max_ratio": float(max_ratio), "max_correctable": float(max_correctable),
-               "max_kappa_drop": None if max_kappa_drop is None else float(max_kappa_drop)}
+    rule = (
+        ""
+        if max_kappa_drop is None
+        else f", and when κ₁ falls {max_kappa_drop:g}× below its peak since the last LU"
+    )
+    text = _DESCRIPTIONS[name].format(
+        refresh_every=refresh_every,
+        max_ratio=max_ratio,
+        max_correctable=max_correctable,
+        kappa_rule=rule,
+    )
+    monitor = {
+        "max_ratio": float(max_ratio),
+        "max_correctable": float(max_correctable),
+        "max_kappa_drop": None if max_kappa_drop is None else float(max_kappa_drop),
+    }
     if name == "plain":
         return PolicySpec(name, Guard.off(), None, None, text)
     if name == "guarded":
@@ -97,8 +112,9 @@ class ReferenceTrack:
 
     def __init__(self, a0: np.ndarray, dtype: str, spec: PolicySpec, *, seed: Any = 0):
         if dtype not in ("float64", "float32"):
-            raise ValueError(f"dtype must be 'float64' or 'float32' for the reference engine, "
-                             f"got {dtype!r}")
+            raise ValueError(
+                f"dtype must be 'float64' or 'float32' for the reference engine, got {dtype!r}"
+            )
         self.dtype, self.spec = dtype, spec
         self._t = TrackedMatrix(np.asarray(a0), dtype=dtype, guard=spec.guard)
         self._rng = np.random.default_rng(seed)
@@ -125,12 +141,14 @@ class ReferenceTrack:
         from invlin.nn.monitor import DriftReading
 
         t = self._t
-        est = estimate_drift(t.a, t.inverse, dtype=self.dtype, probes=self._monitor.probes,
-                             seed=self._rng)
+        est = estimate_drift(
+            t.a, t.inverse, dtype=self.dtype, probes=self._monitor.probes, seed=self._rng
+        )
         ld_scale = t.n * est.kappa * eps(self.dtype)  # the log|det| scale of invlin.testing
         ld_ratio = abs(est.logdet_drift) / ld_scale if ld_scale > 0 else np.inf
-        reading = DriftReading(est.residual, est.ratio, est.logdet_drift, float(ld_ratio),
-                               est.kappa)
+        reading = DriftReading(
+            est.residual, est.ratio, est.logdet_drift, float(ld_ratio), est.kappa
+        )
         self._kappa_peak = max(est.kappa, self._kappa_peak)
         action = self._monitor.decide(reading, self._kappa_peak)
         if action == "correct":
@@ -151,8 +169,9 @@ class ReferenceTrack:
     def state(self) -> TrackState:
         """The held matrix, tracked inverse, sign and log|det| (float64 copies)."""
         t = self._t
-        return TrackState(t.a.astype(np.float64), t.inverse.astype(np.float64), int(t.sign),
-                          float(t.logabsdet))
+        return TrackState(
+            t.a.astype(np.float64), t.inverse.astype(np.float64), int(t.sign), float(t.logabsdet)
+        )
 
 
 class LayerTrack:
@@ -164,8 +183,9 @@ class LayerTrack:
 
     engine = "layer"
 
-    def __init__(self, a0: np.ndarray, dtype: str, spec: PolicySpec, *, device: str = "cpu",
-                 seed: int = 0):
+    def __init__(
+        self, a0: np.ndarray, dtype: str, spec: PolicySpec, *, device: str = "cpu", seed: int = 0
+    ):
         import torch
 
         from invlin.nn.monitor import DriftMonitor
@@ -187,9 +207,17 @@ class LayerTrack:
         if spec.monitor is not None:
             monitor = DriftMonitor(**spec.monitor)
         init = torch.as_tensor(np.asarray(a0, dtype=np.float64))
-        self.layer = P4InvLinear(init.shape[0], bias=False, init=init, guard=spec.guard,
-                                 monitor=monitor, state_dtype=tdt, device=dev, dtype=tdt,
-                                 generator=gen)
+        self.layer = P4InvLinear(
+            init.shape[0],
+            bias=False,
+            init=init,
+            guard=spec.guard,
+            monitor=monitor,
+            state_dtype=tdt,
+            device=dev,
+            dtype=tdt,
+            generator=gen,
+        )
         self.refreshes_by_policy = 0
 
     def propose(self, u: np.ndarray, v: np.ndarray) -> bool:
@@ -226,12 +254,21 @@ class LayerTrack:
         def host(t: Any) -> np.ndarray:
             return t.detach().to("cpu", self._torch.float64).numpy().copy()
 
-        return TrackState(host(layer.weight), host(layer.weight_inverse), int(layer.sign),
-                          float(layer.logabsdet))
+        return TrackState(
+            host(layer.weight), host(layer.weight_inverse), int(layer.sign), float(layer.logabsdet)
+        )
 
 
-def make_track(engine: str, policy: str, a0: np.ndarray, dtype: str, *, device: str = "cpu",
-               seed: int = 0, refresh_every: int = 100) -> ReferenceTrack | LayerTrack:
+def make_track(
+    engine: str,
+    policy: str,
+    a0: np.ndarray,
+    dtype: str,
+    *,
+    device: str = "cpu",
+    seed: int = 0,
+    refresh_every: int = 100,
+) -> ReferenceTrack | LayerTrack:
     """A fresh track of ``policy`` on ``engine`` (one of :data:`ENGINES`) starting from ``a0``."""
     spec = policy_spec(policy, refresh_every=refresh_every)
     if engine == "reference":

@@ -16,8 +16,15 @@ class ProgressBar:
     10 % instead of redrawing.
     """
 
-    def __init__(self, total: int, desc: str = "", *, stream: TextIO | None = None,
-                 width: int = 30, interval: float = 0.2):
+    def __init__(
+        self,
+        total: int,
+        desc: str = "",
+        *,
+        stream: TextIO | None = None,
+        width: int = 30,
+        interval: float = 0.2,
+    ):
         if total < 0:
             raise ValueError(f"total must be non-negative, got {total}")
         self.total, self.desc, self.width, self.interval = total, desc, width, interval
@@ -46,8 +53,10 @@ class ProgressBar:
     def _line(self, now: float) -> str:
         frac = self.done / self.total if self.total else 1.0
         fill = round(frac * self.width)
-        return (f"{self.desc}: [{'#' * fill}{'.' * (self.width - fill)}] {self.done}/{self.total} "
-                f"{100 * frac:3.0f}% {now - self._start:5.1f}s")
+        return (
+            f"{self.desc}: [{'#' * fill}{'.' * (self.width - fill)}] {self.done}/{self.total} "
+            f"{100 * frac:3.0f}% {now - self._start:5.1f}s"
+        )
 
     def close(self) -> None:
         """Finish the bar (newline on a terminal)."""

@@ -15,10 +15,10 @@ REGIMES = ("walk", "approach", "crossing")
 _DESCRIPTIONS = {
     "walk": "well-conditioned random walk (mean-reverting rank-one steps of size ≈ scale)",
     "approach": "random walk + steps shrinking the smallest singular value σₙ to √depth and "
-                "growing the largest σ₁ by 1/√depth and back: κ grows by 1/depth while det "
-                "stays put (an approach to the singular set the P4 det guard cannot see)",
+    "growing the largest σ₁ by 1/√depth and back: κ grows by 1/depth while det "
+    "stays put (an approach to the singular set the P4 det guard cannot see)",
     "crossing": "random walk + steps moving one singular value σ geometrically to ±depth and "
-                "across zero to −1 (det → 0 and changes sign once, at `event`)",
+    "across zero to −1 (det → 0 and changes sign once, at `event`)",
 }
 
 

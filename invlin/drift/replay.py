@@ -58,8 +58,9 @@ def _text(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple[int, ...], bool, np.dtype,
-                                                                    int]:
+def _header(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo
+) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     """(shape, fortran order, dtype, header length) of a .npy member, reading its header only."""
     fmt = np.lib.format
     with zf.open(info) as f:
@@ -80,13 +81,17 @@ def _open_archive(path: Path, where: str) -> zipfile.ZipFile:
     with open(path, "rb") as fh:
         magic = fh.read(6)
     if magic == b"\x93NUMPY":
-        raise ValueError(f"{where} is a single .npy array, not a .npz archive of a MergeHistory "
-                         f"(a .npy file renamed?)")
+        raise ValueError(
+            f"{where} is a single .npy array, not a .npz archive of a MergeHistory "
+            f"(a .npy file renamed?)"
+        )
     try:
         return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise ValueError(f"{where} is not a .npz (zip) archive, or a truncated one "
-                         f"({_text(exc)}): not a MergeHistory .npz file") from None
+        raise ValueError(
+            f"{where} is not a .npz (zip) archive, or a truncated one "
+            f"({_text(exc)}): not a MergeHistory .npz file"
+        ) from None
 
 
 def _members(zf: zipfile.ZipFile, where: str) -> dict[str, zipfile.ZipInfo]:
@@ -96,15 +101,21 @@ def _members(zf: zipfile.ZipFile, where: str) -> dict[str, zipfile.ZipInfo]:
     for info in zf.infolist():
         key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
         if not info.filename.endswith(".npy") or key in out:
-            raise ValueError(f"{where} is not a MergeHistory .npz file: unexpected member "
-                             f"{info.filename!r} (refused without loading it)")
+            raise ValueError(
+                f"{where} is not a MergeHistory .npz file: unexpected member "
+                f"{info.filename!r} (refused without loading it)"
+            )
         if key != _VERSION and "/" not in key:
-            raise ValueError(f"{where} is not a MergeHistory .npz file: member {key!r} is not "
-                             f"named '<layer>/<field>'")
+            raise ValueError(
+                f"{where} is not a MergeHistory .npz file: member {key!r} is not "
+                f"named '<layer>/<field>'"
+            )
         if key != _VERSION and key.rsplit("/", 1)[1] not in known:
-            raise ValueError(f"{where}: unexpected member {key!r} (refused without loading it); "
-                             f"a history holds only '<layer>/<field>' arrays with field one of "
-                             f"{', '.join(known)}, and {_VERSION}")
+            raise ValueError(
+                f"{where}: unexpected member {key!r} (refused without loading it); "
+                f"a history holds only '<layer>/<field>' arrays with field one of "
+                f"{', '.join(known)}, and {_VERSION}"
+            )
         out[key] = info
     return out
 
@@ -113,21 +124,26 @@ def _check_size(members: dict[str, _Member], where: str, max_bytes: int) -> None
     """Refuse a history over ``max_bytes``, by the zip directory's sizes and by the headers'."""
     for label, sizes in (
         ("uncompressed", {k: m.info.file_size for k, m in members.items()}),
-        ("by its .npy headers", {k: math.prod(m.shape) * m.dtype.itemsize
-                                 for k, m in members.items()}),
+        (
+            "by its .npy headers",
+            {k: math.prod(m.shape) * m.dtype.itemsize for k, m in members.items()},
+        ),
     ):
         total = sum(sizes.values())
         if total > max_bytes:
             big = max(sizes, key=sizes.__getitem__)
-            raise ValueError(f"{where} holds {total} bytes {label}, over the limit of {max_bytes} "
-                             f"bytes (largest member {big!r}: {sizes[big]} bytes); raise the limit "
-                             f"with --max-bytes (max_bytes=, default MAX_HISTORY_BYTES) if the "
-                             f"file is trusted")
+            raise ValueError(
+                f"{where} holds {total} bytes {label}, over the limit of {max_bytes} "
+                f"bytes (largest member {big!r}: {sizes[big]} bytes); raise the limit "
+                f"with --max-bytes (max_bytes=, default MAX_HISTORY_BYTES) if the "
+                f"file is trusted"
+            )
 
 
 def _check_layout(layers: dict[str, dict[str, _Member]], where: str) -> None:
     """Check every member's dtype and shape from its header: refuse before anything is read."""
     for name, rec in layers.items():
+
         def bad(field: str, what: str, name: str = name) -> ValueError:
             return ValueError(f"{where}: layer {name!r} field {field!r} {what}")
 
@@ -141,11 +157,18 @@ def _check_layout(layers: dict[str, dict[str, _Member]], where: str) -> None:
         if len(rec["c"].shape) != 1:
             raise bad("c", f"must have shape (k,) (one entry per merge), got {rec['c'].shape}")
         k = rec["c"].shape[0]
-        for field, want in (("u", (k, n)), ("v", (k, n)), ("logabsdet", (k,)), ("sign", (k,)),
-                            ("step", (k,))):
+        for field, want in (
+            ("u", (k, n)),
+            ("v", (k, n)),
+            ("logabsdet", (k,)),
+            ("sign", (k,)),
+            ("step", (k,)),
+        ):
             if field in rec and rec[field].shape != want:
-                raise bad(field, f"must have shape {want} (k = {k} merges, n = {n}), got "
-                                 f"{rec[field].shape}")
+                raise bad(
+                    field,
+                    f"must have shape {want} (k = {k} merges, n = {n}), got {rec[field].shape}",
+                )
 
 
 def _read(zf: zipfile.ZipFile, m: _Member, what: str) -> np.ndarray:
@@ -154,15 +177,17 @@ def _read(zf: zipfile.ZipFile, m: _Member, what: str) -> np.ndarray:
         with zf.open(m.info) as f:
             arr = np.lib.format.read_array(f, allow_pickle=False)
     except _READ_ERRORS as exc:
-        raise ValueError(f"{what} could not be read, the file is truncated or corrupt "
-                         f"({_text(exc)})") from None
+        raise ValueError(
+            f"{what} could not be read, the file is truncated or corrupt ({_text(exc)})"
+        ) from None
     if arr.shape != m.shape:  # pragma: no cover - read_array honours the header
         raise ValueError(f"{what} holds shape {arr.shape}, its header says {m.shape}")
     return arr
 
 
-def load_history(path: str | Path, *, max_bytes: int = MAX_HISTORY_BYTES
-                 ) -> dict[str, dict[str, np.ndarray]]:
+def load_history(
+    path: str | Path, *, max_bytes: int = MAX_HISTORY_BYTES
+) -> dict[str, dict[str, np.ndarray]]:
     """Read a ``MergeHistory.save`` file and check its layout: ``{layer: {field: array}}``.
 
     The fields returned are a0 (float64 (n, n)), u and v (float64 (k, n)), c and logabsdet
@@ -196,8 +221,10 @@ def load_history(path: str | Path, *, max_bytes: int = MAX_HISTORY_BYTES
             members[key] = _Member(info, shape, fortran, dtype)
             expected = head + math.prod(shape) * dtype.itemsize
             if info.file_size != expected:
-                raise ValueError(f"{what} holds {info.file_size} bytes but its .npy header "
-                                 f"declares {expected}: the file is truncated or corrupt")
+                raise ValueError(
+                    f"{what} holds {info.file_size} bytes but its .npy header "
+                    f"declares {expected}: the file is truncated or corrupt"
+                )
         _check_size(members, where, max_bytes)
         version = members.pop(_VERSION, None)
         if version is not None:
@@ -205,10 +232,15 @@ def load_history(path: str | Path, *, max_bytes: int = MAX_HISTORY_BYTES
             if version.shape == () and version.dtype.kind in "iu":
                 value = int(_read(zf, version, _label(where, _VERSION)))
             if value not in _VERSIONS:
-                shown = value if value is not None else f"dtype {version.dtype.str}, shape " \
-                                                        f"{version.shape}"
-                raise ValueError(f"{where}: field {_VERSION!r} is {shown}; this invlin reads "
-                                 f"format version {', '.join(map(str, _VERSIONS))}")
+                shown = (
+                    value
+                    if value is not None
+                    else f"dtype {version.dtype.str}, shape {version.shape}"
+                )
+                raise ValueError(
+                    f"{where}: field {_VERSION!r} is {shown}; this invlin reads "
+                    f"format version {', '.join(map(str, _VERSIONS))}"
+                )
         layers: dict[str, dict[str, _Member]] = {}
         for key, m in members.items():
             name, field = key.rsplit("/", 1)
@@ -241,18 +273,43 @@ def _recorded(m: int, n: int, dtype: str, truth, lad: float, sign: int) -> Check
         err = lad - true_lad
         passed = math.isfinite(ratio) and ratio <= allowed and sign == sign_e
     return CheckpointRecord(
-        updates=m, merged=m, refused=0, corrections=0, refreshes=0, kappa_exact=float(kappa),
-        kappa_held=nan, oracle_bits=int(bits), inverse_ratio_exact=nan, inverse_ratio_held=nan,
-        forward_ratio_exact=nan, logdet_true=float(true_lad), logdet_tracked=float(lad),
-        logdet_error_exact=float(err), logdet_ratio_exact=float(ratio), logdet_error_held=nan,
-        logdet_ratio_held=nan, sign_tracked=int(sign), sign_exact=int(sign_e), sign_held=0,
-        estimated_residual=nan, true_residual=nan, estimated_ratio=nan,
-        estimated_logdet_drift=nan, true_logdet_drift=nan, allowed=float(allowed),
-        passed=bool(passed), seconds_per_update=nan)
+        updates=m,
+        merged=m,
+        refused=0,
+        corrections=0,
+        refreshes=0,
+        kappa_exact=float(kappa),
+        kappa_held=nan,
+        oracle_bits=int(bits),
+        inverse_ratio_exact=nan,
+        inverse_ratio_held=nan,
+        forward_ratio_exact=nan,
+        logdet_true=float(true_lad),
+        logdet_tracked=float(lad),
+        logdet_error_exact=float(err),
+        logdet_ratio_exact=float(ratio),
+        logdet_error_held=nan,
+        logdet_ratio_held=nan,
+        sign_tracked=int(sign),
+        sign_exact=int(sign_e),
+        sign_held=0,
+        estimated_residual=nan,
+        true_residual=nan,
+        estimated_ratio=nan,
+        estimated_logdet_drift=nan,
+        true_logdet_drift=nan,
+        allowed=float(allowed),
+        passed=bool(passed),
+        seconds_per_update=nan,
+    )
 
 
 def replay_history(
-    path: str | Path, *, dtype: str = "float64", backend: str = "auto", seed: int = 0,
+    path: str | Path,
+    *,
+    dtype: str = "float64",
+    backend: str = "auto",
+    seed: int = 0,
     max_bytes: int = MAX_HISTORY_BYTES,
 ) -> list[ConfigurationResult]:
     """Replay every layer of the history at ``path`` against the oracle.
@@ -282,9 +339,11 @@ def replay_history(
         try:
             tracked = TrackedMatrix(a0.astype(dtype), dtype=dtype, guard=Guard.off())
         except (ValueError, ArithmeticError) as exc:
-            raise ValueError(f"history {str(path)!r}: layer {name!r} field 'a0' (the starting "
-                             f"matrix) is singular in {dtype}, so it cannot be replayed "
-                             f"({_text(exc)})") from None
+            raise ValueError(
+                f"history {str(path)!r}: layer {name!r} field 'a0' (the starting "
+                f"matrix) is singular in {dtype}, so it cannot be replayed "
+                f"({_text(exc)})"
+            ) from None
         oracle = OracleCache(backend)
         marks = set(checkpoints(k))
         recorded, retracked = [], []
@@ -302,35 +361,78 @@ def replay_history(
                 continue
             oracle.clear()
             truth = oracle.exact((), exact)
-            recorded.append(_recorded(m, n, dtype, truth, float(rec["logabsdet"][j]),
-                                      int(rec["sign"][j])))
-            state = TrackState(tracked.a.astype(np.float64), tracked.inverse.astype(np.float64),
-                               int(tracked.sign), float(tracked.logabsdet))
-            counters = {"merged": tracked.updates, "refused": tracked.refused, "corrections": 0,
-                        "refreshes": 0}
-            retracked.append(measure(state, dtype=dtype, updates=m, counters=counters,
-                                     exact_truth=truth, exact_float=exact.to_float(),
-                                     held_truth=oracle.held(state.a),
-                                     seconds_per_update=since / (m - last), seed=[seed, m]))
+            recorded.append(
+                _recorded(m, n, dtype, truth, float(rec["logabsdet"][j]), int(rec["sign"][j]))
+            )
+            state = TrackState(
+                tracked.a.astype(np.float64),
+                tracked.inverse.astype(np.float64),
+                int(tracked.sign),
+                float(tracked.logabsdet),
+            )
+            counters = {
+                "merged": tracked.updates,
+                "refused": tracked.refused,
+                "corrections": 0,
+                "refreshes": 0,
+            }
+            retracked.append(
+                measure(
+                    state,
+                    dtype=dtype,
+                    updates=m,
+                    counters=counters,
+                    exact_truth=truth,
+                    exact_float=exact.to_float(),
+                    held_truth=oracle.held(state.a),
+                    seconds_per_update=since / (m - last),
+                    seed=[seed, m],
+                )
+            )
             since, last = 0.0, m
         tracks = [
-            TrackResult("recorded", "-", "as-recorded",
-                        "log|det| and sign saved by P4Scheduler after each merge",
-                        recorded, summarize(recorded, k, math.nan)),
-            TrackResult("reference", "cpu", "plain",
-                        f"NumPy TrackedMatrix re-tracking the recorded merges in {dtype}",
-                        retracked, summarize(retracked, k, spent)),
+            TrackResult(
+                "recorded",
+                "-",
+                "as-recorded",
+                "log|det| and sign saved by P4Scheduler after each merge",
+                recorded,
+                summarize(recorded, k, math.nan),
+            ),
+            TrackResult(
+                "reference",
+                "cpu",
+                "plain",
+                f"NumPy TrackedMatrix re-tracking the recorded merges in {dtype}",
+                retracked,
+                summarize(retracked, k, spent),
+            ),
         ]
-        settings = {"label": name or "(root module)", "regime": "replay", "n": n, "updates": k,
-                    "dtype": dtype, "backend": backend, "seed": seed}
-        results.append(ConfigurationResult(
-            settings=settings,
-            regime_description=f"{k} merges recorded by P4Scheduler(record=True)",
-            event=None, planned_sigma=[], tracks=tracks,
-            oracle={"backend": oracle.backend_used or backend, "evaluations": oracle.evaluations,
-                    "max_bits": oracle.max_bits},
-            seconds=time.perf_counter() - start,
-            extra={"source": str(path), "layer": name}))
+        settings = {
+            "label": name or "(root module)",
+            "regime": "replay",
+            "n": n,
+            "updates": k,
+            "dtype": dtype,
+            "backend": backend,
+            "seed": seed,
+        }
+        results.append(
+            ConfigurationResult(
+                settings=settings,
+                regime_description=f"{k} merges recorded by P4Scheduler(record=True)",
+                event=None,
+                planned_sigma=[],
+                tracks=tracks,
+                oracle={
+                    "backend": oracle.backend_used or backend,
+                    "evaluations": oracle.evaluations,
+                    "max_bits": oracle.max_bits,
+                },
+                seconds=time.perf_counter() - start,
+                extra={"source": str(path), "layer": name},
+            )
+        )
     if not results:
         raise ValueError(f"history {str(path)!r} records no merge")
     return results

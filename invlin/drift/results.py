@@ -48,13 +48,27 @@ def summarize(records: list[CheckpointRecord], updates: int, seconds: float) -> 
         "worst_margin": worst,
         "worst_at": worst_at,
         "first_failure": failed[0].updates if failed else None,
-        "sign_errors": sum(r.sign_tracked != r.sign_exact
-                           or (r.sign_held != 0 and r.sign_tracked != r.sign_held)
-                           for r in records),
-        "final": {k: getattr(last, k) for k in (
-            "updates", "merged", "refused", "corrections", "refreshes", "kappa_exact",
-            "inverse_ratio_exact", "logdet_error_exact", "sign_tracked", "sign_exact",
-            "allowed", "passed")},
+        "sign_errors": sum(
+            r.sign_tracked != r.sign_exact or (r.sign_held != 0 and r.sign_tracked != r.sign_held)
+            for r in records
+        ),
+        "final": {
+            k: getattr(last, k)
+            for k in (
+                "updates",
+                "merged",
+                "refused",
+                "corrections",
+                "refreshes",
+                "kappa_exact",
+                "inverse_ratio_exact",
+                "logdet_error_exact",
+                "sign_tracked",
+                "sign_exact",
+                "allowed",
+                "passed",
+            )
+        },
         "seconds_per_update": seconds / updates if updates else math.nan,
     }
 
@@ -71,9 +85,14 @@ class TrackResult:
     summary: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"engine": self.engine, "device": self.device, "policy": self.policy,
-                "description": self.description, "summary": self.summary,
-                "checkpoints": [c.to_dict() for c in self.checkpoints]}
+        return {
+            "engine": self.engine,
+            "device": self.device,
+            "policy": self.policy,
+            "description": self.description,
+            "summary": self.summary,
+            "checkpoints": [c.to_dict() for c in self.checkpoints],
+        }
 
 
 @dataclass
@@ -90,10 +109,16 @@ class ConfigurationResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"settings": self.settings, "regime_description": self.regime_description,
-                "event": self.event, "planned_sigma": self.planned_sigma,
-                "oracle": self.oracle, "seconds": self.seconds, **self.extra,
-                "tracks": [t.to_dict() for t in self.tracks]}
+        return {
+            "settings": self.settings,
+            "regime_description": self.regime_description,
+            "event": self.event,
+            "planned_sigma": self.planned_sigma,
+            "oracle": self.oracle,
+            "seconds": self.seconds,
+            **self.extra,
+            "tracks": [t.to_dict() for t in self.tracks],
+        }
 
 
 def report_data(
@@ -118,8 +143,12 @@ def report_data(
         "command": list(command or []),
         "settings": settings,
         "environment": environment,
-        "summary": {"configurations": len(results), "tracks": len(tracks),
-                    "passed": len(tracks) - failed, "failed": failed},
+        "summary": {
+            "configurations": len(results),
+            "tracks": len(tracks),
+            "passed": len(tracks) - failed,
+            "failed": failed,
+        },
         "wall_seconds": wall_seconds,
         "configurations": [r.to_dict() for r in results],
     }

@@ -29,16 +29,31 @@ def run_configuration(
     Deterministic for a given configuration except for the timing fields.
     """
     start = time.perf_counter()
-    seq = generate(config.regime, config.n, config.updates, seed=config.sequence_seed(),
-                   scale=config.scale, depth=config.depth)
+    seq = generate(
+        config.regime,
+        config.n,
+        config.updates,
+        seed=config.sequence_seed(),
+        scale=config.scale,
+        depth=config.depth,
+    )
     dtype = config.dtype
     a0 = cast_vectors(seq.a0, dtype)
     us, vs = cast_vectors(seq.u, dtype), cast_vectors(seq.v, dtype)
     tracks = []
     for i, (engine, policy) in enumerate(config.tracks):
         device = config.device if engine == "layer" else "cpu"
-        tracks.append(make_track(engine, policy, a0, dtype, device=device,
-                                 seed=config.track_seed(i), refresh_every=config.refresh_every))
+        tracks.append(
+            make_track(
+                engine,
+                policy,
+                a0,
+                dtype,
+                device=device,
+                seed=config.track_seed(i),
+                refresh_every=config.refresh_every,
+            )
+        )
     book = PathBook(ExactMatrix.from_float(a0), len(tracks))
     oracle = OracleCache(config.backend)
     marks = set(checkpoints(config.updates, seq.event))
@@ -62,27 +77,52 @@ def run_configuration(
         for i, t in enumerate(tracks):
             em = book.matrix(i)
             state = t.state()
-            counters = {"merged": t.applied, "refused": t.refused,
-                        "corrections": t.corrections, "refreshes": t.refreshes}
-            records[i].append(measure(
-                state, dtype=dtype, updates=mark, counters=counters,
-                exact_truth=oracle.exact(book.key(i), em),
-                exact_float=oracle.exact_float(book.key(i), em),
-                held_truth=oracle.held(state.a),
-                seconds_per_update=since[i] / (mark - last_mark),
-                seed=[config.track_seed(i), mark]))
+            counters = {
+                "merged": t.applied,
+                "refused": t.refused,
+                "corrections": t.corrections,
+                "refreshes": t.refreshes,
+            }
+            records[i].append(
+                measure(
+                    state,
+                    dtype=dtype,
+                    updates=mark,
+                    counters=counters,
+                    exact_truth=oracle.exact(book.key(i), em),
+                    exact_float=oracle.exact_float(book.key(i), em),
+                    held_truth=oracle.held(state.a),
+                    seconds_per_update=since[i] / (mark - last_mark),
+                    seed=[config.track_seed(i), mark],
+                )
+            )
         if progress is not None:
             progress(mark - last_mark)
         last_mark = mark
     results = []
     for i, (engine, policy) in enumerate(config.tracks):
         spec = policy_spec(policy, refresh_every=config.refresh_every)
-        results.append(TrackResult(engine, tracks[i].device, policy, spec.description, records[i],
-                                   summarize(records[i], config.updates, float(spent[i]))))
+        results.append(
+            TrackResult(
+                engine,
+                tracks[i].device,
+                policy,
+                spec.description,
+                records[i],
+                summarize(records[i], config.updates, float(spent[i])),
+            )
+        )
     sigma_at = [float(seq.sigma[m - 1]) for m in sorted(marks)]
     return ConfigurationResult(
-        settings=config.to_dict(), regime_description=seq.description, event=seq.event,
-        planned_sigma=sigma_at, tracks=results,
-        oracle={"backend": oracle.backend_used or config.backend, "evaluations": oracle.evaluations,
-                "max_bits": oracle.max_bits},
-        seconds=time.perf_counter() - start)
+        settings=config.to_dict(),
+        regime_description=seq.description,
+        event=seq.event,
+        planned_sigma=sigma_at,
+        tracks=results,
+        oracle={
+            "backend": oracle.backend_used or config.backend,
+            "evaluations": oracle.evaluations,
+            "max_bits": oracle.max_bits,
+        },
+        seconds=time.perf_counter() - start,
+    )

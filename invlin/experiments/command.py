@@ -24,8 +24,10 @@ class _Progress:
         self.last = now
         width = 30
         done = int(width * (step + 1) / self.total)
-        sys.stderr.write(f"\r{label:<48} [{'#' * done}{'.' * (width - done)}] "
-                         f"{step + 1}/{self.total} loss {loss:8.4f}")
+        sys.stderr.write(
+            f"\r{label:<48} [{'#' * done}{'.' * (width - done)}] "
+            f"{step + 1}/{self.total} loss {loss:8.4f}"
+        )
         if step + 1 == self.total:
             sys.stderr.write("\n")
         sys.stderr.flush()
@@ -43,8 +45,9 @@ def _merge_period(text: str) -> tuple[str | None, int]:
 
     model, _, value = text.rpartition("=")
     if model and model not in MERGE_EVERY:
-        raise argparse.ArgumentTypeError(f"MODEL must be one of {tuple(MERGE_EVERY)}, got "
-                                         f"{model!r}")
+        raise argparse.ArgumentTypeError(
+            f"MODEL must be one of {tuple(MERGE_EVERY)}, got {model!r}"
+        )
     return model or None, _positive(value)
 
 
@@ -57,20 +60,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     which = train.add_subparsers(dest="experiment", required=True)
     toy = which.add_parser("toy2d", help="P4Inv flows on 2-D toy densities vs affine coupling")
     toy.add_argument("--densities", nargs="+", default=list(TOY_DENSITIES), choices=TOY_DENSITIES)
-    toy.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS),
-                     help="models to train (all): " + "; ".join(f"{k}: {v}"
-                                                               for k, v in MODELS.items()))
+    toy.add_argument(
+        "--models",
+        nargs="+",
+        default=list(MODELS),
+        choices=list(MODELS),
+        help="models to train (all): " + "; ".join(f"{k}: {v}" for k, v in MODELS.items()),
+    )
     toy.add_argument("--steps", type=_positive, default=2000, help="training steps (2000)")
-    toy.add_argument("--blocks", type=_positive, default=16,
-                     help="P4Inv + bent identity blocks of p4_bent (16)")
-    toy.add_argument("--couplings", type=_positive, default=8,
-                     help="coupling layers of realnvp and realnvp_p4 (8)")
-    toy.add_argument("--hidden", type=_positive, default=24,
-                     help="hidden width of realnvp and realnvp_p4 (24)")
-    toy.add_argument("--merge-every", nargs="+", type=_merge_period, default=[],
-                     metavar="[MODEL=]N",
-                     help="P4 merge period: N for all P4 models, or MODEL=N pairs (default: "
-                          + " ".join(f"{k}={v}" for k, v in MERGE_EVERY.items()) + ")")
+    toy.add_argument(
+        "--blocks", type=_positive, default=16, help="P4Inv + bent identity blocks of p4_bent (16)"
+    )
+    toy.add_argument(
+        "--couplings",
+        type=_positive,
+        default=8,
+        help="coupling layers of realnvp and realnvp_p4 (8)",
+    )
+    toy.add_argument(
+        "--hidden", type=_positive, default=24, help="hidden width of realnvp and realnvp_p4 (24)"
+    )
+    toy.add_argument(
+        "--merge-every",
+        nargs="+",
+        type=_merge_period,
+        default=[],
+        metavar="[MODEL=]N",
+        help="P4 merge period: N for all P4 models, or MODEL=N pairs (default: "
+        + " ".join(f"{k}={v}" for k, v in MERGE_EVERY.items())
+        + ")",
+    )
     toy.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (5e-3)")
     toy.add_argument("--batch", type=_positive, default=512, help="batch size (512)")
     dig = which.add_parser("digits", help="LU-Net on 8×8 digits vs affine coupling")
@@ -81,11 +100,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     for p in (toy, dig):
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
-        p.add_argument("--out", type=Path, default=Path("reports/experiments"),
-                       help="output folder (reports/experiments)")
-        p.add_argument("--threads", type=_positive, default=1,
-                       help="torch CPU threads (1: these small models gain nothing from more, "
-                            "and lose much when other processes share the cores)")
+        p.add_argument(
+            "--out",
+            type=Path,
+            default=Path("reports/experiments"),
+            help="output folder (reports/experiments)",
+        )
+        p.add_argument(
+            "--threads",
+            type=_positive,
+            default=1,
+            help="torch CPU threads (1: these small models gain nothing from more, "
+            "and lose much when other processes share the cores)",
+        )
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=_run)
 
@@ -113,11 +140,15 @@ def _train(args: argparse.Namespace) -> int:
     import torch
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("invlin train: --device cuda requested but no CUDA device is available",
-              file=sys.stderr)
+        print(
+            "invlin train: --device cuda requested but no CUDA device is available", file=sys.stderr
+        )
         return 2
-    settings: dict[str, Any] = {k: (str(v) if isinstance(v, Path) else v)
-                                for k, v in vars(args).items() if k not in ("func",)}
+    settings: dict[str, Any] = {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in vars(args).items()
+        if k not in ("func",)
+    }
     settings["argv"] = " ".join(sys.argv[3:]) if len(sys.argv) > 3 else ""
     if args.experiment == "toy2d":
         from invlin.experiments.render import write_toy2d
@@ -129,35 +160,61 @@ def _train(args: argparse.Namespace) -> int:
             print(f"invlin train: {exc}", file=sys.stderr)
             return 2
         settings["merge_every"] = periods
-        results = run_toy2d(args.densities, models=args.models, steps=args.steps,
-                            blocks=args.blocks, couplings=args.couplings, hidden=args.hidden,
-                            seed=args.seed, merge_every=periods, lr=args.lr, batch=args.batch,
-                            device=args.device, progress=_Progress(args.steps, not args.quiet))
+        results = run_toy2d(
+            args.densities,
+            models=args.models,
+            steps=args.steps,
+            blocks=args.blocks,
+            couplings=args.couplings,
+            hidden=args.hidden,
+            seed=args.seed,
+            merge_every=periods,
+            lr=args.lr,
+            batch=args.batch,
+            device=args.device,
+            progress=_Progress(args.steps, not args.quiet),
+        )
         paths = write_toy2d(results, args.out, settings)
-        print(f"{'density':<16} {'model':<17} {'params':>7} {'test NLL':>9} {'optimum':>8} "
-              f"{'in region':>9}")
+        print(
+            f"{'density':<16} {'model':<17} {'params':>7} {'test NLL':>9} {'optimum':>8} "
+            f"{'in region':>9}"
+        )
         for r in results:
-            print(f"{r.density:<16} {r.model:<17} {r.parameters:>7} {r.test_nll:>9.3f} "
-                  f"{r.optimum:>8.3f} {100 * r.region_fraction:>8.1f}%")
+            print(
+                f"{r.density:<16} {r.model:<17} {r.parameters:>7} {r.test_nll:>9.3f} "
+                f"{r.optimum:>8.3f} {100 * r.region_fraction:>8.1f}%"
+            )
         bad = [d for r in results for d in r.drift if not d.passed]
         for r in results:
             if r.drift:
-                print(f"{r.density} {r.model}: P4 counters {r.counters}; layers within the "
-                      f"oracle bound: {sum(d.passed for d in r.drift)}/{len(r.drift)}")
+                print(
+                    f"{r.density} {r.model}: P4 counters {r.counters}; layers within the "
+                    f"oracle bound: {sum(d.passed for d in r.drift)}/{len(r.drift)}"
+                )
     else:
         from invlin.experiments.digits import run_digits
         from invlin.experiments.render import write_digits
 
-        results = run_digits(steps=args.steps, blocks=args.blocks, lr=args.lr, batch=args.batch,
-                             seed=args.seed,
-                             device=args.device, progress=_Progress(args.steps, not args.quiet))
+        results = run_digits(
+            steps=args.steps,
+            blocks=args.blocks,
+            lr=args.lr,
+            batch=args.batch,
+            seed=args.seed,
+            device=args.device,
+            progress=_Progress(args.steps, not args.quiet),
+        )
         paths = write_digits(results, args.out, settings)
-        print(f"{'model':<52} {'params':>7} {'test b/d':>9} {'train b/d':>9} "
-              f"{'density ms':>11} {'sample ms':>10}")
+        print(
+            f"{'model':<52} {'params':>7} {'test b/d':>9} {'train b/d':>9} "
+            f"{'density ms':>11} {'sample ms':>10}"
+        )
         for r in results:
-            print(f"{r.model:<52} {r.parameters:>7} {r.test_bits_per_dim:>9.3f} "
-                  f"{r.train_bits_per_dim:>9.3f} {r.density_ms_per_image:>11.4f} "
-                  f"{r.sampling_ms_per_image:>10.4f}")
+            print(
+                f"{r.model:<52} {r.parameters:>7} {r.test_bits_per_dim:>9.3f} "
+                f"{r.train_bits_per_dim:>9.3f} {r.density_ms_per_image:>11.4f} "
+                f"{r.sampling_ms_per_image:>10.4f}"
+            )
         bad = []
     print("wrote " + ", ".join(str(p) for p in paths))
     if bad:

@@ -22,9 +22,13 @@ class AffineCoupling(nn.Module):
         if mask.shape != (features,) or mask.dtype != torch.bool:
             raise ValueError(f"mask must be a bool tensor of shape ({features},)")
         self.register_buffer("mask", mask)
-        self.net = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, 2 * features))
+        self.net = nn.Sequential(
+            nn.Linear(features, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 2 * features),
+        )
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
         self.scale = nn.Parameter(torch.ones(features))
@@ -43,8 +47,14 @@ class AffineCoupling(nn.Module):
         return (y - t) * torch.exp(-s), -s.sum(-1)
 
 
-def coupling_flow(features: int, layers: int, hidden: int = 64, *, mixing: str = "alternate",
-                  generator: torch.Generator | None = None):
+def coupling_flow(
+    features: int,
+    layers: int,
+    hidden: int = 64,
+    *,
+    mixing: str = "alternate",
+    generator: torch.Generator | None = None,
+):
     """``layers`` affine couplings as an ``InvertibleSequential``.
 
     ``mixing="alternate"`` (RealNVP): the conditioning half alternates between the even and the
@@ -82,10 +92,17 @@ def _count(features: int, layers: int, hidden: int, mixing: str) -> int:
     return layers * (per + (3 * n if mixing == "p4" else 0))
 
 
-def matched_coupling_flow(features: int, layers: int, target: int, *, mixing: str = "alternate",
-                          generator: torch.Generator | None = None):
+def matched_coupling_flow(
+    features: int,
+    layers: int,
+    target: int,
+    *,
+    mixing: str = "alternate",
+    generator: torch.Generator | None = None,
+):
     """The ``layers``-coupling flow whose hidden width gives the parameter count closest to
     ``target`` (width ≥ 2); returns ``(flow, hidden)``."""
     hidden = min(range(2, 1025), key=lambda h: abs(_count(features, layers, h, mixing) - target))
-    return coupling_flow(features, layers, hidden=hidden, mixing=mixing,
-                         generator=generator), hidden
+    return coupling_flow(
+        features, layers, hidden=hidden, mixing=mixing, generator=generator
+    ), hidden

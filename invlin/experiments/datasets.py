@@ -41,8 +41,11 @@ def toy_density(name: str, n: int, seed: int = 0) -> np.ndarray:
     >>> toy_density("two_moons", 5).shape
     (5, 2)
     """
-    makers = {"eight_gaussians": _eight_gaussians, "two_moons": _two_moons,
-              "checkerboard": _checkerboard}
+    makers = {
+        "eight_gaussians": _eight_gaussians,
+        "two_moons": _two_moons,
+        "checkerboard": _checkerboard,
+    }
     if name not in makers:
         raise ValueError(f"name must be one of {TOY_DENSITIES}, got {name!r}")
     if n < 1:
@@ -60,8 +63,8 @@ def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
 def _gaussian_mixture(x: np.ndarray, centres: np.ndarray, sigma: float) -> np.ndarray:
     out = np.empty(x.shape[0])
     for lo in range(0, x.shape[0], 1024):  # (rows, centres) blocks keep memory small
-        d2 = ((x[lo:lo + 1024, None, :] - centres[None]) ** 2).sum(-1)
-        out[lo:lo + 1024] = _logsumexp(-d2 / (2 * sigma**2), axis=1)
+        d2 = ((x[lo : lo + 1024, None, :] - centres[None]) ** 2).sum(-1)
+        out[lo : lo + 1024] = _logsumexp(-d2 / (2 * sigma**2), axis=1)
     return out - np.log(centres.shape[0]) - np.log(2 * np.pi * sigma**2)
 
 

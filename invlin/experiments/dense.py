@@ -18,8 +18,12 @@ class DenseLinear(nn.Module):
     log|det| ``(*,)``); ``inverse(y)`` returns (x, −log|det|).
     """
 
-    def __init__(self, features: int, init: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        features: int,
+        init: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         if isinstance(features, bool) or not isinstance(features, int) or features < 1:
             raise ValueError(f"features must be a positive integer, got {features!r}")

@@ -35,8 +35,14 @@ class DigitsResult:
 
 
 @torch.no_grad()
-def _bits_per_dim(flow: torch.nn.Module, x_int: torch.Tensor, bins: int, repeats: int,
-                  generator: torch.Generator, device: str = "cpu") -> float:
+def _bits_per_dim(
+    flow: torch.nn.Module,
+    x_int: torch.Tensor,
+    bins: int,
+    repeats: int,
+    generator: torch.Generator,
+    device: str = "cpu",
+) -> float:
     """Dequantised bits/dim of integer data, averaged over ``repeats`` noise draws.
 
     −log₂ P(x) ≤ −log₂ p(y) − D·log₂ bins for y = (x + u)/bins (uniform dequantisation)."""
@@ -102,8 +108,7 @@ def run_digits(
     models.append((f"affine coupling ×{coupling_layers} (hidden {hidden})", base))
     fit_gen = torch.Generator().manual_seed(seed + 3)
     copies = torch.cat([dequantize(train, bins=bins, generator=fit_gen)[0] for _ in range(10)])
-    models.append(("reference: Gaussian fit, closed form (no training)",
-                   GaussianFlow.fit(copies)))
+    models.append(("reference: Gaussian fit, closed form (no training)", GaussianFlow.fit(copies)))
     results = []
     for label, flow in models:
         flow = flow.to(device)
@@ -111,9 +116,16 @@ def run_digits(
         if count_parameters(flow):
             opt = torch.optim.Adam(flow.parameters(), lr=lr)
             start = time.perf_counter()
-            trace = fit(flow, sample, opt, steps=steps, batch=batch,
-                        progress=None if progress is None else
-                        (lambda s, loss, m=label: progress(m, s, loss)))
+            trace = fit(
+                flow,
+                sample,
+                opt,
+                steps=steps,
+                batch=batch,
+                progress=None
+                if progress is None
+                else (lambda s, loss, m=label: progress(m, s, loss)),
+            )
             seconds = time.perf_counter() - start
         flow.eval()
         eval_gen = torch.Generator().manual_seed(seed + 7)
@@ -126,6 +138,5 @@ def run_digits(
             samp = _time_per_image(lambda f=flow, z=z: f.inverse(z), test.shape[0])
             imgs = flow.inverse(z[:64])[0].clamp(0, 1).reshape(64, 8, 8).cpu().numpy()
         size = getattr(flow, "statistics", None) or count_parameters(flow)
-        results.append(DigitsResult(label, size, bpd, train_bpd, dens, samp, seconds, imgs,
-                                    trace))
+        results.append(DigitsResult(label, size, bpd, train_bpd, dens, samp, seconds, imgs, trace))
     return results

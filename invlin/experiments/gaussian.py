@@ -25,8 +25,10 @@ class GaussianFlow(nn.Module):
         mean, cov = torch.as_tensor(mean), torch.as_tensor(cov)
         n = mean.shape[-1] if mean.ndim == 1 else -1
         if mean.ndim != 1 or cov.shape != (n, n):
-            raise ValueError(f"mean must have shape (n,) and cov (n, n), got {tuple(mean.shape)} "
-                             f"and {tuple(cov.shape)}")
+            raise ValueError(
+                f"mean must have shape (n,) and cov (n, n), got {tuple(mean.shape)} "
+                f"and {tuple(cov.shape)}"
+            )
         chol, info = torch.linalg.cholesky_ex(cov)
         if int(info) != 0:
             raise ValueError("cov must be symmetric positive definite")
@@ -50,8 +52,9 @@ class GaussianFlow(nn.Module):
         return torch.log(torch.diagonal(self.chol)).sum()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = torch.linalg.solve_triangular(self.chol, (x - self.mean).unsqueeze(-1),
-                                          upper=False).squeeze(-1)
+        z = torch.linalg.solve_triangular(
+            self.chol, (x - self.mean).unsqueeze(-1), upper=False
+        ).squeeze(-1)
         return z, (-self._logdet()).expand(x.shape[:-1])
 
     def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

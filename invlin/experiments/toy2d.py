@@ -17,8 +17,16 @@ from invlin.nn import BentIdentity, InvertibleSequential, P4InvLinear, P4Schedul
 from invlin.oracle import ExactMatrix, evaluate
 from invlin.testing import allowed_ratio, inverse_ratio, logdet_ratio
 
-__all__ = ["MERGE_EVERY", "MODELS", "LayerDrift", "ToyResult", "merge_periods", "p4_flow",
-           "region_fraction", "run_toy2d"]
+__all__ = [
+    "MERGE_EVERY",
+    "MODELS",
+    "LayerDrift",
+    "ToyResult",
+    "merge_periods",
+    "p4_flow",
+    "region_fraction",
+    "run_toy2d",
+]
 
 GRID = 120
 EXTENT = 4.0
@@ -52,8 +60,11 @@ class LayerDrift:
 
     @property
     def passed(self) -> bool:
-        return self.sign_ok and self.inverse_ratio <= self.allowed and \
-            self.logdet_ratio <= self.allowed
+        return (
+            self.sign_ok
+            and self.inverse_ratio <= self.allowed
+            and self.logdet_ratio <= self.allowed
+        )
 
 
 @dataclass
@@ -81,8 +92,9 @@ class ToyResult:
     trace: list[float] = field(default_factory=list)
 
 
-def p4_flow(blocks: int, generator: torch.Generator | None = None, *,
-            dense: bool = False) -> InvertibleSequential:
+def p4_flow(
+    blocks: int, generator: torch.Generator | None = None, *, dense: bool = False
+) -> InvertibleSequential:
     """``blocks`` × (P4InvLinear(2) → BentIdentity) followed by a final P4InvLinear(2).
 
     ``dense=True`` builds the control: a :class:`DenseLinear` (the same map trained directly,
@@ -92,8 +104,9 @@ def p4_flow(blocks: int, generator: torch.Generator | None = None, *,
         layers += [P4InvLinear(2, init="orthogonal", generator=generator), BentIdentity()]
     layers.append(P4InvLinear(2, init="orthogonal", generator=generator))
     if dense:
-        layers = [DenseLinear(2, init=m.weight) if isinstance(m, P4InvLinear) else m
-                  for m in layers]
+        layers = [
+            DenseLinear(2, init=m.weight) if isinstance(m, P4InvLinear) else m for m in layers
+        ]
     return InvertibleSequential(*layers)
 
 
@@ -104,10 +117,19 @@ def _layer_drift(name: str, layer: P4InvLinear, rec: dict[str, np.ndarray]) -> L
     truth = evaluate(exact)
     k = len(rec[f"{name}/c"])
     inv = inverse_ratio(exact.to_float(), layer.weight_inverse.detach().cpu().numpy())
-    ld = logdet_ratio(float(layer.logabsdet), truth.logabsdet, n=2, kappa=truth.kappa,
-                      dtype="float64")
-    return LayerDrift(name, k, truth.kappa, inv.value, ld.abs_error, ld.value,
-                      int(layer.sign) == truth.sign, allowed_ratio(k))
+    ld = logdet_ratio(
+        float(layer.logabsdet), truth.logabsdet, n=2, kappa=truth.kappa, dtype="float64"
+    )
+    return LayerDrift(
+        name,
+        k,
+        truth.kappa,
+        inv.value,
+        ld.abs_error,
+        ld.value,
+        int(layer.sign) == truth.sign,
+        allowed_ratio(k),
+    )
 
 
 @torch.no_grad()
@@ -119,8 +141,14 @@ def _grid_log_density(flow: torch.nn.Module, device: str) -> np.ndarray:
 
 
 @torch.no_grad()
-def region_fraction(flow: torch.nn.Module, name: str, threshold: float, samples: int = 4000,
-                    seed: int = 0, device: str = "cpu") -> float:
+def region_fraction(
+    flow: torch.nn.Module,
+    name: str,
+    threshold: float,
+    samples: int = 4000,
+    seed: int = 0,
+    device: str = "cpu",
+) -> float:
     """Share of ``samples`` draws from ``flow`` (inverse of N(0, I)) where the true log-density
     of ``name`` is at least ``threshold``; non-finite samples count as outside."""
     z = torch.randn(samples, 2, generator=torch.Generator().manual_seed(seed)).to(device)
@@ -139,8 +167,15 @@ def _totals(layers: Iterable[P4InvLinear]) -> dict[str, int]:
     return totals
 
 
-def _build(model: str, *, blocks: int, couplings: int, hidden: int, p4_parameters: int,
-           generator: torch.Generator) -> tuple[torch.nn.Module, str]:
+def _build(
+    model: str,
+    *,
+    blocks: int,
+    couplings: int,
+    hidden: int,
+    p4_parameters: int,
+    generator: torch.Generator,
+) -> tuple[torch.nn.Module, str]:
     if model == "p4_bent":
         return p4_flow(blocks, generator=generator), f"P4Inv + bent identity ×{blocks}"
     if model == "dense_bent":
@@ -167,10 +202,12 @@ def merge_periods(merge_every: int | dict[str, int] | None = None) -> dict[str, 
     elif merge_every is not None:
         periods = {}
     if sorted(periods) != sorted(MERGE_EVERY) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 1
-            for v in periods.values()):
-        raise ValueError(f"merge_every must be a positive int or map {tuple(MERGE_EVERY)} to "
-                         f"positive ints, got {merge_every!r}")
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in periods.values()
+    ):
+        raise ValueError(
+            f"merge_every must be a positive int or map {tuple(MERGE_EVERY)} to "
+            f"positive ints, got {merge_every!r}"
+        )
     return periods
 
 
@@ -225,32 +262,63 @@ def run_toy2d(
                 return pool[torch.randint(0, pool.shape[0], (b,), generator=gen).to(pool.device)]
 
             torch.manual_seed(seed)
-            flow, label = _build(model, blocks=blocks, couplings=couplings, hidden=hidden,
-                                 p4_parameters=p4_parameters,
-                                 generator=torch.Generator(device=device).manual_seed(seed))
+            flow, label = _build(
+                model,
+                blocks=blocks,
+                couplings=couplings,
+                hidden=hidden,
+                p4_parameters=p4_parameters,
+                generator=torch.Generator(device=device).manual_seed(seed),
+            )
             flow = flow.to(device)
             opt = torch.optim.Adam(flow.parameters(), lr=lr)
             layers = {n: m for n, m in flow.named_modules() if isinstance(m, P4InvLinear)}
             p4_layers = tuple(layers.values())
             sched = None
             if layers:
-                sched = P4Scheduler(flow, opt, merge_every=periods[model],
-                                    force_every=10 * periods[model], record=True)
+                sched = P4Scheduler(
+                    flow,
+                    opt,
+                    merge_every=periods[model],
+                    force_every=10 * periods[model],
+                    record=True,
+                )
             start = time.perf_counter()
-            trace = fit(flow, sample, opt, steps=steps, batch=batch,
-                        extra_loss=None if not layers else
-                        (lambda ls=p4_layers: sum(m.penalty() for m in ls)),
-                        after_step=None if sched is None else sched.step,
-                        progress=None if progress is None else
-                        (lambda s, loss, tag=f"{name} {model}": progress(tag, s, loss)))
+            trace = fit(
+                flow,
+                sample,
+                opt,
+                steps=steps,
+                batch=batch,
+                extra_loss=None
+                if not layers
+                else (lambda ls=p4_layers: sum(m.penalty() for m in ls)),
+                after_step=None if sched is None else sched.step,
+                progress=None
+                if progress is None
+                else (lambda s, loss, tag=f"{name} {model}": progress(tag, s, loss)),
+            )
             seconds = time.perf_counter() - start
             drift: list[LayerDrift] = []
             if sched is not None:
                 rec = sched.history.arrays()
                 drift = [_layer_drift(n, m, rec) for n, m in layers.items()]
-            results.append(ToyResult(
-                name, model, label, count_parameters(flow), mean_nll(flow, test), optimum,
-                region_fraction(flow, name, threshold, seed=seed + 2, device=device),
-                region_truth, seconds, _totals(layers.values()), drift,
-                _grid_log_density(flow, device), test_np[:1000], trace))
+            results.append(
+                ToyResult(
+                    name,
+                    model,
+                    label,
+                    count_parameters(flow),
+                    mean_nll(flow, test),
+                    optimum,
+                    region_fraction(flow, name, threshold, seed=seed + 2, device=device),
+                    region_truth,
+                    seconds,
+                    _totals(layers.values()),
+                    drift,
+                    _grid_log_density(flow, device),
+                    test_np[:1000],
+                    trace,
+                )
+            )
     return results

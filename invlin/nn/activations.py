@@ -263,8 +263,15 @@ class LeakySoftplus(_Activation):
             x_new = self._monotone_solve(x_new, y, t, lo, hi, moving)
         return torch.where(moving, x_new, hi)
 
-    def _monotone_solve(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
-                        lo: torch.Tensor, hi: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+    def _monotone_solve(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        t: torch.Tensor,
+        lo: torch.Tensor,
+        hi: torch.Tensor,
+        moving: torch.Tensor,
+    ) -> torch.Tensor:
         """The safeguarded iteration from x ≥ root: monotone Newton steps clamped to [lo, x]
         until no element moves (one host sync per step), then one free step."""
         x = torch.where(moving, x, hi)

@@ -160,8 +160,10 @@ class LULinear(nn.Module):
             if bool(bad.any()):
                 first = tuple(int(i) for i in torch.nonzero(bad)[0])
                 where = first[0] if len(first) == 1 else first
-                raise ValueError(f"{name} holds non-finite values (NaN or ±inf; the first at "
-                                 f"index {where}): the inverse of the layer is not defined for it")
+                raise ValueError(
+                    f"{name} holds non-finite values (NaN or ±inf; the first at "
+                    f"index {where}): the inverse of the layer is not defined for it"
+                )
 
     def _check(self, x: torch.Tensor, name: str) -> None:
         if not isinstance(x, torch.Tensor):
@@ -212,7 +214,9 @@ class LULinear(nn.Module):
             self._require_finite_operands(y)
             d = self.upper_diag.detach().to(work)
             index = int(torch.argmin(d.abs()))
-            raise ValueError(f"the inverse overflows for this y: upper_diag[{index}] = "
-                             f"{float(d[index]):.3g} (in {work}) is too close to zero")
+            raise ValueError(
+                f"the inverse overflows for this y: upper_diag[{index}] = "
+                f"{float(d[index]):.3g} (in {work}) is too close to zero"
+            )
         x = x.reshape(y.shape).to(y.dtype)
         return x, (-self.logabsdet(work)).to(y.dtype).expand(y.shape[:-1])

@@ -47,9 +47,14 @@ def probe_drift(
     s = torch.where(s == 0, torch.ones_like(s), s)
     rs = x @ (a @ s) - s
     # the four values read on the host in one transfer (off the CPU: one wait, not four)
-    residual, logdet, na, nx = torch.stack([
-        torch.sqrt(torch.mean(torch.sum(r * r, dim=0))), torch.mean(torch.sum(s * rs, dim=0)),
-        a.abs().sum(dim=0).max(), x.abs().sum(dim=0).max()]).tolist()
+    residual, logdet, na, nx = torch.stack(
+        [
+            torch.sqrt(torch.mean(torch.sum(r * r, dim=0))),
+            torch.mean(torch.sum(s * rs, dim=0)),
+            a.abs().sum(dim=0).max(),
+            x.abs().sum(dim=0).max(),
+        ]
+    ).tolist()
     scale = n * na * nx * eps(a.dtype)
     if not (residual < float("inf") and abs(logdet) < float("inf")):
         return DriftReading(float("inf"), float("inf"), float("inf"), float("inf"), float("inf"))
@@ -91,22 +96,28 @@ class DriftMonitor:
         if not (is_real(self.max_ratio) and self.max_ratio > 0):
             raise ValueError(f"max_ratio must be a positive number, got {self.max_ratio!r}")
         if not (is_real(self.max_correctable) and 0 < self.max_correctable <= 1):
-            raise ValueError("max_correctable must lie in (0, 1] (the hyperpower step needs "
-                             f"‖I − XA‖ < 1), got {self.max_correctable!r}")
+            raise ValueError(
+                "max_correctable must lie in (0, 1] (the hyperpower step needs "
+                f"‖I − XA‖ < 1), got {self.max_correctable!r}"
+            )
         if self.action not in ("auto", "correct", "refresh"):
             raise ValueError(f"action must be 'auto', 'correct' or 'refresh', got {self.action!r}")
-        if self.max_kappa_drop is not None and not (is_real(self.max_kappa_drop)
-                                                    and self.max_kappa_drop > 1):
-            raise ValueError(f"max_kappa_drop must be a number > 1 or None, "
-                             f"got {self.max_kappa_drop!r}")
+        if self.max_kappa_drop is not None and not (
+            is_real(self.max_kappa_drop) and self.max_kappa_drop > 1
+        ):
+            raise ValueError(
+                f"max_kappa_drop must be a number > 1 or None, got {self.max_kappa_drop!r}"
+            )
 
-    def decide(self, reading: DriftReading, kappa_peak: float | None = None
-               ) -> Literal["none", "correct", "refresh"]:
+    def decide(
+        self, reading: DriftReading, kappa_peak: float | None = None
+    ) -> Literal["none", "correct", "refresh"]:
         """The action a reading calls for; ``kappa_peak``: the largest κ₁ read since sign and
         log|det| were last computed from A (``None``: unknown, the κ rule is skipped)."""
         drifted = not (reading.ratio <= self.max_ratio and reading.logdet_ratio <= self.max_ratio)
-        if self._kappa_dropped(reading, kappa_peak) or (drifted and (
-                self.action == "refresh" or not reading.residual < self.max_correctable)):
+        if self._kappa_dropped(reading, kappa_peak) or (
+            drifted and (self.action == "refresh" or not reading.residual < self.max_correctable)
+        ):
             return "refresh"
         return "correct" if drifted else "none"
 

@@ -33,8 +33,9 @@ from invlin.reference.rank_one import Guard
 __all__ = ["P4InvLinear", "read_merge_plans"]
 
 
-def _singular(c: float | torch.Tensor, operands: dict[str, torch.Tensor] | None = None
-              ) -> ValueError:
+def _singular(
+    c: float | torch.Tensor, operands: dict[str, torch.Tensor] | None = None
+) -> ValueError:
     """The error for c = 1 + vᵀA⁻¹u zero or not finite, naming its real cause: the first of
     ``operands`` (name → tensor, e.g. u, v, weight_inverse) holding a NaN or ±inf; else a c that
     overflowed from finite operands; else a singular A + u vᵀ (c = 0)."""
@@ -46,17 +47,22 @@ def _singular(c: float | torch.Tensor, operands: dict[str, torch.Tensor] | None 
         if bool(bad.any()):
             first = tuple(int(i) for i in torch.nonzero(bad)[0])
             where = first[0] if len(first) == 1 else first
-            return ValueError(f"{name} holds non-finite values (first at index {where}), so "
-                              f"c = 1 + vᵀA⁻¹u = {value} and whether A + u vᵀ is singular "
-                              f"cannot be decided")
+            return ValueError(
+                f"{name} holds non-finite values (first at index {where}), so "
+                f"c = 1 + vᵀA⁻¹u = {value} and whether A + u vᵀ is singular "
+                f"cannot be decided"
+            )
     names = ", ".join(operands) if operands else "its operands"
-    return ValueError(f"c = 1 + vᵀA⁻¹u = {value} is not finite although {names} are (the "
-                      f"products overflow): A + u vᵀ cannot be inverted or checked for "
-                      f"singularity in this dtype")
+    return ValueError(
+        f"c = 1 + vᵀA⁻¹u = {value} is not finite although {names} are (the "
+        f"products overflow): A + u vᵀ cannot be inverted or checked for "
+        f"singularity in this dtype"
+    )
 
 
-def _require_finite_nonzero(c: torch.Tensor, operands: dict[str, torch.Tensor] | None = None
-                            ) -> None:
+def _require_finite_nonzero(
+    c: torch.Tensor, operands: dict[str, torch.Tensor] | None = None
+) -> None:
     """Raise ValueError unless the 0-dim tensor c is finite and nonzero (one read: on a GPU,
     one wait); ``operands`` (name → tensor) are searched for the cause only on failure."""
     if not bool(torch.isfinite(c) & (c != 0)):
@@ -84,7 +90,7 @@ def read_merge_plans(plans: list[tuple]) -> list[list[float]]:
         flat = (tensors[0] if len(tensors) == 1 else torch.cat(tensors)).tolist()
         start = 0
         for i, t in zip(members, tensors, strict=True):
-            out[i] = flat[start:start + t.numel()]
+            out[i] = flat[start : start + t.numel()]
             start += t.numel()
     return out  # type: ignore[return-value]
 
@@ -183,21 +189,29 @@ class P4InvLinear(nn.Module):
         if isinstance(features, bool) or not isinstance(features, int) or features < 1:
             raise ValueError(f"features must be a positive integer, got {features!r}")
         self.features = features
-        if not (isinstance(penalty_bounds, (tuple, list)) and len(penalty_bounds) == 2
-                and all(is_real(b) and math.isfinite(b) for b in penalty_bounds)
-                and penalty_bounds[0] < penalty_bounds[1]):
-            raise ValueError(f"penalty_bounds must be two finite numbers (min, max) with "
-                             f"min < max, got {penalty_bounds!r}")
+        if not (
+            isinstance(penalty_bounds, (tuple, list))
+            and len(penalty_bounds) == 2
+            and all(is_real(b) and math.isfinite(b) for b in penalty_bounds)
+            and penalty_bounds[0] < penalty_bounds[1]
+        ):
+            raise ValueError(
+                f"penalty_bounds must be two finite numbers (min, max) with "
+                f"min < max, got {penalty_bounds!r}"
+            )
         self.guard = Guard.p4(*penalty_bounds) if guard is None else guard
         if not isinstance(self.guard, Guard):
             raise ValueError(f"guard must be an invlin Guard, got {type(guard).__name__}")
         if monitor is not None and not isinstance(monitor, DriftMonitor):
-            raise ValueError(f"monitor must be a DriftMonitor or None, got "
-                             f"{type(monitor).__name__}")
+            raise ValueError(
+                f"monitor must be a DriftMonitor or None, got {type(monitor).__name__}"
+            )
         for name, dt in (("state_dtype", state_dtype), ("dtype", dtype)):
             if dt is not None and not (isinstance(dt, torch.dtype) and dt.is_floating_point):
-                raise ValueError(f"{name} must be a real floating-point torch dtype "
-                                 f"(e.g. torch.float64), got {dt!r}")
+                raise ValueError(
+                    f"{name} must be a real floating-point torch dtype "
+                    f"(e.g. torch.float64), got {dt!r}"
+                )
         self.monitor = monitor
         self.penalty_bounds = (float(penalty_bounds[0]), float(penalty_bounds[1]))
         self.generator = generator
@@ -312,23 +326,35 @@ class P4InvLinear(nn.Module):
         hit = self._cache.get(name)
         # (the buffer object, its data pointer and version, the dtype): any change of the buffer,
         # in place or by replacement, or a move to another device makes a new cast
-        if (hit is not None and hit[0] is buf and hit[1] == buf._version
-                and hit[2] == buf.data_ptr() and hit[3].dtype == dtype):
+        if (
+            hit is not None
+            and hit[0] is buf
+            and hit[1] == buf._version
+            and hit[2] == buf.data_ptr()
+            and hit[3].dtype == dtype
+        ):
             return hit[3]
         cast = buf.to(dtype)
         self._cache[name] = (buf, buf._version, buf.data_ptr(), cast)
         return cast
 
-    def _parts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor,
-                              torch.Tensor, torch.Tensor]:
+    def _parts(
+        self,
+    ) -> tuple[
+        torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor
+    ]:
         """(u, v, b, A, X, log|det A|) read from the module's dicts: attribute access through
         ``nn.Module.__getattr__`` costs about 1 µs each, a dozen times per call."""
         p, b = self._parameters, self._buffers
         return p["u"], p["v"], p.get("bias"), b["weight"], b["weight_inverse"], b["logabsdet"]
 
     def _check(self, x: torch.Tensor, name: str) -> None:
-        if (isinstance(x, torch.Tensor) and x.ndim >= 1 and x.shape[-1] == self.features
-                and x.is_floating_point()):
+        if (
+            isinstance(x, torch.Tensor)
+            and x.ndim >= 1
+            and x.shape[-1] == self.features
+            and x.is_floating_point()
+        ):
             return
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -356,7 +382,7 @@ class P4InvLinear(nn.Module):
         a = self._cast("weight", x.dtype)
         products = None
         cache = self._products
-        if x.numel() >= self.features ** 2 and cache.usable(x, a):
+        if x.numel() >= self.features**2 and cache.usable(x, a):
             # A + u vᵀ is formed (O(n²)) once per value of u, v and the state, then applied by
             # one matrix product per call; u, v, b get their gradients in O(batch·n).
             state = (a_state, xinv, logabsdet)
@@ -379,7 +405,7 @@ class P4InvLinear(nn.Module):
                 c = _factor(u, v, xinv_s)[1]
             _require_nonsingular_traced(c, {"u": u, "v": v, "weight_inverse": xinv_s})
             return p4_inverse(y, xinv, xinv_s, u, v, bias, logabsdet, None)  # type: ignore[arg-type]
-        full = y.numel() >= self.features ** 2
+        full = y.numel() >= self.features**2
         cache = self._products
         if cache.usable(y, xinv):
             state = (xinv_s, logabsdet)
@@ -404,8 +430,15 @@ class P4InvLinear(nn.Module):
         pre = self._inverse_products(u, v, xinv, xinv_s, logabsdet, full)
         return p4_inverse(y, xinv, xinv_s, u, v, bias, logabsdet, pre, kept=False)
 
-    def _inverse_products(self, u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor,
-                          xinv_s: torch.Tensor, logabsdet: torch.Tensor, full: bool) -> tuple:
+    def _inverse_products(
+        self,
+        u: torch.Tensor,
+        v: torch.Tensor,
+        xinv: torch.Tensor,
+        xinv_s: torch.Tensor,
+        logabsdet: torch.Tensor,
+        full: bool,
+    ) -> tuple:
         """The inverse's products (see :func:`inverse_products`) after the singularity check:
         a = Xu and c = 1 + vᵀa in the state dtype, M = X − a (vᵀX)/c in X's compute-dtype copy
         ``xinv`` when ``full``."""
@@ -429,8 +462,11 @@ class P4InvLinear(nn.Module):
         else:
             ts = (self.weight_inverse, self.u, self.v)
             key = tuple((t.data_ptr(), t._version) for t in ts)
-            if self._checked and self._checked[1] == key and all(
-                    a is b for a, b in zip(self._checked[0], ts, strict=True)):
+            if (
+                self._checked
+                and self._checked[1] == key
+                and all(a is b for a, b in zip(self._checked[0], ts, strict=True))
+            ):
                 return
         if not bool(torch.isfinite(c) & (c != 0)):  # the operands are named only on failure
             raise _singular(c.detach(), self._factor_operands())
@@ -474,14 +510,19 @@ class P4InvLinear(nn.Module):
         else as tensors to be read in the merge's one device-to-host transfer."""
         a, x = self.weight, self.weight_inverse
         b = self._bound
-        if b and b[0] is a and b[1] is x and b[2] == (a.data_ptr(), a._version, x.data_ptr(),
-                                                     x._version):
+        if (
+            b
+            and b[0] is a
+            and b[1] is x
+            and b[2] == (a.data_ptr(), a._version, x.data_ptr(), x._version)
+        ):
             return b[3], b[4]
         inf = float("inf")
         return torch.linalg.vector_norm(a, inf), torch.linalg.vector_norm(x, inf)
 
-    def _merged_max(self, max_a: float, max_x: float, mu: float, mv: float, mxu: float,
-                    mvx: float, alpha: float) -> tuple[float, float] | None:
+    def _merged_max(
+        self, max_a: float, max_x: float, mu: float, mv: float, mxu: float, mvx: float, alpha: float
+    ) -> tuple[float, float] | None:
         """Upper bounds on max|A + u vᵀ| and max|X + α (Xu)(vᵀX)| as computed by torch.addr, or
         None when they cannot be shown to stay below a quarter of the dtype's largest value
         (then the merge computes out of place and checks the entries).
@@ -537,10 +578,15 @@ class P4InvLinear(nn.Module):
             extra.insert(0, (torch.isfinite(u_p).all() & torch.isfinite(v_p).all()).to(sdt))
         if p4_ops._host(x):  # reading a CPU value waits for nothing: no gathering op
             values: torch.Tensor | list[float] = [
-                *norms.tolist(), float(dot), float(logabsdet), *(float(m) for m in extra)]
+                *norms.tolist(),
+                float(dot),
+                float(logabsdet),
+                *(float(m) for m in extra),
+            ]
         else:
-            values = torch.cat([norms, dot.reshape(1), logabsdet.reshape(1),
-                                *(m.reshape(1) for m in extra)])
+            values = torch.cat(
+                [norms, dot.reshape(1), logabsdet.reshape(1), *(m.reshape(1) for m in extra)]
+            )
         return (force, values, u, v, a, x, logabsdet, xu, vx, bounds, exact)
 
     def _merge_apply(self, plan: tuple, values: list[float]) -> bool:
@@ -572,8 +618,7 @@ class P4InvLinear(nn.Module):
             # Proven finite: update A and X in place (each read and written once, no copies).
             a.addr_(u, v)
             x.addr_(xu, vx, alpha=alpha)
-            d["_bound"] = (a, x, (a.data_ptr(), a._version, x.data_ptr(), x._version),
-                           *new_max)
+            d["_bound"] = (a, x, (a.data_ptr(), a._version, x.data_ptr(), x._version), *new_max)
         else:
             new_a = torch.addr(a, u, v)
             new_x = torch.addr(x, xu, vx, alpha=alpha)
@@ -581,7 +626,8 @@ class P4InvLinear(nn.Module):
             # only when a sum is not finite (e.g. it overflowed) are the entries checked one by
             # one.
             if not bool(torch.isfinite(torch.stack([new_a.sum(), new_x.sum()])).all()) and not (
-                    bool(torch.isfinite(new_a).all()) and bool(torch.isfinite(new_x).all())):
+                bool(torch.isfinite(new_a).all()) and bool(torch.isfinite(new_x).all())
+            ):
                 d["refusals"] += 1
                 return False
             a.copy_(new_a)
@@ -598,9 +644,12 @@ class P4InvLinear(nn.Module):
     @torch.no_grad()
     def probe(self) -> DriftReading:
         """An O(n²) drift reading of the tracked inverse (see :func:`probe_drift`)."""
-        reading = probe_drift(self.weight, self.weight_inverse,
-                              probes=self.monitor.probes if self.monitor else 4,
-                              generator=self.generator)
+        reading = probe_drift(
+            self.weight,
+            self.weight_inverse,
+            probes=self.monitor.probes if self.monitor else 4,
+            generator=self.generator,
+        )
         self.last_reading = reading
         return reading
 
@@ -658,10 +707,16 @@ class P4InvLinear(nn.Module):
     @property
     def counters(self) -> dict[str, int]:
         """Merges, refusals (of which non-finite resets), corrections and refreshes so far."""
-        return {"merges": self.merges, "refusals": self.refusals,
-                "nonfinite_resets": self.nonfinite_resets, "corrections": self.corrections,
-                "refreshes": self.refreshes}
+        return {
+            "merges": self.merges,
+            "refusals": self.refusals,
+            "nonfinite_resets": self.nonfinite_resets,
+            "corrections": self.corrections,
+            "refreshes": self.refreshes,
+        }
 
     def extra_repr(self) -> str:
-        return (f"features={self.features}, bias={self.bias is not None}, "
-                f"state_dtype={self.weight.dtype}")
+        return (
+            f"features={self.features}, bias={self.bias is not None}, "
+            f"state_dtype={self.weight.dtype}"
+        )

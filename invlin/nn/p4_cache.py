@@ -88,8 +88,14 @@ class ProductCache:
                 return False
         return True
 
-    def get(self, kind: str, dtype: torch.dtype, state: Sequence[torch.Tensor],
-            u: torch.Tensor, v: torch.Tensor) -> Any:
+    def get(
+        self,
+        kind: str,
+        dtype: torch.dtype,
+        state: Sequence[torch.Tensor],
+        u: torch.Tensor,
+        v: torch.Tensor,
+    ) -> Any:
         """The products stored for ``kind`` and ``dtype`` if still valid, else None."""
         entry = self._entries.get((kind, dtype))
         if entry is None:
@@ -103,8 +109,12 @@ class ProductCache:
             if t is not refs[i] or t._version != key[2 * i] or t.data_ptr() != key[2 * i + 1]:
                 return None
             i += 1
-        if (u._version != key[-4] or v._version != key[-3] or u.data_ptr() != key[-2]
-                or v.data_ptr() != key[-1]):
+        if (
+            u._version != key[-4]
+            or v._version != key[-3]
+            or u.data_ptr() != key[-2]
+            or v.data_ptr() != key[-1]
+        ):
             return None
         if _TRUSTED[0]:
             return value
@@ -112,8 +122,15 @@ class ProductCache:
             return None
         return value
 
-    def put(self, kind: str, dtype: torch.dtype, state: Sequence[torch.Tensor],
-            u: torch.Tensor, v: torch.Tensor, value: Any) -> None:
+    def put(
+        self,
+        kind: str,
+        dtype: torch.dtype,
+        state: Sequence[torch.Tensor],
+        u: torch.Tensor,
+        v: torch.Tensor,
+        value: Any,
+    ) -> None:
         """Store ``value`` for ``kind`` and ``dtype`` as computed from these tensors."""
         key: list[int] = []
         for t in state:
@@ -129,10 +146,11 @@ class ProductCache:
                     u0, v0 = u.clone(), v.clone()
         self._entries[(kind, dtype)] = (tuple(state), u, v, tuple(key), u0, v0, value)
 
-    def find(self, kinds: Sequence[str], state: Sequence[torch.Tensor], u: torch.Tensor,
-             v: torch.Tensor) -> Any:
+    def find(
+        self, kinds: Sequence[str], state: Sequence[torch.Tensor], u: torch.Tensor, v: torch.Tensor
+    ) -> Any:
         """The first valid stored products of any of ``kinds`` (any dtype), else None."""
-        for (kind, dtype) in list(self._entries):
+        for kind, dtype in list(self._entries):
             if kind in kinds:
                 value = self.get(kind, dtype, state, u, v)
                 if value is not None:

@@ -10,8 +10,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Products", "forward_products", "inverse_products", "log_abs_factor", "p4_forward",
-           "p4_inverse", "p4_penalty", "perturbed_linear", "sherman_morrison_linear"]
+__all__ = [
+    "Products",
+    "forward_products",
+    "inverse_products",
+    "log_abs_factor",
+    "p4_forward",
+    "p4_inverse",
+    "p4_penalty",
+    "perturbed_linear",
+    "sherman_morrison_linear",
+]
 
 # How an op runs (see _route): plain tensor operations, the low-overhead autograd.Function, or
 # every value as differentiable tensor operations of the inputs, for a tracer to see (functorch
@@ -93,8 +102,9 @@ def _to(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 # -- y = x (A + u vᵀ)ᵀ + b ------------------------------------------------------------------------
-def _perturbed(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
-               bias: torch.Tensor | None) -> torch.Tensor:
+def _perturbed(
+    x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
     n = a.shape[-1]
     if x.numel() < n * n:  # fewer rows than n: the rank-one term costs less on the output
         y = F.linear(x, a, bias)
@@ -102,9 +112,16 @@ def _perturbed(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tenso
     return F.linear(x, torch.addr(a, u, v), bias)
 
 
-def _perturbed_grads(needs: tuple, has_bias: bool, x: torch.Tensor, a: torch.Tensor,
-                     u: torch.Tensor, v: torch.Tensor, grad: torch.Tensor,
-                     w: torch.Tensor | None = None) -> tuple:
+def _perturbed_grads(
+    needs: tuple,
+    has_bias: bool,
+    x: torch.Tensor,
+    a: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    grad: torch.Tensor,
+    w: torch.Tensor | None = None,
+) -> tuple:
     """Gradients for (x, A, u, v, b) of y = x (A + u vᵀ)ᵀ + b (A's is None); ``w`` is
     A + u vᵀ when already formed."""
     n = a.shape[-1]
@@ -131,8 +148,13 @@ class _PerturbedLinear(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
-                bias: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        x: torch.Tensor,
+        a: torch.Tensor,
+        u: torch.Tensor,
+        v: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor:
         return _perturbed(x, a, u, v, bias)
 
     @staticmethod
@@ -148,8 +170,14 @@ class _PerturbedLinearEager(torch.autograd.Function):
     """The same as :class:`_PerturbedLinear` in the classic form (less Python per call)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
-                bias: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        a: torch.Tensor,
+        u: torch.Tensor,
+        v: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor:
         _PerturbedLinear.setup_context(ctx, (x, a, u, v, bias), None)
         return _perturbed(x, a, u, v, bias)
 
@@ -157,9 +185,16 @@ class _PerturbedLinearEager(torch.autograd.Function):
 
 
 # -- x = (X − a wᵀ/c)(y − b) ----------------------------------------------------------------------
-def _sherman_morrison(y: torch.Tensor, xinv: torch.Tensor, a: torch.Tensor, v: torch.Tensor,
-                      c: torch.Tensor, bias: torch.Tensor | None, m: torch.Tensor | None = None,
-                      scratch: torch.Tensor | None = None) -> torch.Tensor:
+def _sherman_morrison(
+    y: torch.Tensor,
+    xinv: torch.Tensor,
+    a: torch.Tensor,
+    v: torch.Tensor,
+    c: torch.Tensor,
+    bias: torch.Tensor | None,
+    m: torch.Tensor | None = None,
+    scratch: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``m``: the matrix X − a (vᵀX)/c when already formed; ``scratch``: a tensor of y's shape
     and dtype to hold y − b (it is overwritten)."""
     n = xinv.shape[-1]
@@ -170,15 +205,24 @@ def _sherman_morrison(y: torch.Tensor, xinv: torch.Tensor, a: torch.Tensor, v: t
     return F.linear(yb, _inverse_matrix(xinv, a, v, c) if m is None else m)
 
 
-def _inverse_matrix(xinv: torch.Tensor, a: torch.Tensor, v: torch.Tensor,
-                    c: torch.Tensor) -> torch.Tensor:
+def _inverse_matrix(
+    xinv: torch.Tensor, a: torch.Tensor, v: torch.Tensor, c: torch.Tensor
+) -> torch.Tensor:
     """M = X − a (vᵀX)/c, all in one dtype."""
     return torch.addr(xinv, a / c, v @ xinv, alpha=-1)
 
 
-def _sherman_morrison_grads(needs: tuple, y: torch.Tensor, xinv: torch.Tensor, a: torch.Tensor,
-                            v: torch.Tensor, c: torch.Tensor, bias: torch.Tensor | None,
-                            grad: torch.Tensor, m: torch.Tensor | None = None) -> tuple:
+def _sherman_morrison_grads(
+    needs: tuple,
+    y: torch.Tensor,
+    xinv: torch.Tensor,
+    a: torch.Tensor,
+    v: torch.Tensor,
+    c: torch.Tensor,
+    bias: torch.Tensor | None,
+    grad: torch.Tensor,
+    m: torch.Tensor | None = None,
+) -> tuple:
     """Gradients for (y, X, a, v, c, b) of x = (X − a wᵀ/c)(y − b), w = Xᵀv (X's is None);
     ``m`` is X − a wᵀ/c when already formed."""
     n = xinv.shape[-1]
@@ -217,8 +261,14 @@ class _ShermanMorrisonLinear(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(y: torch.Tensor, xinv: torch.Tensor, a: torch.Tensor, v: torch.Tensor,
-                c: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        y: torch.Tensor,
+        xinv: torch.Tensor,
+        a: torch.Tensor,
+        v: torch.Tensor,
+        c: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor:
         return _sherman_morrison(y, xinv, a, v, c, bias)
 
     @staticmethod
@@ -232,8 +282,15 @@ class _ShermanMorrisonLinearEager(torch.autograd.Function):
     """The same as :class:`_ShermanMorrisonLinear` in the classic form (less Python per call)."""
 
     @staticmethod
-    def forward(ctx: Any, y: torch.Tensor, xinv: torch.Tensor, a: torch.Tensor, v: torch.Tensor,
-                c: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        y: torch.Tensor,
+        xinv: torch.Tensor,
+        a: torch.Tensor,
+        v: torch.Tensor,
+        c: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor:
         ctx.save_for_backward(y, xinv, a, v, c, bias)
         return _sherman_morrison(y, xinv, a, v, c, bias)
 
@@ -241,16 +298,18 @@ class _ShermanMorrisonLinearEager(torch.autograd.Function):
 
 
 # -- log|c|, c = 1 + vᵀXu, and the layer-level fusions that use it ---------------------------------
-def _factor(u: torch.Tensor, v: torch.Tensor,
-            xinv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _factor(
+    u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(log|c|, c, a = Xu) in X's dtype."""
     a = xinv @ u.to(xinv.dtype)
     c = 1 + v.to(xinv.dtype) @ a
     return torch.log(torch.abs(c)), c, a
 
 
-def _xu_c(u: torch.Tensor, v: torch.Tensor,
-          xinv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
+def _xu_c(
+    u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | float]:
     """(a = Xu, c = 1 + vᵀa) in X's dtype, no autograd: c a host float where X can be read on
     the host without a wait (:func:`_host`), else a 0-dim tensor. The same operations as
     :func:`_factor`."""
@@ -260,8 +319,9 @@ def _xu_c(u: torch.Tensor, v: torch.Tensor,
         return xu, (1.0 + float(d) if _host(xinv) else 1 + d)
 
 
-def _saved_factor(ctx: Any, u: torch.Tensor, v: torch.Tensor,
-                  xinv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _saved_factor(
+    ctx: Any, u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(c, a) for a backward pass: the forward's values, or — when the backward itself is
     recorded (double backward) — the same values rebuilt from u and v so they carry a graph."""
     if torch.is_grad_enabled():
@@ -270,14 +330,21 @@ def _saved_factor(ctx: Any, u: torch.Tensor, v: torch.Tensor,
     return ctx.c, ctx.a
 
 
-def _factor_grads(ctx: Any, k: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
-                  xinv: torch.Tensor, c: torch.Tensor, a: torch.Tensor, iu: int,
-                  iv: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def _factor_grads(
+    ctx: Any,
+    k: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    xinv: torch.Tensor,
+    c: torch.Tensor,
+    a: torch.Tensor,
+    iu: int,
+    iv: int,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """∂/∂u and ∂/∂v of k·log|c| (k 0-dim, in X's dtype or one it widens exactly):
     k Xᵀv/c and k Xu/c, in u's and v's dtypes."""
     k = _widened(k, xinv.dtype) / c
-    gu = (_into(torch.mul, k, v.to(xinv.dtype) @ xinv, u.dtype) if ctx.needs_input_grad[iu]
-          else None)
+    gu = _into(torch.mul, k, v.to(xinv.dtype) @ xinv, u.dtype) if ctx.needs_input_grad[iu] else None
     gv = _into(torch.mul, k, a, v.dtype) if ctx.needs_input_grad[iv] else None
     return gu, gv
 
@@ -291,15 +358,15 @@ def _widened(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 _promoted = functools.cache(torch.promote_types)  # (a dispatched operation when not cached)
 
 
-def _into(op: Callable[..., torch.Tensor], a: torch.Tensor, b: torch.Tensor | float,
-          dtype: torch.dtype) -> torch.Tensor:
+def _into(
+    op: Callable[..., torch.Tensor], a: torch.Tensor, b: torch.Tensor | float, dtype: torch.dtype
+) -> torch.Tensor:
     """``op(a, b).to(dtype)`` for a binary pointwise ``op``: computed in the promoted dtype and
     rounded to ``dtype``, the same bits. Where nothing records or traces it is one kernel
     writing into a ``dtype`` tensor (``out=``), not an operation and a cast."""
     if torch.is_grad_enabled() or _tracing() or torch.result_type(a, b) == dtype:
         return op(a, b).to(dtype)
-    shape = a.shape if not isinstance(b, torch.Tensor) else torch.broadcast_shapes(a.shape,
-                                                                                  b.shape)
+    shape = a.shape if not isinstance(b, torch.Tensor) else torch.broadcast_shapes(a.shape, b.shape)
     return op(a, b, out=torch.empty(shape, dtype=dtype, device=a.device))
 
 
@@ -327,8 +394,14 @@ def _log_abs(c: float) -> float:
     return math.log(c) if c != 0.0 else -math.inf
 
 
-def forward_products(a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor,
-                     logabsdet: torch.Tensor, full: bool = True) -> Products:
+def forward_products(
+    a: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    xinv: torch.Tensor,
+    logabsdet: torch.Tensor,
+    full: bool = True,
+) -> Products:
     """The forward's per-parameter products: W = A + u vᵀ in A's dtype (None unless ``full``),
     a = Xu in X's dtype, c = 1 + vᵀa and log|c| in X's dtype, and log|det A + u vᵀ| (in A's
     dtype; see :func:`_batch`). No autograd.
@@ -364,16 +437,25 @@ def _batch(value: torch.Tensor | float, like: torch.Tensor, copy: bool) -> torch
     return (value.clone() if copy else value).expand(like.shape[:-1])
 
 
-def inverse_products(xinv_y: torch.Tensor, v: torch.Tensor, logabsdet: torch.Tensor,
-                     a: torch.Tensor, c: torch.Tensor, full: bool = True) -> Products:
+def inverse_products(
+    xinv_y: torch.Tensor,
+    v: torch.Tensor,
+    logabsdet: torch.Tensor,
+    a: torch.Tensor,
+    c: torch.Tensor,
+    full: bool = True,
+) -> Products:
     """The inverse's per-parameter products from a = Xu and c (state dtype; c a host float on the
     CPU, see :data:`Products`): M = X − a (vᵀX)/c in the dtype of ``xinv_y`` (X in the compute
     dtype; None unless ``full``) and −log|det A + u vᵀ| in that dtype. No autograd."""
     with _NoGrad():
         dt = xinv_y.dtype
         if not isinstance(c, torch.Tensor):  # a / c divides by c rounded to dt, as below
-            m = (torch.addr(xinv_y, a.to(dt) / c, torch.mv(xinv_y.t(), _to(v, dt)), alpha=-1)
-                 if full else None)
+            m = (
+                torch.addr(xinv_y, a.to(dt) / c, torch.mv(xinv_y.t(), _to(v, dt)), alpha=-1)
+                if full
+                else None
+            )
             log_c = _log_abs(c)
             return m, a, c, log_c, -(float(logabsdet) + log_c)
         m = _inverse_matrix(xinv_y, a.to(dt), _to(v, dt), c.to(dt)) if full else None
@@ -381,9 +463,16 @@ def inverse_products(xinv_y: torch.Tensor, v: torch.Tensor, logabsdet: torch.Ten
         return m, a, c, log_c, _into(torch.sub, -logabsdet, log_c, dt)
 
 
-def _forward(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
-             bias: torch.Tensor | None, xinv: torch.Tensor, logabsdet: torch.Tensor,
-             products: Products | None) -> tuple[torch.Tensor, Products]:
+def _forward(
+    x: torch.Tensor,
+    a: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    xinv: torch.Tensor,
+    logabsdet: torch.Tensor,
+    products: Products | None,
+) -> tuple[torch.Tensor, Products]:
     dt, n = x.dtype, a.shape[-1]
     full = _full(x, n)
     if products is None or (full and products[0] is None):
@@ -393,9 +482,15 @@ def _forward(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
     return y, products
 
 
-def _inverse(y: torch.Tensor, xinv_y: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
-             logabsdet: torch.Tensor, products: Products,
-             scratch: torch.Tensor | None) -> tuple[torch.Tensor, Products]:
+def _inverse(
+    y: torch.Tensor,
+    xinv_y: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    logabsdet: torch.Tensor,
+    products: Products,
+    scratch: torch.Tensor | None,
+) -> tuple[torch.Tensor, Products]:
     dt, n = y.dtype, xinv_y.shape[-1]
     full = _full(y, n)
     if full and products[0] is None:
@@ -424,8 +519,9 @@ class _LogAbsFactor(torch.autograd.Function):
         return (*_factor_grads(ctx, grad, u, v, xinv, c, a, 0, 1), None)
 
 
-def _penalty_excess(log_c: torch.Tensor, logabsdet: torch.Tensor, lo: float,
-                    hi: float) -> torch.Tensor:
+def _penalty_excess(
+    log_c: torch.Tensor, logabsdet: torch.Tensor, lo: float, hi: float
+) -> torch.Tensor:
     """d = t − clamp(t, lo, hi) for t = (log|c|, log|c| + log|det A|), as a tensor: the distance
     beyond the bounds, relu(t − hi) − relu(lo − t) with one of the two zero, so the penalty
     weight·Σ(relu(lo − t)² + relu(t − hi)²) is weight·Σd² and its slope weight·2Σd (the same
@@ -434,8 +530,9 @@ def _penalty_excess(log_c: torch.Tensor, logabsdet: torch.Tensor, lo: float,
     return terms - terms.clamp(lo, hi)
 
 
-def _penalty_value(d: torch.Tensor, weight: float,
-                   dtype: torch.dtype | None = None) -> torch.Tensor:
+def _penalty_value(
+    d: torch.Tensor, weight: float, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """weight·Σd², rounded to ``dtype`` (default: d's)."""
     return _into(torch.mul, d.square().sum(), weight, dtype or d.dtype)
 
@@ -444,8 +541,9 @@ def _penalty_wslope(d: torch.Tensor, weight: float) -> torch.Tensor:
     return weight * (2 * d.sum())  # weight·Σ P′(t)
 
 
-def _penalty_host(log_c: float, logabsdet: float, lo: float, hi: float,
-                  weight: float) -> tuple[float, float]:
+def _penalty_host(
+    log_c: float, logabsdet: float, lo: float, hi: float, weight: float
+) -> tuple[float, float]:
     """(penalty, weight·Σ P′(t)) on host floats: the IEEE operations of :func:`_penalty_value`
     and :func:`_penalty_wslope`, in the same order (so the same bits)."""
     total = slope = 0.0
@@ -462,9 +560,17 @@ class _Penalty(torch.autograd.Function):
     tensor operations fewer per call, the same values."""
 
     @staticmethod
-    def forward(ctx: Any, u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor,
-                logabsdet: torch.Tensor, lo: float, hi: float, weight: float,
-                factor: tuple | None) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        u: torch.Tensor,
+        v: torch.Tensor,
+        xinv: torch.Tensor,
+        logabsdet: torch.Tensor,
+        lo: float,
+        hi: float,
+        weight: float,
+        factor: tuple | None,
+    ) -> torch.Tensor:
         log_c, ctx.c, ctx.a = _factor(u, v, xinv) if factor is None else factor
         ctx.save_for_backward(u, v, xinv, logabsdet)
         ctx.bounds = (lo, hi, weight)
@@ -492,13 +598,17 @@ class _Penalty(torch.autograd.Function):
             k = float(grad) * wslope / c  # k = ∂L/∂log|c| / c
             if k == 0.0:  # inside the bounds (the usual case): no gradient, and no operations
                 return (None, None, *none)
-            gu = ((torch.mv(xinv.t(), _to(v, xinv.dtype)) * k).to(u.dtype)
-                  if ctx.needs_input_grad[0] else None)
+            gu = (
+                (torch.mv(xinv.t(), _to(v, xinv.dtype)) * k).to(u.dtype)
+                if ctx.needs_input_grad[0]
+                else None
+            )
             gv = (ctx.a * k).to(v.dtype) if ctx.needs_input_grad[1] else None
             return (gu, gv, *none)
         c, a = _saved_factor(ctx, u, v, xinv)
         k = _widened(grad, xinv.dtype) * _penalty_wslope(
-            _penalty_excess(torch.log(torch.abs(c)), logabsdet, lo, hi), weight)
+            _penalty_excess(torch.log(torch.abs(c)), logabsdet, lo, hi), weight
+        )
         return (*_factor_grads(ctx, k, u, v, xinv, c, a, 0, 1), *none)
 
 
@@ -508,9 +618,17 @@ class _Forward(torch.autograd.Function):
     batch shape inside the node (see :func:`_batch`; no autograd-visible expand per call)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
-                bias: torch.Tensor | None, xinv: torch.Tensor, logabsdet: torch.Tensor,
-                products: Products | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        a: torch.Tensor,
+        u: torch.Tensor,
+        v: torch.Tensor,
+        bias: torch.Tensor | None,
+        xinv: torch.Tensor,
+        logabsdet: torch.Tensor,
+        products: Products | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         ctx.set_materialize_grads(False)
         kept = products is not None
         y, (ctx.w, ctx.a, ctx.c, _, ld) = _forward(x, a, u, v, bias, xinv, logabsdet, products)
@@ -529,31 +647,47 @@ class _Forward(torch.autograd.Function):
         gx = gu = gv = gb = None
         if grad is not None:
             dt = x.dtype
-            gx, _, gu, gv, gb = _perturbed_grads(needs, ctx.bias_dtype is not None, x, a,
-                                                 _to(u, dt), _to(v, dt), grad,
-                                                 None if twice else ctx.w)
+            gx, _, gu, gv, gb = _perturbed_grads(
+                needs,
+                ctx.bias_dtype is not None,
+                x,
+                a,
+                _to(u, dt),
+                _to(v, dt),
+                grad,
+                None if twice else ctx.w,
+            )
             gu = None if gu is None else _to(gu, u.dtype)
             gv = None if gv is None else _to(gv, v.dtype)
             gb = None if gb is None else _to(gb, ctx.bias_dtype)
         if grad_ld is not None and (needs[2] or needs[3]):
             c, xu = _saved_factor(ctx, u, v, xinv)
-            gu_ld, gv_ld = _factor_grads(ctx, grad_ld.sum(), u, v, xinv, c, xu,
-                                         2, 3)
+            gu_ld, gv_ld = _factor_grads(ctx, grad_ld.sum(), u, v, xinv, c, xu, 2, 3)
             gu, gv = _add(gu, gu_ld), _add(gv, gv_ld)
         return gx, None, gu, gv, gb, None, None, None
 
 
-def _forward_grads_host(ctx: Any, x: torch.Tensor, a: torch.Tensor, u: torch.Tensor,
-                        v: torch.Tensor, xinv: torch.Tensor, grad: torch.Tensor | None,
-                        grad_ld: torch.Tensor | None) -> tuple:
+def _forward_grads_host(
+    ctx: Any,
+    x: torch.Tensor,
+    a: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    xinv: torch.Tensor,
+    grad: torch.Tensor | None,
+    grad_ld: torch.Tensor | None,
+) -> tuple:
     """Gradients for (x, A, u, v, b) of :class:`_Forward` on the CPU when the backward is not
     itself recorded: those of y (one matrix product for x, O(batch·n) for u, v and b) plus
     those of log|c|, k·Xᵀv and k·Xu with k = ∂L/∂log|c| / c read on the host, each added by
     the same ``addmv`` that sums over the batch."""
     needs = ctx.needs_input_grad
     dt, sdt, n = x.dtype, xinv.dtype, a.shape[-1]
-    k = (0.0 if grad_ld is None or not (needs[2] or needs[3])
-         else float(grad_ld.sum()) / float(ctx.c))
+    k = (
+        0.0
+        if grad_ld is None or not (needs[2] or needs[3])
+        else float(grad_ld.sum()) / float(ctx.c)
+    )
     ld_u = torch.mv(xinv.t(), _to(v, sdt)) if needs[2] and k != 0.0 else None  # Xᵀv
     ld_v = ctx.a if needs[3] and k != 0.0 else None  # Xu
     gx = gu = gv = gb = None
@@ -565,19 +699,24 @@ def _forward_grads_host(ctx: Any, x: torch.Tensor, a: torch.Tensor, u: torch.Ten
             gx = torch.mm(grad, w) if grad.dim() == 2 else grad @ w
         if needs[2]:
             s = torch.mv(xr, v_dt)
-            gu = (torch.mv(g.t(), s) if ld_u is None
-                  else torch.addmv(ld_u.to(dt), g.t(), s, beta=k))
+            gu = torch.mv(g.t(), s) if ld_u is None else torch.addmv(ld_u.to(dt), g.t(), s, beta=k)
         if needs[3]:
             t = torch.mv(g, u_dt)
-            gv = (torch.mv(xr.t(), t) if ld_v is None
-                  else torch.addmv(ld_v.to(dt), xr.t(), t, beta=k))
+            gv = (
+                torch.mv(xr.t(), t) if ld_v is None else torch.addmv(ld_v.to(dt), xr.t(), t, beta=k)
+            )
         if ctx.bias_dtype is not None and needs[4]:
             gb = _to(g.sum(0), ctx.bias_dtype)
     else:
         gu = None if ld_u is None else ld_u * k
         gv = None if ld_v is None else ld_v * k
-    return (gx, None, None if gu is None else _to(gu, u.dtype),
-            None if gv is None else _to(gv, v.dtype), gb)
+    return (
+        gx,
+        None,
+        None if gu is None else _to(gu, u.dtype),
+        None if gv is None else _to(gv, v.dtype),
+        gb,
+    )
 
 
 class _Inverse(torch.autograd.Function):
@@ -586,13 +725,21 @@ class _Inverse(torch.autograd.Function):
     v here): x as in :func:`sherman_morrison_linear` with X in y's dtype."""
 
     @staticmethod
-    def forward(ctx: Any, y: torch.Tensor, xinv_y: torch.Tensor, xinv: torch.Tensor,
-                u: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
-                logabsdet: torch.Tensor, products: Products, scratch: torch.Tensor | None,
-                kept: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        ctx: Any,
+        y: torch.Tensor,
+        xinv_y: torch.Tensor,
+        xinv: torch.Tensor,
+        u: torch.Tensor,
+        v: torch.Tensor,
+        bias: torch.Tensor | None,
+        logabsdet: torch.Tensor,
+        products: Products,
+        scratch: torch.Tensor | None,
+        kept: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         ctx.set_materialize_grads(False)
-        x, (ctx.m, ctx.a, ctx.c, _, ld) = _inverse(y, xinv_y, v, bias, logabsdet, products,
-                                                   scratch)
+        x, (ctx.m, ctx.a, ctx.c, _, ld) = _inverse(y, xinv_y, v, bias, logabsdet, products, scratch)
         ctx.save_for_backward(y, xinv_y, xinv, u, v, bias)
         # an output must not be a tensor the caller keeps
         return x, _batch(ld, y, kept)
@@ -609,8 +756,15 @@ class _Inverse(torch.autograd.Function):
             # The Sherman–Morrison map's gradients for (y, a, v, c, b) in y's dtype.
             gy, _, ga, gv, gc, gb = _sherman_morrison_grads(
                 (needs[0], False, needs[3], needs[4], needs[3] or needs[4], needs[5]),
-                y, xinv_y, a.to(dt), v.to(dt), c.to(dt), None if bias is None else bias.to(dt),
-                grad, None if torch.is_grad_enabled() else ctx.m)
+                y,
+                xinv_y,
+                a.to(dt),
+                v.to(dt),
+                c.to(dt),
+                None if bias is None else bias.to(dt),
+                grad,
+                None if torch.is_grad_enabled() else ctx.m,
+            )
             gb = None if gb is None else gb.to(bias.dtype)
             ga = None if ga is None else ga.to(sdt)
             gc = None if gc is None else gc.to(sdt)
@@ -631,8 +785,9 @@ _FORWARD, _INVERSE = _apply(_Forward), _apply(_Inverse)
 _LOG_ABS_FACTOR, _PENALTY = _apply(_LogAbsFactor), _apply(_Penalty)
 
 
-def perturbed_linear(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
-                     bias: torch.Tensor | None) -> torch.Tensor:
+def perturbed_linear(
+    x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
     """y = x (A + u vᵀ)ᵀ + b as ONE matrix product with the rank-one term folded into the
     weight (torch.addr, O(n²)); x ``(*, n)``, A ``(n, n)``, u, v, b ``(n,)``, one dtype. With
     fewer rows than n the term is added to the output instead (O(rows·n) < O(n²)).
@@ -649,9 +804,14 @@ def perturbed_linear(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch
     return fn.apply(x, a, u, v, bias)
 
 
-def sherman_morrison_linear(y: torch.Tensor, xinv: torch.Tensor, a: torch.Tensor,
-                            v: torch.Tensor, c: torch.Tensor,
-                            bias: torch.Tensor | None) -> torch.Tensor:
+def sherman_morrison_linear(
+    y: torch.Tensor,
+    xinv: torch.Tensor,
+    a: torch.Tensor,
+    v: torch.Tensor,
+    c: torch.Tensor,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
     """x = (X − a (vᵀX)/c)(y − b), the Sherman–Morrison inverse of y = (A + u vᵀ)x + b for
     X ≈ A⁻¹ ``(n, n)``, a = Xu ``(n,)``, v ``(n,)``, c = 1 + vᵀa ``()`` and y ``(*, n)``.
 
@@ -678,9 +838,17 @@ def log_abs_factor(u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor) -> torc
     return _factor(u, v, xinv)[0]
 
 
-def p4_forward(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
-               bias: torch.Tensor | None, xinv: torch.Tensor, logabsdet: torch.Tensor, *,
-               products: Products | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def p4_forward(
+    x: torch.Tensor,
+    a: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    xinv: torch.Tensor,
+    logabsdet: torch.Tensor,
+    *,
+    products: Products | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(y, log|det|) of P4InvLinear: y = :func:`perturbed_linear` with A ``a`` in x's dtype and
     u, v, b (parameters of any dtype) cast to it, and log|det| = log|det A| + log|1 + vᵀXu| of
     x's batch shape ``(*,)`` (one value for every row) in x's dtype, from u and v as given and X,
@@ -700,10 +868,19 @@ def p4_forward(x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tenso
     return y, _batch(products[4], x, kept)
 
 
-def p4_inverse(y: torch.Tensor, xinv_y: torch.Tensor, xinv: torch.Tensor, u: torch.Tensor,
-               v: torch.Tensor, bias: torch.Tensor | None, logabsdet: torch.Tensor,
-               products: Products, *, scratch: torch.Tensor | None = None,
-               kept: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def p4_inverse(
+    y: torch.Tensor,
+    xinv_y: torch.Tensor,
+    xinv: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    logabsdet: torch.Tensor,
+    products: Products,
+    *,
+    scratch: torch.Tensor | None = None,
+    kept: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, −log|det|) of P4InvLinear.inverse: x by :func:`sherman_morrison_linear` with
     ``xinv_y`` = X in y's dtype and v, b cast to it, −log|det| of y's batch shape ``(*,)`` (one
     value for every row) in y's dtype.
@@ -721,16 +898,24 @@ def p4_inverse(y: torch.Tensor, xinv_y: torch.Tensor, xinv: torch.Tensor, u: tor
     dt = y.dtype
     if route == _TRACED:  # a and c as functions of u and v, for the transform to see
         _, c, a = _factor(u, v, xinv)
-        x = sherman_morrison_linear(y, xinv_y, a.to(dt), v.to(dt), c.to(dt),
-                                    None if bias is None else bias.to(dt))
+        x = sherman_morrison_linear(
+            y, xinv_y, a.to(dt), v.to(dt), c.to(dt), None if bias is None else bias.to(dt)
+        )
         return x, (-(logabsdet + torch.log(torch.abs(c)))).to(dt).expand(y.shape[:-1])
     x, products = _inverse(y, xinv_y, v, bias, logabsdet, products, scratch)
     return x, _batch(products[4], y, kept)
 
 
-def p4_penalty(u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor, logabsdet: torch.Tensor,
-               bounds: tuple[float, float], weight: float, *,
-               factor: tuple | None = None) -> torch.Tensor:
+def p4_penalty(
+    u: torch.Tensor,
+    v: torch.Tensor,
+    xinv: torch.Tensor,
+    logabsdet: torch.Tensor,
+    bounds: tuple[float, float],
+    weight: float,
+    *,
+    factor: tuple | None = None,
+) -> torch.Tensor:
     """weight·[P(log|c|) + P(log|c| + log|det A|)], P(t) = relu(lo − t)² + relu(t − hi)² for
     ``bounds`` = (lo, hi); shape ``()`` in u's dtype. One autograd node when autograd records
     (its backward is closed-form, rebuilt from differentiable operations for double backward).

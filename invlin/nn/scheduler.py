@@ -34,8 +34,10 @@ def reset_optimizer_state(optimizer: torch.optim.Optimizer, params: Iterable[tor
         probe = torch.nn.Parameter(p.detach().clone())
         fresh = type(optimizer)([probe], **group)
         if fresh.state.get(probe):
-            optimizer.state[p] = {k: (t.clone() if isinstance(t, torch.Tensor) else t)
-                                  for k, t in fresh.state[probe].items()}
+            optimizer.state[p] = {
+                k: (t.clone() if isinstance(t, torch.Tensor) else t)
+                for k, t in fresh.state[probe].items()
+            }
 
 
 @dataclass
@@ -50,11 +52,19 @@ class MergeHistory:
     layers: dict[str, dict[str, list]] = field(default_factory=dict)
 
     def start(self, name: str, layer: P4InvLinear) -> None:
-        self.layers[name] = {"a0": [layer.weight.detach().double().cpu().numpy().copy()],
-                             "u": [], "v": [], "c": [], "logabsdet": [], "sign": [], "step": []}
+        self.layers[name] = {
+            "a0": [layer.weight.detach().double().cpu().numpy().copy()],
+            "u": [],
+            "v": [],
+            "c": [],
+            "logabsdet": [],
+            "sign": [],
+            "step": [],
+        }
 
-    def record(self, name: str, layer: P4InvLinear, u: np.ndarray, v: np.ndarray, c: float,
-               step: int) -> None:
+    def record(
+        self, name: str, layer: P4InvLinear, u: np.ndarray, v: np.ndarray, c: float, step: int
+    ) -> None:
         rec = self.layers[name]
         rec["u"].append(u)
         rec["v"].append(v)
@@ -128,20 +138,28 @@ class P4Scheduler:
         correct_every: int | None = None,
         record: bool = False,
     ):
-        for name, value in (("merge_every", merge_every), ("force_every", force_every),
-                            ("correct_every", correct_every)):
+        for name, value in (
+            ("merge_every", merge_every),
+            ("force_every", force_every),
+            ("correct_every", correct_every),
+        ):
             if (value is None and name != "merge_every") or (
-                    isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                isinstance(value, int) and not isinstance(value, bool) and value >= 1
+            ):
                 continue
             extra = "" if name == "merge_every" else " or None"
             raise ValueError(f"{name} must be a positive integer{extra}, got {value!r}")
         if not isinstance(optimizer, torch.optim.Optimizer):
-            raise ValueError(f"optimizer must be a torch.optim.Optimizer, got "
-                             f"{type(optimizer).__name__}")
+            raise ValueError(
+                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
         if isinstance(reset, str):  # one name
             reset = (reset,)
-        if not (isinstance(reset, (tuple, list, set, frozenset))
-                and all(isinstance(r, str) for r in reset) and set(reset) <= {"u", "v", "bias"}):
+        if not (
+            isinstance(reset, (tuple, list, set, frozenset))
+            and all(isinstance(r, str) for r in reset)
+            and set(reset) <= {"u", "v", "bias"}
+        ):
             raise ValueError(f"reset must name some of 'u', 'v', 'bias', got {reset!r}")
         self.layers = {name: m for name, m in model.named_modules() if isinstance(m, P4InvLinear)}
         if not self.layers:
@@ -168,30 +186,38 @@ class P4Scheduler:
             snapshots: dict[str, tuple] = {}
             if self.history is not None:
                 for name, layer in self.layers.items():
-                    snapshots[name] = (layer.u.detach().double().cpu().numpy().copy(),
-                                       layer.v.detach().double().cpu().numpy().copy(),
-                                       float(layer.factor().detach()))
+                    snapshots[name] = (
+                        layer.u.detach().double().cpu().numpy().copy(),
+                        layer.v.detach().double().cpu().numpy().copy(),
+                        float(layer.factor().detach()),
+                    )
             # Every layer's merge decision is read on the host in one transfer (the layers are
             # independent: planning all first changes no value), then applied in order. A
             # subclass that overrides merge() is merged by it.
             with _NoGrad():
-                plans = [layer._merge_plan(force) if type(layer).merge is _MERGE else None
-                         for layer in self.layers.values()]
+                plans = [
+                    layer._merge_plan(force) if type(layer).merge is _MERGE else None
+                    for layer in self.layers.values()
+                ]
                 read = iter(read_merge_plans([p for p in plans if p is not None]))
                 for (name, layer), plan in zip(self.layers.items(), plans, strict=True):
-                    ok = (layer.merge(force=force) if plan is None
-                          else layer._merge_apply(plan, next(read)))
+                    ok = (
+                        layer.merge(force=force)
+                        if plan is None
+                        else layer._merge_apply(plan, next(read))
+                    )
                     merged[name] = ok
                     if ok:
                         if optimized is None:
-                            optimized = {id(q) for g in self.optimizer.param_groups
-                                         for q in g["params"]}
+                            optimized = {
+                                id(q) for g in self.optimizer.param_groups for q in g["params"]
+                            }
                         params = [layer._parameters.get(p) for p in self.reset]
-                        self._reset_state([p for p in params
-                                           if p is not None and id(p) in optimized])
+                        self._reset_state(
+                            [p for p in params if p is not None and id(p) in optimized]
+                        )
                         if name in snapshots:
-                            self.history.record(name, layer, *snapshots[name],
-                                                step=self.steps)
+                            self.history.record(name, layer, *snapshots[name], step=self.steps)
         if self.correct_every is not None and self.steps % self.correct_every == 0:
             for layer in self.layers.values():
                 layer.check_drift()

@@ -127,8 +127,10 @@ class LULayer:
             if not np.all(np.isfinite(x)):  # overflow, then inf − inf = NaN: never return it
                 d = np.abs(np.diagonal(self._upper))
                 i = int(np.argmin(d))
-                raise ValueError(f"the inverse overflows for this y: upper's diagonal entry "
-                                 f"{self._upper[i, i]:.3g} at index {i} is too close to zero")
+                raise ValueError(
+                    f"the inverse overflows for this y: upper's diagonal entry "
+                    f"{self._upper[i, i]:.3g} at index {i} is too close to zero"
+                )
         return x, np.full(y.shape[:-1], -self.logabsdet())
 
 

@@ -52,11 +52,15 @@ class Guard:
         if not math.isfinite(new_logabsdet):
             return f"the new log|det| = {new_logabsdet} is not finite"
         if self.min_logabsdet is not None and not new_logabsdet > self.min_logabsdet:
-            return (f"the new log|det| = {new_logabsdet:.6g} is not above "
-                    f"min_logabsdet = {self.min_logabsdet}")
+            return (
+                f"the new log|det| = {new_logabsdet:.6g} is not above "
+                f"min_logabsdet = {self.min_logabsdet}"
+            )
         if self.max_logabsdet is not None and not new_logabsdet < self.max_logabsdet:
-            return (f"the new log|det| = {new_logabsdet:.6g} is not below "
-                    f"max_logabsdet = {self.max_logabsdet}")
+            return (
+                f"the new log|det| = {new_logabsdet:.6g} is not below "
+                f"max_logabsdet = {self.max_logabsdet}"
+            )
         return None
 
 
@@ -302,7 +306,7 @@ class TrackedMatrix:
             return self.dtype.type(1) + v @ xu
 
     def __repr__(self) -> str:
-        return (f"TrackedMatrix(n={self.n}, dtype={self.dtype}, sign={self._sign:+d}, "
-                f"logabsdet={self.logabsdet:.6g}, updates={self.updates}, refused={self.refused})")
-
-
+        return (
+            f"TrackedMatrix(n={self.n}, dtype={self.dtype}, sign={self._sign:+d}, "
+            f"logabsdet={self.logabsdet:.6g}, updates={self.updates}, refused={self.refused})"
+        )

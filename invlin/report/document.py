@@ -40,9 +40,21 @@ def _max(values: list[float]) -> float:
     return max(vals) if vals else math.nan
 
 
-SUMMARY_HEADER = ("regime", "n", "dtype", "engine", "policy", "max inv ratio", "max |Δlog|det||",
-                  "sign errors", "merged / refused", "corr. / refr.", "µs / update",
-                  "worst ratio ÷ allowed", "verdict")
+SUMMARY_HEADER = (
+    "regime",
+    "n",
+    "dtype",
+    "engine",
+    "policy",
+    "max inv ratio",
+    "max |Δlog|det||",
+    "sign errors",
+    "merged / refused",
+    "corr. / refr.",
+    "µs / update",
+    "worst ratio ÷ allowed",
+    "verdict",
+)
 
 
 def summary_rows(data: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -57,12 +69,23 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, ...]]:
             inv = _max([num(cp["inverse_ratio_exact"]) for cp in cps])
             ld = _max([abs(num(cp["logdet_error_exact"])) for cp in cps])
             verdict = "PASS" if sm["passed"] else f"FAIL (from update {sm['first_failure']})"
-            rows.append((s["regime"] if s["regime"] != "replay" else s["label"], str(s["n"]),
-                         s["dtype"], t["engine"], t["policy"], _g(inv), _g(ld),
-                         str(sm["sign_errors"]), f"{final['merged']} / {final['refused']}",
-                         f"{cps[-1]['corrections']} / {cps[-1]['refreshes']}",
-                         _g(1e6 * num(sm["seconds_per_update"]), 2), _g(sm["worst_margin"], 2),
-                         verdict))
+            rows.append(
+                (
+                    s["regime"] if s["regime"] != "replay" else s["label"],
+                    str(s["n"]),
+                    s["dtype"],
+                    t["engine"],
+                    t["policy"],
+                    _g(inv),
+                    _g(ld),
+                    str(sm["sign_errors"]),
+                    f"{final['merged']} / {final['refused']}",
+                    f"{cps[-1]['corrections']} / {cps[-1]['refreshes']}",
+                    _g(1e6 * num(sm["seconds_per_update"]), 2),
+                    _g(sm["worst_margin"], 2),
+                    verdict,
+                )
+            )
     return rows
 
 
@@ -80,16 +103,26 @@ def verdict_matrix(data: dict[str, Any]) -> tuple[tuple[str, ...], list[tuple[st
         s = c["settings"]
         cells = []
         for p in policies:
-            verdicts = {t["engine"]: ("PASS" if t["summary"]["passed"] else "FAIL")
-                        for t in c["tracks"] if t["policy"] == p}
+            verdicts = {
+                t["engine"]: ("PASS" if t["summary"]["passed"] else "FAIL")
+                for t in c["tracks"]
+                if t["policy"] == p
+            }
             if not verdicts:
                 cells.append("–")
             elif len(set(verdicts.values())) == 1:
                 cells.append(next(iter(verdicts.values())))
             else:
                 cells.append(", ".join(f"{e} {v}" for e, v in verdicts.items()))
-        rows.append((s["regime"] if s["regime"] != "replay" else s["label"], str(s["n"]),
-                     str(s["updates"]), s["dtype"], *cells))
+        rows.append(
+            (
+                s["regime"] if s["regime"] != "replay" else s["label"],
+                str(s["n"]),
+                str(s["updates"]),
+                s["dtype"],
+                *cells,
+            )
+        )
     return ("regime", "n", "updates", "dtype", *policies), rows
 
 
@@ -97,34 +130,52 @@ def _environment(data: dict[str, Any]) -> Block:
     env = data["environment"]
     pk = env.get("packages", {})
     oracle = env.get("oracle", {})
-    rows = [("Python", f"{env.get('python')} on {env.get('platform')} ({env.get('cpus')} CPUs)"),
-            ("packages", ", ".join(f"{k} {v}" for k, v in pk.items() if v)),
-            ("device", env.get("device", "cpu") + (f" ({env['device_name']}, CUDA "
-                                                   f"{env.get('cuda')})"
-                                                   if env.get("device_name") else "")),
-            ("oracle", f"{oracle.get('backend', '?')}, {oracle.get('evaluations', '?')} "
-                       f"evaluations, working precision chosen per matrix from κ (log₂κ + 64 + 20 "
-                       f"bits) and confirmed at a higher one; largest confirming precision "
-                       f"{oracle.get('max_bits', '?')} bits"),
-            ("wall time", f"{_g(data.get('wall_seconds'), 3)} s")]
+    rows = [
+        ("Python", f"{env.get('python')} on {env.get('platform')} ({env.get('cpus')} CPUs)"),
+        ("packages", ", ".join(f"{k} {v}" for k, v in pk.items() if v)),
+        (
+            "device",
+            env.get("device", "cpu")
+            + (
+                f" ({env['device_name']}, CUDA {env.get('cuda')})" if env.get("device_name") else ""
+            ),
+        ),
+        (
+            "oracle",
+            f"{oracle.get('backend', '?')}, {oracle.get('evaluations', '?')} "
+            f"evaluations, working precision chosen per matrix from κ (log₂κ + 64 + 20 "
+            f"bits) and confirmed at a higher one; largest confirming precision "
+            f"{oracle.get('max_bits', '?')} bits",
+        ),
+        ("wall time", f"{_g(data.get('wall_seconds'), 3)} s"),
+    ]
     return Block("table", header=("", ""), rows=tuple(rows))
 
 
 def _settings_text(data: dict[str, Any]) -> str:
     st = data["settings"]
     if data["kind"] == "replay":
-        return (f"Replay of `{st.get('history')}`: every recorded merge is applied exactly to the "
-                f"recorded starting matrix and the oracle evaluates the result at log-spaced "
-                f"merges; the recorded log|det| and sign are judged against it, and the same "
-                f"merges are re-tracked by the NumPy reference in {st.get('dtype')} to show "
-                f"what the tracked inverse does on this path (the history does not store the "
-                f"layer's inverse).")
-    parts = [f"regimes {', '.join(st['regimes'])}", f"n ∈ {{{', '.join(map(str, st['dims']))}}}",
-             f"{' / '.join(map(str, st['updates']))} updates",
-             f"dtypes {', '.join(st['dtypes'])}", f"policies {', '.join(st['policies'])}",
-             f"engines {', '.join(st['engines'])} (device {st['device']})",
-             f"seed {st['seed']}", f"depth {st['depth']:g}", f"step scale {st['scale']:g}",
-             f"refresh every {st['refresh_every']} merges", f"executor {st['executor']}"]
+        return (
+            f"Replay of `{st.get('history')}`: every recorded merge is applied exactly to the "
+            f"recorded starting matrix and the oracle evaluates the result at log-spaced "
+            f"merges; the recorded log|det| and sign are judged against it, and the same "
+            f"merges are re-tracked by the NumPy reference in {st.get('dtype')} to show "
+            f"what the tracked inverse does on this path (the history does not store the "
+            f"layer's inverse)."
+        )
+    parts = [
+        f"regimes {', '.join(st['regimes'])}",
+        f"n ∈ {{{', '.join(map(str, st['dims']))}}}",
+        f"{' / '.join(map(str, st['updates']))} updates",
+        f"dtypes {', '.join(st['dtypes'])}",
+        f"policies {', '.join(st['policies'])}",
+        f"engines {', '.join(st['engines'])} (device {st['device']})",
+        f"seed {st['seed']}",
+        f"depth {st['depth']:g}",
+        f"step scale {st['scale']:g}",
+        f"refresh every {st['refresh_every']} merges",
+        f"executor {st['executor']}",
+    ]
     return "Sweep: " + "; ".join(parts) + "."
 
 
@@ -146,7 +197,8 @@ _READING = (
     "which equals 30·(1 + k) while κ and ‖A‖ stay put and grows where an error made at high κ "
     "legitimately survives. Both come from the same engine; a report FAIL on a path whose κ "
     "varied can therefore be a limit of the method rather than a defect of the code. Timing "
-    "fields are the only non-deterministic values.")
+    "fields are the only non-deterministic values."
+)
 
 _POLICY_NOTES = (
     "plain: Sherman–Morrison + determinant lemma with no guard",
@@ -174,37 +226,55 @@ def _regimes(data: dict[str, Any]) -> Block:
 def build_document(data: dict[str, Any], figures: list[str]) -> list[Block]:
     """The blocks of the report for ``data``; ``figures`` lists the PNG files present."""
     summ = data["summary"]
-    title = ("invlin drift report" if data["kind"] == "sweep" else "invlin replay report")
-    blocks = [Block("heading", f"{title}: {data['name']}", level=1),
-              Block("paragraph", _settings_text(data)),
-              Block("paragraph", f"**{summ['passed']} of {summ['tracks']} tracks passed, "
-                                 f"{summ['failed']} failed** ({summ['configurations']} "
-                                 f"configurations)."),
-              Block("heading", "Verdicts at a glance"),
-              Block("table", header=verdict_matrix(data)[0], rows=tuple(verdict_matrix(data)[1])),
-              Block("heading", "Summary"),
-              Block("table", header=SUMMARY_HEADER, rows=tuple(summary_rows(data))),
-              Block("paragraph", "max inv ratio and max |Δlog|det|| are over the checkpoints, "
-                                 "against the exact path; merged / refused, corrections / "
-                                 "refreshes at the last checkpoint; verdict from the tolerance "
-                                 "engine's thresholds."),
-              Block("heading", "How to read it"),
-              Block("paragraph", _READING)]
+    title = "invlin drift report" if data["kind"] == "sweep" else "invlin replay report"
+    blocks = [
+        Block("heading", f"{title}: {data['name']}", level=1),
+        Block("paragraph", _settings_text(data)),
+        Block(
+            "paragraph",
+            f"**{summ['passed']} of {summ['tracks']} tracks passed, "
+            f"{summ['failed']} failed** ({summ['configurations']} "
+            f"configurations).",
+        ),
+        Block("heading", "Verdicts at a glance"),
+        Block("table", header=verdict_matrix(data)[0], rows=tuple(verdict_matrix(data)[1])),
+        Block("heading", "Summary"),
+        Block("table", header=SUMMARY_HEADER, rows=tuple(summary_rows(data))),
+        Block(
+            "paragraph",
+            "max inv ratio and max |Δlog|det|| are over the checkpoints, "
+            "against the exact path; merged / refused, corrections / "
+            "refreshes at the last checkpoint; verdict from the tolerance "
+            "engine's thresholds.",
+        ),
+        Block("heading", "How to read it"),
+        Block("paragraph", _READING),
+    ]
     if data["kind"] == "sweep":
-        blocks += [Block("heading", "Regimes", level=3), _regimes(data),
-                   Block("heading", "Policies and engines", level=3),
-                   Block("list", items=_POLICY_NOTES)]
+        blocks += [
+            Block("heading", "Regimes", level=3),
+            _regimes(data),
+            Block("heading", "Policies and engines", level=3),
+            Block("list", items=_POLICY_NOTES),
+        ]
     blocks.append(Block("heading", "Figures"))
     for name in figures:
         blocks.append(Block("figure", FIGURES.get(name, name), name=name))
-    blocks += [Block("heading", "Environment"), _environment(data),
-               Block("heading", "Files"),
-               Block("list", items=(
-                   f"data.json: everything above, schema version {data['schema_version']} "
-                   f"(JSON Schema: invlin/report/data.schema.json)",
-                   "checkpoints.csv: one row per track and checkpoint",
-                   "summary.csv: the summary table",
-                   "report.md, report.html (self-contained), *.png"))]
+    blocks += [
+        Block("heading", "Environment"),
+        _environment(data),
+        Block("heading", "Files"),
+        Block(
+            "list",
+            items=(
+                f"data.json: everything above, schema version {data['schema_version']} "
+                f"(JSON Schema: invlin/report/data.schema.json)",
+                "checkpoints.csv: one row per track and checkpoint",
+                "summary.csv: the summary table",
+                "report.md, report.html (self-contained), *.png",
+            ),
+        ),
+    ]
     if data.get("command"):
         blocks.append(Block("code", "invlin " + " ".join(data["command"])))
     return blocks

@@ -9,41 +9,55 @@ from typing import Any
 
 __all__ = ["FIGURES", "num", "render_figures"]
 
-_POLICY_COLORS = {"plain": "#d62728", "guarded": "#1f77b4", "monitored": "#2ca02c",
-                  "refresh": "#9467bd", "as-recorded": "#ff7f0e"}
+_POLICY_COLORS = {
+    "plain": "#d62728",
+    "guarded": "#1f77b4",
+    "monitored": "#2ca02c",
+    "refresh": "#9467bd",
+    "as-recorded": "#ff7f0e",
+}
 # Wider lines for policies drawn first, so identical curves stay visible as layers.
-_POLICY_WIDTHS = {"plain": 3.2, "guarded": 2.4, "monitored": 1.7, "refresh": 1.1,
-                  "as-recorded": 1.5}
+_POLICY_WIDTHS = {
+    "plain": 3.2,
+    "guarded": 2.4,
+    "monitored": 1.7,
+    "refresh": 1.1,
+    "as-recorded": 1.5,
+}
 _ENGINE_STYLES = {"reference": "-", "layer": "--", "recorded": "-"}
-_DTYPE_COLORS = {"float64": "#1f77b4", "float32": "#ff7f0e", "bfloat16": "#2ca02c",
-                 "float16": "#8c564b"}
+_DTYPE_COLORS = {
+    "float64": "#1f77b4",
+    "float32": "#ff7f0e",
+    "bfloat16": "#2ca02c",
+    "float16": "#8c564b",
+}
 _REGIME_MARKERS = {"walk": "o", "approach": "s", "crossing": "^", "replay": "D"}
 
 #: Figure file name → caption, in the order the report shows them.
 FIGURES = {
     "drift.png": "Inverse drift against the exact path: LAPACK ratio ‖I − XE‖₁/(n‖E‖₁‖X‖₁ε) "
-                 "vs updates, per condition regime (rows) and dtype (columns), largest n; solid: "
-                 "NumPy reference, dashed: torch layer; dotted black: the allowance 30(1+k); "
-                 "× marks a failed checkpoint; grey vertical line: deepest point / sign change.",
+    "vs updates, per condition regime (rows) and dtype (columns), largest n; solid: "
+    "NumPy reference, dashed: torch layer; dotted black: the allowance 30(1+k); "
+    "× marks a failed checkpoint; grey vertical line: deepest point / sign change.",
     "logdet.png": "log|det| drift against the exact path: ratio |ℓ − ℓ*|/(nκε), same layout.",
     "policies.png": "Policy comparison (reference engine, largest n): worst judged ratio ÷ "
-                    "allowance over the run (top; hatched: the track FAILED, also when "
-                    "its ratios stayed below 1 but the tracked sign of det was wrong) and mean "
-                    "wall time per proposed update including guard, monitor and refreshes "
-                    "(bottom).",
+    "allowance over the run (top; hatched: the track FAILED, also when "
+    "its ratios stayed below 1 but the tracked sign of det was wrong) and mean "
+    "wall time per proposed update including guard, monitor and refreshes "
+    "(bottom).",
     "crossing.png": "Sign-change recovery: the crossing regime around the sign change "
-                    "(x = updates − event, symmetric log), inverse ratio per policy "
-                    "(reference engine, largest n); red circles: tracked sign wrong; grey: κ₁ "
-                    "of the plain track's exact path (right axis).",
+    "(x = updates − event, symmetric log), inverse ratio per policy "
+    "(reference engine, largest n); red circles: tracked sign wrong; grey: κ₁ "
+    "of the plain track's exact path (right axis).",
     "conditioning.png": "Conditioning and dimension: κ₁ of the exact path along each regime "
-                        "(left, largest n, float64) and the largest inverse ratio of plain "
-                        "Sherman–Morrison per n (right; colour: dtype, marker: regime).",
+    "(left, largest n, float64) and the largest inverse ratio of plain "
+    "Sherman–Morrison per n (right; colour: dtype, marker: regime).",
     "estimators.png": "O(n²) drift estimators vs the truth at every checkpoint: probe "
-                      "residual vs ‖XA − I‖_F (left; dashed: factor 10 band) and Hutchinson "
-                      "tr(XA − I) vs log|det(XA)| (right).",
+    "residual vs ‖XA − I‖_F (left; dashed: factor 10 band) and Hutchinson "
+    "tr(XA − I) vs log|det(XA)| (right).",
     "replay.png": "Replay of a recorded training run: recorded log|det| against the oracle "
-                  "(ratio |ℓ − ℓ*|/(nκε)), inverse ratio of the reference re-tracking of the "
-                  "same merges, and κ₁ of the exact path (grey, right axis).",
+    "(ratio |ℓ − ℓ*|/(nκε)), inverse ratio of the reference re-tracking of the "
+    "same merges, and κ₁ of the exact path (grey, right axis).",
 }
 
 
@@ -101,37 +115,49 @@ def _grid(data: dict[str, Any], key: str, ylabel: str) -> bytes | None:
         return None
     n = _largest_n(configs)
     configs = [c for c in configs if c["settings"]["n"] == n]
-    regimes = _ordered((c["settings"]["regime"] for c in configs),
-                       ("walk", "approach", "crossing"))
-    dtypes = _ordered((c["settings"]["dtype"] for c in configs),
-                      ("float64", "float32", "bfloat16"))
+    regimes = _ordered((c["settings"]["regime"] for c in configs), ("walk", "approach", "crossing"))
+    dtypes = _ordered((c["settings"]["dtype"] for c in configs), ("float64", "float32", "bfloat16"))
     fig, axes = _figure(len(regimes), len(dtypes))
     for i, regime in enumerate(regimes):
         for j, dt in enumerate(dtypes):
             ax = axes[i][j]
-            chosen = [c for c in configs if c["settings"]["regime"] == regime
-                      and c["settings"]["dtype"] == dt]
+            chosen = [
+                c
+                for c in configs
+                if c["settings"]["regime"] == regime and c["settings"]["dtype"] == dt
+            ]
             k_max = 1
             for c in chosen:
                 k_max = max(k_max, c["settings"]["updates"])
                 for t in c["tracks"]:
                     xs, ys = _series(t, key)
-                    ax.plot(xs, ys, _ENGINE_STYLES.get(t["engine"], "-"),
-                            color=_POLICY_COLORS.get(t["policy"], "k"),
-                            lw=_POLICY_WIDTHS.get(t["policy"], 1.2)
-                            * (1.0 if t["engine"] == "reference" else 0.6),
-                            label=f"{t['policy']} ({t['engine']})")
-                    bad = [(float(cp["updates"]), max(num(cp[key]), 1e-300))
-                           for cp in t["checkpoints"] if not cp["passed"]
-                           and math.isfinite(num(cp[key]))]
+                    ax.plot(
+                        xs,
+                        ys,
+                        _ENGINE_STYLES.get(t["engine"], "-"),
+                        color=_POLICY_COLORS.get(t["policy"], "k"),
+                        lw=_POLICY_WIDTHS.get(t["policy"], 1.2)
+                        * (1.0 if t["engine"] == "reference" else 0.6),
+                        label=f"{t['policy']} ({t['engine']})",
+                    )
+                    bad = [
+                        (float(cp["updates"]), max(num(cp[key]), 1e-300))
+                        for cp in t["checkpoints"]
+                        if not cp["passed"] and math.isfinite(num(cp[key]))
+                    ]
                     if bad:
-                        ax.plot(*zip(*bad, strict=True), "x",
-                                color=_POLICY_COLORS.get(t["policy"], "k"), ms=5)
+                        ax.plot(
+                            *zip(*bad, strict=True),
+                            "x",
+                            color=_POLICY_COLORS.get(t["policy"], "k"),
+                            ms=5,
+                        )
                 if c.get("event"):
                     ax.axvline(c["event"], color="0.6", lw=0.8)
             ks = [1.0, float(k_max)]
-            ax.plot(ks, [30.0 * (1 + k) for k in ks], ":", color="k", lw=1.0,
-                    label="allowance 30(1+k)")
+            ax.plot(
+                ks, [30.0 * (1 + k) for k in ks], ":", color="k", lw=1.0, label="allowance 30(1+k)"
+            )
             # Growth with k on a log axis; the approach/crossing trajectories on a linear one.
             ax.set_xscale("log" if regime == "walk" else "linear")
             ax.set_yscale("log")
@@ -163,12 +189,12 @@ def policies_figure(data: dict[str, Any]) -> bytes | None:
         return None
     n = _largest_n(configs)
     configs = [c for c in configs if c["settings"]["n"] == n]
-    dtypes = _ordered((c["settings"]["dtype"] for c in configs),
-                      ("float64", "float32", "bfloat16"))
-    regimes = _ordered((c["settings"]["regime"] for c in configs),
-                       ("walk", "approach", "crossing"))
-    policies = _ordered((t["policy"] for c in configs for t in c["tracks"]),
-                        ("plain", "guarded", "monitored", "refresh"))
+    dtypes = _ordered((c["settings"]["dtype"] for c in configs), ("float64", "float32", "bfloat16"))
+    regimes = _ordered((c["settings"]["regime"] for c in configs), ("walk", "approach", "crossing"))
+    policies = _ordered(
+        (t["policy"] for c in configs for t in c["tracks"]),
+        ("plain", "guarded", "monitored", "refresh"),
+    )
     fig, axes = _figure(2, len(dtypes))
     width = 0.8 / max(1, len(policies))
     for j, dt in enumerate(dtypes):
@@ -176,15 +202,20 @@ def policies_figure(data: dict[str, Any]) -> bytes | None:
         for p_i, policy in enumerate(policies):
             margins, times, failed = [], [], []
             for regime in regimes:
-                tracks = [t for c in configs if c["settings"]["dtype"] == dt
-                          and c["settings"]["regime"] == regime for t in c["tracks"]
-                          if t["policy"] == policy]
+                tracks = [
+                    t
+                    for c in configs
+                    if c["settings"]["dtype"] == dt and c["settings"]["regime"] == regime
+                    for t in c["tracks"]
+                    if t["policy"] == policy
+                ]
                 ref = [t for t in tracks if t["engine"] == "reference"] or tracks
                 m = num(ref[0]["summary"]["worst_margin"]) if ref else math.nan
                 margins.append(m if math.isfinite(m) else 1e12)
                 failed.append(bool(ref) and not ref[0]["summary"]["passed"])
-                times.append(1e6 * num(ref[0]["summary"]["seconds_per_update"]) if ref
-                             else math.nan)
+                times.append(
+                    1e6 * num(ref[0]["summary"]["seconds_per_update"]) if ref else math.nan
+                )
             xs = [r + (p_i - (len(policies) - 1) / 2) * width for r in range(len(regimes))]
             color = _POLICY_COLORS.get(policy, "k")
             bars = top.bar(xs, margins, width, color=color, label=policy)
@@ -207,14 +238,14 @@ def policies_figure(data: dict[str, Any]) -> bytes | None:
 
 def crossing_figure(data: dict[str, Any]) -> bytes | None:
     """Inverse ratio and sign around the sign change of the crossing regime."""
-    configs = [c for c in _configs(data) if c["settings"]["regime"] == "crossing"
-               and c.get("event")]
+    configs = [
+        c for c in _configs(data) if c["settings"]["regime"] == "crossing" and c.get("event")
+    ]
     if not configs:
         return None
     n = _largest_n(configs)
     configs = [c for c in configs if c["settings"]["n"] == n]
-    dtypes = _ordered((c["settings"]["dtype"] for c in configs),
-                      ("float64", "float32", "bfloat16"))
+    dtypes = _ordered((c["settings"]["dtype"] for c in configs), ("float64", "float32", "bfloat16"))
     fig, axes = _figure(1, len(dtypes), height=3.4)
     for j, dt in enumerate(dtypes):
         ax = axes[0][j]
@@ -230,12 +261,22 @@ def crossing_figure(data: dict[str, Any]) -> bytes | None:
                     ys.append(y)
                     if cp["sign_tracked"] != cp["sign_exact"]:
                         wrong.append((cp["updates"] - event, y))
-            ax.plot(xs, ys, "-o", ms=2.5, color=_POLICY_COLORS.get(t["policy"], "k"),
-                    lw=_POLICY_WIDTHS.get(t["policy"], 1.2), label=t["policy"])
+            ax.plot(
+                xs,
+                ys,
+                "-o",
+                ms=2.5,
+                color=_POLICY_COLORS.get(t["policy"], "k"),
+                lw=_POLICY_WIDTHS.get(t["policy"], 1.2),
+                label=t["policy"],
+            )
             if wrong:
                 ax.plot(*zip(*wrong, strict=True), "o", color="red", ms=6, mfc="none")
-        kap = [(cp["updates"] - event, num(cp["kappa_exact"])) for cp in tracks[0]["checkpoints"]
-               if math.isfinite(num(cp["kappa_exact"]))]
+        kap = [
+            (cp["updates"] - event, num(cp["kappa_exact"]))
+            for cp in tracks[0]["checkpoints"]
+            if math.isfinite(num(cp["kappa_exact"]))
+        ]
         twin = ax.twinx()
         if kap:
             twin.plot(*zip(*kap, strict=True), color="0.6", lw=1.0)
@@ -264,13 +305,20 @@ def conditioning_figure(data: dict[str, Any]) -> bytes | None:
     for c in configs:
         s = c["settings"]
         if s["n"] != n or s["dtype"] != min(
-                (d["settings"]["dtype"] for d in configs),
-                key=lambda d: ("float64", "float32", "bfloat16").index(d)):
+            (d["settings"]["dtype"] for d in configs),
+            key=lambda d: ("float64", "float32", "bfloat16").index(d),
+        ):
             continue
         t = c["tracks"][0]
         xs, ys = _series(t, "kappa_exact")
-        left.plot(xs, ys, "-", marker=_REGIME_MARKERS.get(s["regime"], "o"), ms=3,
-                  label=f"{s['regime']} (k={s['updates']})")
+        left.plot(
+            xs,
+            ys,
+            "-",
+            marker=_REGIME_MARKERS.get(s["regime"], "o"),
+            ms=3,
+            label=f"{s['regime']} (k={s['updates']})",
+        )
     left.set_xscale("log")
     left.set_yscale("log")
     left.set_xlabel("updates")
@@ -281,8 +329,11 @@ def conditioning_figure(data: dict[str, Any]) -> bytes | None:
     seen: set[tuple[str, str]] = set()
     for c in configs:
         s = c["settings"]
-        plain = [t for t in c["tracks"] if t["policy"] == "plain"
-                 and t["engine"] in ("reference", "layer")]
+        plain = [
+            t
+            for t in c["tracks"]
+            if t["policy"] == "plain" and t["engine"] in ("reference", "layer")
+        ]
         if not plain:
             continue
         t = next((t for t in plain if t["engine"] == "reference"), plain[0])
@@ -291,9 +342,14 @@ def conditioning_figure(data: dict[str, Any]) -> bytes | None:
         if not vals:
             continue
         key = (s["dtype"], s["regime"])
-        right.plot([s["n"]], [max(vals)], _REGIME_MARKERS.get(s["regime"], "o"),
-                   color=_DTYPE_COLORS.get(s["dtype"], "k"), ms=7,
-                   label=f"{s['regime']}, {s['dtype']}" if key not in seen else None)
+        right.plot(
+            [s["n"]],
+            [max(vals)],
+            _REGIME_MARKERS.get(s["regime"], "o"),
+            color=_DTYPE_COLORS.get(s["dtype"], "k"),
+            ms=7,
+            label=f"{s['regime']}, {s['dtype']}" if key not in seen else None,
+        )
         seen.add(key)
     right.set_xscale("log", base=2)
     right.set_yscale("log")
@@ -314,8 +370,13 @@ def estimators_figure(data: dict[str, Any]) -> bytes | None:
                 continue
             for cp in t["checkpoints"]:
                 points.setdefault(c["settings"]["dtype"], []).append(
-                    (num(cp["true_residual"]), num(cp["estimated_residual"]),
-                     num(cp["true_logdet_drift"]), num(cp["estimated_logdet_drift"])))
+                    (
+                        num(cp["true_residual"]),
+                        num(cp["estimated_residual"]),
+                        num(cp["true_logdet_drift"]),
+                        num(cp["estimated_logdet_drift"]),
+                    )
+                )
     if not points:
         return None
     from matplotlib.ticker import NullLocator
@@ -324,17 +385,32 @@ def estimators_figure(data: dict[str, Any]) -> bytes | None:
     left, right = axes[0]
     lo, hi = math.inf, -math.inf
     for dt, pts in points.items():
-        res = [(a, b) for a, b, _, _ in pts if a > 0 and b > 0 and math.isfinite(a)
-               and math.isfinite(b)]
+        res = [
+            (a, b)
+            for a, b, _, _ in pts
+            if a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b)
+        ]
         if res:
-            left.plot(*zip(*res, strict=True), ".", ms=3, alpha=0.5,
-                      color=_DTYPE_COLORS.get(dt, "k"), label=dt)
+            left.plot(
+                *zip(*res, strict=True),
+                ".",
+                ms=3,
+                alpha=0.5,
+                color=_DTYPE_COLORS.get(dt, "k"),
+                label=dt,
+            )
             lo = min(lo, *(min(p) for p in res))
             hi = max(hi, *(max(p) for p in res))
         ld = [(a, b) for _, _, a, b in pts if math.isfinite(a) and math.isfinite(b)]
         if ld:
-            right.plot(*zip(*ld, strict=True), ".", ms=3, alpha=0.5,
-                       color=_DTYPE_COLORS.get(dt, "k"), label=dt)
+            right.plot(
+                *zip(*ld, strict=True),
+                ".",
+                ms=3,
+                alpha=0.5,
+                color=_DTYPE_COLORS.get(dt, "k"),
+                label=dt,
+            )
     if math.isfinite(lo):
         line = [lo, hi]
         left.plot(line, line, "k-", lw=0.8)
@@ -354,8 +430,9 @@ def estimators_figure(data: dict[str, Any]) -> bytes | None:
         axis.set_minor_locator(NullLocator())
     right.set_xlabel("log|det(XA)| (float64 slogdet)")
     right.set_ylabel("Hutchinson tr(XA − I)")
-    span = [abs(v) for pts in points.values() for _, _, a, b in pts for v in (a, b)
-            if math.isfinite(v)]
+    span = [
+        abs(v) for pts in points.values() for _, _, a, b in pts for v in (a, b) if math.isfinite(v)
+    ]
     if span:
         top = max(span)
         right.plot([-top, top], [-top, top], "k-", lw=0.8)
@@ -375,10 +452,12 @@ def replay_figure(data: dict[str, Any]) -> bytes | None:
         for t in c["tracks"]:
             key = "logdet_ratio_exact" if t["engine"] == "recorded" else "inverse_ratio_exact"
             xs, ys = _series(t, key)
-            label = ("recorded log|det| ratio" if t["engine"] == "recorded"
-                     else f"re-tracked inverse ratio ({t['policy']})")
-            ax.plot(xs, ys, "-o", ms=2.5, label=label,
-                    color=_POLICY_COLORS.get(t["policy"], "k"))
+            label = (
+                "recorded log|det| ratio"
+                if t["engine"] == "recorded"
+                else f"re-tracked inverse ratio ({t['policy']})"
+            )
+            ax.plot(xs, ys, "-o", ms=2.5, label=label, color=_POLICY_COLORS.get(t["policy"], "k"))
         ks = [1.0, float(max(1, c["settings"]["updates"]))]
         ax.plot(ks, [30.0 * (1 + k) for k in ks], ":", color="k", lw=1.0, label="allowance")
         twin = ax.twinx()
@@ -389,8 +468,10 @@ def replay_figure(data: dict[str, Any]) -> bytes | None:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("merges")
-        ax.set_title(f"layer {c['settings']['label']} (n={c['settings']['n']}, "
-                     f"{c['settings']['dtype']})", fontsize=9)
+        ax.set_title(
+            f"layer {c['settings']['label']} (n={c['settings']['n']}, {c['settings']['dtype']})",
+            fontsize=9,
+        )
         ax.legend(fontsize=7)
         ax.grid(True, alpha=0.3)
     return _png(fig)

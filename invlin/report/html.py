@@ -34,8 +34,11 @@ def _inline(text: str) -> str:
 
 
 def _cell(text: str) -> str:
-    cls = ' class="pass"' if text.startswith("PASS") else (
-        ' class="fail"' if text.startswith("FAIL") else "")
+    cls = (
+        ' class="pass"'
+        if text.startswith("PASS")
+        else (' class="fail"' if text.startswith("FAIL") else "")
+    )
     return f"<td{cls}>{_inline(text)}</td>"
 
 
@@ -57,12 +60,17 @@ def render_html(blocks: list[Block], images: dict[str, bytes], title: str = "inv
             if b.name not in images:
                 raise ValueError(f"images has no PNG for figure {b.name!r}")
             data = base64.b64encode(images[b.name]).decode("ascii")
-            body.append(f'<figure><img alt="{escape(b.name)}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{_inline(b.text)}</figcaption></figure>")
+            body.append(
+                f'<figure><img alt="{escape(b.name)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{_inline(b.text)}</figcaption></figure>"
+            )
         elif b.kind == "code":
             body.append(f"<pre>{escape(b.text)}</pre>")
         else:
             raise ValueError(f"unknown block kind {b.kind!r}")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )

@@ -41,8 +41,10 @@ def render_markdown(blocks: list[Block]) -> str:
         elif b.kind == "list":
             out.append("\n".join(f"- {item}" for item in b.items))
         elif b.kind == "table":
-            lines = ["| " + " | ".join(escape(h) for h in b.header) + " |",
-                     "|" + "|".join("---" for _ in b.header) + "|"]
+            lines = [
+                "| " + " | ".join(escape(h) for h in b.header) + " |",
+                "|" + "|".join("---" for _ in b.header) + "|",
+            ]
             lines += ["| " + " | ".join(escape(c) for c in row) + " |" for row in b.rows]
             out.append("\n".join(lines))
         elif b.kind == "figure":

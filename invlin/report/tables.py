@@ -22,9 +22,17 @@ def checkpoints_csv(data: dict[str, Any]) -> str:
         s = c["settings"]
         for t in c["tracks"]:
             for cp in t["checkpoints"]:
-                row = {"label": s["label"], "regime": s["regime"], "n": s["n"],
-                       "updates_total": s["updates"], "dtype": s["dtype"],
-                       "engine": t["engine"], "device": t["device"], "policy": t["policy"], **cp}
+                row = {
+                    "label": s["label"],
+                    "regime": s["regime"],
+                    "n": s["n"],
+                    "updates_total": s["updates"],
+                    "dtype": s["dtype"],
+                    "engine": t["engine"],
+                    "device": t["device"],
+                    "policy": t["policy"],
+                    **cp,
+                }
                 if writer is None:
                     writer = csv.DictWriter(buf, fieldnames=list(row), lineterminator="\n")
                     writer.writeheader()

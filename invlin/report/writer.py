@@ -23,12 +23,13 @@ def render_files(data: dict[str, Any]) -> dict[str, bytes]:
     images = render_figures(data)
     blocks = build_document(data, list(images))
     text = json.dumps(data, separators=(",", ":"), allow_nan=False) + "\n"
-    files = {"data.json": text.encode(),
-             "checkpoints.csv": checkpoints_csv(data).encode(),
-             "summary.csv": summary_csv(data).encode(),
-             "report.md": render_markdown(blocks).encode(),
-             "report.html": render_html(blocks, images, title=f"invlin report {data['name']}")
-             .encode()}
+    files = {
+        "data.json": text.encode(),
+        "checkpoints.csv": checkpoints_csv(data).encode(),
+        "summary.csv": summary_csv(data).encode(),
+        "report.md": render_markdown(blocks).encode(),
+        "report.html": render_html(blocks, images, title=f"invlin report {data['name']}").encode(),
+    }
     files.update(images)
     return files
 

@@ -89,17 +89,26 @@ def assert_inverse(
     r = inverse_ratio(a, out, dtype=dtype)
     allowed = _allowed(updates, threshold)
     if not r.passed(allowed):
-        ctx = (f"n={r.info['n']}, dtype={r.info['dtype']}, updates={updates}, "
-               f"threshold={threshold} (allowed = threshold·(1+updates)), "
-               f"‖A‖₁={r.info['norm_a']:.4g}, ‖X‖₁={r.info['norm_x']:.4g}")
-        call = (f"assert_inverse(a, out=x, dtype={r.info['dtype']!r}, updates={updates}, "
-                f"threshold={threshold})")
+        ctx = (
+            f"n={r.info['n']}, dtype={r.info['dtype']}, updates={updates}, "
+            f"threshold={threshold} (allowed = threshold·(1+updates)), "
+            f"‖A‖₁={r.info['norm_a']:.4g}, ‖X‖₁={r.info['norm_x']:.4g}"
+        )
+        call = (
+            f"assert_inverse(a, out=x, dtype={r.info['dtype']!r}, updates={updates}, "
+            f"threshold={threshold})"
+        )
         raise _fail("inverse check failed", r, allowed, ctx, repro_snippet(call, a=a, x=out))
     return r
 
 
 def assert_forward(
-    *, out: Any, expected: Any, kappa: float, dtype: Any, updates: int = 0,
+    *,
+    out: Any,
+    expected: Any,
+    kappa: float,
+    dtype: Any,
+    updates: int = 0,
     threshold: float = THRESHOLD,
 ) -> Ratio:
     """Assert rows of ``out`` match ``expected`` (``(*, n)``) within a κ-scaled forward error."""
@@ -108,15 +117,28 @@ def assert_forward(
     if not r.passed(allowed):
         dt = dtype_name(dtype)
         ctx = f"dtype={dt}, kappa={kappa:.4g}, updates={updates}, worst row {r.info['row']}"
-        call = (f"assert_forward(out=out, expected=expected, kappa={kappa!r}, dtype={dt!r}, "
-                f"updates={updates}, threshold={threshold})")
-        raise _fail("forward-error check failed", r, allowed, ctx,
-                    repro_snippet(call, out=out, expected=expected))
+        call = (
+            f"assert_forward(out=out, expected=expected, kappa={kappa!r}, dtype={dt!r}, "
+            f"updates={updates}, threshold={threshold})"
+        )
+        raise _fail(
+            "forward-error check failed",
+            r,
+            allowed,
+            ctx,
+            repro_snippet(call, out=out, expected=expected),
+        )
     return r
 
 
 def assert_logabsdet(
-    *, out: Any, expected: Any, n: int, kappa: float, dtype: Any, updates: int = 0,
+    *,
+    out: Any,
+    expected: Any,
+    n: int,
+    kappa: float,
+    dtype: Any,
+    updates: int = 0,
     threshold: float = THRESHOLD,
 ) -> Ratio:
     """Assert log|det| value(s) ``out`` match ``expected`` within ``n κ ε`` ratio units."""
@@ -125,10 +147,17 @@ def assert_logabsdet(
     if not r.passed(allowed):
         dt = dtype_name(dtype)
         ctx = f"n={n}, dtype={dt}, kappa={kappa:.4g}, updates={updates}"
-        call = (f"assert_logabsdet(out=out, expected=expected, n={n}, kappa={kappa!r}, "
-                f"dtype={dt!r}, updates={updates}, threshold={threshold})")
-        raise _fail("log|det| check failed", r, allowed, ctx,
-                    repro_snippet(call, out=out, expected=expected))
+        call = (
+            f"assert_logabsdet(out=out, expected=expected, n={n}, kappa={kappa!r}, "
+            f"dtype={dt!r}, updates={updates}, threshold={threshold})"
+        )
+        raise _fail(
+            "log|det| check failed",
+            r,
+            allowed,
+            ctx,
+            repro_snippet(call, out=out, expected=expected),
+        )
     return r
 
 
@@ -144,5 +173,3 @@ def assert_sign(*, out: Any, expected: Any) -> None:
             f"got {o.flat[i]:g}, expected {e.flat[i]:g}\nReproduce with:\n"
             + repro_snippet("assert_sign(out=out, expected=expected)", out=o, expected=e)
         )
-
-

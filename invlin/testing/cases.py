@@ -74,8 +74,10 @@ class MatrixCase:
         return int(self.a.shape[0])
 
     def __repr__(self) -> str:
-        return (f"MatrixCase(a=np.{self.dtype}({_literal(self.a)}), dtype={self.dtype!r}, "
-                f"kappa={self.kappa!r}, sign={self.sign}, kind={self.kind!r})")
+        return (
+            f"MatrixCase(a=np.{self.dtype}({_literal(self.a)}), dtype={self.dtype!r}, "
+            f"kappa={self.kappa!r}, sign={self.sign}, kind={self.kind!r})"
+        )
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -116,9 +118,11 @@ class PathCase:
 
     def __repr__(self) -> str:
         dt = self.dtype
-        return (f"PathCase(a0=np.{dt}({_literal(self.a0)}), us=np.{dt}({_literal(self.us)}), "
-                f"vs=np.{dt}({_literal(self.vs)}), cs={_literal(self.cs)}, dtype={dt!r}, "
-                f"kind={self.kind!r}, gap={self.gap!r}, leave={self.leave})")
+        return (
+            f"PathCase(a0=np.{dt}({_literal(self.a0)}), us=np.{dt}({_literal(self.us)}), "
+            f"vs=np.{dt}({_literal(self.vs)}), cs={_literal(self.cs)}, dtype={dt!r}, "
+            f"kind={self.kind!r}, gap={self.gap!r}, leave={self.leave})"
+        )
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -143,8 +147,10 @@ class LUCase:
         return np.diagonal(self.upper).copy()
 
     def __repr__(self) -> str:
-        return (f"LUCase(lower={_literal(self.lower)}, upper={_literal(self.upper)}, "
-                f"bias={_literal(self.bias)})")
+        return (
+            f"LUCase(lower={_literal(self.lower)}, upper={_literal(self.upper)}, "
+            f"bias={_literal(self.bias)})"
+        )
 
 
 # -- matrices ------------------------------------------------------------------------------------
@@ -177,8 +183,15 @@ def _spectrum(n: int, kappa: float, shape: str) -> np.ndarray:
 
 
 def conditioned_matrix(
-    n: int, kappa: float, sign: int, rng: np.random.Generator, *, dtype: Any = "float64",
-    shape: str = "geometric", scale: float = 1.0, kind: str = "conditioned",
+    n: int,
+    kappa: float,
+    sign: int,
+    rng: np.random.Generator,
+    *,
+    dtype: Any = "float64",
+    shape: str = "geometric",
+    scale: float = 1.0,
+    kind: str = "conditioned",
 ) -> MatrixCase:
     """Q₁·diag(s)·Q₂ᵀ with singular values ``scale``·s, s from 1 down to 1/``kappa``.
 
@@ -275,13 +288,20 @@ def _finish(a0, us, vs, cs, dt, kind, gap=None, leave=None) -> PathCase:
     us = np.asarray(us, dtype=np.float64).reshape(-1, a0.shape[0]).astype(dt)
     vs = np.asarray(vs, dtype=np.float64).reshape(-1, a0.shape[0]).astype(dt)
     cs = np.asarray(cs, dtype=np.float64).reshape(-1)
-    return PathCase(a0.astype(dt), us, vs, cs, dt, kind, gap,
-                    int(us.shape[0] if leave is None else leave))
+    return PathCase(
+        a0.astype(dt), us, vs, cs, dt, kind, gap, int(us.shape[0] if leave is None else leave)
+    )
 
 
 def rank_one_path(
-    a0: np.ndarray, cs: Any, rng: np.random.Generator, *, dtype: Any = "float64",
-    spread: float = 1.0, kind: str = "benign", kappa_limit: float | None = None,
+    a0: np.ndarray,
+    cs: Any,
+    rng: np.random.Generator,
+    *,
+    dtype: Any = "float64",
+    spread: float = 1.0,
+    kind: str = "benign",
+    kappa_limit: float | None = None,
     logdet_limit: float = 30.0,
 ) -> PathCase:
     """Updates u_k, v_k of ``a0`` whose factors c_k are the given ``cs`` (see update_vectors).
@@ -323,8 +343,15 @@ def rank_one_path(
 
 
 def crossing_path(
-    a0: np.ndarray, rng: np.random.Generator, *, gap: float, ratio: float = 0.1,
-    after: float | None = None, end: float = 1.0, cross: bool = True, dtype: Any = "float64",
+    a0: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    gap: float,
+    ratio: float = 0.1,
+    after: float | None = None,
+    end: float = 1.0,
+    cross: bool = True,
+    dtype: Any = "float64",
     spread: float = 0.5,
 ) -> PathCase:
     """Walk along A(t) = a0 + t·u vᵀ with det A(t) = (1 − t)·det a0 towards the singular set.
@@ -359,5 +386,13 @@ def crossing_path(
     vs = [v.astype(dt)] * len(us)
     closest = int(np.argmin(np.abs(gs_arr[1:])))  # update that lands closest to det = 0
     leave = next(i + 1 for i in range(closest, len(cs)) if abs(gs_arr[i + 1]) >= end * ratio)
-    return _finish(np.asarray(a0, dtype=dt), us, vs, cs, dt, "crossing" if cross else "bounce",
-                   float(min(gap, after)), leave)
+    return _finish(
+        np.asarray(a0, dtype=dt),
+        us,
+        vs,
+        cs,
+        dt,
+        "crossing" if cross else "bounce",
+        float(min(gap, after)),
+        leave,
+    )

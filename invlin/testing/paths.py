@@ -75,8 +75,11 @@ def _stack(items: Sequence[Any], name: str) -> np.ndarray:
 
 
 def path_allowance(
-    matrices: Sequence[Any], inverses: Sequence[Any], logabsdets: Sequence[float] | None = None,
-    *, threshold: float = THRESHOLD,
+    matrices: Sequence[Any],
+    inverses: Sequence[Any],
+    logabsdets: Sequence[float] | None = None,
+    *,
+    threshold: float = THRESHOLD,
 ) -> PathAllowance:
     """Allowed inverse and log|det| ratios along the path A_0, …, A_k (see the module text).
 
@@ -111,8 +114,9 @@ def path_allowance(
     for j in range(1, k1):
         b[j] = np.abs(eye - x[j] @ a[j - 1]).sum(axis=0).max()
     for e in range(k1):
-        charges = [clipped[0, e]] + [max(clipped[j - 1, e], clipped[j, e] * shrink[j])
-                                     for j in range(1, e + 1)]
+        charges = [clipped[0, e]] + [
+            max(clipped[j - 1, e], clipped[j, e] * shrink[j]) for j in range(1, e + 1)
+        ]
         inverse[e] = max(threshold * float(np.sum(charges)), allowed_ratio(e, threshold=threshold))
     for e in range(k1):
         total = threshold * max(1.0, kappa[0] / kappa[e])

@@ -50,12 +50,15 @@ class Profile:
 
 #: The profiles; ``thorough`` runs 10× the examples of ``ci`` on larger sizes.
 PROFILES: dict[str, Profile] = {
-    "dev": Profile("dev", max_examples=20, max_n=6, max_updates=12, derandomize=False,
-                   targeting=False),
-    "ci": Profile("ci", max_examples=150, max_n=12, max_updates=24, derandomize=True,
-                  targeting=False),
-    "thorough": Profile("thorough", max_examples=1500, max_n=24, max_updates=48,
-                        derandomize=False, targeting=True),
+    "dev": Profile(
+        "dev", max_examples=20, max_n=6, max_updates=12, derandomize=False, targeting=False
+    ),
+    "ci": Profile(
+        "ci", max_examples=150, max_n=12, max_updates=24, derandomize=True, targeting=False
+    ),
+    "thorough": Profile(
+        "thorough", max_examples=1500, max_n=24, max_updates=48, derandomize=False, targeting=True
+    ),
 }
 
 _PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink, Phase.explain)
@@ -76,8 +79,13 @@ def register_profiles() -> None:
         parent = _parent("ci") if p.name == "ci" else _parent("default")
         extra = {"database": None, "print_blob": True} if p.derandomize else {}
         settings.register_profile(
-            p.name, parent, max_examples=p.max_examples, derandomize=p.derandomize,
-            deadline=None, phases=phases, suppress_health_check=[HealthCheck.too_slow],
+            p.name,
+            parent,
+            max_examples=p.max_examples,
+            derandomize=p.derandomize,
+            deadline=None,
+            phases=phases,
+            suppress_health_check=[HealthCheck.too_slow],
             **extra,
         )
 

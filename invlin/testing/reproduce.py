@@ -50,6 +50,9 @@ def reproducible(call: str, **objects: Any) -> Iterator[None]:
         yield
     except AssertionError as exc:
         script = case_script(call, **objects)
-        err = ToleranceError(f"{exc}\n\nReproduce the whole case with:\n{script}",
-                             getattr(exc, "ratio", None), getattr(exc, "allowed", None))
+        err = ToleranceError(
+            f"{exc}\n\nReproduce the whole case with:\n{script}",
+            getattr(exc, "ratio", None),
+            getattr(exc, "allowed", None),
+        )
         raise err.with_traceback(exc.__traceback__) from None

@@ -97,16 +97,21 @@ def _log_kappa_limit(dt: str) -> float:
 
 @st.composite
 def conditioned_matrices(
-    draw: Any, n: Any = None, dtype: Any = None, *, min_log_kappa: float = 0.0,
-    max_log_kappa: float | None = None, sign: int | None = None, shape: str | None = None,
+    draw: Any,
+    n: Any = None,
+    dtype: Any = None,
+    *,
+    min_log_kappa: float = 0.0,
+    max_log_kappa: float | None = None,
+    sign: int | None = None,
+    shape: str | None = None,
 ) -> MatrixCase:
     """Q₁·diag(s)·Q₂ᵀ with a prescribed κ₂ = 10^x, x in [``min_log_kappa``, ``max_log_kappa``]
     (default: up to 1e12 in float64, 1e5 in float32), a prescribed det sign and a spectrum shape
     (log-spaced, one small or one large singular value); scaled by 2^e, |e| ≤ 4."""
     dt = _pick(draw, dtype, dtypes())
     size = _pick(draw, n, dimensions())
-    hi = _log_kappa_limit(dt) if max_log_kappa is None else min(max_log_kappa,
-                                                               _log_kappa_limit(dt))
+    hi = _log_kappa_limit(dt) if max_log_kappa is None else min(max_log_kappa, _log_kappa_limit(dt))
     lk = draw(st.floats(min(min_log_kappa, hi), hi))
     sg = draw(st.sampled_from((1, -1))) if sign is None else sign
     sh = shape or draw(st.sampled_from(("geometric", "one_small", "one_large")))
@@ -131,22 +136,32 @@ def nearly_singular_matrices(draw: Any, n: Any = None, dtype: Any = None) -> Mat
     dt = _pick(draw, dtype, dtypes())
     size = _pick(draw, n, dimensions(min_n=min(2, max_dimension())))
     hi = _log_kappa_limit(dt)
-    case = draw(conditioned_matrices(size, dt, min_log_kappa=hi - 3, max_log_kappa=hi,
-                                     shape="one_small"))
+    case = draw(
+        conditioned_matrices(size, dt, min_log_kappa=hi - 3, max_log_kappa=hi, shape="one_small")
+    )
     return MatrixCase(case.a, case.dtype, case.kappa, case.sign, "nearly_singular")
 
 
 def matrices(n: Any = None, dtype: Any = None) -> SearchStrategy[MatrixCase]:
     """Any of :func:`conditioned_matrices`, :func:`permutation_matrices`,
     :func:`nearly_singular_matrices`."""
-    return st.one_of(conditioned_matrices(n, dtype), permutation_matrices(n, dtype),
-                     nearly_singular_matrices(n, dtype))
+    return st.one_of(
+        conditioned_matrices(n, dtype),
+        permutation_matrices(n, dtype),
+        nearly_singular_matrices(n, dtype),
+    )
 
 
 @st.composite
 def lu_factors(
-    draw: Any, n: Any = None, *, min_log_diag: float = -2.0, max_log_diag: float = 1.0,
-    tiny: int = 0, tiny_log_range: tuple[float, float] = (-330.0, -3.0), zero: bool = False,
+    draw: Any,
+    n: Any = None,
+    *,
+    min_log_diag: float = -2.0,
+    max_log_diag: float = 1.0,
+    tiny: int = 0,
+    tiny_log_range: tuple[float, float] = (-330.0, -3.0),
+    zero: bool = False,
 ) -> LUCase:
     """L (unit lower) and U (upper) with diag(U) of both signs and magnitudes 10^x, x in
     [``min_log_diag``, ``max_log_diag``]; up to ``tiny`` entries of diag(U) replaced by ±10^x
@@ -160,9 +175,11 @@ def lu_factors(
     lo, hi = tiny_log_range
     # Extra weight where 1/|u_ii| approaches the overflow threshold of float64 (10^308) and of
     # float32 (10^38): that is where a triangular solve turns into inf and then inf − inf.
-    bands = [st.floats(lo, hi)] + [st.floats(max(lo, a), min(hi, b))
-                                   for a, b in ((-324.0, -305.0), (-46.0, -37.0)) if
-                                   max(lo, a) < min(hi, b)]
+    bands = [st.floats(lo, hi)] + [
+        st.floats(max(lo, a), min(hi, b))
+        for a, b in ((-324.0, -305.0), (-46.0, -37.0))
+        if max(lo, a) < min(hi, b)
+    ]
     for _ in range(draw(st.integers(0, min(tiny, size)))):
         i = draw(st.integers(0, size - 1))
         diag[i] = draw(st.sampled_from((1.0, -1.0))) * 10.0 ** draw(st.one_of(bands))
@@ -200,7 +217,11 @@ def factor_sequences(draw: Any, kind: str, max_size: int | None = None) -> list[
 
 @st.composite
 def crossing_paths(
-    draw: Any, n: Any = None, dtype: Any = None, *, cross: bool | None = None,
+    draw: Any,
+    n: Any = None,
+    dtype: Any = None,
+    *,
+    cross: bool | None = None,
     max_size: int | None = None,
 ) -> PathCase:
     """Paths along a line A(t) = A₀ + t·u vᵀ that approach det = 0, cross it (c < 0) or bounce
@@ -233,15 +254,28 @@ def crossing_paths(
         before, after = closest, far
     crossing = draw(st.booleans()) if cross is None else cross
     rng = np.random.default_rng(draw(seeds()))
-    return cases.crossing_path(start.a, rng, gap=before, after=after, ratio=10.0**-log_ratio,
-                               end=draw(st.sampled_from((1.0, 2.0))), cross=crossing, dtype=dt,
-                               spread=spread)
+    return cases.crossing_path(
+        start.a,
+        rng,
+        gap=before,
+        after=after,
+        ratio=10.0**-log_ratio,
+        end=draw(st.sampled_from((1.0, 2.0))),
+        cross=crossing,
+        dtype=dt,
+        spread=spread,
+    )
 
 
 @st.composite
 def update_paths(
-    draw: Any, kind: Any = None, n: Any = None, dtype: Any = None, *,
-    kinds: tuple[str, ...] = PATH_KINDS, matrix: SearchStrategy[MatrixCase] | None = None,
+    draw: Any,
+    kind: Any = None,
+    n: Any = None,
+    dtype: Any = None,
+    *,
+    kinds: tuple[str, ...] = PATH_KINDS,
+    matrix: SearchStrategy[MatrixCase] | None = None,
 ) -> PathCase:
     """A starting matrix and a sequence of rank-one updates of one regime.
 
@@ -288,21 +322,31 @@ def _open_interval(domain: Any) -> tuple[float, float]:
 
 
 @st.composite
-def batch_shapes(draw: Any, min_dims: int = 1, max_dims: int = 3, max_side: int = 4
-                 ) -> tuple[int, ...]:
+def batch_shapes(
+    draw: Any, min_dims: int = 1, max_dims: int = 3, max_side: int = 4
+) -> tuple[int, ...]:
     """Batch shapes of ``min_dims``..``max_dims`` dimensions, sides 1..``max_side`` (shrink to
     ``(1,)*min_dims``)."""
     if not 0 <= min_dims <= max_dims or max_side < 1:
-        raise ValueError(f"need 0 <= min_dims <= max_dims and max_side >= 1, got "
-                         f"{min_dims}, {max_dims}, {max_side}")
+        raise ValueError(
+            f"need 0 <= min_dims <= max_dims and max_side >= 1, got "
+            f"{min_dims}, {max_dims}, {max_side}"
+        )
     k = draw(st.integers(min_dims, max_dims))
     return tuple(draw(st.lists(st.integers(1, max_side), min_size=k, max_size=k)))
 
 
 @st.composite
 def layer_inputs(
-    draw: Any, features: int, *, dtype: Any = "float64", batch: tuple[int, ...] | None = None,
-    max_batch: int = 8, bound: float = 8.0, domain: Any = None, min_abs: float = 2.0**-8,
+    draw: Any,
+    features: int,
+    *,
+    dtype: Any = "float64",
+    batch: tuple[int, ...] | None = None,
+    max_batch: int = 8,
+    bound: float = 8.0,
+    domain: Any = None,
+    min_abs: float = 2.0**-8,
 ) -> np.ndarray:
     """Inputs x of shape ``(*batch, features)`` (default batch ``(b,)``, b in 1..``max_batch``):
     a float64 array whose entries are exact in ``dtype``.
@@ -354,7 +398,12 @@ def _near(end: float, toward: float, k: int, dt: str) -> float:
 
 @st.composite
 def edge_inputs(
-    draw: Any, features: int, *, dtype: Any = "float64", domain: Any = None, max_batch: int = 4,
+    draw: Any,
+    features: int,
+    *,
+    dtype: Any = "float64",
+    domain: Any = None,
+    max_batch: int = 4,
     large: float = 1e4,
 ) -> np.ndarray:
     """Inputs of shape ``(b, features)`` near the ends of ``domain`` (lo, hi), exact in ``dtype``.
@@ -366,9 +415,15 @@ def edge_inputs(
     dt = _input_dtype(dtype)
     lo, hi = _open_interval(domain)
     width = 32 if dt == "float32" else 64
-    mid = 0.0 if math.isinf(lo) and math.isinf(hi) else (
-        (lo + hi) / 2 if math.isfinite(lo) and math.isfinite(hi)
-        else (lo + 1.0 if math.isfinite(lo) else hi - 1.0))
+    mid = (
+        0.0
+        if math.isinf(lo) and math.isinf(hi)
+        else (
+            (lo + hi) / 2
+            if math.isfinite(lo) and math.isfinite(hi)
+            else (lo + 1.0 if math.isfinite(lo) else hi - 1.0)
+        )
+    )
     fmid = float(np.dtype(dt).type(mid))
 
     @st.composite
@@ -395,8 +450,13 @@ WIDE_REGIMES: tuple[str, ...] = ("ordinary", "large", "extreme", "domain_end", "
 #: Mixes a wide batch is drawn from: row regime → weight; simplest (shrink target) first.
 WIDE_MIXES: dict[str, dict[str, float]] = {
     "ordinary": {"ordinary": 1.0},
-    "mixed": {"ordinary": 0.4, "large": 0.2, "extreme": 0.2, "domain_end": 0.1,
-              "codomain_end": 0.1},
+    "mixed": {
+        "ordinary": 0.4,
+        "large": 0.2,
+        "extreme": 0.2,
+        "domain_end": 0.1,
+        "codomain_end": 0.1,
+    },
     "large": {"large": 1.0},
     "extreme": {"extreme": 1.0},
     "ends": {"domain_end": 0.5, "codomain_end": 0.5},
@@ -415,15 +475,17 @@ def huge_input(dtype: Any) -> float:
     return 2.0 ** (np.finfo(dt).maxexp // 2 - 4)
 
 
-def _ordinary(rng: np.random.Generator, shape: tuple[int, ...], lo: float, hi: float
-              ) -> np.ndarray:
+def _ordinary(rng: np.random.Generator, shape: tuple[int, ...], lo: float, hi: float) -> np.ndarray:
     """Entries 0 (1 in 16), multiples of ¼ in [−8, 8] (1 in 8) or ±[2⁻⁸, 8] (half uniform,
     half log-uniform) on R; on an interval, the middle 7/8 of (lo, hi) ∩ [−8, 8] (uniform, 1 in
     8 on its sixteenths)."""
     if math.isinf(lo) and math.isinf(hi):
         a, b = _ORDINARY
-        mag = np.where(rng.random(shape) < 0.5, rng.uniform(a, b, shape),
-                       np.exp2(rng.uniform(math.log2(a), math.log2(b), shape)))
+        mag = np.where(
+            rng.random(shape) < 0.5,
+            rng.uniform(a, b, shape),
+            np.exp2(rng.uniform(math.log2(a), math.log2(b), shape)),
+        )
         x = np.where(rng.random(shape) < 0.5, -mag, mag)
         # Round values (multiples of ¼) as Hypothesis favours them: spline bounds and knots sit
         # there (a layer that treats x = 3 differently from 3 ± ε).
@@ -437,23 +499,34 @@ def _ordinary(rng: np.random.Generator, shape: tuple[int, ...], lo: float, hi: f
     return np.where(rng.random(shape) < 1 / 8, a + m * rng.integers(1, 16, shape), x)
 
 
-def _large(rng: np.random.Generator, shape: tuple[int, ...], lo: float, hi: float,
-           huge: float) -> np.ndarray:
+def _large(
+    rng: np.random.Generator, shape: tuple[int, ...], lo: float, hi: float, huge: float
+) -> np.ndarray:
     """Towards an infinite end: |x − base| log-uniform in [8, 1e4] (3 in 4) or [1e4, huge]
     (base 0 on R, the finite end of a half-line)."""
     signs = [s for s, end in ((-1.0, lo), (1.0, hi)) if math.isinf(end)]
     sign = rng.choice(signs, shape)
     beyond = (rng.random(shape) < 0.25) & (huge > LARGE_INPUT)
-    log_lo, log_mid, log_hi = math.log(_ORDINARY[1]), math.log(LARGE_INPUT), math.log(
-        max(huge, LARGE_INPUT))
-    mag = np.exp(np.where(beyond, rng.uniform(log_mid, log_hi, shape),
-                          rng.uniform(log_lo, log_mid, shape)))
+    log_lo, log_mid, log_hi = (
+        math.log(_ORDINARY[1]),
+        math.log(LARGE_INPUT),
+        math.log(max(huge, LARGE_INPUT)),
+    )
+    mag = np.exp(
+        np.where(beyond, rng.uniform(log_mid, log_hi, shape), rng.uniform(log_lo, log_mid, shape))
+    )
     base = 0.0 if len(signs) == 2 else (lo if math.isfinite(lo) else hi)
     return base + sign * mag
 
 
-def _near_ends(rng: np.random.Generator, shape: tuple[int, ...], lo: float, hi: float,
-               bits: int, mid: np.ndarray) -> np.ndarray:
+def _near_ends(
+    rng: np.random.Generator,
+    shape: tuple[int, ...],
+    lo: float,
+    hi: float,
+    bits: int,
+    mid: np.ndarray,
+) -> np.ndarray:
     """end ± max(|end|, 1)·2⁻ᵏ (k uniform in 1..``bits``, never past the midpoint) towards the
     inside, for a finite end drawn per entry; one entry in four keeps ``mid``."""
     ends = [e for e in (lo, hi) if math.isfinite(e)]
@@ -494,9 +567,16 @@ def _substitute(regime: str, lo: float, hi: float, codomain_ok: bool) -> str:
 
 
 def wide_batch(
-    features: int, *, seed: int = 0, mix: str = "mixed", rows: int = WIDE_ROWS,
-    dtype: Any = "float64", domain: Any = None, codomain: Any = None,
-    preimage: Callable[[np.ndarray], np.ndarray] | None = None, huge: float | None = None,
+    features: int,
+    *,
+    seed: int = 0,
+    mix: str = "mixed",
+    rows: int = WIDE_ROWS,
+    dtype: Any = "float64",
+    domain: Any = None,
+    codomain: Any = None,
+    preimage: Callable[[np.ndarray], np.ndarray] | None = None,
+    huge: float | None = None,
 ) -> np.ndarray:
     """A batch x of shape ``(rows, features)`` (float64, entries exact in ``dtype``, strictly
     inside ``domain``) built by NumPy from ``seed``; each row's regime is drawn from
@@ -541,19 +621,29 @@ def wide_batch(
     mid = _ordinary(rng, shape, lo, hi)
     # The extreme regime's one entry: large towards an infinite end or at a finite end.
     one_kind = np.array([_substitute(k, lo, hi, False) for k in ("large", "domain_end")])[
-        rng.integers(0, 2, total)]
+        rng.integers(0, 2, total)
+    ]
     end_mid = np.full(shape, lo if math.isfinite(lo) else hi)
     large = _large(rng, shape, lo, hi, top) if (math.isinf(lo) or math.isinf(hi)) else mid
-    ends = (_near_ends(rng, shape, lo, hi, bits, mid)
-            if (math.isfinite(lo) or math.isfinite(hi)) else mid)
-    sharp = (_near_ends(rng, shape, lo, hi, bits, end_mid)
-             if (math.isfinite(lo) or math.isfinite(hi)) else mid)
+    ends = (
+        _near_ends(rng, shape, lo, hi, bits, mid)
+        if (math.isfinite(lo) or math.isfinite(hi))
+        else mid
+    )
+    sharp = (
+        _near_ends(rng, shape, lo, hi, bits, end_mid)
+        if (math.isfinite(lo) or math.isfinite(hi))
+        else mid
+    )
     one = np.where((one_kind == "large")[:, None], large, sharp)
     col = rng.integers(0, features, total)
     extreme = mid.copy()
     extreme[np.arange(total), col] = one[np.arange(total), col]
-    out = np.select([(regime == r)[:, None] for r in ("large", "domain_end", "extreme")],
-                    [large, ends, extreme], default=mid)
+    out = np.select(
+        [(regime == r)[:, None] for r in ("large", "domain_end", "extreme")],
+        [large, ends, extreme],
+        default=mid,
+    )
     if codomain_ok:
         cmid = _ordinary(rng, shape, clo, chi)
         y = np.where(rng.random(shape) < 0.5, cmid, _near_ends(rng, shape, clo, chi, bits, cmid))
@@ -570,9 +660,16 @@ def wide_batch(
 
 @st.composite
 def wide_inputs(
-    draw: Any, features: int, *, dtype: Any = "float64", domain: Any = None,
-    codomain: Any = None, preimage: Callable[[np.ndarray], np.ndarray] | None = None,
-    max_rows: int = WIDE_ROWS, huge: float | None = None, mixes: tuple[str, ...] | None = None,
+    draw: Any,
+    features: int,
+    *,
+    dtype: Any = "float64",
+    domain: Any = None,
+    codomain: Any = None,
+    preimage: Callable[[np.ndarray], np.ndarray] | None = None,
+    max_rows: int = WIDE_ROWS,
+    huge: float | None = None,
+    mixes: tuple[str, ...] | None = None,
 ) -> np.ndarray:
     """A :func:`wide_batch` of 1..``max_rows`` rows: Hypothesis draws only a seed, a mix (of
     ``mixes``, default all of :data:`WIDE_MIXES`) and the row count; NumPy builds the rows.
@@ -586,5 +683,14 @@ def wide_inputs(
     seed = draw(seeds())
     mix = draw(st.sampled_from(names))
     rows = draw(st.integers(1, max_rows))
-    return wide_batch(features, seed=seed, mix=mix, rows=rows, dtype=dtype, domain=domain,
-                      codomain=codomain, preimage=preimage, huge=huge)
+    return wide_batch(
+        features,
+        seed=seed,
+        mix=mix,
+        rows=rows,
+        dtype=dtype,
+        domain=domain,
+        codomain=codomain,
+        preimage=preimage,
+        huge=huge,
+    )

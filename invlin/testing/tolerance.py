@@ -155,9 +155,23 @@ def inverse_ratio(a: Any, x: Any, *, dtype: Any | None = None) -> Ratio:
     scale = n * na * nx * EPS[dt]
     idx, val = _worst(resid)
     parts = _divide_rows(np.abs(resid).sum(axis=0), np.full(n, scale))
-    return Ratio("inverse", _divide(abs_err, scale), idx, val, abs_err, abs_err, scale,
-                 {"n": n, "dtype": dt, "norm_a": float(na), "norm_x": float(nx),
-                  "parts": parts, "part": "column"})
+    return Ratio(
+        "inverse",
+        _divide(abs_err, scale),
+        idx,
+        val,
+        abs_err,
+        abs_err,
+        scale,
+        {
+            "n": n,
+            "dtype": dt,
+            "norm_a": float(na),
+            "norm_x": float(nx),
+            "parts": parts,
+            "part": "column",
+        },
+    )
 
 
 def residual_ratio(a: Any, x: Any, b: Any, *, dtype: Any | None = None) -> Ratio:
@@ -179,10 +193,16 @@ def residual_ratio(a: Any, x: Any, b: Any, *, dtype: Any | None = None) -> Ratio
     ratios = _divide_rows(num, den)
     j = int(np.argmax(ratios))
     idx, val = _worst(resid.reshape(b64.shape))
-    return Ratio("residual", float(ratios[j]), idx, val, float(num[j]) if num.size else 0.0,
-                 _divide(float(num[j]), float(np.abs(b2[j]).sum())) if num.size else 0.0,
-                 float(den[j]) if num.size else 0.0,
-                 {"n": n, "dtype": dt, "row": j, "parts": ratios, "part": "row"})
+    return Ratio(
+        "residual",
+        float(ratios[j]),
+        idx,
+        val,
+        float(num[j]) if num.size else 0.0,
+        _divide(float(num[j]), float(np.abs(b2[j]).sum())) if num.size else 0.0,
+        float(den[j]) if num.size else 0.0,
+        {"n": n, "dtype": dt, "row": j, "parts": ratios, "part": "row"},
+    )
 
 
 def forward_ratio(out: Any, expected: Any, *, kappa: float, dtype: Any) -> Ratio:
@@ -208,10 +228,16 @@ def forward_ratio(out: Any, expected: Any, *, kappa: float, dtype: Any) -> Ratio
     j = int(np.argmax(ratios)) if ratios.size else 0
     idx, val = _worst(err.reshape(o64.shape))
     rel = _divide(float(num[j]), float(np.abs(e2[j]).sum())) if ratios.size else 0.0
-    return Ratio("forward", float(ratios[j]) if ratios.size else 0.0, idx, val,
-                 float(num[j]) if ratios.size else 0.0, rel, float(den[j]) if ratios.size else 0.0,
-                 {"n": n, "dtype": dt, "kappa": float(kappa), "row": j, "parts": ratios,
-                  "part": "row"})
+    return Ratio(
+        "forward",
+        float(ratios[j]) if ratios.size else 0.0,
+        idx,
+        val,
+        float(num[j]) if ratios.size else 0.0,
+        rel,
+        float(den[j]) if ratios.size else 0.0,
+        {"n": n, "dtype": dt, "kappa": float(kappa), "row": j, "parts": ratios, "part": "row"},
+    )
 
 
 def logdet_ratio(out: Any, expected: Any, *, n: int, kappa: float, dtype: Any) -> Ratio:
@@ -240,9 +266,16 @@ def logdet_ratio(out: Any, expected: Any, *, n: int, kappa: float, dtype: Any) -
     idx, val = _worst(err)
     worst = abs(val) if math.isfinite(val) else math.inf
     ref = float(np.abs(e64[idx])) if e64.size else 0.0
-    parts = _divide_rows(np.where(np.isnan(err), np.inf, np.abs(err)).ravel(),
-                         np.full(err.size, scale))
-    return Ratio("logabsdet", _divide(worst, scale), idx, val, worst,
-                 _divide(worst, ref) if ref else worst, scale,
-                 {"n": int(n), "dtype": dt, "kappa": float(kappa), "parts": parts,
-                  "part": "value"})
+    parts = _divide_rows(
+        np.where(np.isnan(err), np.inf, np.abs(err)).ravel(), np.full(err.size, scale)
+    )
+    return Ratio(
+        "logabsdet",
+        _divide(worst, scale),
+        idx,
+        val,
+        worst,
+        _divide(worst, ref) if ref else worst,
+        scale,
+        {"n": int(n), "dtype": dt, "kappa": float(kappa), "parts": parts, "part": "value"},
+    )

@@ -40,8 +40,11 @@ def invlin() -> list[Entry]:
         Entry("LeakySoftplus", seeded(lambda n: LeakySoftplus(0.1)), "alpha = 0.1"),
         Entry("BentIdentity", seeded(lambda n: BentIdentity()), ""),
         Entry("LUNet", seeded(lambda n: perturb(LUNet(n, blocks=2), 0.3)), "2 blocks"),
-        Entry("InvertibleSequential", seeded(chain),
-              "P4InvLinear → LeakySoftplus → LULinear → BentIdentity"),
+        Entry(
+            "InvertibleSequential",
+            seeded(chain),
+            "P4InvLinear → LeakySoftplus → LULinear → BentIdentity",
+        ),
     ]
 
 
@@ -69,32 +72,55 @@ def nflows() -> list[Entry]:
 
     rqs = {"tails": "linear", "tail_bound": 3.0, "num_bins": 8}
     return [
-        Entry("LULinear", seeded(lambda n: perturb(nt.LULinear(n), 0.3)),
-              "identity init + noise; diag(U) = softplus(raw) + 1e-3"),
-        Entry("LULinearCached",
-              seeded(lambda n: perturb(nt.LULinear(n, using_cache=True), 0.3)),
-              "LULinear with using_cache=True: eval mode keeps W, W⁻¹, log|det| (nflows' "
-              "own cache)"),
-        Entry("NaiveLinear", seeded(lambda n: perturb(nt.NaiveLinear(n))),
-              "random orthogonal init + noise"),
-        Entry("SVDLinear",
-              seeded(lambda n: perturb(nt.SVDLinear(n, num_householder=2, identity_init=False))),
-              "2 Householder reflections per factor"),
+        Entry(
+            "LULinear",
+            seeded(lambda n: perturb(nt.LULinear(n), 0.3)),
+            "identity init + noise; diag(U) = softplus(raw) + 1e-3",
+        ),
+        Entry(
+            "LULinearCached",
+            seeded(lambda n: perturb(nt.LULinear(n, using_cache=True), 0.3)),
+            "LULinear with using_cache=True: eval mode keeps W, W⁻¹, log|det| (nflows' own cache)",
+        ),
+        Entry(
+            "NaiveLinear",
+            seeded(lambda n: perturb(nt.NaiveLinear(n))),
+            "random orthogonal init + noise",
+        ),
+        Entry(
+            "SVDLinear",
+            seeded(lambda n: perturb(nt.SVDLinear(n, num_householder=2, identity_init=False))),
+            "2 Householder reflections per factor",
+        ),
         Entry("RandomPermutation", seeded(nt.RandomPermutation), ""),
         Entry("ActNorm", seeded(actnorm), "marked initialised, log-scale and shift perturbed"),
-        Entry("AffineCouplingTransform",
-              seeded(lambda n: coupling(nt.AffineCouplingTransform, n)), "ResidualNet 16"),
-        Entry("PiecewiseRationalQuadraticCouplingTransform",
-              seeded(lambda n: coupling(nt.PiecewiseRationalQuadraticCouplingTransform, n, **rqs)),
-              _TAILS),
-        Entry("MaskedAffineAutoregressiveTransform",
-              seeded(lambda n: made(nt.MaskedAffineAutoregressiveTransform, n)), "MADE 16"),
-        Entry("MaskedPiecewiseRationalQuadraticAutoregressiveTransform",
-              seeded(lambda n: made(nt.MaskedPiecewiseRationalQuadraticAutoregressiveTransform,
-                                    n, **rqs)), _TAILS),
-        Entry("PiecewiseRationalQuadraticCDF",
-              seeded(lambda n: perturb(nt.PiecewiseRationalQuadraticCDF(shape=[n], num_bins=8))),
-              "tails=None: domain [0, 1]"),
+        Entry(
+            "AffineCouplingTransform",
+            seeded(lambda n: coupling(nt.AffineCouplingTransform, n)),
+            "ResidualNet 16",
+        ),
+        Entry(
+            "PiecewiseRationalQuadraticCouplingTransform",
+            seeded(lambda n: coupling(nt.PiecewiseRationalQuadraticCouplingTransform, n, **rqs)),
+            _TAILS,
+        ),
+        Entry(
+            "MaskedAffineAutoregressiveTransform",
+            seeded(lambda n: made(nt.MaskedAffineAutoregressiveTransform, n)),
+            "MADE 16",
+        ),
+        Entry(
+            "MaskedPiecewiseRationalQuadraticAutoregressiveTransform",
+            seeded(
+                lambda n: made(nt.MaskedPiecewiseRationalQuadraticAutoregressiveTransform, n, **rqs)
+            ),
+            _TAILS,
+        ),
+        Entry(
+            "PiecewiseRationalQuadraticCDF",
+            seeded(lambda n: perturb(nt.PiecewiseRationalQuadraticCDF(shape=[n], num_bins=8))),
+            "tails=None: domain [0, 1]",
+        ),
     ]
 
 
@@ -108,29 +134,57 @@ def zuko() -> list[Entry]:
         return perturb(cls(n, 0, **kw))
 
     return [
-        Entry("MAF", seeded(lambda n: flow(z.flows.MAF, n, transforms=1, hidden_features=[16])),
-              "one affine autoregressive transform"),
-        Entry("NSF", seeded(lambda n: flow(z.flows.NSF, n, transforms=1, hidden_features=[16])),
-              "monotonic RQS, 8 bins, bound 5, identity outside"),
-        Entry("RealNVP",
-              seeded(lambda n: flow(z.flows.RealNVP, n, transforms=1, hidden_features=[16])),
-              "one affine coupling"),
-        Entry("NICE", seeded(lambda n: flow(z.flows.NICE, n, transforms=1, hidden_features=[16])),
-              "one additive coupling"),
-        Entry("SOSPF", seeded(lambda n: flow(z.flows.SOSPF, n, transforms=1,
-                                             hidden_features=[16])),
-              "sum-of-squares polynomial; inverse by bisection in [−10, 10] to an absolute "
-              "tolerance of 1e-6 (zuko's documented defaults)"),
-        Entry("LULinearTransform",
-              seeded(lambda n: perturb(UnconditionalTransform(
-                  z.transforms.LULinearTransform, well_conditioned(n)))),
-              "UnconditionalTransform(LULinearTransform, LU)"),
-        Entry("RotationTransform",
-              seeded(lambda n: UnconditionalTransform(z.transforms.RotationTransform,
-                                                      torch.randn(n, n))), "R = exp(A − Aᵀ)"),
-        Entry("PermutationTransform",
-              seeded(lambda n: UnconditionalTransform(z.transforms.PermutationTransform,
-                                                      torch.randperm(n), buffer=True)), ""),
+        Entry(
+            "MAF",
+            seeded(lambda n: flow(z.flows.MAF, n, transforms=1, hidden_features=[16])),
+            "one affine autoregressive transform",
+        ),
+        Entry(
+            "NSF",
+            seeded(lambda n: flow(z.flows.NSF, n, transforms=1, hidden_features=[16])),
+            "monotonic RQS, 8 bins, bound 5, identity outside",
+        ),
+        Entry(
+            "RealNVP",
+            seeded(lambda n: flow(z.flows.RealNVP, n, transforms=1, hidden_features=[16])),
+            "one affine coupling",
+        ),
+        Entry(
+            "NICE",
+            seeded(lambda n: flow(z.flows.NICE, n, transforms=1, hidden_features=[16])),
+            "one additive coupling",
+        ),
+        Entry(
+            "SOSPF",
+            seeded(lambda n: flow(z.flows.SOSPF, n, transforms=1, hidden_features=[16])),
+            "sum-of-squares polynomial; inverse by bisection in [−10, 10] to an absolute "
+            "tolerance of 1e-6 (zuko's documented defaults)",
+        ),
+        Entry(
+            "LULinearTransform",
+            seeded(
+                lambda n: perturb(
+                    UnconditionalTransform(z.transforms.LULinearTransform, well_conditioned(n))
+                )
+            ),
+            "UnconditionalTransform(LULinearTransform, LU)",
+        ),
+        Entry(
+            "RotationTransform",
+            seeded(
+                lambda n: UnconditionalTransform(z.transforms.RotationTransform, torch.randn(n, n))
+            ),
+            "R = exp(A − Aᵀ)",
+        ),
+        Entry(
+            "PermutationTransform",
+            seeded(
+                lambda n: UnconditionalTransform(
+                    z.transforms.PermutationTransform, torch.randperm(n), buffer=True
+                )
+            ),
+            "",
+        ),
     ]
 
 
@@ -151,35 +205,58 @@ def normflows() -> list[Entry]:
 
     def coupling_block(n: int) -> torch.nn.Module:
         at_least(n, 2, "AffineCouplingBlock")
-        return perturb(nf.flows.AffineCouplingBlock(
-            nf.nets.MLP([(n + 1) // 2, 16, 2 * (n // 2)], init_zeros=True)))
+        return perturb(
+            nf.flows.AffineCouplingBlock(
+                nf.nets.MLP([(n + 1) // 2, 16, 2 * (n // 2)], init_zeros=True)
+            )
+        )
 
     def need2(build):
         def inner(n: int) -> torch.nn.Module:
             at_least(n, 2, "this layer")
             return perturb(build(n))
+
         return inner
 
     return [
-        Entry("InvertibleAffine", seeded(lambda n: perturb(nf.flows.InvertibleAffine(n))),
-              "use_lu=True: P L U with fixed P and sign(S)"),
-        Entry("LULinearPermute",
-              seeded(lambda n: perturb(nf.flows.LULinearPermute(n, identity_init=False))), ""),
+        Entry(
+            "InvertibleAffine",
+            seeded(lambda n: perturb(nf.flows.InvertibleAffine(n))),
+            "use_lu=True: P L U with fixed P and sign(S)",
+        ),
+        Entry(
+            "LULinearPermute",
+            seeded(lambda n: perturb(nf.flows.LULinearPermute(n, identity_init=False))),
+            "",
+        ),
         Entry("Permute", seeded(lambda n: nf.flows.Permute(n, mode="shuffle")), ""),
         Entry("ActNorm", seeded(actnorm), "marked initialised, s and t perturbed"),
-        Entry("AffineConstFlow", seeded(lambda n: perturb(nf.flows.AffineConstFlow((n,)), 0.3)),
-              ""),
+        Entry(
+            "AffineConstFlow", seeded(lambda n: perturb(nf.flows.AffineConstFlow((n,)), 0.3)), ""
+        ),
         Entry("MaskedAffineFlow", seeded(masked_affine), "alternating mask, MLP 16"),
         Entry("AffineCouplingBlock", seeded(coupling_block), "channel split, MLP 16"),
-        Entry("MaskedAffineAutoregressive",
-              seeded(need2(lambda n: nf.flows.MaskedAffineAutoregressive(n, 16, num_blocks=1))),
-              ""),
-        Entry("CoupledRationalQuadraticSpline",
-              seeded(need2(lambda n: nf.flows.CoupledRationalQuadraticSpline(n, 1, 16))),
-              _TAILS),
-        Entry("AutoregressiveRationalQuadraticSpline",
-              seeded(need2(lambda n: nf.flows.AutoregressiveRationalQuadraticSpline(
-                  n, 1, 16, init_identity=False))), _TAILS),
+        Entry(
+            "MaskedAffineAutoregressive",
+            seeded(need2(lambda n: nf.flows.MaskedAffineAutoregressive(n, 16, num_blocks=1))),
+            "",
+        ),
+        Entry(
+            "CoupledRationalQuadraticSpline",
+            seeded(need2(lambda n: nf.flows.CoupledRationalQuadraticSpline(n, 1, 16))),
+            _TAILS,
+        ),
+        Entry(
+            "AutoregressiveRationalQuadraticSpline",
+            seeded(
+                need2(
+                    lambda n: nf.flows.AutoregressiveRationalQuadraticSpline(
+                        n, 1, 16, init_identity=False
+                    )
+                )
+            ),
+            _TAILS,
+        ),
     ]
 
 
@@ -191,6 +268,7 @@ def freia() -> list[Entry]:
         def build(n: int) -> torch.nn.Module:
             at_least(n, 2, cls.__name__)
             return perturb(cls([(n,)], subnet_constructor=mlp, **kw))
+
         return build
 
     def actnorm(n: int) -> torch.nn.Module:
@@ -210,8 +288,11 @@ def freia() -> list[Entry]:
         Entry("ActNorm", seeded(actnorm), "marked initialised, scale and bias perturbed"),
         Entry("PermuteRandom", seeded(lambda n: fm.PermuteRandom([(n,)], seed=0)), ""),
         Entry("FixedLinearTransform", seeded(fixed), "M = I + 0.3·G/√n, random b"),
-        Entry("LearnedElementwiseScaling",
-              seeded(lambda n: perturb(fm.LearnedElementwiseScaling([(n,)]), 0.3)), ""),
+        Entry(
+            "LearnedElementwiseScaling",
+            seeded(lambda n: perturb(fm.LearnedElementwiseScaling([(n,)]), 0.3)),
+            "",
+        ),
     ]
 
 
@@ -226,31 +307,59 @@ def pyro() -> list[Entry]:
         def inner(n: int) -> object:
             at_least(n, 2, "this layer")
             return perturb(build(n))
+
         return inner
 
     return [
-        Entry("AffineAutoregressive",
-              seeded(need2(lambda n: pt.affine_autoregressive(n, hidden_dims=hidden))), ""),
-        Entry("AffineCoupling",
-              seeded(need2(lambda n: pt.affine_coupling(n, hidden_dims=hidden))), ""),
-        Entry("Spline", seeded(lambda n: perturb(pt.Spline(n))),
-              "elementwise (event_dim 0); linear spline order, bound 3"),
-        Entry("SplineCoupling",
-              seeded(need2(lambda n: pt.spline_coupling(n, hidden_dims=hidden))), ""),
-        Entry("SplineAutoregressive",
-              seeded(need2(lambda n: pt.spline_autoregressive(n, hidden_dims=hidden))), ""),
-        Entry("Householder", seeded(lambda n: perturb(pt.householder(n, count_transforms=2))),
-              "2 reflections"),
-        Entry("MatrixExponential", seeded(lambda n: perturb(pt.matrix_exponential(n))),
-              "exp(M) by an 8-term power series"),
+        Entry(
+            "AffineAutoregressive",
+            seeded(need2(lambda n: pt.affine_autoregressive(n, hidden_dims=hidden))),
+            "",
+        ),
+        Entry(
+            "AffineCoupling", seeded(need2(lambda n: pt.affine_coupling(n, hidden_dims=hidden))), ""
+        ),
+        Entry(
+            "Spline",
+            seeded(lambda n: perturb(pt.Spline(n))),
+            "elementwise (event_dim 0); linear spline order, bound 3",
+        ),
+        Entry(
+            "SplineCoupling", seeded(need2(lambda n: pt.spline_coupling(n, hidden_dims=hidden))), ""
+        ),
+        Entry(
+            "SplineAutoregressive",
+            seeded(need2(lambda n: pt.spline_autoregressive(n, hidden_dims=hidden))),
+            "",
+        ),
+        Entry(
+            "Householder",
+            seeded(lambda n: perturb(pt.householder(n, count_transforms=2))),
+            "2 reflections",
+        ),
+        Entry(
+            "MatrixExponential",
+            seeded(lambda n: perturb(pt.matrix_exponential(n))),
+            "exp(M) by an 8-term power series",
+        ),
         Entry("Permute", seeded(lambda n: pt.Permute(torch.randperm(n))), ""),
-        Entry("LowerCholeskyAffine",
-              seeded(lambda n: pt.LowerCholeskyAffine(
-                  torch.randn(n), torch.tril(well_conditioned(n), -1) + torch.eye(n))),
-              "plain Transform (no parameters)"),
-        Entry("AffineTransform",
-              seeded(lambda n: tt.AffineTransform(torch.randn(n), torch.rand(n) + 0.5)),
-              "torch.distributions; elementwise (event_dim 0)"),
-        Entry("TanhTransform", seeded(lambda n: tt.TanhTransform()),
-              "torch.distributions; codomain (−1, 1)"),
+        Entry(
+            "LowerCholeskyAffine",
+            seeded(
+                lambda n: pt.LowerCholeskyAffine(
+                    torch.randn(n), torch.tril(well_conditioned(n), -1) + torch.eye(n)
+                )
+            ),
+            "plain Transform (no parameters)",
+        ),
+        Entry(
+            "AffineTransform",
+            seeded(lambda n: tt.AffineTransform(torch.randn(n), torch.rand(n) + 0.5)),
+            "torch.distributions; elementwise (event_dim 0)",
+        ),
+        Entry(
+            "TanhTransform",
+            seeded(lambda n: tt.TanhTransform()),
+            "torch.distributions; codomain (−1, 1)",
+        ),
     ]

@@ -24,12 +24,19 @@ def _profile(profile: str | None) -> str:
     return profile
 
 
-def check(layer_factory: Callable[..., object] | str, *, features: int = 4,
-          profile: str | None = None, dtypes: Sequence[str] = ("float64", "float32"),
-          devices: Sequence[str] | None = None, checks: Sequence[str] | None = None,
-          name: str | None = None, allow_insufficient: bool = False,
-          timeout: float | None = DEFAULT_TIMEOUT,
-          memory_limit: int | None = None) -> LayerReport:
+def check(
+    layer_factory: Callable[..., object] | str,
+    *,
+    features: int = 4,
+    profile: str | None = None,
+    dtypes: Sequence[str] = ("float64", "float32"),
+    devices: Sequence[str] | None = None,
+    checks: Sequence[str] | None = None,
+    name: str | None = None,
+    allow_insufficient: bool = False,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    memory_limit: int | None = None,
+) -> LayerReport:
     """Validate the layer ``layer_factory(features=features)`` builds; raise on any failure.
 
     For other projects' test suites::
@@ -57,29 +64,38 @@ def check(layer_factory: Callable[..., object] | str, *, features: int = 4,
     from invlin.validate.runner import validate
 
     if not isinstance(layer_factory, str) and not callable(layer_factory):
-        raise ValueError(f"layer_factory must be callable or a TARGET string, got "
-                         f"{type(layer_factory).__name__}")
-    kw: dict[str, Any] = {"features": features, "dtypes": tuple(dtypes),
-                          "profile": _profile(profile), "checks": checks}
+        raise ValueError(
+            f"layer_factory must be callable or a TARGET string, got {type(layer_factory).__name__}"
+        )
+    kw: dict[str, Any] = {
+        "features": features,
+        "dtypes": tuple(dtypes),
+        "profile": _profile(profile),
+        "checks": checks,
+    }
     if isinstance(layer_factory, str):
         from invlin.validate.worker import Limits, run_isolated
 
         per_check = timeout or None
-        limits = Limits(timeout=per_check, memory_mb=memory_limit,
-                        layer_timeout=None if per_check is None else
-                        per_check * LAYER_TIMEOUT_FACTOR)
+        limits = Limits(
+            timeout=per_check,
+            memory_mb=memory_limit,
+            layer_timeout=None if per_check is None else per_check * LAYER_TIMEOUT_FACTOR,
+        )
         kw["checks"] = list(checks) if checks else None
         kw["devices"] = list(devices) if devices is not None else None
         kw["dtypes"] = list(dtypes)
-        report = run_isolated(targets=[layer_factory], options=kw, limits=limits,
-                              name=name).reports[0]
+        report = run_isolated(
+            targets=[layer_factory], options=kw, limits=limits, name=name
+        ).reports[0]
     else:
         if devices is not None:
             kw["devices"] = tuple(devices)
         report = validate(layer_factory, name=name, **kw)
     if not report.ok(allow_insufficient=allow_insufficient):
-        text = render_text(Conformance(layers=[report],
-                                       meta={"allow_insufficient": allow_insufficient}),
-                           title="invlin.validate.check")
+        text = render_text(
+            Conformance(layers=[report], meta={"allow_insufficient": allow_insufficient}),
+            title="invlin.validate.check",
+        )
         raise AssertionError(f"layer {report.name!r} does not conform\n{text}")
     return report

@@ -67,8 +67,10 @@ def catalog(library: str) -> list[Entry]:
         ) from exc
     from invlin.validate import _catalog_layers as layers
 
-    return [dataclasses.replace(e, target=f"{__name__}:FACTORIES.{library}.{e.name}")
-            for e in getattr(layers, library)()]
+    return [
+        dataclasses.replace(e, target=f"{__name__}:FACTORIES.{library}.{e.name}")
+        for e in getattr(layers, library)()
+    ]
 
 
 class _LibraryFactories:

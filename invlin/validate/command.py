@@ -89,49 +89,120 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "validate",
         help="check another library's invertible layers (round trip, log|det|, shapes, ...)",
-        description=DESCRIPTION, epilog=EPILOG,
+        description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("target", nargs="?", default=None, metavar="TARGET",
-                   help="'package.module:factory' or 'path/to/file.py:factory'; the factory is "
-                        "called as factory(features=N) and returns a layer (optional with "
-                        "--library)")
-    p.add_argument("--features", type=positive_int, default=4, metavar="N",
-                   help="number of features passed to the factory (default 4)")
-    p.add_argument("--library", action="append", default=None, metavar="NAME",
-                   help="also run the curated layers of a library: invlin, nflows, zuko, "
-                        "normflows, freia, pyro (repeatable)")
-    p.add_argument("--dtype", action="append", default=None, choices=DTYPES,
-                   help="dtype to check in (repeatable; default float64 and float32)")
-    p.add_argument("--device", action="append", default=None, metavar="DEVICE",
-                   help="torch device: cpu or cuda[:i] (repeatable; default cpu, plus cuda "
-                        "when available)")
-    p.add_argument("--profile", choices=PROFILES, default=None,
-                   help="search effort: dev, ci or thorough (default $INVLIN_PROFILE or ci)")
-    p.add_argument("--check", action="append", default=None, metavar="NAME",
-                   help="run only this check (repeatable; default all)")
-    p.add_argument("--format", choices=FORMATS, default="text",
-                   help="what to print: text (default), markdown or json")
-    p.add_argument("--out", type=Path, default=None, metavar="DIR",
-                   help="also write DIR/conformance.md and DIR/conformance.json (atomically)")
-    p.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                   help="time limit of one check, and of importing or building a layer: past "
-                        "it the worker is stopped, the check is an error and the layer's other "
-                        f"checks go on in a fresh worker (default {DEFAULT_TIMEOUT:g}; 0: none)")
-    p.add_argument("--layer-timeout", type=seconds, default=None, metavar="SECONDS",
-                   help="time limit of one layer in all; its unrun checks are errors (default "
-                        f"{LAYER_TIMEOUT_FACTOR:g} x --timeout; 0: none)")
-    p.add_argument("--memory-limit", type=positive_int, default=None, metavar="MB",
-                   help="cap each worker's data segment (RLIMIT_DATA: heap, tensors) at MB "
-                        "MiB, about 300 of which torch and the validator use; an allocation "
-                        "past it is an error of that check (default: no limit; Linux)")
-    p.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N",
-                   help="validate N layers side by side, each in its own worker; the output "
-                        "is the same and in the same order as with -j 1 (default 1)")
-    p.add_argument("-q", "--quiet", action="store_true",
-                   help="no live progress line (it is shown only when stderr is a terminal)")
-    p.add_argument("--allow-insufficient", action="store_true",
-                   help="exit 0 even when a check was insufficient (judged no case)")
+    p.add_argument(
+        "target",
+        nargs="?",
+        default=None,
+        metavar="TARGET",
+        help="'package.module:factory' or 'path/to/file.py:factory'; the factory is "
+        "called as factory(features=N) and returns a layer (optional with "
+        "--library)",
+    )
+    p.add_argument(
+        "--features",
+        type=positive_int,
+        default=4,
+        metavar="N",
+        help="number of features passed to the factory (default 4)",
+    )
+    p.add_argument(
+        "--library",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="also run the curated layers of a library: invlin, nflows, zuko, "
+        "normflows, freia, pyro (repeatable)",
+    )
+    p.add_argument(
+        "--dtype",
+        action="append",
+        default=None,
+        choices=DTYPES,
+        help="dtype to check in (repeatable; default float64 and float32)",
+    )
+    p.add_argument(
+        "--device",
+        action="append",
+        default=None,
+        metavar="DEVICE",
+        help="torch device: cpu or cuda[:i] (repeatable; default cpu, plus cuda when available)",
+    )
+    p.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=None,
+        help="search effort: dev, ci or thorough (default $INVLIN_PROFILE or ci)",
+    )
+    p.add_argument(
+        "--check",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="run only this check (repeatable; default all)",
+    )
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="text",
+        help="what to print: text (default), markdown or json",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write DIR/conformance.md and DIR/conformance.json (atomically)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="time limit of one check, and of importing or building a layer: past "
+        "it the worker is stopped, the check is an error and the layer's other "
+        f"checks go on in a fresh worker (default {DEFAULT_TIMEOUT:g}; 0: none)",
+    )
+    p.add_argument(
+        "--layer-timeout",
+        type=seconds,
+        default=None,
+        metavar="SECONDS",
+        help="time limit of one layer in all; its unrun checks are errors (default "
+        f"{LAYER_TIMEOUT_FACTOR:g} x --timeout; 0: none)",
+    )
+    p.add_argument(
+        "--memory-limit",
+        type=positive_int,
+        default=None,
+        metavar="MB",
+        help="cap each worker's data segment (RLIMIT_DATA: heap, tensors) at MB "
+        "MiB, about 300 of which torch and the validator use; an allocation "
+        "past it is an error of that check (default: no limit; Linux)",
+    )
+    p.add_argument(
+        "-j",
+        "--jobs",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="validate N layers side by side, each in its own worker; the output "
+        "is the same and in the same order as with -j 1 (default 1)",
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no live progress line (it is shown only when stderr is a terminal)",
+    )
+    p.add_argument(
+        "--allow-insufficient",
+        action="store_true",
+        help="exit 0 even when a check was insufficient (judged no case)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -151,8 +222,7 @@ def _devices(requested: list[str] | None) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(out))
 
 
-def _limits(timeout: float | None, layer_timeout: float | None,
-            memory_limit: int | None) -> Any:
+def _limits(timeout: float | None, layer_timeout: float | None, memory_limit: int | None) -> Any:
     from invlin.validate.worker import Limits
 
     per_check = float(timeout) if timeout else None
@@ -163,13 +233,22 @@ def _limits(timeout: float | None, layer_timeout: float | None,
     return Limits(timeout=per_check, layer_timeout=per_layer, memory_mb=memory_limit)
 
 
-def run_validation(*, target: str | None = None, libraries: list[str] | tuple[str, ...] = (),
-                   features: int = 4, dtypes: tuple[str, ...] | None = None,
-                   devices: tuple[str, ...] | None = None, profile: str | None = None,
-                   checks: tuple[str, ...] | None = None, seed: int = 0,
-                   timeout: float | None = DEFAULT_TIMEOUT, layer_timeout: float | None = None,
-                   memory_limit: int | None = None, jobs: int = 1,
-                   progress: Progress | None = None) -> Any:
+def run_validation(
+    *,
+    target: str | None = None,
+    libraries: list[str] | tuple[str, ...] = (),
+    features: int = 4,
+    dtypes: tuple[str, ...] | None = None,
+    devices: tuple[str, ...] | None = None,
+    profile: str | None = None,
+    checks: tuple[str, ...] | None = None,
+    seed: int = 0,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    layer_timeout: float | None = None,
+    memory_limit: int | None = None,
+    jobs: int = 1,
+    progress: Progress | None = None,
+) -> Any:
     """Validate ``target`` and every curated layer of ``libraries``: one :class:`Conformance`.
 
     Every layer runs in a worker process (:func:`invlin.validate.worker.run_isolated`), ``jobs``
@@ -187,8 +266,9 @@ def run_validation(*, target: str | None = None, libraries: list[str] | tuple[st
     from invlin.validate.worker import run_isolated
 
     if target is None and not libraries:
-        raise UsageError("give a TARGET ('package.module:factory' or 'file.py:factory') "
-                         "or --library NAME")
+        raise UsageError(
+            "give a TARGET ('package.module:factory' or 'file.py:factory') or --library NAME"
+        )
     profile = profile or default_profile()
     if profile not in PROFILES:
         raise UsageError(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
@@ -196,17 +276,31 @@ def run_validation(*, target: str | None = None, libraries: list[str] | tuple[st
         where, _ = split_target(target)
         if where.endswith(".py") and not Path(where).expanduser().is_file():
             raise UsageError(f"TARGET file {where!r} does not exist (in {target!r})")
-    options: dict[str, Any] = {"features": features, "profile": profile, "seed": seed,
-                               "checks": list(checks) if checks else None,
-                               "dtypes": list(dtypes) if dtypes else None,
-                               "devices": list(devices) if devices else None}
-    done = run_isolated(targets=[target] if target is not None else [],
-                        libraries=list(libraries), options=options,
-                        limits=_limits(timeout, layer_timeout, memory_limit), workers=jobs,
-                        progress=progress)
+    options: dict[str, Any] = {
+        "features": features,
+        "profile": profile,
+        "seed": seed,
+        "checks": list(checks) if checks else None,
+        "dtypes": list(dtypes) if dtypes else None,
+        "devices": list(devices) if devices else None,
+    }
+    done = run_isolated(
+        targets=[target] if target is not None else [],
+        libraries=list(libraries),
+        options=options,
+        limits=_limits(timeout, layer_timeout, memory_limit),
+        workers=jobs,
+        progress=progress,
+    )
     result = Conformance(layers=done.reports)
-    result.meta = run_meta(profile=profile, features=features, dtypes=done.dtypes,
-                           devices=done.devices, seed=seed, checks=done.checks)
+    result.meta = run_meta(
+        profile=profile,
+        features=features,
+        dtypes=done.dtypes,
+        devices=done.devices,
+        seed=seed,
+        checks=done.checks,
+    )
     if done.warnings:
         result.meta["warnings"] = done.warnings
     return result
@@ -217,8 +311,12 @@ def _command_line(args: argparse.Namespace) -> str:
     if args.target:
         argv.append(args.target)
     argv += ["--features", str(args.features)]
-    for flag, values in (("--library", args.library), ("--dtype", args.dtype),
-                         ("--device", args.device), ("--check", args.check)):
+    for flag, values in (
+        ("--library", args.library),
+        ("--dtype", args.dtype),
+        ("--device", args.device),
+        ("--check", args.check),
+    ):
         for v in values or ():
             argv += [flag, v]
     argv += ["--profile", args.profile or default_profile()]
@@ -244,11 +342,19 @@ def _run(args: argparse.Namespace) -> int:
     progress = ProgressLine(enabled=False if args.quiet else None)
     try:
         conformance = run_validation(
-            target=args.target, libraries=list(args.library or ()), features=args.features,
+            target=args.target,
+            libraries=list(args.library or ()),
+            features=args.features,
             dtypes=tuple(dict.fromkeys(args.dtype)) if args.dtype else None,
-            devices=_devices(args.device), profile=args.profile, checks=args.check,
-            timeout=args.timeout, layer_timeout=args.layer_timeout,
-            memory_limit=args.memory_limit, jobs=args.jobs, progress=progress)
+            devices=_devices(args.device),
+            profile=args.profile,
+            checks=args.check,
+            timeout=args.timeout,
+            layer_timeout=args.layer_timeout,
+            memory_limit=args.memory_limit,
+            jobs=args.jobs,
+            progress=progress,
+        )
     except UsageError as exc:
         progress.close()
         print(f"invlin validate: error: {exc}", file=sys.stderr)
@@ -270,8 +376,10 @@ def _run(args: argparse.Namespace) -> int:
         try:
             paths = write_conformance(conformance, args.out, title=_title(args))
         except (OSError, ValueError) as exc:
-            print(f"invlin validate: error: cannot write --out {str(args.out)!r}: {exc}",
-                  file=sys.stderr)
+            print(
+                f"invlin validate: error: cannot write --out {str(args.out)!r}: {exc}",
+                file=sys.stderr,
+            )
             return 2
         if not args.quiet:
             print("written: " + ", ".join(map(str, paths)), file=sys.stderr)

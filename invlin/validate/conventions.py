@@ -49,7 +49,7 @@ CONVENTIONS: tuple[Convention, ...] = (
         inverse_logdet="+log|det ∂x/∂y| (nflows negates)",
         batch="exactly one leading batch dim: (B, n); log|det| (B,)",
         adapter="(*batch, n) flattened to (B, n) and reshaped back; log|det| reshaped only if "
-                "it is exactly (B,); values unchanged",
+        "it is exactly (B,); values unchanged",
     ),
     Convention(
         library="zuko",
@@ -61,7 +61,7 @@ CONVENTIONS: tuple[Convention, ...] = (
         inverse_logdet="+log|det ∂x/∂y| (torch's inverse transform negates)",
         batch="any (*batch, n); elementwise transforms (event_dim 0) give (*batch, n)",
         adapter="lazy layer rebuilt with context None at every call; event_dim 0 log|det| "
-                "summed over the last axis; values unchanged",
+        "summed over the last axis; values unchanged",
     ),
     Convention(
         library="normflows",
@@ -73,7 +73,7 @@ CONVENTIONS: tuple[Convention, ...] = (
         inverse_logdet="+log|det ∂x/∂y| (log_prob() adds it)",
         batch="exactly one leading batch dim: (B, n); log|det| (B,) — some layers return ()",
         adapter="(*batch, n) flattened to (B, n); no negation (normflows' forward is the "
-                "adapter's forward); a () log|det| is passed on for the shape check",
+        "adapter's forward); a () log|det| is passed on for the shape check",
     ),
     Convention(
         library="freia",
@@ -84,9 +84,9 @@ CONVENTIONS: tuple[Convention, ...] = (
         forward_logdet="+log|det ∂y/∂x|",
         inverse_logdet="−log|det ∂y/∂x| = +log|det ∂x/∂y| (documented in InvertibleModule)",
         batch="exactly one leading batch dim: (B, n); log|det| (B,) — fixed layers may return "
-              "a Python float",
+        "a Python float",
         adapter="one-element output list unpacked; (*batch, n) flattened to (B, n); a Python "
-                "number becomes a 0-d tensor (shape reported, not broadcast); values unchanged",
+        "number becomes a 0-d tensor (shape reported, not broadcast); values unchanged",
     ),
     Convention(
         library="pyro / torch",
@@ -98,8 +98,8 @@ CONVENTIONS: tuple[Convention, ...] = (
         inverse_logdet="+log|det ∂x/∂y| (torch's inverse transform negates)",
         batch="any (*batch, n); elementwise transforms (event_dim 0) give (*batch, n)",
         adapter="event_dim 0 log|det| summed over the last axis; values unchanged; with "
-                "cache_size=1, t.inv(y) on the very tensor t returned gives the cached x "
-                "(pass a clone to force a real inverse)",
+        "cache_size=1, t.inv(y) on the very tensor t returned gives the cached x "
+        "(pass a clone to force a real inverse)",
     ),
 )
 
@@ -134,12 +134,15 @@ def conventions_markdown() -> str:
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
-    lines = ["| " + " | ".join(cell(_HEADERS[n]) for n in names) + " |",
-             "|" + "---|" * len(names)]
+    lines = ["| " + " | ".join(cell(_HEADERS[n]) for n in names) + " |", "|" + "---|" * len(names)]
     for row in CONVENTIONS:
         values = [getattr(row, n) for n in names]
         code = {"forward_call", "inverse_call"}
-        lines.append("| " + " | ".join(
-            f"`{v}`" if n in code else cell(v) for n, v in zip(names, values, strict=True))
-            + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                f"`{v}`" if n in code else cell(v) for n, v in zip(names, values, strict=True)
+            )
+            + " |"
+        )
     return "\n".join(lines) + "\n"

@@ -80,26 +80,47 @@ def _settings() -> list[_Setting]:
         ("torch.get_default_device()", torch.get_default_device, _set_default_device),
         ("torch.is_grad_enabled()", torch.is_grad_enabled, torch.set_grad_enabled),
         ("torch.is_inference_mode_enabled()", torch.is_inference_mode_enabled, _set_inference),
-        ("torch.is_anomaly_enabled()", torch.is_anomaly_enabled,
-         lambda v: torch.set_anomaly_enabled(v, torch.is_anomaly_check_nan_enabled())),
-        ("torch.is_anomaly_check_nan_enabled()", torch.is_anomaly_check_nan_enabled,
-         lambda v: torch.set_anomaly_enabled(torch.is_anomaly_enabled(), v)),
-        ("torch.are_deterministic_algorithms_enabled()",
-         torch.are_deterministic_algorithms_enabled,
-         lambda v: torch.use_deterministic_algorithms(
-             v, warn_only=torch.is_deterministic_algorithms_warn_only_enabled())),
-        ("torch.is_deterministic_algorithms_warn_only_enabled()",
-         torch.is_deterministic_algorithms_warn_only_enabled,
-         lambda v: torch.use_deterministic_algorithms(
-             torch.are_deterministic_algorithms_enabled(), warn_only=v)),
+        (
+            "torch.is_anomaly_enabled()",
+            torch.is_anomaly_enabled,
+            lambda v: torch.set_anomaly_enabled(v, torch.is_anomaly_check_nan_enabled()),
+        ),
+        (
+            "torch.is_anomaly_check_nan_enabled()",
+            torch.is_anomaly_check_nan_enabled,
+            lambda v: torch.set_anomaly_enabled(torch.is_anomaly_enabled(), v),
+        ),
+        (
+            "torch.are_deterministic_algorithms_enabled()",
+            torch.are_deterministic_algorithms_enabled,
+            lambda v: torch.use_deterministic_algorithms(
+                v, warn_only=torch.is_deterministic_algorithms_warn_only_enabled()
+            ),
+        ),
+        (
+            "torch.is_deterministic_algorithms_warn_only_enabled()",
+            torch.is_deterministic_algorithms_warn_only_enabled,
+            lambda v: torch.use_deterministic_algorithms(
+                torch.are_deterministic_algorithms_enabled(), warn_only=v
+            ),
+        ),
         ("torch.get_num_threads()", torch.get_num_threads, torch.set_num_threads),
         ("torch.get_num_interop_threads()", torch.get_num_interop_threads, None),
-        ("torch.get_float32_matmul_precision()", torch.get_float32_matmul_precision,
-         torch.set_float32_matmul_precision),
-        ("torch.is_autocast_enabled('cpu')", lambda: torch.is_autocast_enabled("cpu"),
-         lambda v: torch.set_autocast_enabled("cpu", v)),
-        ("torch.get_autocast_dtype('cpu')", lambda: torch.get_autocast_dtype("cpu"),
-         lambda v: torch.set_autocast_dtype("cpu", v)),
+        (
+            "torch.get_float32_matmul_precision()",
+            torch.get_float32_matmul_precision,
+            torch.set_float32_matmul_precision,
+        ),
+        (
+            "torch.is_autocast_enabled('cpu')",
+            lambda: torch.is_autocast_enabled("cpu"),
+            lambda v: torch.set_autocast_enabled("cpu", v),
+        ),
+        (
+            "torch.get_autocast_dtype('cpu')",
+            lambda: torch.get_autocast_dtype("cpu"),
+            lambda v: torch.set_autocast_dtype("cpu", v),
+        ),
         ("torch.backends.cuda.matmul.allow_tf32", *attr(matmul, "allow_tf32")),
         ("torch.backends.cudnn.allow_tf32", *attr(cudnn, "allow_tf32")),
         ("torch.backends.cudnn.deterministic", *attr(cudnn, "deterministic")),
@@ -166,9 +187,13 @@ def _show(value: Any) -> str:
 def snapshot() -> Snapshot:
     """Every global the validator guards, as it is now."""
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-    return Snapshot(values={s.name: s.get() for s in _all()}, torch_rng=torch.get_rng_state(),
-                    cuda_rng=cuda, numpy_rng=np.random.get_state(),  # noqa: NPY002
-                    python_rng=random.getstate())
+    return Snapshot(
+        values={s.name: s.get() for s in _all()},
+        torch_rng=torch.get_rng_state(),
+        cuda_rng=cuda,
+        numpy_rng=np.random.get_state(),  # noqa: NPY002
+        python_rng=random.getstate(),
+    )
 
 
 def restore(before: Snapshot) -> list[Change]:
@@ -238,14 +263,24 @@ class Findings:
     def result(self) -> CheckResult:
         """The finding as a failed result."""
         where = f"{self.dtype}/{self.device}"
-        lines = [f"{change} during {', '.join(places)} ({where})"
-                 for change, places in self._during.items()]
-        message = ("the layer changed process-wide state (restored after each check, so later "
-                   "checks and layers ran as before): " + "; ".join(lines))
-        return CheckResult(check=CHECK_NAME, dtype=self.dtype, device=self.device,
-                           status="fail", message=message,
-                           example={"changes": [{"change": c, "during": list(p)}
-                                                for c, p in self._during.items()]})
+        lines = [
+            f"{change} during {', '.join(places)} ({where})"
+            for change, places in self._during.items()
+        ]
+        message = (
+            "the layer changed process-wide state (restored after each check, so later "
+            "checks and layers ran as before): " + "; ".join(lines)
+        )
+        return CheckResult(
+            check=CHECK_NAME,
+            dtype=self.dtype,
+            device=self.device,
+            status="fail",
+            message=message,
+            example={
+                "changes": [{"change": c, "during": list(p)} for c, p in self._during.items()]
+            },
+        )
 
 
 #: Grad-mode changes the layer made inside one call, where the checks' own ``enable_grad`` /
@@ -262,8 +297,8 @@ def _watch(method: Callable[..., Any]) -> Callable[..., Any]:
             after = torch.is_grad_enabled()
             if after != before:
                 torch.set_grad_enabled(before)
-                GRAD_CHANGES.append(Change("torch.is_grad_enabled()", repr(before),
-                                           repr(after)))
+                GRAD_CHANGES.append(Change("torch.is_grad_enabled()", repr(before), repr(after)))
+
     call.__name__, call.__doc__ = method.__name__, method.__doc__
     return call
 
@@ -279,10 +314,16 @@ def watched(adapter: Any) -> Any:
     if cls in _WATCHED.values():
         return adapter
     if cls not in _WATCHED:
-        _WATCHED[cls] = type(cls.__name__, (cls,), {"forward": _watch(cls.forward),
-                                                     "inverse": _watch(cls.inverse),
-                                                     "__module__": cls.__module__,
-                                                     "__qualname__": cls.__qualname__})
+        _WATCHED[cls] = type(
+            cls.__name__,
+            (cls,),
+            {
+                "forward": _watch(cls.forward),
+                "inverse": _watch(cls.inverse),
+                "__module__": cls.__module__,
+                "__qualname__": cls.__qualname__,
+            },
+        )
     adapter.__class__ = _WATCHED[cls]
     return adapter
 

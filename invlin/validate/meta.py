@@ -12,8 +12,17 @@ __all__ = ["LIBRARY_DISTRIBUTIONS", "run_meta", "versions"]
 
 #: Distributions whose versions the conformance metadata records when installed.
 LIBRARY_DISTRIBUTIONS: tuple[str, ...] = (
-    "invlin", "torch", "numpy", "hypothesis", "python-flint", "mpmath",
-    "nflows", "zuko", "normflows", "FrEIA", "pyro-ppl",
+    "invlin",
+    "torch",
+    "numpy",
+    "hypothesis",
+    "python-flint",
+    "mpmath",
+    "nflows",
+    "zuko",
+    "normflows",
+    "FrEIA",
+    "pyro-ppl",
 )
 
 
@@ -28,8 +37,15 @@ def versions() -> dict[str, str]:
     return out
 
 
-def run_meta(*, profile: str, features: int, dtypes: Sequence[str], devices: Sequence[str],
-             seed: int, checks: Sequence[str]) -> dict[str, Any]:
+def run_meta(
+    *,
+    profile: str,
+    features: int,
+    dtypes: Sequence[str],
+    devices: Sequence[str],
+    seed: int,
+    checks: Sequence[str],
+) -> dict[str, Any]:
     """The ``meta`` of a :class:`~invlin.validate.results.Conformance`: the options, the date
     (UTC), Python and :func:`versions`."""
     return {

@@ -30,8 +30,9 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return path
 
 
-def write_conformance(conformance: Conformance, folder: str | Path, *,
-                      title: str = "invlin conformance") -> list[Path]:
+def write_conformance(
+    conformance: Conformance, folder: str | Path, *, title: str = "invlin conformance"
+) -> list[Path]:
     """Write ``folder/conformance.md`` and ``folder/conformance.json``; returns both paths.
 
     Other files in ``folder`` are left alone. The JSON is written last, so a reader that

@@ -26,9 +26,14 @@ PROFILES = ("dev", "ci", "thorough")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("invlin", "invlin layer validation")
-    group.addoption("--invlin-profile", dest="invlin_profile", choices=PROFILES, default=None,
-                    help="search effort of the invlin_validate fixture: dev, ci or thorough "
-                         "(default $INVLIN_PROFILE or ci)")
+    group.addoption(
+        "--invlin-profile",
+        dest="invlin_profile",
+        choices=PROFILES,
+        default=None,
+        help="search effort of the invlin_validate fixture: dev, ci or thorough "
+        "(default $INVLIN_PROFILE or ci)",
+    )
 
 
 def _profile(config: pytest.Config) -> str:

@@ -17,9 +17,15 @@ import importlib
 __all__ = ["MODULES"]
 
 #: Modules imported into the fork server (in this order).
-MODULES: tuple[str, ...] = ("numpy", "torch", "hypothesis", "invlin.nn",
-                            "invlin.validate.runner", "invlin.validate.catalog",
-                            "invlin.validate.recorder")
+MODULES: tuple[str, ...] = (
+    "numpy",
+    "torch",
+    "hypothesis",
+    "invlin.nn",
+    "invlin.validate.runner",
+    "invlin.validate.catalog",
+    "invlin.validate.recorder",
+)
 
 for _name in MODULES:
     with contextlib.suppress(BaseException):  # the fork server must live on regardless

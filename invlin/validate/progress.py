@@ -19,20 +19,30 @@ from invlin.validate.results import CheckEvent
 __all__ = ["Progress", "ProgressLine", "progress_text"]
 
 
-def progress_text(event: CheckEvent, label: str, elapsed: float, *, layer: int = 0,
-                  layers: int = 1, running: int = 1, width: int | None = None) -> str:
+def progress_text(
+    event: CheckEvent,
+    label: str,
+    elapsed: float,
+    *,
+    layer: int = 0,
+    layers: int = 1,
+    running: int = 1,
+    width: int | None = None,
+) -> str:
     """The progress line for ``event`` (a check of the layer ``label``) after ``elapsed``
     seconds: ``[position/total] label check dtype/device ... 4.1 s``, then which layer of
     ``layers`` (when more than one) and how many run side by side (when more than one), cut
     to ``width`` characters."""
     position = event.index + (1 if event.phase == "start" else 0)
-    text = (f"[{position}/{event.total}] {label} {event.check} {event.dtype}/{event.device} "
-            f"... {elapsed:.1f} s")
+    text = (
+        f"[{position}/{event.total}] {label} {event.check} {event.dtype}/{event.device} "
+        f"... {elapsed:.1f} s"
+    )
     if layers > 1:
         text += f"  (layer {layer + 1}/{layers}"
         text += f", {running} running)" if running > 1 else ")"
     if width is not None and len(text) > width:
-        text = text[:max(0, width - 1)] + "…"
+        text = text[: max(0, width - 1)] + "…"
     return text
 
 
@@ -59,9 +69,14 @@ class ProgressLine(Progress):
     """The live line on ``stream`` (default stderr); silent unless ``enabled`` (default: the
     stream is a terminal). ``layers`` is how many layers the run validates."""
 
-    def __init__(self, stream: TextIO | None = None, *, layers: int = 1,
-                 enabled: bool | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        layers: int = 1,
+        enabled: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.stream = stream if stream is not None else sys.stderr
         if enabled is None:
             isatty = getattr(self.stream, "isatty", None)
@@ -101,9 +116,17 @@ class ProgressLine(Progress):
         if not self.enabled or not self._running:
             return
         layer, (label, event, since) = max(self._running.items(), key=lambda kv: kv[1][2])
-        self._write(progress_text(event, label, self.clock() - since, layer=layer,
-                                  layers=self.layers, running=len(self._running),
-                                  width=self._width()))
+        self._write(
+            progress_text(
+                event,
+                label,
+                self.clock() - since,
+                layer=layer,
+                layers=self.layers,
+                running=len(self._running),
+                width=self._width(),
+            )
+        )
 
     def close(self) -> None:
         if self.enabled and self._shown:

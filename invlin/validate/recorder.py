@@ -28,15 +28,26 @@ def record_warnings(layer: str, into: list[dict[str, Any]]) -> Iterator[None]:
     """
     seen: dict[tuple[str, str, str], dict[str, Any]] = {}
 
-    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-             file: Any = None, line: str | None = None) -> None:
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
         text = str(message).strip().splitlines()[0] if str(message).strip() else ""
         key = (category.__name__, text, f"{_short(filename)}:{lineno}")
         if key in seen:
             seen[key]["count"] += 1
         else:
-            seen[key] = {"layer": layer, "category": key[0], "message": key[1],
-                         "where": key[2], "count": 1}
+            seen[key] = {
+                "layer": layer,
+                "category": key[0],
+                "message": key[1],
+                "where": key[2],
+                "count": 1,
+            }
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")

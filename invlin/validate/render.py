@@ -28,8 +28,13 @@ __all__ = [
 ]
 
 FORMATS = ("text", "markdown", "json")
-_LABEL = {"pass": "pass", "fail": "FAIL", "error": "ERROR", "skip": "skip",
-          "insufficient": "INSUFFICIENT"}
+_LABEL = {
+    "pass": "pass",
+    "fail": "FAIL",
+    "error": "ERROR",
+    "skip": "skip",
+    "insufficient": "INSUFFICIENT",
+}
 _EXAMPLE_CHARS = 4000  # longer minimal examples are cut in text/Markdown (JSON keeps them whole)
 
 
@@ -85,8 +90,15 @@ def _layer_label(layer: LayerReport, libraries: set[str]) -> str:
 
 def counts(conformance: Conformance) -> dict[str, int]:
     """How many results have each status, plus ``layers`` and ``layer_errors``."""
-    out = {"layers": len(conformance.layers), "layer_errors": 0,
-           "pass": 0, "fail": 0, "error": 0, "skip": 0, "insufficient": 0}
+    out = {
+        "layers": len(conformance.layers),
+        "layer_errors": 0,
+        "pass": 0,
+        "fail": 0,
+        "error": 0,
+        "skip": 0,
+        "insufficient": 0,
+    }
     for layer in conformance.layers:
         out["layer_errors"] += layer.error is not None
         for r in layer.results:
@@ -99,19 +111,23 @@ def _headline(conformance: Conformance) -> str:
     allow = bool(conformance.meta.get("allow_insufficient", False))
     verdict = "PASSED" if conformance.ok(allow_insufficient=allow) else "FAILED"
     errors = c["error"] + c["layer_errors"]
-    text = (f"{verdict}: {c['layers']} layer(s), {c['pass']} passed, {c['fail']} failed, "
-            f"{errors} error(s), {c['skip']} skipped")
+    text = (
+        f"{verdict}: {c['layers']} layer(s), {c['pass']} passed, {c['fail']} failed, "
+        f"{errors} error(s), {c['skip']} skipped"
+    )
     if c["insufficient"]:
-        text += (f", {c['insufficient']} insufficient (judged no case"
-                 f"{'; allowed' if allow else ''})")
+        text += f", {c['insufficient']} insufficient (judged no case{'; allowed' if allow else ''})"
     return text
 
 
 def perturbation_rows(conformance: Conformance) -> list[tuple[str, str]]:
     """(layer, what was done to its parameters) for every layer that records it."""
     libraries = {layer.library for layer in conformance.layers}
-    return [(_layer_label(layer, libraries), layer.perturbation)
-            for layer in conformance.layers if layer.perturbation]
+    return [
+        (_layer_label(layer, libraries), layer.perturbation)
+        for layer in conformance.layers
+        if layer.perturbation
+    ]
 
 
 def warnings_rows(meta: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
@@ -119,9 +135,15 @@ def warnings_rows(meta: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     rows = []
     for w in meta.get("warnings") or ():
         if isinstance(w, dict):
-            rows.append((str(w.get("layer", "")), str(w.get("category", "")),
-                         str(w.get("message", "")), str(w.get("where", "")),
-                         str(w.get("count", ""))))
+            rows.append(
+                (
+                    str(w.get("layer", "")),
+                    str(w.get("category", "")),
+                    str(w.get("message", "")),
+                    str(w.get("where", "")),
+                    str(w.get("count", "")),
+                )
+            )
     return rows
 
 
@@ -257,13 +279,11 @@ def render_text(conformance: Conformance, *, title: str = "invlin validate") -> 
     table = [header, *rows]
     widths = [max(len(r[i]) if i < len(r) else 0 for r in table) for i in range(len(header))]
     out = [f"{title}: {_headline(conformance)}", ""]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip()
-            for r in table]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in table]
     skips = _skips(conformance)
     if skips:
         out += ["", "skipped:"]
-        out += [f"  {layer} · {check} ({where}): {reason}" for layer, check, where, reason
-                in skips]
+        out += [f"  {layer} · {check} ({where}): {reason}" for layer, check, where, reason in skips]
     moved = perturbation_rows(conformance)
     if moved:
         out += ["", "parameters moved off their initialisation before checking:"]
@@ -271,8 +291,10 @@ def render_text(conformance: Conformance, *, title: str = "invlin validate") -> 
     recorded = warnings_rows(conformance.meta)
     if recorded:
         out += ["", "warnings raised while validating (not failures):"]
-        out += [f"  {layer}: {category}: {message} ({where}, ×{count})"
-                for layer, category, message, where, count in recorded]
+        out += [
+            f"  {layer}: {category}: {message} ({where}, ×{count})"
+            for layer, category, message, where, count in recorded
+        ]
     failures = render_failures(conformance)
     if failures:
         out += ["", "failures:", "", failures]
@@ -306,19 +328,27 @@ def _meta_lines(meta: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_markdown(conformance: Conformance, *, title: str = "invlin conformance",
-                    level: int = 1) -> str:
+def render_markdown(
+    conformance: Conformance, *, title: str = "invlin conformance", level: int = 1
+) -> str:
     """The same content as :func:`render_text` as Markdown (headings start at ``level``)."""
     h = "#" * level
-    out = [f"{h} {title}", "", f"**{_headline(conformance)}.** Cells: status, worst error "
-           "ratio / allowed ratio (tolerance-engine units: error ÷ (ε of the dtype × size and "
-           "condition scale); a check passes when ratio ≤ allowed)."]
+    out = [
+        f"{h} {title}",
+        "",
+        f"**{_headline(conformance)}.** Cells: status, worst error "
+        "ratio / allowed ratio (tolerance-engine units: error ÷ (ε of the dtype × size and "
+        "condition scale); a check passes when ratio ≤ allowed).",
+    ]
     meta = _meta_lines(conformance.meta)
     if meta:
         out += ["", *meta]
     header, rows = _rows(conformance)
-    out += ["", "| " + " | ".join(md_escape(c) for c in header) + " |",
-            "|" + "|".join("---" for _ in header) + "|"]
+    out += [
+        "",
+        "| " + " | ".join(md_escape(c) for c in header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
     out += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
     moved = perturbation_rows(conformance)
     if moved:
@@ -347,15 +377,26 @@ def render_markdown(conformance: Conformance, *, title: str = "invlin conformanc
             out += ["", "Exception:", "", fence(r.exception)]
     skips = _skips(conformance)
     if skips:
-        out += ["", f"{h}# Skipped checks", "", "| layer | check | where | reason |",
-                "|---|---|---|---|"]
+        out += [
+            "",
+            f"{h}# Skipped checks",
+            "",
+            "| layer | check | where | reason |",
+            "|---|---|---|---|",
+        ]
         out += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in skips]
     recorded = warnings_rows(conformance.meta)
     if recorded:
-        out += ["", f"{h}# Warnings raised while validating", "",
-                "Not failures: what the layers' code warned about (the first line of each "
-                "distinct warning, where it was raised, how often).", "",
-                "| layer | category | message | where | count |", "|---|---|---|---|---|"]
+        out += [
+            "",
+            f"{h}# Warnings raised while validating",
+            "",
+            "Not failures: what the layers' code warned about (the first line of each "
+            "distinct warning, where it was raised, how often).",
+            "",
+            "| layer | category | message | where | count |",
+            "|---|---|---|---|---|",
+        ]
         out += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in recorded]
     return "\n".join(out) + "\n"
 

@@ -19,8 +19,16 @@ from invlin.validate.protocol import Adapter
 from invlin.validate.results import CheckEvent, CheckResult, Conformance, LayerReport
 from invlin.validate.verdicts import reconcile
 
-__all__ = ["LIBRARY_DISTRIBUTIONS", "Key", "contained", "default_devices", "explained", "text",
-           "validate", "validate_all"]
+__all__ = [
+    "LIBRARY_DISTRIBUTIONS",
+    "Key",
+    "contained",
+    "default_devices",
+    "explained",
+    "text",
+    "validate",
+    "validate_all",
+]
 
 #: A result's place in a report: (check, dtype, device).
 Key = tuple[str, str, str]
@@ -61,8 +69,11 @@ def contained(exc: BaseException) -> bool:
 
 
 def _factory_name(factory: Callable[..., object]) -> str:
-    return getattr(factory, "__qualname__", None) or getattr(factory, "__name__", None) or \
-        type(factory).__name__
+    return (
+        getattr(factory, "__qualname__", None)
+        or getattr(factory, "__name__", None)
+        or type(factory).__name__
+    )
 
 
 def _import_line(factory: Callable[..., object], target: str) -> str:
@@ -78,8 +89,17 @@ def _import_line(factory: Callable[..., object], target: str) -> str:
     return f"factory = ...  # {_factory_name(factory)!r} cannot be imported: build it here"
 
 
-def _setup(factory: Callable[..., object], target: str, *, features: int, seed: int,
-           name: str | None, dtype: str, device: str, moved: Perturbation | None) -> str:
+def _setup(
+    factory: Callable[..., object],
+    target: str,
+    *,
+    features: int,
+    seed: int,
+    name: str | None,
+    dtype: str,
+    device: str,
+    moved: Perturbation | None,
+) -> str:
     lines = [
         "import numpy as np",
         "import torch",
@@ -89,8 +109,10 @@ def _setup(factory: Callable[..., object], target: str, *, features: int, seed: 
         f"adapter = adapt(factory(features={features}), {features}, name={name!r})",
     ]
     if moved is not None and moved.scale > 0:
-        lines += ["from invlin.validate.perturbation import perturb",
-                  f"perturb([adapter], {moved.seed}, scale={moved.scale!r})  # off its init"]
+        lines += [
+            "from invlin.validate.perturbation import perturb",
+            f"perturb([adapter], {moved.seed}, scale={moved.scale!r})  # off its init",
+        ]
     lines.append(f"adapter.to(dtype=torch.{dtype}, device={device!r})")
     return "\n".join(lines)
 
@@ -123,8 +145,9 @@ def _check_names(checks: Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(checks))
 
 
-def _validate_args(features: Any, dtypes: Sequence[str], devices: Sequence[str],
-                   profile: str) -> None:
+def _validate_args(
+    features: Any, dtypes: Sequence[str], devices: Sequence[str], profile: str
+) -> None:
     if isinstance(features, bool) or not isinstance(features, int) or features < 1:
         raise ValueError(f"features must be a positive integer, got {features!r}")
     bad = [d for d in dtypes if d not in _DTYPES]
@@ -161,8 +184,14 @@ def _check(check: str, make: Callable[[], Adapter], ctx: CheckContext) -> CheckR
     except BaseException as exc:
         if not contained(exc):
             raise
-        return CheckResult(check=check, dtype=ctx.dtype, device=ctx.device, status="error",
-                           message=f"the layer raised {explained(exc)}", exception=text(exc))
+        return CheckResult(
+            check=check,
+            dtype=ctx.dtype,
+            device=ctx.device,
+            status="error",
+            message=f"the layer raised {explained(exc)}",
+            exception=text(exc),
+        )
 
 
 def validate(
@@ -227,8 +256,7 @@ def validate(
     declined: list[str] = []  # why no perturbation could be decided (the layer raised)
 
     def build() -> Adapter:
-        adapter = isolation.watched(adapt(_seeded(factory, features, seed), features,
-                                          name=name))
+        adapter = isolation.watched(adapt(_seeded(factory, features, seed), features, name=name))
         if name is not None:  # an Adapter passes through adapt() with its own name
             adapter.name = name
         return adapter
@@ -247,8 +275,10 @@ def validate(
         opening = known.get((names[0], dtypes[0], devices[0]))
         if opening is not None and opening.status == "error":
             # a previous worker was stopped in the first check, where it was moving them
-            declined.append("parameters left as built: the worker that was moving them was "
-                            f"stopped ({opening.message})")
+            declined.append(
+                "parameters left as built: the worker that was moving them was "
+                f"stopped ({opening.message})"
+            )
             return
         try:
             moved.append(move_off_init(build(), seed))
@@ -271,24 +301,49 @@ def validate(
         except BaseException as exc:
             if not contained(exc):
                 raise
-            return LayerReport(name=label, library=library or "unknown", target=target,
-                               error=explained(exc))
+            return LayerReport(
+                name=label, library=library or "unknown", target=target, error=explained(exc)
+            )
         report = LayerReport(name=first.name, library=library or first.library, target=target)
         total, done = len(devices) * len(dtypes) * len(names), 0
 
-        def tell(check: str, dtype: str, device: str, phase: str, status: str | None = None
-                 ) -> None:
+        def tell(
+            check: str, dtype: str, device: str, phase: str, status: str | None = None
+        ) -> None:
             if progress is not None:
-                progress(CheckEvent(layer=report.name, check=check, dtype=dtype, device=device,
-                                    phase=phase, index=done, total=total, status=status))
+                progress(
+                    CheckEvent(
+                        layer=report.name,
+                        check=check,
+                        dtype=dtype,
+                        device=device,
+                        phase=phase,
+                        index=done,
+                        total=total,
+                        status=status,
+                    )
+                )
 
         def context(dtype: str, device: str, **extra: Any) -> CheckContext:
             extra.setdefault("max_examples", max_examples)
-            return CheckContext(dtype=dtype, device=device, profile=profile,
-                                seed=seed, features=features,
-                                setup=_setup(factory, target, features=features, seed=seed,
-                                             name=name, dtype=dtype, device=device,
-                                             moved=moved[0] if moved else None), **extra)
+            return CheckContext(
+                dtype=dtype,
+                device=device,
+                profile=profile,
+                seed=seed,
+                features=features,
+                setup=_setup(
+                    factory,
+                    target,
+                    features=features,
+                    seed=seed,
+                    name=name,
+                    dtype=dtype,
+                    device=device,
+                    moved=moved[0] if moved else None,
+                ),
+                **extra,
+            )
 
         for device in devices:
             reason = _available(device)
@@ -302,8 +357,15 @@ def validate(
                     if (check, dtype, device) in known:
                         res = known[(check, dtype, device)]
                     elif reason is not None:
-                        res = told(CheckResult(check=check, dtype=dtype, device=device,
-                                               status="skip", message=reason))
+                        res = told(
+                            CheckResult(
+                                check=check,
+                                dtype=dtype,
+                                device=device,
+                                status="skip",
+                                message=reason,
+                            )
+                        )
                     else:
                         changes: list[isolation.Change] = []
                         isolation.GRAD_CHANGES.clear()
@@ -324,8 +386,7 @@ def validate(
         def rerun(check: str, dtype: str, device: str, case: np.ndarray) -> CheckResult:
             # The replay's own global-state changes were reported by the check's first run.
             with isolation.guarded([]):
-                return _check(check, make, context(dtype, device, max_examples=1,
-                                                   replay=(case,)))
+                return _check(check, make, context(dtype, device, max_examples=1, replay=(case,)))
 
         reconcile(report, rerun, features=features)
         report.perturbation = moved[0].message if moved else (declined[0] if declined else None)
@@ -343,8 +404,10 @@ def _entry(item: Any) -> tuple[Callable[..., object], dict[str, Any]]:
     get = item.get if isinstance(item, dict) else lambda k, d=None: getattr(item, k, d)
     factory = get("factory")
     if not callable(factory):
-        raise ValueError(f"entries must be factories, (name, factory) pairs or have a callable "
-                         f"'factory', got {item!r}")
+        raise ValueError(
+            f"entries must be factories, (name, factory) pairs or have a callable "
+            f"'factory', got {item!r}"
+        )
     kw = {k: get(k) for k in ("name", "target", "library", "features") if get(k) is not None}
     return factory, kw
 
@@ -361,8 +424,11 @@ def validate_all(entries: Iterable[Any], **kw: Any) -> Conformance:
         result.layers.append(validate(factory, **{**kw, **own}))
     devices = kw.get("devices")
     result.meta = run_meta(
-        profile=kw.get("profile", "ci"), features=kw.get("features", 4),
+        profile=kw.get("profile", "ci"),
+        features=kw.get("features", 4),
         dtypes=kw.get("dtypes", _DTYPES),
         devices=devices if devices is not None else default_devices(),
-        seed=kw.get("seed", 0), checks=_check_names(kw.get("checks")))
+        seed=kw.get("seed", 0),
+        checks=_check_names(kw.get("checks")),
+    )
     return result

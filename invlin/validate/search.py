@@ -88,8 +88,7 @@ class LayerFault(ValueError):
     shape): reported as the layer's exception, never as a validator bug."""
 
 
-_OWN = tuple(str(Path(__file__).resolve().parent / d) for d in ("checks", "search.py",
-                                                                  "runner.py"))
+_OWN = tuple(str(Path(__file__).resolve().parent / d) for d in ("checks", "search.py", "runner.py"))
 _OWN += (str(Path(__file__).resolve().parents[1] / "testing"),)
 
 
@@ -155,9 +154,13 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
-def _one_row(case: Any, failed: Probe, probe: Callable[[Any], Probe],
-             describe: Callable[[Any], dict[str, Any]] | None,
-             snippet: Callable[[Any], str] | None) -> Probe | None:
+def _one_row(
+    case: Any,
+    failed: Probe,
+    probe: Callable[[Any], Probe],
+    describe: Callable[[Any], dict[str, Any]] | None,
+    snippet: Callable[[Any], str] | None,
+) -> Probe | None:
     """The failure of one row of a failing batch ``case`` (b, n) probed alone, or ``None``.
 
     Batches drawn wide fail on one row among hundreds; the example and its reproduction are
@@ -168,10 +171,13 @@ def _one_row(case: Any, failed: Probe, probe: Callable[[Any], Probe],
     if not isinstance(case, np.ndarray) or case.ndim != 2 or case.shape[0] < 2:
         return None
     named = (failed.example or {}).get("row")
-    rows = [int(named)] if isinstance(named, (int, np.integer)) and 0 <= named < len(case) \
+    rows = (
+        [int(named)]
+        if isinstance(named, (int, np.integer)) and 0 <= named < len(case)
         else range(min(_ROWS_TRIED, case.shape[0]))
+    )
     for j in rows:
-        single = case[j:j + 1]
+        single = case[j : j + 1]
         try:
             out = probe(single)
         except Exception as exc:
@@ -188,25 +194,32 @@ def _one_row(case: Any, failed: Probe, probe: Callable[[Any], Probe],
     return None
 
 
-def _one_row_raising(case: Any, text: str, probe: Callable[[Any], Probe],
-                     describe: Callable[[Any], dict[str, Any]] | None,
-                     snippet: Callable[[Any], str] | None) -> Probe | None:
+def _one_row_raising(
+    case: Any,
+    text: str,
+    probe: Callable[[Any], Probe],
+    describe: Callable[[Any], dict[str, Any]] | None,
+    snippet: Callable[[Any], str] | None,
+) -> Probe | None:
     """The first of the first :data:`_ROWS_RAISING` rows of a batch ``case`` (b, n) on which
     the layer raises the same exception type alone, as a failing :class:`Probe`, or ``None``."""
     if not isinstance(case, np.ndarray) or case.ndim != 2 or case.shape[0] < 2:
         return None
     kind = text.split(":")[0]
     for j in range(min(_ROWS_RAISING, case.shape[0])):
-        single = case[j:j + 1]
+        single = case[j : j + 1]
         try:
             probe(single)
         except Exception as exc:
             if internal(exc):
                 raise
             if _error_text(exc).split(":")[0] == kind:
-                return Probe(ok=False, message=f"the layer raised {_error_text(exc)}",
-                             example=jsonable(describe(single)) if describe else None,
-                             repro=snippet(single) if snippet else None)
+                return Probe(
+                    ok=False,
+                    message=f"the layer raised {_error_text(exc)}",
+                    example=jsonable(describe(single)) if describe else None,
+                    repro=snippet(single) if snippet else None,
+                )
     return None
 
 
@@ -238,8 +251,14 @@ def search(
         raise ValueError(f"max_examples must be a positive integer, got {max_examples!r}")
     prof = PROFILES[profile]
     limit = SHRINK_LIMIT[profile]
-    state: dict[str, Any] = {"n": 0, "after": 0, "failing": set(), "worst": None, "last": None,
-                             "judged": 0}
+    state: dict[str, Any] = {
+        "n": 0,
+        "after": 0,
+        "failing": set(),
+        "worst": None,
+        "last": None,
+        "judged": 0,
+    }
 
     def body(case: Any) -> None:
         key = _key(case)
@@ -260,9 +279,12 @@ def search(
         except Exception as exc:  # the layer raised: keep the case, let Hypothesis shrink it
             if internal(exc):
                 raise
-            p = Probe(ok=False, message=f"the layer raised {_error_text(exc)}",
-                      example=jsonable(describe(case)) if describe else None,
-                      repro=snippet(case) if snippet else None)
+            p = Probe(
+                ok=False,
+                message=f"the layer raised {_error_text(exc)}",
+                example=jsonable(describe(case)) if describe else None,
+                repro=snippet(case) if snippet else None,
+            )
             err = _Raised(_error_text(exc), p, case)
             _remember(key, err)
             raise err from exc
@@ -295,8 +317,14 @@ def search(
     if prof.targeting:
         phases.insert(2, Phase.target)
     config = settings(
-        max_examples=max_examples, derandomize=prof.derandomize, database=None, deadline=None,
-        verbosity=Verbosity.quiet, phases=phases, report_multiple_bugs=False, print_blob=False,
+        max_examples=max_examples,
+        derandomize=prof.derandomize,
+        database=None,
+        deadline=None,
+        verbosity=Verbosity.quiet,
+        phases=phases,
+        report_multiple_bugs=False,
+        print_blob=False,
         suppress_health_check=list(HealthCheck),
     )
     test = given(strategy)(body)
@@ -328,8 +356,10 @@ def search(
         last = state["last"]
         if last is None or internal(exc):
             raise
-        outcome.notes.append(f"the search ended with {type(exc).__name__}: the layer did not "
-                             f"fail reproducibly; the last failing case is reported unshrunk")
+        outcome.notes.append(
+            f"the search ended with {type(exc).__name__}: the layer did not "
+            f"fail reproducibly; the last failing case is reported unshrunk"
+        )
         if isinstance(last, _Raised):
             outcome.failure, outcome.raised = last.probe, last.text
         else:

@@ -30,11 +30,15 @@ def load_parts(folder: str | Path) -> dict[str, Conformance]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"folder {str(folder)!r} does not exist")
-    parts = {p.parent.name: from_json(p.read_text(encoding="utf-8"))
-             for p in sorted(folder.glob("*/conformance.json"))}
+    parts = {
+        p.parent.name: from_json(p.read_text(encoding="utf-8"))
+        for p in sorted(folder.glob("*/conformance.json"))
+    }
     if not parts:
-        raise ValueError(f"no */conformance.json under {str(folder)!r}: run "
-                         f"`invlin validate --library NAME --out {folder}/NAME` first")
+        raise ValueError(
+            f"no */conformance.json under {str(folder)!r}: run "
+            f"`invlin validate --library NAME --out {folder}/NAME` first"
+        )
     return parts
 
 
@@ -77,14 +81,16 @@ def _indented(text: str, lang: str = "") -> str:
     return "  " + fence(text, lang).replace("\n", "\n  ")
 
 
-def _verdict_of(verdicts: list[Verdict], lib: str, layer: LayerReport,
-                results: list[CheckResult]) -> Verdict | None:
+def _verdict_of(
+    verdicts: list[Verdict], lib: str, layer: LayerReport, results: list[CheckResult]
+) -> Verdict | None:
     found = [match(verdicts, lib, layer.name, r) for r in results]
     return next((v for v in found if v is not None), None)
 
 
-def _finding(layer: LayerReport, results: list[CheckResult],
-             verdict: Verdict | None = None) -> list[str]:
+def _finding(
+    layer: LayerReport, results: list[CheckResult], verdict: Verdict | None = None
+) -> list[str]:
     checks = list(dict.fromkeys(r.check for r in results))
     where = ", ".join(dict.fromkeys(f"{r.dtype}/{r.device}" for r in results))
     worst = max(results, key=lambda r: -1.0 if r.ratio is None else float(r.ratio))
@@ -98,8 +104,11 @@ def _finding(layer: LayerReport, results: list[CheckResult],
         head += f": worst ratio {fmt_number(worst.ratio)} (allowed {fmt_number(worst.allowed)})"
     lines = [head]
     if verdict is not None:
-        lines += ["", f"  Verdict: **{verdict.label}** — {md_escape(verdict.summary)} "
-                      f"(see [Triage](#triage))"]
+        lines += [
+            "",
+            f"  Verdict: **{verdict.label}** — {md_escape(verdict.summary)} "
+            f"(see [Triage](#triage))",
+        ]
     first = next((r for r in results if r.message or r.exception), worst)
     detail = first.message or ""
     if first.exception and first.exception not in detail:
@@ -108,8 +117,12 @@ def _finding(layer: LayerReport, results: list[CheckResult],
         lines += ["", _indented(detail)]
     shown = next((r for r in results if r.example is not None), None)
     if shown is not None:
-        lines += ["", f"  Minimal failing example ({shown.check}, {shown.dtype}/{shown.device}):",
-                  "", _indented(example_text(shown.example))]
+        lines += [
+            "",
+            f"  Minimal failing example ({shown.check}, {shown.dtype}/{shown.device}):",
+            "",
+            _indented(example_text(shown.example)),
+        ]
     repro = next((r.repro for r in results if r.repro), None)
     if repro:
         lines += ["", "  Reproduction:", "", _indented(repro, "python")]
@@ -124,14 +137,17 @@ def _warnings(part: Conformance) -> list[str]:
     if not grouped:
         return []
     out = ["", "Warnings raised while validating (not failures):", ""]
-    out += [f"- {md_escape(', '.join(dict.fromkeys(layers)))}: {category} "
-            f"\"{md_escape(message)}\" ({md_escape(where)})"
-            for (category, message, where), layers in grouped.items()]
+    out += [
+        f"- {md_escape(', '.join(dict.fromkeys(layers)))}: {category} "
+        f'"{md_escape(message)}" ({md_escape(where)})'
+        for (category, message, where), layers in grouped.items()
+    ]
     return [*out, ""]
 
 
 def _environment(parts: dict[str, Conformance]) -> list[str]:
     """One line on how the runs were made (profile, dtypes, devices, torch, Python, dates)."""
+
     def values(key: str, sub: str | None = None) -> str:
         found = []
         for part in parts.values():
@@ -146,9 +162,11 @@ def _environment(parts: dict[str, Conformance]) -> list[str]:
 
     dates = sorted(str(p.meta["date"]) for p in parts.values() if p.meta.get("date"))
     when = f"{dates[0]} – {dates[-1]}" if dates else "?"
-    return [f"Runs: profile {values('profile')}, {values('features')} features, dtypes "
-            f"{values('dtypes')}, devices {values('devices')}; torch "
-            f"{values('versions', 'torch')}, Python {values('python')}; {when}."]
+    return [
+        f"Runs: profile {values('profile')}, {values('features')} features, dtypes "
+        f"{values('dtypes')}, devices {values('devices')}; torch "
+        f"{values('versions', 'torch')}, Python {values('python')}; {when}."
+    ]
 
 
 _GLANCE_CHARS = 160  # the "what" column: first line of the message, cut
@@ -166,17 +184,29 @@ def _glance(parts: dict[str, Conformance], verdicts: list[Verdict]) -> list[str]
                 checks = ", ".join(dict.fromkeys(r.check for r in results))
                 where = ", ".join(dict.fromkeys(f"{r.dtype}/{r.device}" for r in results))
                 worst = max(results, key=lambda r: -1.0 if r.ratio is None else float(r.ratio))
-                ratio = (f"{fmt_number(worst.ratio)} / {fmt_number(worst.allowed)}"
-                         if worst.ratio is not None else "")
+                ratio = (
+                    f"{fmt_number(worst.ratio)} / {fmt_number(worst.allowed)}"
+                    if worst.ratio is not None
+                    else ""
+                )
                 text = worst.message or worst.exception or ""
                 if all(r.status == "error" for r in results) and worst.exception:
                     text = f"raises {worst.exception}"
                 text = (text.strip().splitlines() or [""])[0]
                 if len(text) > _GLANCE_CHARS:
-                    text = text[:_GLANCE_CHARS - 1] + "…"
+                    text = text[: _GLANCE_CHARS - 1] + "…"
                 v = _verdict_of(verdicts, lib, layer, results)
-                rows.append([lib, layer.name, checks, where, ratio,
-                             v.kind if v is not None else "untriaged", text])
+                rows.append(
+                    [
+                        lib,
+                        layer.name,
+                        checks,
+                        where,
+                        ratio,
+                        v.kind if v is not None else "untriaged",
+                        text,
+                    ]
+                )
     return ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
 
 
@@ -190,69 +220,107 @@ def _triage(parts: dict[str, Conformance], verdicts: list[Verdict]) -> list[str]
     verdict and verdicts that no longer match anything."""
     untriaged, stale = unmatched(verdicts, parts)
     live = [v for v in verdicts if v.library in parts and v not in stale]
-    out = ["", "## Triage", "",
-           "What each finding is, from `triage.json` (hand-written; each verdict checked by "
-           "reading the library's source and running its reproduction below, which calls the "
-           "library directly — no adapter — and asserts the fact; where the exact parameters "
-           "matter it takes the layer from the catalog factory that built it. "
-           "`tests/test_validate_triage.py` runs them all). Kinds: "
-           + "; ".join(f"*{k}*: {v}" for k, v in KINDS.items()) + "."]
+    out = [
+        "",
+        "## Triage",
+        "",
+        "What each finding is, from `triage.json` (hand-written; each verdict checked by "
+        "reading the library's source and running its reproduction below, which calls the "
+        "library directly — no adapter — and asserts the fact; where the exact parameters "
+        "matter it takes the layer from the catalog factory that built it. "
+        "`tests/test_validate_triage.py` runs them all). Kinds: "
+        + "; ".join(f"*{k}*: {v}" for k, v in KINDS.items())
+        + ".",
+    ]
     if live:
         out += ["", "| library | layer | checks | kind | what it is |", "|---|---|---|---|---|"]
-        out += [f"| {v.library} | {md_escape(', '.join(v.layers))} | "
-                f"{md_escape(_checks(v))}"
-                f"{' (' + ', '.join(v.dtypes) + ')' if v.dtypes else ''} | {v.kind} | "
-                f"{md_escape(v.summary)} |" for v in live]
+        out += [
+            f"| {v.library} | {md_escape(', '.join(v.layers))} | "
+            f"{md_escape(_checks(v))}"
+            f"{' (' + ', '.join(v.dtypes) + ')' if v.dtypes else ''} | {v.kind} | "
+            f"{md_escape(v.summary)} |"
+            for v in live
+        ]
     for v in live:
         where = f" ({', '.join(v.dtypes)})" if v.dtypes else ""
-        out += ["", f"### {v.library} · {', '.join(v.layers)} · {_checks(v)}{where}", "",
-                f"**{v.label}.** {v.summary}", "", v.facts, "", f"Source: {v.source}", "",
-                "Reproduction:", "", fence(v.reproduction, "python")]
+        out += [
+            "",
+            f"### {v.library} · {', '.join(v.layers)} · {_checks(v)}{where}",
+            "",
+            f"**{v.label}.** {v.summary}",
+            "",
+            v.facts,
+            "",
+            f"Source: {v.source}",
+            "",
+            "Reproduction:",
+            "",
+            fence(v.reproduction, "python"),
+        ]
     if untriaged:
         out += ["", "### Findings without a verdict", ""]
-        seen = dict.fromkeys(f"- {lib} · {md_escape(layer)} · `{r.check}` ({r.dtype}/"
-                             f"{r.device})" for lib, layer, r in untriaged)
+        seen = dict.fromkeys(
+            f"- {lib} · {md_escape(layer)} · `{r.check}` ({r.dtype}/{r.device})"
+            for lib, layer, r in untriaged
+        )
         out += list(seen)
     if stale:
         out += ["", "### Verdicts that match no finding of these runs", ""]
-        out += [f"- {v.library} · {md_escape(', '.join(v.layers))} · {_checks(v)}: "
-                f"{md_escape(v.summary)}" for v in stale]
+        out += [
+            f"- {v.library} · {md_escape(', '.join(v.layers))} · {_checks(v)}: "
+            f"{md_escape(v.summary)}"
+            for v in stale
+        ]
     return out
 
 
-def render_summary(parts: dict[str, Conformance], *, conventions: str = "",
-                   triage: list[Verdict] | None = None) -> str:
+def render_summary(
+    parts: dict[str, Conformance], *, conventions: str = "", triage: list[Verdict] | None = None
+) -> str:
     """The README of ``reports/validate``: a table per library, the triage (what each finding
     is, from ``triage``), then each finding with its reproduction, the convention table and
     links to the per-library reports."""
     verdicts = list(triage or [])
-    out = ["# Conformance of flow libraries' invertible layers", "",
-           "Each library's curated layers were validated by `invlin validate --library NAME "
-           "--out reports/validate/NAME` (what `nox -s validate` runs, one environment per "
-           "library at its pinned release) and the tables merged by `python -m "
-           "invlin.validate.summary reports/validate` (`nox -s conformance`) into this file and "
-           "`conformance.json`. Every ratio is in tolerance-engine units (error ÷ ε of the "
-           "dtype, scaled by size and condition number); a check passes when ratio ≤ allowed. "
-           "Each finding below is a check that failed, as the check reported it, with the "
-           "minimal failing case Hypothesis shrank to and a snippet that reproduces it.", "",
-           *_environment(parts), "",
-           "| library | version | layers | conforming | pass | fail | error | skip |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = [
+        "# Conformance of flow libraries' invertible layers",
+        "",
+        "Each library's curated layers were validated by `invlin validate --library NAME "
+        "--out reports/validate/NAME` (what `nox -s validate` runs, one environment per "
+        "library at its pinned release) and the tables merged by `python -m "
+        "invlin.validate.summary reports/validate` (`nox -s conformance`) into this file and "
+        "`conformance.json`. Every ratio is in tolerance-engine units (error ÷ ε of the "
+        "dtype, scaled by size and condition number); a check passes when ratio ≤ allowed. "
+        "Each finding below is a check that failed, as the check reported it, with the "
+        "minimal failing case Hypothesis shrank to and a snippet that reproduces it.",
+        "",
+        *_environment(parts),
+        "",
+        "| library | version | layers | conforming | pass | fail | error | skip |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for lib, part in parts.items():
         c = counts(part)
         ok = sum(layer.passed for layer in part.layers)
-        out.append(f"| [{lib}]({lib}/conformance.md) | {_version(lib, part.meta)} | "
-                   f"{c['layers']} | {ok} | {c['pass']} | {c['fail']} | "
-                   f"{c['error'] + c['layer_errors']} | {c['skip']} |")
+        out.append(
+            f"| [{lib}]({lib}/conformance.md) | {_version(lib, part.meta)} | "
+            f"{c['layers']} | {ok} | {c['pass']} | {c['fail']} | "
+            f"{c['error'] + c['layer_errors']} | {c['skip']} |"
+        )
     if verdicts:
         out += _triage(parts, verdicts)
     glance = _glance(parts, verdicts)
     if glance:
-        out += ["", "## Findings at a glance", "",
-                "One row per layer and check (or per exception a layer raised in several "
-                "checks), with its kind from the triage; the details and reproductions follow.",
-                "", "| library | layer | check | where | ratio / allowed | kind | what |",
-                "|---|---|---|---|---|---|---|", *glance]
+        out += [
+            "",
+            "## Findings at a glance",
+            "",
+            "One row per layer and check (or per exception a layer raised in several "
+            "checks), with its kind from the triage; the details and reproductions follow.",
+            "",
+            "| library | layer | check | where | ratio / allowed | kind | what |",
+            "|---|---|---|---|---|---|---|",
+            *glance,
+        ]
     out += ["", "## Findings"]
     for lib, part in parts.items():
         out += ["", f"### {lib} {_version(lib, part.meta)}", ""]
@@ -260,22 +328,26 @@ def render_summary(parts: dict[str, Conformance], *, conventions: str = "",
         for layer in part.layers:
             if layer.error is not None:
                 found = True
-                out += [f"- **{md_escape(layer.name)}** cannot be built or adapted:", "",
-                        _indented(layer.error), ""]
+                out += [
+                    f"- **{md_escape(layer.name)}** cannot be built or adapted:",
+                    "",
+                    _indented(layer.error),
+                    "",
+                ]
             for results in _grouped(layer):
                 found = True
-                out += [*_finding(layer, results, _verdict_of(verdicts, lib, layer, results)),
-                        ""]
+                out += [*_finding(layer, results, _verdict_of(verdicts, lib, layer, results)), ""]
         if not found:
-            out.append("Every curated layer passed every check it could run (skips are listed "
-                       f"in [{lib}/conformance.md]({lib}/conformance.md)).")
+            out.append(
+                "Every curated layer passed every check it could run (skips are listed "
+                f"in [{lib}/conformance.md]({lib}/conformance.md))."
+            )
         out += _warnings(part)
         if out[-1] == "":
             out.pop()
     if conventions:
         out += ["", "## Conventions the adapters normalise", "", conventions]
-    commands = sorted({str(p.meta.get("command")) for p in parts.values()
-                       if p.meta.get("command")})
+    commands = sorted({str(p.meta.get("command")) for p in parts.values() if p.meta.get("command")})
     if commands:
         out += ["", "## Commands", "", fence("\n".join(commands), "sh")]
     return "\n".join(out) + "\n"
@@ -287,8 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     the verdicts of FOLDER/triage.json when it exists."""
     from invlin.validate.output import write_text_atomic
 
-    parser = argparse.ArgumentParser(prog="python -m invlin.validate.summary",
-                                     description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m invlin.validate.summary", description=main.__doc__
+    )
     parser.add_argument("folder", nargs="?", type=Path, default=Path("reports/validate"))
     args = parser.parse_args(argv)
     try:

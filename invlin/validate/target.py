@@ -34,8 +34,9 @@ def split_target(target: str) -> tuple[str, str]:
     if not where or not attr:
         raise UsageError(f"TARGET must be {_FORMS}, got {target!r}")
     if not all(part.isidentifier() for part in attr.split(".")):
-        raise UsageError(f"TARGET's factory must be a dotted Python name, got {attr!r} "
-                         f"in {target!r}")
+        raise UsageError(
+            f"TARGET's factory must be a dotted Python name, got {attr!r} in {target!r}"
+        )
     return where, attr
 
 
@@ -72,8 +73,9 @@ def _load_file(where: str, target: str) -> ModuleType:
         del sys.modules[name]
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        raise UsageError(f"importing TARGET file {where!r} raised "
-                         f"{type(exc).__name__}: {exc}") from exc
+        raise UsageError(
+            f"importing TARGET file {where!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
     finally:
         if folder in sys.path:
             sys.path.remove(folder)
@@ -83,8 +85,10 @@ def _load_file(where: str, target: str) -> ModuleType:
 def _load_module(where: str, target: str) -> ModuleType:
     """Import ``where``; the working directory is searched last, as ``python -m`` would."""
     if not all(part.isidentifier() for part in where.split(".")):
-        raise UsageError(f"TARGET's module must be a dotted Python name or a .py file, got "
-                         f"{where!r} in {target!r}")
+        raise UsageError(
+            f"TARGET's module must be a dotted Python name or a .py file, got "
+            f"{where!r} in {target!r}"
+        )
     cwd = os.getcwd()
     added = cwd not in sys.path
     if added:
@@ -93,15 +97,18 @@ def _load_module(where: str, target: str) -> ModuleType:
         return importlib.import_module(where)
     except ModuleNotFoundError as exc:
         if exc.name is not None and (where == exc.name or where.startswith(exc.name + ".")):
-            raise UsageError(f"cannot import TARGET module {where!r}: no module named "
-                             f"{exc.name!r}") from exc
-        raise UsageError(f"importing TARGET module {where!r} raised "
-                         f"ModuleNotFoundError: {exc}") from exc
+            raise UsageError(
+                f"cannot import TARGET module {where!r}: no module named {exc.name!r}"
+            ) from exc
+        raise UsageError(
+            f"importing TARGET module {where!r} raised ModuleNotFoundError: {exc}"
+        ) from exc
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:
-        raise UsageError(f"importing TARGET module {where!r} raised "
-                         f"{type(exc).__name__}: {exc}") from exc
+        raise UsageError(
+            f"importing TARGET module {where!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
     finally:
         if added and cwd in sys.path:
             sys.path.remove(cwd)

@@ -22,8 +22,7 @@ KINDS: dict[str, str] = {
     "convention": "convention deviation (harmless where the library itself consumes it)",
 }
 
-_REQUIRED = ("library", "layer", "checks", "kind", "summary", "facts", "source",
-             "reproduction")
+_REQUIRED = ("library", "layer", "checks", "kind", "summary", "facts", "source", "reproduction")
 
 
 @dataclass(frozen=True)
@@ -50,9 +49,12 @@ class Verdict:
 
     def covers(self, library: str, layer: str, check: str, dtype: str) -> bool:
         """True when this verdict explains ``check`` of ``layer`` failing in ``dtype``."""
-        return (self.library == library and layer in self.layers
-                and ("*" in self.checks or check in self.checks)
-                and (not self.dtypes or dtype in self.dtypes))
+        return (
+            self.library == library
+            and layer in self.layers
+            and ("*" in self.checks or check in self.checks)
+            and (not self.dtypes or dtype in self.dtypes)
+        )
 
     @property
     def label(self) -> str:
@@ -61,8 +63,12 @@ class Verdict:
 
 
 def _strings(value: Any, key: str, where: str) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, list) or not value \
-            or not all(isinstance(v, str) and v for v in value):
+    if (
+        isinstance(value, str)
+        or not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, str) and v for v in value)
+    ):
         raise ValueError(f"{where}: {key!r} must be a non-empty list of strings, got {value!r}")
     return tuple(value)
 
@@ -75,19 +81,26 @@ def _verdict(item: Any, where: str) -> Verdict:
     if missing or unknown:
         raise ValueError(f"{where}: missing keys {missing}, unknown keys {unknown}")
     for key in _REQUIRED:
-        if key not in ("checks", "layer") and (not isinstance(item[key], str)
-                                               or not item[key].strip()):
+        if key not in ("checks", "layer") and (
+            not isinstance(item[key], str) or not item[key].strip()
+        ):
             raise ValueError(f"{where}: {key!r} must be a non-empty string")
     layer = item["layer"]
     layers = (layer,) if isinstance(layer, str) and layer else _strings(layer, "layer", where)
     if item["kind"] not in KINDS:
         raise ValueError(f"{where}: 'kind' must be one of {sorted(KINDS)}, got {item['kind']!r}")
     dtypes = _strings(item["dtypes"], "dtypes", where) if "dtypes" in item else ()
-    return Verdict(library=item["library"], layers=layers,
-                   checks=_strings(item["checks"], "checks", where), kind=item["kind"],
-                   summary=item["summary"].strip(), facts=item["facts"].strip(),
-                   source=item["source"].strip(), reproduction=item["reproduction"].rstrip(),
-                   dtypes=dtypes)
+    return Verdict(
+        library=item["library"],
+        layers=layers,
+        checks=_strings(item["checks"], "checks", where),
+        kind=item["kind"],
+        summary=item["summary"].strip(),
+        facts=item["facts"].strip(),
+        source=item["source"].strip(),
+        reproduction=item["reproduction"].rstrip(),
+        dtypes=dtypes,
+    )
 
 
 def load_triage(path: str | Path) -> list[Verdict]:
@@ -103,8 +116,7 @@ def load_triage(path: str | Path) -> list[Verdict]:
     return [_verdict(item, f"{path.name} entry {i}") for i, item in enumerate(data)]
 
 
-def match(verdicts: list[Verdict], library: str, layer: str, result: CheckResult
-          ) -> Verdict | None:
+def match(verdicts: list[Verdict], library: str, layer: str, result: CheckResult) -> Verdict | None:
     """The first verdict that explains ``result`` (a failed or errored check of ``layer``)."""
     for v in verdicts:
         if v.covers(library, layer, result.check, result.dtype):
@@ -112,8 +124,9 @@ def match(verdicts: list[Verdict], library: str, layer: str, result: CheckResult
     return None
 
 
-def unmatched(verdicts: list[Verdict], parts: dict[str, Conformance]
-              ) -> tuple[list[tuple[str, str, CheckResult]], list[Verdict]]:
+def unmatched(
+    verdicts: list[Verdict], parts: dict[str, Conformance]
+) -> tuple[list[tuple[str, str, CheckResult]], list[Verdict]]:
     """``(untriaged, stale)``: failed/errored results no verdict explains, as (library, layer,
     result), and verdicts that explain no failed/errored result (the library changed, or the
     validator did) — both printed by the summary so the triage cannot silently drift."""

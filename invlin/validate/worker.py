@@ -74,8 +74,14 @@ LAYER_TIMEOUT_FACTOR: float = 5.0
 #: Seconds a worker may take to start (the first one imports torch on a possibly busy machine).
 STARTUP_LIMIT: float = 300.0
 #: The module each catalog library imports (preloaded into the fork server when named).
-LIBRARY_MODULES: dict[str, str] = {"invlin": "invlin", "nflows": "nflows", "zuko": "zuko",
-                                   "normflows": "normflows", "freia": "FrEIA", "pyro": "pyro"}
+LIBRARY_MODULES: dict[str, str] = {
+    "invlin": "invlin",
+    "nflows": "nflows",
+    "zuko": "zuko",
+    "normflows": "normflows",
+    "freia": "FrEIA",
+    "pyro": "pyro",
+}
 _POLL = 0.25  # seconds between looks at the workers (and progress redraws)
 
 Key = tuple[str, str, str]
@@ -169,8 +175,10 @@ def _limit_memory(mb: int | None) -> str | None:
         return "--memory-limit needs the resource module (Unix)"
     used = _vm_data_mb()
     if used is not None and used + 64 > mb:
-        return (f"--memory-limit {mb} MB is below what a worker needs before it runs any layer "
-                f"(about {used:.0f} MB for torch and the validator, plus headroom)")
+        return (
+            f"--memory-limit {mb} MB is below what a worker needs before it runs any layer "
+            f"(about {used:.0f} MB for torch and the validator, plus headroom)"
+        )
     limit = mb * 2**20
     try:
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
@@ -179,8 +187,7 @@ def _limit_memory(mb: int | None) -> str | None:
     return None
 
 
-_OOM_MARKERS = ("MemoryError", "can't allocate memory", "Cannot allocate memory",
-                "out of memory")
+_OOM_MARKERS = ("MemoryError", "can't allocate memory", "Cannot allocate memory", "out of memory")
 
 
 def _out_of_memory(data: dict[str, Any], mb: int | None, key: str) -> dict[str, Any]:
@@ -198,8 +205,12 @@ def _out_of_memory(data: dict[str, Any], mb: int | None, key: str) -> dict[str, 
 class _Child:
     """The worker: answers the parent's requests until the pipe closes."""
 
-    def __init__(self, conn: multiprocessing.connection.Connection, memory_mb: int | None,
-                 refusal: str | None) -> None:
+    def __init__(
+        self,
+        conn: multiprocessing.connection.Connection,
+        memory_mb: int | None,
+        refusal: str | None,
+    ) -> None:
         self.conn, self.memory_mb, self.refusal = conn, memory_mb, refusal
         self.imported: dict[str, list[Any]] = {}  # TARGET -> global changes its import made
 
@@ -211,8 +222,14 @@ class _Child:
 
         from invlin.validate.checks import CHECKS
 
-        self.send("hello", {"checks": list(CHECKS), "cuda": bool(torch.cuda.is_available()),
-                            "refusal": self.refusal})
+        self.send(
+            "hello",
+            {
+                "checks": list(CHECKS),
+                "cuda": bool(torch.cuda.is_available()),
+                "refusal": self.refusal,
+            },
+        )
 
     def load(self, target: str) -> Callable[..., object]:
         """The factory of ``target``; the globals its import changed are remembered."""
@@ -245,24 +262,32 @@ class _Child:
         from invlin.validate.runner import contained, explained
 
         if library not in LIBRARIES:
-            self.send("catalog", "usage",
-                      f"--library must be one of {', '.join(LIBRARIES)}, got {library!r}")
+            self.send(
+                "catalog",
+                "usage",
+                f"--library must be one of {', '.join(LIBRARIES)}, got {library!r}",
+            )
             return
         try:
             entries = catalog(library)
         except ImportError as exc:
-            self.send("catalog", "usage",
-                      f"--library {library}: the library is not installed here ({exc})")
+            self.send(
+                "catalog",
+                "usage",
+                f"--library {library}: the library is not installed here ({exc})",
+            )
         except BaseException as exc:
             if not contained(exc):
                 raise
-            self.send("catalog", "usage", f"--library {library}: listing its layers raised "
-                                          f"{explained(exc)}")
+            self.send(
+                "catalog",
+                "usage",
+                f"--library {library}: listing its layers raised {explained(exc)}",
+            )
         else:
             self.send("catalog", "ok", [(e.name, e.target) for e in entries])
 
-    def do_layer(self, job: LayerJob, options: dict[str, Any],
-                 known: list[dict[str, Any]]) -> None:
+    def do_layer(self, job: LayerJob, options: dict[str, Any], known: list[dict[str, Any]]) -> None:
         from invlin.validate import isolation
         from invlin.validate.recorder import record_warnings
         from invlin.validate.runner import contained, explained, validate
@@ -274,10 +299,17 @@ class _Child:
         except BaseException as exc:
             if not contained(exc):
                 raise
-            why = str(exc) if isinstance(exc, UsageError) else \
-                f"importing TARGET {job.target!r} raised {explained(exc)}"
-            report = LayerReport(name=job.name or split_target(job.target)[1],
-                                 library=job.library or "unknown", target=job.target, error=why)
+            why = (
+                str(exc)
+                if isinstance(exc, UsageError)
+                else f"importing TARGET {job.target!r} raised {explained(exc)}"
+            )
+            report = LayerReport(
+                name=job.name or split_target(job.target)[1],
+                library=job.library or "unknown",
+                target=job.target,
+                error=why,
+            )
             self.send("report", _out_of_memory(_plain(report), mb, "error"), [])
             return
         results = {(r["check"], r["dtype"], r["device"]): _result(r) for r in known}
@@ -297,16 +329,27 @@ class _Child:
 
         warnings: list[dict[str, Any]] = []
         with record_warnings(job.label, warnings):
-            report = validate(factory, name=job.name, target=job.target, library=job.library,
-                              progress=event, on_result=result, known=results, **options)
+            report = validate(
+                factory,
+                name=job.name,
+                target=job.target,
+                library=job.library,
+                progress=event,
+                on_result=result,
+                known=results,
+                **options,
+            )
         data = _plain(report)
         data["results"] = [_out_of_memory(r, mb, "message") for r in data["results"]]
         self.send("report", _out_of_memory(data, mb, "error"), _plain(warnings))
 
     def serve(self) -> None:
         handlers: dict[str, Callable[..., None]] = {
-            "hello": self.hello, "load": self.do_load, "catalog": self.do_catalog,
-            "layer": self.do_layer}
+            "hello": self.hello,
+            "load": self.do_load,
+            "catalog": self.do_catalog,
+            "layer": self.do_layer,
+        }
         while True:
             try:
                 msg = self.conn.recv()
@@ -360,12 +403,17 @@ def _death(exitcode: int | None) -> str:
         return "stopped answering"
     if exitcode < 0:
         name = _signal_name(-exitcode)
-        why = {"SIGSEGV": " (a crash in native code)", "SIGBUS": " (a crash in native code)",
-               "SIGABRT": " (native code aborted)",
-               "SIGKILL": " (the system's out-of-memory killer sends this)"}.get(name, "")
+        why = {
+            "SIGSEGV": " (a crash in native code)",
+            "SIGBUS": " (a crash in native code)",
+            "SIGABRT": " (native code aborted)",
+            "SIGKILL": " (the system's out-of-memory killer sends this)",
+        }.get(name, "")
         return f"was killed by {name}{why}"
-    return (f"exited with status {exitcode} (os._exit or exit() in native code: the "
-            f"interpreter ended without raising)")
+    return (
+        f"exited with status {exitcode} (os._exit or exit() in native code: the "
+        f"interpreter ended without raising)"
+    )
 
 
 def _seconds(t: float) -> str:
@@ -395,8 +443,9 @@ class _Proc:
 
     def __init__(self, ctx: Any, memory_mb: int | None) -> None:
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=serve, args=(child, memory_mb),
-                                name="invlin-validate-worker")
+        self.proc = ctx.Process(
+            target=serve, args=(child, memory_mb), name="invlin-validate-worker"
+        )
         with _no_main():
             self.proc.start()
         child.close()
@@ -473,8 +522,11 @@ class _Session:
         except (OSError, EOFError) as exc:  # the fork server died (a library's import killed
             if self.ctx.get_start_method() == "spawn":  # it): workers start from scratch
                 raise
-            print(f"invlin validate: the worker fork server failed ({exc}); starting each "
-                  f"worker from scratch", file=sys.stderr)
+            print(
+                f"invlin validate: the worker fork server failed ({exc}); starting each "
+                f"worker from scratch",
+                file=sys.stderr,
+            )
             self.ctx = multiprocessing.get_context("spawn")
             proc = _Proc(self.ctx, self.limits.memory_mb)
         self.procs.append(proc)
@@ -485,8 +537,9 @@ class _Session:
         if proc in self.procs:
             self.procs.remove(proc)
 
-    def ask(self, proc: _Proc, msg: tuple[Any, ...], limit: float | None, what: str
-            ) -> tuple[Any, ...]:
+    def ask(
+        self, proc: _Proc, msg: tuple[Any, ...], limit: float | None, what: str
+    ) -> tuple[Any, ...]:
         """Send ``msg`` and wait for the answer; :class:`_Lost` when ``proc`` dies or takes
         longer than ``limit`` seconds (it is then killed)."""
         proc.send(*msg)
@@ -506,24 +559,26 @@ class _Session:
                 raise _Lost(f"timed out after {_seconds(limit)} s {what}")
 
     # -- planning: resolve everything the user named, in one worker ------------------------
-    def plan(self, targets: Sequence[str], libraries: Sequence[str]
-             ) -> tuple[dict[str, Any], dict[str, str], dict[str, list[tuple[str, str]]]]:
+    def plan(
+        self, targets: Sequence[str], libraries: Sequence[str]
+    ) -> tuple[dict[str, Any], dict[str, str], dict[str, list[tuple[str, str]]]]:
         """(hello: checks and CUDA; {TARGET: why its import failed as a layer error}; catalog
         entries per library); raises :class:`UsageError` for what the user got wrong."""
         proc = self.start()
         try:
-            hello = self.ask(proc, ("hello",), max(STARTUP_LIMIT, self.limits.timeout or 0),
-                             "starting")[1]
+            hello = self.ask(
+                proc, ("hello",), max(STARTUP_LIMIT, self.limits.timeout or 0), "starting"
+            )[1]
         except _Lost as exc:
-            raise UsageError(f"the validator's worker process could not start: {exc}") \
-                from None
+            raise UsageError(f"the validator's worker process could not start: {exc}") from None
         if hello.get("refusal"):
             raise UsageError(hello["refusal"])
         failed = {}
         for target in targets:
             try:
-                _, status, detail = self.ask(proc, ("load", target), self.limits.timeout,
-                                             f"importing TARGET {target!r}")
+                _, status, detail = self.ask(
+                    proc, ("load", target), self.limits.timeout, f"importing TARGET {target!r}"
+                )
             except _Lost as exc:
                 failed[target], proc = str(exc), self.start()
             else:
@@ -534,8 +589,9 @@ class _Session:
         entries = {}
         for lib in dict.fromkeys(libraries):
             try:
-                _, status, detail = self.ask(proc, ("catalog", lib), self.limits.timeout,
-                                             f"listing the {lib} catalog")
+                _, status, detail = self.ask(
+                    proc, ("catalog", lib), self.limits.timeout, f"listing the {lib} catalog"
+                )
             except _Lost as exc:
                 raise UsageError(f"--library {lib}: {exc}") from None
             if status == "usage":
@@ -545,8 +601,13 @@ class _Session:
         return hello, failed, entries
 
     # -- running layers --------------------------------------------------------------------
-    def run(self, jobs: Sequence[tuple[int, LayerJob]], options: dict[str, Any], workers: int,
-            progress: Progress) -> dict[int, tuple[LayerReport, list[dict[str, Any]]]]:
+    def run(
+        self,
+        jobs: Sequence[tuple[int, LayerJob]],
+        options: dict[str, Any],
+        workers: int,
+        progress: Progress,
+    ) -> dict[int, tuple[LayerReport, list[dict[str, Any]]]]:
         """Validate every (number, job), ``workers`` at a time: {number: (report, warnings)}."""
         out: dict[int, tuple[LayerReport, list[dict[str, Any]]]] = {}
         pending = deque(jobs)
@@ -572,8 +633,9 @@ class _Session:
             self.spare = None
         return out
 
-    def _step(self, slot: _Slot, options: dict[str, Any], progress: Progress
-              ) -> tuple[LayerReport, list[dict[str, Any]]] | None:
+    def _step(
+        self, slot: _Slot, options: dict[str, Any], progress: Progress
+    ) -> tuple[LayerReport, list[dict[str, Any]]] | None:
         """Handle what ``slot``'s worker sent; enforce the limits. The finished report, or
         ``None`` while the layer runs."""
         alive = slot.proc.alive  # before reading: what a dead worker sent is all in the pipe
@@ -590,8 +652,11 @@ class _Session:
                 else:
                     slot.phase, slot.key = "after", None
                 job = slot.job
-                progress.event(slot.index, f"{job.library}:{event.layer}" if job.library
-                               else event.layer, event)
+                progress.event(
+                    slot.index,
+                    f"{job.library}:{event.layer}" if job.library else event.layer,
+                    event,
+                )
             elif kind == "result":
                 r = msg[1]
                 slot.latest[(r["check"], r["dtype"], r["device"])] = r
@@ -610,8 +675,7 @@ class _Session:
             return self._out_of_time(slot, options)
         if limits.timeout is not None and now - slot.since > limits.timeout:
             self.retire(slot.proc, kill=True)
-            return self._lost(slot, options, f"timed out after {_seconds(limits.timeout)} s",
-                              True)
+            return self._lost(slot, options, f"timed out after {_seconds(limits.timeout)} s", True)
         return None
 
     def _where(self, slot: _Slot, options: dict[str, Any]) -> str:
@@ -619,55 +683,89 @@ class _Session:
             check, dtype, device = slot.key
             return f"in check {check} ({dtype}/{device})"
         if slot.phase == "build":
-            return (f"building the layer ({slot.job.target}, features={options['features']})")
+            return f"building the layer ({slot.job.target}, features={options['features']})"
         return "after its checks"
 
-    def _lost(self, slot: _Slot, options: dict[str, Any], what: str, timed_out: bool
-              ) -> tuple[LayerReport, list[dict[str, Any]]] | None:
+    def _lost(
+        self, slot: _Slot, options: dict[str, Any], what: str, timed_out: bool
+    ) -> tuple[LayerReport, list[dict[str, Any]]] | None:
         """The worker timed out or died: record the check it was in, go on in a fresh worker
         (or give the layer up when it was not in a check)."""
         self.retire(slot.proc, kill=True)
         where = self._where(slot, options)
         if slot.phase != "check" or slot.key is None:
-            did = "the factory did not return" if slot.phase == "build" and timed_out else \
-                "the layer did not return" if timed_out else "the layer ended the interpreter"
+            did = (
+                "the factory did not return"
+                if slot.phase == "build" and timed_out
+                else "the layer did not return"
+                if timed_out
+                else "the layer ended the interpreter"
+            )
             return self._give_up(slot, options, f"{what} {where} — {did}")
         check, dtype, device = slot.key
         did = "the layer did not return" if timed_out else "the layer ended the interpreter"
-        slot.latest[slot.key] = _plain(CheckResult(
-            check=check, dtype=dtype, device=device, status="error",
-            message=f"{what} {where} — {did}; the worker was stopped and the layer's "
-                    f"remaining checks ran in a fresh worker"))
+        slot.latest[slot.key] = _plain(
+            CheckResult(
+                check=check,
+                dtype=dtype,
+                device=device,
+                status="error",
+                message=f"{what} {where} — {did}; the worker was stopped and the layer's "
+                f"remaining checks ran in a fresh worker",
+            )
+        )
         slot.proc = self.start()
         slot.phase, slot.key, slot.since = "build", None, time.monotonic()
         slot.proc.send("layer", slot.job, options, list(slot.latest.values()))
         return None
 
-    def _give_up(self, slot: _Slot, options: dict[str, Any], error: str
-                 ) -> tuple[LayerReport, list[dict[str, Any]]]:
-        return LayerReport(name=self._name(slot), library=slot.job.library or "unknown",
-                           target=slot.job.target, error=error,
-                           results=self._ordered(slot, options)), []
+    def _give_up(
+        self, slot: _Slot, options: dict[str, Any], error: str
+    ) -> tuple[LayerReport, list[dict[str, Any]]]:
+        return LayerReport(
+            name=self._name(slot),
+            library=slot.job.library or "unknown",
+            target=slot.job.target,
+            error=error,
+            results=self._ordered(slot, options),
+        ), []
 
-    def _out_of_time(self, slot: _Slot, options: dict[str, Any]
-                     ) -> tuple[LayerReport, list[dict[str, Any]]]:
+    def _out_of_time(
+        self, slot: _Slot, options: dict[str, Any]
+    ) -> tuple[LayerReport, list[dict[str, Any]]]:
         """The layer's overall limit ran out: the running and every unrun check are errors."""
         limit = _seconds(self.limits.layer_timeout or 0)
         ran_out = f"the layer's time limit of {limit} s (--layer-timeout) ran out"
         if slot.phase == "check" and slot.key is not None:
             check, dtype, device = slot.key
-            slot.latest[slot.key] = _plain(CheckResult(
-                check=check, dtype=dtype, device=device, status="error",
-                message=f"{ran_out} {self._where(slot, options)}; the worker was stopped"))
+            slot.latest[slot.key] = _plain(
+                CheckResult(
+                    check=check,
+                    dtype=dtype,
+                    device=device,
+                    status="error",
+                    message=f"{ran_out} {self._where(slot, options)}; the worker was stopped",
+                )
+            )
         for key in self._keys(options):
             if key not in slot.latest:
-                slot.latest[key] = _plain(CheckResult(
-                    check=key[0], dtype=key[1], device=key[2], status="error",
-                    message=f"not run: {ran_out} before this check"))
+                slot.latest[key] = _plain(
+                    CheckResult(
+                        check=key[0],
+                        dtype=key[1],
+                        device=key[2],
+                        status="error",
+                        message=f"not run: {ran_out} before this check",
+                    )
+                )
         error = None if slot.phase == "check" else f"{ran_out} {self._where(slot, options)}"
-        return LayerReport(name=self._name(slot), library=slot.job.library or "unknown",
-                           target=slot.job.target, error=error,
-                           results=self._ordered(slot, options)), []
+        return LayerReport(
+            name=self._name(slot),
+            library=slot.job.library or "unknown",
+            target=slot.job.target,
+            error=error,
+            results=self._ordered(slot, options),
+        ), []
 
     @staticmethod
     def _name(slot: _Slot) -> str:
@@ -675,8 +773,12 @@ class _Session:
 
     @staticmethod
     def _keys(options: dict[str, Any]) -> list[Key]:
-        return [(c, dt, dev) for dev in options["devices"] for dt in options["dtypes"]
-                for c in options["checks"]]
+        return [
+            (c, dt, dev)
+            for dev in options["devices"]
+            for dt in options["dtypes"]
+            for c in options["checks"]
+        ]
 
     def _ordered(self, slot: _Slot, options: dict[str, Any]) -> list[CheckResult]:
         """The results known so far, in the order :func:`validate` gives them."""
@@ -685,8 +787,11 @@ class _Session:
         for dev in options["devices"]:
             for dt in options["dtypes"]:
                 order += [(c, dt, dev) for c in options["checks"]]
-                order += [k for k in from_worker if k[1:] == (dt, dev) and k not in order
-                          and k[0] not in options["checks"]]
+                order += [
+                    k
+                    for k in from_worker
+                    if k[1:] == (dt, dev) and k not in order and k[0] not in options["checks"]
+                ]
         order += [k for k in from_worker if k not in order]
         return [_result(from_worker[k]) for k in order if k in from_worker]
 
@@ -703,9 +808,16 @@ def _devices(requested: Sequence[str] | None, cuda: bool) -> tuple[str, ...]:
     return tuple(requested)
 
 
-def run_isolated(*, targets: Sequence[str] = (), libraries: Sequence[str] = (),
-                 options: dict[str, Any], limits: Limits = Limits(), workers: int = 1,
-                 name: str | None = None, progress: Progress | None = None) -> Isolated:
+def run_isolated(
+    *,
+    targets: Sequence[str] = (),
+    libraries: Sequence[str] = (),
+    options: dict[str, Any],
+    limits: Limits = Limits(),
+    workers: int = 1,
+    name: str | None = None,
+    progress: Progress | None = None,
+) -> Isolated:
     """Validate every TARGET of ``targets`` and every catalog layer of ``libraries`` in worker
     processes.
 
@@ -730,20 +842,30 @@ def run_isolated(*, targets: Sequence[str] = (), libraries: Sequence[str] = (),
         if checks:
             unknown = [c for c in checks if c not in hello["checks"]]
             if unknown:
-                raise UsageError(f"--check must name one of {', '.join(hello['checks'])}, got "
-                                 f"{', '.join(map(repr, unknown))}")
+                raise UsageError(
+                    f"--check must name one of {', '.join(hello['checks'])}, got "
+                    f"{', '.join(map(repr, unknown))}"
+                )
         opts = dict(options)
         opts["checks"] = list(dict.fromkeys(checks)) if checks else list(hello["checks"])
         opts["dtypes"] = list(dict.fromkeys(opts.get("dtypes") or ("float64", "float32")))
         opts["devices"] = list(_devices(opts.get("devices"), hello["cuda"]))
         jobs = [LayerJob(target=t, label=t, name=name) for t in targets]
         for lib, items in entries.items():
-            jobs += [LayerJob(target=t, label=f"{lib}:{n}", name=n, library=lib)
-                     for n, t in items]
+            jobs += [LayerJob(target=t, label=f"{lib}:{n}", name=n, library=lib) for n, t in items]
         done: dict[int, tuple[LayerReport, list[dict[str, Any]]]] = {
-            i: (LayerReport(name=name or split_target(j.target)[1], library="unknown",
-                            target=j.target, error=failed[j.target]), [])
-            for i, j in enumerate(jobs) if j.library is None and j.target in failed}
+            i: (
+                LayerReport(
+                    name=name or split_target(j.target)[1],
+                    library="unknown",
+                    target=j.target,
+                    error=failed[j.target],
+                ),
+                [],
+            )
+            for i, j in enumerate(jobs)
+            if j.library is None and j.target in failed
+        }
         todo = [(i, j) for i, j in enumerate(jobs) if i not in done]
         progress = progress or Progress()
         progress.begin(len(jobs))
@@ -753,5 +875,10 @@ def run_isolated(*, targets: Sequence[str] = (), libraries: Sequence[str] = (),
         report, warns = done[i]
         reports.append(report)
         warnings += warns
-    return Isolated(reports=reports, warnings=warnings, checks=tuple(opts["checks"]),
-                    dtypes=tuple(opts["dtypes"]), devices=tuple(opts["devices"]))
+    return Isolated(
+        reports=reports,
+        warnings=warnings,
+        checks=tuple(opts["checks"]),
+        dtypes=tuple(opts["dtypes"]),
+        devices=tuple(opts["devices"]),
+    )

@@ -88,7 +88,13 @@ def _generic(layer: object) -> Callable[..., Adapter] | None:
 
 
 _DETECTORS: list[Callable[[object], Callable[..., Adapter] | None]] = [
-    _invlin, _nflows, _freia, _normflows, _zuko, _distributions, _generic,
+    _invlin,
+    _nflows,
+    _freia,
+    _normflows,
+    _zuko,
+    _distributions,
+    _generic,
 ]
 
 
@@ -110,5 +116,6 @@ def adapt(layer: object, features: int, *, name: str | None = None) -> Adapter:
             return factory(layer, features, name=name)
     kind = f"{type(layer).__module__}.{type(layer).__qualname__}"
     listing = "; ".join(SUPPORTED)
-    raise TypeError(f"cannot adapt a {kind}: it follows none of the supported conventions "
-                    f"({listing})")
+    raise TypeError(
+        f"cannot adapt a {kind}: it follows none of the supported conventions ({listing})"
+    )

@@ -35,8 +35,11 @@ def lookup(module: str, name: str) -> type | None:
 
 def check_pair(out: Any, who: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``out`` as ``(tensor, tensor)``; TypeError naming ``who`` when it is anything else."""
-    if (not isinstance(out, (tuple, list)) or len(out) != 2
-            or not all(isinstance(t, torch.Tensor) for t in out)):
+    if (
+        not isinstance(out, (tuple, list))
+        or len(out) != 2
+        or not all(isinstance(t, torch.Tensor) for t in out)
+    ):
         kind = type(out).__name__
         size = f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""
         raise TypeError(f"{who} must return (tensor, log|det| tensor), got a {kind}{size}")
@@ -129,8 +132,10 @@ def lu_nopivot(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     p, lower, upper = torch.linalg.lu(w)
     eye = torch.eye(w.shape[0], dtype=w.dtype, device=w.device)
     if not torch.equal(p, eye):
-        raise Unsupported("w needs row pivoting for its LU and the layer holds no permutation; "
-                          "pass admissible(w) (rows permuted, same singular values)")
+        raise Unsupported(
+            "w needs row pivoting for its LU and the layer holds no permutation; "
+            "pass admissible(w) (rows permuted, same singular values)"
+        )
     return lower, upper
 
 

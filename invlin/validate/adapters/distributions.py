@@ -14,7 +14,7 @@ __all__ = ["DistributionsAdapter", "constraint_interval", "transform_library"]
 
 
 def transform_library(layer: object) -> str:
-    """"pyro", "zuko" or "torch" from the module that defines ``type(layer)``."""
+    """ "pyro", "zuko" or "torch" from the module that defines ``type(layer)``."""
     module = type(layer).__module__ or ""
     for name in ("pyro", "zuko"):
         if module == name or module.startswith(name + "."):
@@ -128,8 +128,9 @@ class DistributionsAdapter(Adapter):
             raise Unsupported(f"{self.name} has no settable matrix")
         w = square(w, self.features).to(torch.float64)
         if not torch.equal(w, torch.tril(w)):
-            raise Unsupported("LowerCholeskyAffine holds a lower-triangular matrix only; "
-                              "pass admissible(w)")
+            raise Unsupported(
+                "LowerCholeskyAffine holds a lower-triangular matrix only; pass admissible(w)"
+            )
         ref = self.layer.scale_tril  # type: ignore[attr-defined]
         self.layer.scale_tril = w.to(ref)  # type: ignore[attr-defined]
 

@@ -100,4 +100,3 @@ class InvlinLUAdapter(GenericAdapter):
         ref.copy_(torch.diagonal(upper).to(ref.dtype))
         if bool((ref == 0).any()):
             raise Unsupported("w is singular (a pivot of its LU is zero in the layer's dtype)")
-

@@ -37,19 +37,21 @@ class NflowsAdapter(Adapter):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         layer = self.layer
-        return flat_call(lambda t: check_pair(layer(t, context=None), f"{self.name}.forward"),
-                         x, self.features)
+        return flat_call(
+            lambda t: check_pair(layer(t, context=None), f"{self.name}.forward"), x, self.features
+        )
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         layer = self.layer
         return flat_call(
             lambda t: check_pair(layer.inverse(t, context=None), f"{self.name}.inverse"),
-            y, self.features)
+            y,
+            self.features,
+        )
 
     # -- linear layers ---------------------------------------------------------------------
     def _kind(self) -> str:
-        names = {c.__name__ for c in type(self.layer).__mro__
-                 if c.__module__.startswith("nflows.")}
+        names = {c.__name__ for c in type(self.layer).__mro__ if c.__module__.startswith("nflows.")}
         for kind in ("LULinear", "NaiveLinear", "Linear", "Permutation"):
             if kind in names:
                 return kind
@@ -104,15 +106,18 @@ class NflowsAdapter(Adapter):
             diag = torch.diagonal(upper)
             eps = float(layer.eps)  # type: ignore[attr-defined]
             if not bool((diag > eps).all()):
-                raise Unsupported(f"LULinear needs every pivot of w above eps = {eps:g} "
-                                  f"(softplus diagonal); smallest is {float(diag.min()):.3g}")
+                raise Unsupported(
+                    f"LULinear needs every pivot of w above eps = {eps:g} "
+                    f"(softplus diagonal); smallest is {float(diag.min()):.3g}"
+                )
             rows, cols = layer.lower_indices  # type: ignore[attr-defined]
             ref = layer.lower_entries  # type: ignore[attr-defined]
             ref.copy_(lower[rows, cols].to(ref))
             rows, cols = layer.upper_indices  # type: ignore[attr-defined]
             layer.upper_entries.copy_(upper[rows, cols].to(ref))  # type: ignore[attr-defined]
             layer.unconstrained_upper_diag.copy_(  # type: ignore[attr-defined]
-                _softplus_inverse(diag - eps).to(ref))
+                _softplus_inverse(diag - eps).to(ref)
+            )
         else:
             raise Unsupported(f"{self.name} has no settable matrix")
         layer.cache.invalidate()  # type: ignore[attr-defined]
@@ -145,5 +150,3 @@ def _lu_weight(layer: object) -> torch.Tensor:
     upper[rows, cols] = up
     upper.diagonal().copy_(F.softplus(raw) + float(layer.eps))  # type: ignore[attr-defined]
     return lower @ upper
-
-

@@ -33,8 +33,9 @@ class NormflowsAdapter(Adapter):
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         layer = self.layer
-        return flat_call(lambda t: check_pair(layer.inverse(t), f"{self.name}.inverse"),
-                         y, self.features)
+        return flat_call(
+            lambda t: check_pair(layer.inverse(t), f"{self.name}.inverse"), y, self.features
+        )
 
     def _held(self) -> torch.Tensor:
         """The float64 matrix H the layer holds; its forward map is x ↦ H⁻ᵀ x."""
@@ -43,7 +44,8 @@ class NormflowsAdapter(Adapter):
             return layer.W.detach().to(torch.float64)  # type: ignore[attr-defined]
         f64 = torch.float64
         lower = torch.tril(layer.L.detach().to(f64), -1) + torch.eye(  # type: ignore[attr-defined]
-            self.features, dtype=f64, device=layer.L.device)  # type: ignore[attr-defined]
+            self.features, dtype=f64, device=layer.L.device
+        )  # type: ignore[attr-defined]
         diag = layer.sign_S.to(f64) * torch.exp(layer.log_S.detach().to(f64))  # type: ignore[attr-defined]
         upper = torch.triu(layer.U.detach().to(f64), 1) + torch.diag(diag)  # type: ignore[attr-defined]
         return layer.P.to(f64) @ lower @ upper  # type: ignore[attr-defined]

@@ -59,8 +59,12 @@ class ZukoAdapter(DistributionsAdapter):
         """
         t = self.transform()
         ref = next(iter(self.parameters()), None)
-        probe = torch.zeros(1, self.features, dtype=ref.dtype if ref is not None else None,
-                            device=ref.device if ref is not None else None)
+        probe = torch.zeros(
+            1,
+            self.features,
+            dtype=ref.dtype if ref is not None else None,
+            device=ref.device if ref is not None else None,
+        )
         bounds = [b for part in _parts(t, probe) if (b := _bisection_bound(part))]
         if bounds:
             b = min(bounds)
@@ -90,8 +94,11 @@ class ZukoAdapter(DistributionsAdapter):
 
     def _lu_parameter(self) -> torch.Tensor:
         layer = self.layer
-        if "UnconditionalTransform" in _names(layer) and getattr(layer, "f", None) is not None \
-                and getattr(layer.f, "__name__", "") == "LULinearTransform":  # type: ignore[attr-defined]
+        if (
+            "UnconditionalTransform" in _names(layer)
+            and getattr(layer, "f", None) is not None
+            and getattr(layer.f, "__name__", "") == "LULinearTransform"
+        ):  # type: ignore[attr-defined]
             return layer._0  # type: ignore[attr-defined]
         raise Unsupported(f"{self.name} has no settable matrix")
 
@@ -122,8 +129,9 @@ def _build(layer: object) -> Transform:
     if not isinstance(out, Transform):
         out = getattr(out, "transform", out)  # a Flow gives a NormalizingFlow distribution
     if not isinstance(out, Transform):
-        raise TypeError(f"{type(layer).__name__}(None) gave a {type(out).__name__}, "
-                        "not a torch Transform")
+        raise TypeError(
+            f"{type(layer).__name__}(None) gave a {type(out).__name__}, not a torch Transform"
+        )
     return out
 
 

@@ -68,13 +68,17 @@ class CheckContext:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
         if self.profile not in PROFILES:
             raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {self.profile!r}")
-        if self.max_examples is not None and (isinstance(self.max_examples, bool) or not
-                                              isinstance(self.max_examples, int)
-                                              or self.max_examples < 1):
-            raise ValueError(f"max_examples must be a positive integer, got "
-                             f"{self.max_examples!r}")
-        if isinstance(self.features, bool) or not isinstance(self.features, int) \
-                or self.features < 1:
+        if self.max_examples is not None and (
+            isinstance(self.max_examples, bool)
+            or not isinstance(self.max_examples, int)
+            or self.max_examples < 1
+        ):
+            raise ValueError(f"max_examples must be a positive integer, got {self.max_examples!r}")
+        if (
+            isinstance(self.features, bool)
+            or not isinstance(self.features, int)
+            or self.features < 1
+        ):
             raise ValueError(f"features must be a positive integer, got {self.features!r}")
 
     @property
@@ -88,18 +92,30 @@ class CheckContext:
         total = self.max_examples or PROFILES[self.profile].max_examples
         return max(minimum, round(total * share))
 
-    def search(self, strategy: Any, probe: Callable[[Any], Probe], *,
-               snippet: Callable[[Any], str] | None = None, share: float = 1.0,
-               minimum: int = 2,
-               describe: Callable[[Any], dict[str, Any]] | None = None,
-               explicit: Iterable[Any] = ()) -> Outcome:
+    def search(
+        self,
+        strategy: Any,
+        probe: Callable[[Any], Probe],
+        *,
+        snippet: Callable[[Any], str] | None = None,
+        share: float = 1.0,
+        minimum: int = 2,
+        describe: Callable[[Any], dict[str, Any]] | None = None,
+        explicit: Iterable[Any] = (),
+    ) -> Outcome:
         """:func:`invlin.validate.search.search` with this context's profile, seed and
         :meth:`examples` (``share``, ``minimum``); cases are described as ``{"x": case}``
         unless ``describe`` is given; ``explicit`` cases run first."""
-        return search(strategy, probe, profile=self.profile,
-                      max_examples=self.examples(share, minimum=minimum), seed=self.seed,
-                      describe=describe or (lambda x: {"x": x}), snippet=snippet,
-                      explicit=(*self.replay, *explicit))
+        return search(
+            strategy,
+            probe,
+            profile=self.profile,
+            max_examples=self.examples(share, minimum=minimum),
+            seed=self.seed,
+            describe=describe or (lambda x: {"x": x}),
+            snippet=snippet,
+            explicit=(*self.replay, *explicit),
+        )
 
     def repro(self, lines: str) -> str:
         """:attr:`setup` followed by ``lines``: a runnable script."""
@@ -175,14 +191,16 @@ def batch_values(t: torch.Tensor, batch: tuple[int, ...], what: str) -> np.ndarr
         return numpy64(t)
     if t.numel() == 1:
         return np.broadcast_to(numpy64(t).reshape(()), tuple(batch)).copy()
-    raise ShapeMismatch(f"{what} has shape {tuple(t.shape)}, expected the batch shape "
-                        f"{tuple(batch)}")
+    raise ShapeMismatch(
+        f"{what} has shape {tuple(t.shape)}, expected the batch shape {tuple(batch)}"
+    )
 
 
 def skipped(name: str, ctx: CheckContext, reason: str) -> CheckResult:
     """A ``skip`` result with ``reason``."""
-    return CheckResult(check=name, dtype=ctx.dtype, device=ctx.device, status="skip",
-                       message=reason)
+    return CheckResult(
+        check=name, dtype=ctx.dtype, device=ctx.device, status="skip", message=reason
+    )
 
 
 def result(name: str, ctx: CheckContext, out: Outcome, passed: str) -> CheckResult:
@@ -194,27 +212,48 @@ def result(name: str, ctx: CheckContext, out: Outcome, passed: str) -> CheckResu
         f = out.failure
         status = "error" if out.raised is not None else "fail"
         msg = f.message + (f" ({notes})" if notes else "")
-        return CheckResult(check=name, dtype=ctx.dtype, device=ctx.device, status=status,
-                           ratio=f.ratio, allowed=f.allowed if f.allowed is not None else
-                           (ALLOWED if f.ratio is not None else None), message=msg,
-                           example=f.example, repro=ctx.repro(f.repro) if f.repro else None,
-                           exception=out.raised, cases=out.judged + 1)
+        return CheckResult(
+            check=name,
+            dtype=ctx.dtype,
+            device=ctx.device,
+            status=status,
+            ratio=f.ratio,
+            allowed=f.allowed
+            if f.allowed is not None
+            else (ALLOWED if f.ratio is not None else None),
+            message=msg,
+            example=f.example,
+            repro=ctx.repro(f.repro) if f.repro else None,
+            exception=out.raised,
+            cases=out.judged + 1,
+        )
     worst = out.worst
     if out.judged == 0:
         why = f": {out.unjudged}" if out.unjudged else ""
-        return CheckResult(check=name, dtype=ctx.dtype, device=ctx.device,
-                           status="insufficient", cases=0,
-                           message=f"judged no case in {out.examples} tried{why}" +
-                           (f" ({notes})" if notes else ""))
+        return CheckResult(
+            check=name,
+            dtype=ctx.dtype,
+            device=ctx.device,
+            status="insufficient",
+            cases=0,
+            message=f"judged no case in {out.examples} tried{why}"
+            + (f" ({notes})" if notes else ""),
+        )
     msg = f"{passed}; {out.judged} cases judged"
     if worst is not None and worst.message:
         msg += f"; worst: {worst.message}"
     if notes:
         msg += f" ({notes})"
-    return CheckResult(check=name, dtype=ctx.dtype, device=ctx.device, status="pass",
-                       ratio=None if worst is None else worst.ratio,
-                       allowed=None if worst is None else worst.allowed, message=msg,
-                       cases=out.judged)
+    return CheckResult(
+        check=name,
+        dtype=ctx.dtype,
+        device=ctx.device,
+        status="pass",
+        ratio=None if worst is None else worst.ratio,
+        allowed=None if worst is None else worst.allowed,
+        message=msg,
+        cases=out.judged,
+    )
 
 
 def supported(fn: Callable[[], object]) -> str | None:

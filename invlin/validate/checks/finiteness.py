@@ -20,8 +20,9 @@ MIXES: tuple[str, ...] = ("extreme", "ends", "large", "mixed")
 ROWS: int = 64
 
 
-def _first_nonfinite(values: dict[str, torch.Tensor], rows: int,
-                     judged: np.ndarray | None = None) -> tuple[str, int, float] | None:
+def _first_nonfinite(
+    values: dict[str, torch.Tensor], rows: int, judged: np.ndarray | None = None
+) -> tuple[str, int, float] | None:
     """The first (output, row, value) that is not finite, among the rows ``judged`` (bool
     (rows,), all when ``None``)."""
     for what, t in values.items():
@@ -82,8 +83,9 @@ def edges(make: Make, ctx: CheckContext) -> CheckResult:
             xb, ladj_inv = tested.inverse(y.detach().clone())
             judged = _strictly_inside(numpy64(y).reshape(b, -1), codomain)
             on_end = int(b - judged.sum())
-            bad = _first_nonfinite({"inverse x (of the forward's y)": xb,
-                                    "inverse log|det|": ladj_inv}, b, judged)
+            bad = _first_nonfinite(
+                {"inverse x (of the forward's y)": xb, "inverse log|det|": ladj_inv}, b, judged
+            )
         if bad is None:
             skipped_rows["n"] += on_end
             return Probe(ok=True, message="all outputs finite", judged=b)
@@ -97,22 +99,28 @@ def edges(make: Make, ctx: CheckContext) -> CheckResult:
         return Probe(ok=False, message=msg, example=example)
 
     def snippet(x: np.ndarray) -> str:
-        return (f"x = {tensor_literal(x, ctx.dtype)}\n"
-                "y, ladj = adapter.forward(x)\n"
-                "x_back, ladj_inv = adapter.inverse(y.clone())\n"
-                "print(y, ladj, x_back, ladj_inv, sep='\\n')")
+        return (
+            f"x = {tensor_literal(x, ctx.dtype)}\n"
+            "y, ladj = adapter.forward(x)\n"
+            "x_back, ladj_inv = adapter.inverse(y.clone())\n"
+            "print(y, ladj, x_back, ladj_inv, sep='\\n')"
+        )
 
     # Wide batches capped at |x| ≤ 1e4: entries near finite ends of the domain (end ±
     # max(|end|, 1)·2⁻ᵏ), large ones towards infinite ends, one extreme entry among ordinary ones.
-    strategy = wide_inputs(n, dtype=ctx.dtype, domain=domain, max_rows=ROWS, huge=LARGE,
-                           mixes=MIXES)
-    first = [wide_batch(n, seed=ctx.seed, mix=m, rows=ROWS, dtype=ctx.dtype, domain=domain,
-                        huge=LARGE) for m in ("ends", "large")]
-    out = ctx.search(strategy, probe, snippet=snippet, share=0.05,
-                     explicit=first)
+    strategy = wide_inputs(
+        n, dtype=ctx.dtype, domain=domain, max_rows=ROWS, huge=LARGE, mixes=MIXES
+    )
+    first = [
+        wide_batch(n, seed=ctx.seed, mix=m, rows=ROWS, dtype=ctx.dtype, domain=domain, huge=LARGE)
+        for m in ("ends", "large")
+    ]
+    out = ctx.search(strategy, probe, snippet=snippet, share=0.05, explicit=first)
     where = "near the domain's ends" if domain is not None else "for |x| up to 1e4"
     res = result(name, ctx, out, f"outputs finite {where}")
     if skipped_rows["n"]:
-        res.message += (f"; the inverse of {skipped_rows['n']} rows whose y was rounded onto an "
-                        f"end of the codomain {codomain} was not judged (its preimage is ±∞)")
+        res.message += (
+            f"; the inverse of {skipped_rows['n']} rows whose y was rounded onto an "
+            f"end of the codomain {codomain} was not judged (its preimage is ±∞)"
+        )
     return res

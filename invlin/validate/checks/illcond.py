@@ -52,14 +52,22 @@ def _held(adapter: object, w: np.ndarray, ctx: CheckContext) -> np.ndarray:
     return numpy64(held)
 
 
-def _local_of(w: np.ndarray, inverse: np.ndarray, kappa: float, logabsdet: float, b: int
-              ) -> Local:
+def _local_of(w: np.ndarray, inverse: np.ndarray, kappa: float, logabsdet: float, b: int) -> Local:
     n = w.shape[0]
     norm = float(np.abs(w).sum(axis=0).max())
     norm_inv = float(np.abs(inverse).sum(axis=0).max())
     full = np.full(b, 1.0)
-    return Local(np.broadcast_to(w, (b, n, n)), kappa * full, norm * full, norm_inv * full,
-                 full, logabsdet * full, np.zeros((b, n)), None, None)
+    return Local(
+        np.broadcast_to(w, (b, n, n)),
+        kappa * full,
+        norm * full,
+        norm_inv * full,
+        full,
+        logabsdet * full,
+        np.zeros((b, n)),
+        None,
+        None,
+    )
 
 
 def conditioning(make: Make, ctx: CheckContext) -> CheckResult:
@@ -100,68 +108,113 @@ def conditioning(make: Make, ctx: CheckContext) -> CheckResult:
         try:
             oracle = evaluate(held)
         except OracleSingularError as exc:
-            return Probe(ok=False, message=f"the matrix the layer holds is singular: {exc}",
-                         example={"kappa_target": mcase.kappa, "matrix": held})
+            return Probe(
+                ok=False,
+                message=f"the matrix the layer holds is singular: {exc}",
+                example={"kappa_target": mcase.kappa, "matrix": held},
+            )
         ref = move(copy.deepcopy(tested), torch.float64, "cpu")
         bias = numpy64(ref.forward(torch.zeros(1, n, dtype=torch.float64))[0])[0]
         x_star = (y - bias) @ oracle.inverse.T
         x_hat, ladj_inv = tested.inverse(tensor(y, ctx))
         b = y.shape[0]
         loc = _local_of(held, oracle.inverse, oracle.kappa, oracle.logabsdet, b)
-        parts = [(worst_rows(numpy64(x_hat), x_star, scale_input(loc, x_star, y), ctx.dtype),
-                  "inverse vs the oracle's x* = W⁻¹(y − b)")]
+        parts = [
+            (
+                worst_rows(numpy64(x_hat), x_star, scale_input(loc, x_star, y), ctx.dtype),
+                "inverse vs the oracle's x* = W⁻¹(y − b)",
+            )
+        ]
         x0 = numpy64(tensor(x_star, ctx))
         y0, _ = tested.forward(tensor(x0, ctx))
         x1, _ = tested.inverse(y0.detach().clone())
-        parts.append((worst_rows(numpy64(x1), x0, scale_input(loc, x0, numpy64(y0)),
-                                 ctx.dtype), "round trip x → y → x"))
+        parts.append(
+            (
+                worst_rows(numpy64(x1), x0, scale_input(loc, x0, numpy64(y0)), ctx.dtype),
+                "round trip x → y → x",
+            )
+        )
         li = numpy64(ladj_inv).reshape(-1)
-        lr = logdet_ratio(li, -oracle.logabsdet, n=n,
-                          kappa=oracle.kappa + abs(oracle.logabsdet) / n, dtype=ctx.dtype)
+        lr = logdet_ratio(
+            li,
+            -oracle.logabsdet,
+            n=n,
+            kappa=oracle.kappa + abs(oracle.logabsdet) / n,
+            dtype=ctx.dtype,
+        )
         w, what = max(parts, key=lambda t: t[0].value)
-        example = {"kappa_target": mcase.kappa, "kappa1": oracle.kappa, "sign": mcase.sign,
-                   "matrix": held, "y": y}
+        example = {
+            "kappa_target": mcase.kappa,
+            "kappa1": oracle.kappa,
+            "sign": mcase.sign,
+            "matrix": held,
+            "y": y,
+        }
         if not lr.passed(ALLOWED) and (w.ratio is None or lr.value > w.value):
             example.update(ladj_inv=li, oracle_logabsdet=oracle.logabsdet)
-            return Probe(ok=False, ratio=lr.value, allowed=ALLOWED, example=example,
-                         message=(f"inverse log|det| vs the oracle's −log|det W| at κ₁ "
-                                  f"{oracle.kappa:.3g}: ratio {lr.value:.3g}"))
+            return Probe(
+                ok=False,
+                ratio=lr.value,
+                allowed=ALLOWED,
+                example=example,
+                message=(
+                    f"inverse log|det| vs the oracle's −log|det W| at κ₁ "
+                    f"{oracle.kappa:.3g}: ratio {lr.value:.3g}"
+                ),
+            )
         if w.ratio is None:
             return Probe(ok=True, judged=0, message="no row could be judged")
         ratio = max(w.value, lr.value)
         ok = w.ratio.passed(ALLOWED) and lr.passed(ALLOWED)
         example.update(compared=what, row=w.row)
-        msg = (f"{what} at κ₁ {oracle.kappa:.3g}: ratio {w.value:.3g} (row {w.row}, relative "
-               f"error {w.ratio.rel_error:.3g}); log|det| ratio {lr.value:.3g}")
-        return Probe(ok=ok, ratio=ratio, allowed=ALLOWED, example=example, judged=b,
-                     message=msg if ok else f"inaccurate for an ill-conditioned matrix: {msg}")
+        msg = (
+            f"{what} at κ₁ {oracle.kappa:.3g}: ratio {w.value:.3g} (row {w.row}, relative "
+            f"error {w.ratio.rel_error:.3g}); log|det| ratio {lr.value:.3g}"
+        )
+        return Probe(
+            ok=ok,
+            ratio=ratio,
+            allowed=ALLOWED,
+            example=example,
+            judged=b,
+            message=msg if ok else f"inaccurate for an ill-conditioned matrix: {msg}",
+        )
 
     def snippet(case: tuple[MatrixCase, np.ndarray]) -> str:
         mcase, y = case
-        return (f"import numpy as np\n"
-                f"w = torch.tensor({mcase.a.astype(np.float64).tolist()!r}, "
-                f"dtype=torch.float64)\n"
-                f"if hasattr(adapter, 'admissible'):\n    w = adapter.admissible(w)\n"
-                f"adapter.set_matrix(w.to(torch.{ctx.dtype}))\n"
-                f"held = adapter.matrix().double().cpu()\n"
-                f"y = {tensor_literal(y, ctx.dtype)}\n"
-                f"x_hat, _ = adapter.inverse(y)\n"
-                f"b = adapter.forward(torch.zeros(1, {n}, dtype=torch.{ctx.dtype}))[0].double()\n"
-                f"x_star = torch.linalg.solve(held, (y.double() - b).T).T  # or invlin.oracle\n"
-                f"print('relative error per row:', (x_hat.double() - x_star).abs().sum(-1) / "
-                f"x_star.abs().sum(-1))")
+        return (
+            f"import numpy as np\n"
+            f"w = torch.tensor({mcase.a.astype(np.float64).tolist()!r}, "
+            f"dtype=torch.float64)\n"
+            f"if hasattr(adapter, 'admissible'):\n    w = adapter.admissible(w)\n"
+            f"adapter.set_matrix(w.to(torch.{ctx.dtype}))\n"
+            f"held = adapter.matrix().double().cpu()\n"
+            f"y = {tensor_literal(y, ctx.dtype)}\n"
+            f"x_hat, _ = adapter.inverse(y)\n"
+            f"b = adapter.forward(torch.zeros(1, {n}, dtype=torch.{ctx.dtype}))[0].double()\n"
+            f"x_star = torch.linalg.solve(held, (y.double() - b).T).T  # or invlin.oracle\n"
+            f"print('relative error per row:', (x_hat.double() - x_star).abs().sum(-1) / "
+            f"x_star.abs().sum(-1))"
+        )
 
     # y: a linear layer's codomain is Rⁿ; a batch of rows per matrix costs one solve
     ys = wide_inputs(n, dtype=ctx.dtype, max_rows=16, mixes=("ordinary",))
     matrices = conditioned_matrices(n, ctx.dtype, min_log_kappa=1.0, max_log_kappa=top)
     rng = np.random.default_rng(ctx.seed)
     y_fixed = np.asarray(np.linspace(-1.0, 1.0, 2 * n).reshape(2, n), dtype=ctx.dtype)
-    explicit = [(conditioned_matrix(n, k, 1, rng, dtype=ctx.dtype), y_fixed.astype(np.float64))
-                for k in kappas]
-    out = ctx.search(st.tuples(matrices, ys), probe, snippet=snippet, share=0.05,
-                     minimum=len(kappas), explicit=explicit,
-                     describe=lambda c: {"kappa_target": c[0].kappa, "matrix": c[0].a,
-                                         "y": c[1]})
+    explicit = [
+        (conditioned_matrix(n, k, 1, rng, dtype=ctx.dtype), y_fixed.astype(np.float64))
+        for k in kappas
+    ]
+    out = ctx.search(
+        st.tuples(matrices, ys),
+        probe,
+        snippet=snippet,
+        share=0.05,
+        minimum=len(kappas),
+        explicit=explicit,
+        describe=lambda c: {"kappa_target": c[0].kappa, "matrix": c[0].a, "y": c[1]},
+    )
     res = result(name, ctx, out, f"accurate up to κ = {kappas[-1]:g}")
     if unset["count"]:
         res.message += f"; {unset['count']} matrices could not be set and were not judged"

@@ -91,8 +91,9 @@ def invertibility(make: Make, ctx: CheckContext) -> CheckResult:
     """
     _, ref = pair(make, ctx)
     n = ctx.features
-    strategy = wide_inputs(n, dtype=ctx.dtype, domain=ref.domain(), mixes=("ordinary",),
-                           max_rows=ROWS)
+    strategy = wide_inputs(
+        n, dtype=ctx.dtype, domain=ref.domain(), mixes=("ordinary",), max_rows=ROWS
+    )
 
     def probe(x: np.ndarray) -> Probe:
         fwd = local(ref, x, grad_ladj=False)
@@ -130,16 +131,18 @@ def invertibility(make: Make, ctx: CheckContext) -> CheckResult:
         )
 
     def snippet(x: np.ndarray) -> str:
-        return (f"x = {tensor_literal(x, 'float64')}\n"
-                "ref = adapter.to(dtype=torch.float64, device='cpu')\n"
-                "def jacobians(f, rows):\n"
-                "    return torch.stack([torch.autograd.functional.jacobian(\n"
-                "        lambda r: f(r[None])[0][0], row) for row in rows])\n"
-                "y = ref.forward(x)[0].detach()\n"
-                "for name, jac in (('forward', jacobians(ref.forward, x)),\n"
-                "                  ('inverse', jacobians(ref.inverse, y))):\n"
-                "    finite = bool(torch.isfinite(jac).all())\n"
-                "    print(name, torch.linalg.svdvals(jac) if finite else jac)\n")
+        return (
+            f"x = {tensor_literal(x, 'float64')}\n"
+            "ref = adapter.to(dtype=torch.float64, device='cpu')\n"
+            "def jacobians(f, rows):\n"
+            "    return torch.stack([torch.autograd.functional.jacobian(\n"
+            "        lambda r: f(r[None])[0][0], row) for row in rows])\n"
+            "y = ref.forward(x)[0].detach()\n"
+            "for name, jac in (('forward', jacobians(ref.forward, x)),\n"
+            "                  ('inverse', jacobians(ref.inverse, y))):\n"
+            "    finite = bool(torch.isfinite(jac).all())\n"
+            "    print(name, torch.linalg.svdvals(jac) if finite else jac)\n"
+        )
 
     out = ctx.search(strategy, probe, snippet=snippet, share=0.1)
     return result(NAME, ctx, out, "Jacobians finite and of full rank both ways")

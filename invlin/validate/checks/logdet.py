@@ -49,13 +49,13 @@ __all__ = ["logdet_autograd", "logdet_consistency", "logdet_oracle"]
 
 
 def _shape_fail(exc: ShapeMismatch, x: np.ndarray) -> Probe:
-    return Probe(ok=False, message=f"{exc} (the batch-shape check reports this too)",
-                 example={"x": x})
+    return Probe(
+        ok=False, message=f"{exc} (the batch-shape check reports this too)", example={"x": x}
+    )
 
 
 def _forward_snippet(ctx: CheckContext, x: np.ndarray, extra: str) -> str:
-    return (f"x = {tensor_literal(x, ctx.dtype)}\n"
-            f"y, ladj = adapter.forward(x)\n{extra}")
+    return f"x = {tensor_literal(x, ctx.dtype)}\ny, ladj = adapter.forward(x)\n{extra}"
 
 
 def _truth_error(loc: Local, componentwise: bool = False) -> np.ndarray:
@@ -79,8 +79,12 @@ def _truth_error(loc: Local, componentwise: bool = False) -> np.ndarray:
             d = np.abs(np.diagonal(loc.jac, axis1=1, axis2=2))
             err = (np.abs(loc.grad_ladj) * np.abs(loc.y) / d).sum(axis=1) * eps("float64")
         else:
-            err = np.abs(loc.grad_ladj).max(axis=1) * loc.norm_inv * \
-                np.abs(loc.y).sum(axis=1) * eps("float64")
+            err = (
+                np.abs(loc.grad_ladj).max(axis=1)
+                * loc.norm_inv
+                * np.abs(loc.y).sum(axis=1)
+                * eps("float64")
+            )
     return np.where(np.isfinite(err), err, np.inf)
 
 
@@ -101,8 +105,11 @@ def _parameter_term(ref: Adapter, row: np.ndarray) -> float:
         if not isinstance(ld, torch.Tensor) or not ld.requires_grad:
             return 0.0
         grads = torch.autograd.grad(ld.sum(), params, allow_unused=True)
-    total = sum(float((g.detach() * p.detach()).abs().sum())
-                for g, p in zip(grads, params, strict=True) if g is not None)
+    total = sum(
+        float((g.detach() * p.detach()).abs().sum())
+        for g, p in zip(grads, params, strict=True)
+        if g is not None
+    )
     return total if math.isfinite(total) else math.inf
 
 
@@ -169,41 +176,70 @@ def logdet_autograd(make: Make, ctx: CheckContext) -> CheckResult:
             # Rows over the allowance get the parameters' backward error added, worst first,
             # until one still fails (a bug, reported) or none is left (one backward each).
             order = np.argsort(-np.nan_to_num(w.ratios, nan=-1.0))
-            for j in order[:int((np.nan_to_num(w.ratios, nan=0.0) > ALLOWED).sum())]:
+            for j in order[: int((np.nan_to_num(w.ratios, nan=0.0) > ALLOWED).sum())]:
                 kap[j] += _parameter_term(ref, xs[j]) / n
-                again = judge_logdet(got[j:j + 1], loc.logabsdet[j:j + 1], kap[j:j + 1],
-                                     usable[j:j + 1], n, ctx.dtype)
+                again = judge_logdet(
+                    got[j : j + 1],
+                    loc.logabsdet[j : j + 1],
+                    kap[j : j + 1],
+                    usable[j : j + 1],
+                    n,
+                    ctx.dtype,
+                )
                 if again.ratio is not None and not again.ratio.passed(ALLOWED):
                     break
             w = judge_logdet(got, loc.logabsdet, kap, usable, n, ctx.dtype)
         singular = int((ref_ok & ~np.isfinite(loc.kappa)).sum())
         if w.ratio is None:
-            return Probe(ok=True, message=f"no row judged ({singular} with a singular Jacobian)",
-                         judged=0)
+            return Probe(
+                ok=True, message=f"no row judged ({singular} with a singular Jacobian)", judged=0
+            )
         j = w.row
         mode = "diagonal J" if comp else "normwise"
-        msg = (f"row {idx[j]}: log|det| {got[j]:.17g}, autograd slogdet "
-               f"{loc.logabsdet[j]:.17g}, ratio {w.value:.3g} (κ_eff {w.kappa:.3g}, {mode})")
+        msg = (
+            f"row {idx[j]}: log|det| {got[j]:.17g}, autograd slogdet "
+            f"{loc.logabsdet[j]:.17g}, ratio {w.value:.3g} (κ_eff {w.kappa:.3g}, {mode})"
+        )
         ok = w.ratio.passed(ALLOWED)
-        example = {"x": x, "row": int(idx[j]), "ladj": got[j], "slogdet": loc.logabsdet[j],
-                   "det_sign": loc.sign[j], "kappa_eff": w.kappa, "truth_error": slack[j]}
-        return Probe(ok=ok, ratio=w.value, allowed=ALLOWED, example=example, judged=w.count,
-                     message=msg if ok else f"log|det| disagrees with autograd: {msg}")
+        example = {
+            "x": x,
+            "row": int(idx[j]),
+            "ladj": got[j],
+            "slogdet": loc.logabsdet[j],
+            "det_sign": loc.sign[j],
+            "kappa_eff": w.kappa,
+            "truth_error": slack[j],
+        }
+        return Probe(
+            ok=ok,
+            ratio=w.value,
+            allowed=ALLOWED,
+            example=example,
+            judged=w.count,
+            message=msg if ok else f"log|det| disagrees with autograd: {msg}",
+        )
 
     def snippet(x: np.ndarray) -> str:
         # The float64 copy is taken before the layer runs: a called torch Transform caches
         # non-leaf tensors, which deepcopy refuses.
-        return (f"import copy\n"
-                f"ref = copy.deepcopy(adapter).to(dtype=torch.float64, device='cpu')\n"
-                f"x = {tensor_literal(x, ctx.dtype)}\n"
-                f"y, ladj = adapter.forward(x)\n"
-                f"jac = torch.stack([torch.autograd.functional.jacobian(\n"
-                f"    lambda r: ref.forward(r[None])[0][0], row) for row in x.double()])\n"
-                f"print('layer:', ladj, 'autograd slogdet:', "
-                f"torch.linalg.slogdet(jac).logabsdet)")
+        return (
+            f"import copy\n"
+            f"ref = copy.deepcopy(adapter).to(dtype=torch.float64, device='cpu')\n"
+            f"x = {tensor_literal(x, ctx.dtype)}\n"
+            f"y, ladj = adapter.forward(x)\n"
+            f"jac = torch.stack([torch.autograd.functional.jacobian(\n"
+            f"    lambda r: ref.forward(r[None])[0][0], row) for row in x.double()])\n"
+            f"print('layer:', ladj, 'autograd slogdet:', "
+            f"torch.linalg.slogdet(jac).logabsdet)"
+        )
 
-    out = ctx.search(strategy(ctx, tested, ref), run, snippet=snippet,
-                     share=SHARE, explicit=explicit(ctx, tested, ref))
+    out = ctx.search(
+        strategy(ctx, tested, ref),
+        run,
+        snippet=snippet,
+        share=SHARE,
+        explicit=explicit(ctx, tested, ref),
+    )
     return result(name, ctx, out, "log|det| matches float64 autograd slogdet")
 
 
@@ -234,9 +270,14 @@ def logdet_oracle(make: Make, ctx: CheckContext) -> CheckResult:
     try:
         oracle = evaluate(w)
     except OracleSingularError as exc:
-        return CheckResult(check=name, dtype=ctx.dtype, device=ctx.device, status="fail",
-                           message=f"the layer's matrix is singular: {exc}",
-                           example={"matrix": w.tolist()})
+        return CheckResult(
+            check=name,
+            dtype=ctx.dtype,
+            device=ctx.device,
+            status="fail",
+            message=f"the layer's matrix is singular: {exc}",
+            example={"matrix": w.tolist()},
+        )
     sign_fn = getattr(tested, "sign", None)
     kappa = oracle.kappa + abs(oracle.logabsdet) / n
     wrow = np.abs(w).sum(axis=1)
@@ -257,48 +298,81 @@ def logdet_oracle(make: Make, ctx: CheckContext) -> CheckResult:
         ref_ok = np.isfinite(loc.jac).all(axis=(1, 2))
         # The matrix is the Jacobian: forward_ratio with κ = 1 per matrix row, all rows at once.
         with np.errstate(all="ignore"):
-            jerr = np.abs(loc.jac - w).sum(axis=2) / (np.where(wrow > 0, wrow, 1.0) *
-                                                      eps(ctx.dtype))
+            jerr = np.abs(loc.jac - w).sum(axis=2) / (
+                np.where(wrow > 0, wrow, 1.0) * eps(ctx.dtype)
+            )
         jerr = np.where(np.isfinite(jerr), jerr, np.inf)
         jerr = np.where(ref_ok[:, None], jerr, 0.0)
         j = int(np.argmax(jerr.max(axis=1)))
         jr = forward_ratio(loc.jac[j], w, kappa=1.0, dtype=ctx.dtype)
         if not jr.passed(ALLOWED):
-            return Probe(ok=False, ratio=jr.value, allowed=ALLOWED,
-                         message=(f"adapter.matrix() is not the layer's Jacobian (ratio "
-                                  f"{jr.value:.3g}); the oracle comparison would be meaningless"),
-                         example={"x": x, "row": int(idx[j]), "matrix": w,
-                                  "jacobian": loc.jac[j]})
-        r = judge_logdet(got, np.full(b, oracle.logabsdet), np.full(b, kappa), ref_ok, n,
-                         ctx.dtype)
+            return Probe(
+                ok=False,
+                ratio=jr.value,
+                allowed=ALLOWED,
+                message=(
+                    f"adapter.matrix() is not the layer's Jacobian (ratio "
+                    f"{jr.value:.3g}); the oracle comparison would be meaningless"
+                ),
+                example={"x": x, "row": int(idx[j]), "matrix": w, "jacobian": loc.jac[j]},
+            )
+        r = judge_logdet(got, np.full(b, oracle.logabsdet), np.full(b, kappa), ref_ok, n, ctx.dtype)
         if r.ratio is None:
             return Probe(ok=True, message="no row judged", judged=0)
         k = r.row
-        example = {"x": x, "row": int(idx[k]), "ladj": got[k], "oracle_logabsdet": oracle.logabsdet,
-                   "oracle_sign": oracle.sign, "kappa1": oracle.kappa, "matrix": w}
-        msg = (f"log|det| {got[k]:.17g} vs oracle {oracle.logabsdet:.17g} "
-               f"(κ₁ {oracle.kappa:.3g}), ratio {r.value:.3g}")
+        example = {
+            "x": x,
+            "row": int(idx[k]),
+            "ladj": got[k],
+            "oracle_logabsdet": oracle.logabsdet,
+            "oracle_sign": oracle.sign,
+            "kappa1": oracle.kappa,
+            "matrix": w,
+        }
+        msg = (
+            f"log|det| {got[k]:.17g} vs oracle {oracle.logabsdet:.17g} "
+            f"(κ₁ {oracle.kappa:.3g}), ratio {r.value:.3g}"
+        )
         if not r.ratio.passed(ALLOWED):
-            return Probe(ok=False, ratio=r.value, allowed=ALLOWED, example=example,
-                         message=f"log|det| disagrees with the oracle: {msg}")
+            return Probe(
+                ok=False,
+                ratio=r.value,
+                allowed=ALLOWED,
+                example=example,
+                message=f"log|det| disagrees with the oracle: {msg}",
+            )
         if callable(sign_fn):
             sign = np.atleast_1d(numpy64(torch.as_tensor(sign_fn())))
             if not np.all(sign == oracle.sign):
                 example["layer_sign"] = sign
-                return Probe(ok=False, ratio=r.value, allowed=ALLOWED, example=example,
-                             message=f"det sign {sign.tolist()} but the oracle's is "
-                                     f"{oracle.sign}")
+                return Probe(
+                    ok=False,
+                    ratio=r.value,
+                    allowed=ALLOWED,
+                    example=example,
+                    message=f"det sign {sign.tolist()} but the oracle's is {oracle.sign}",
+                )
             msg += f"; sign {oracle.sign:+d} exact"
         return Probe(ok=True, ratio=r.value, allowed=ALLOWED, message=msg, judged=r.count)
 
     def snippet(x: np.ndarray) -> str:
-        return _forward_snippet(ctx, x, (
-            "from invlin.oracle import evaluate\n"
-            "w = adapter.matrix().detach().double().cpu().numpy()\n"
-            "print('layer:', ladj, 'oracle:', evaluate(w).logabsdet)"))
+        return _forward_snippet(
+            ctx,
+            x,
+            (
+                "from invlin.oracle import evaluate\n"
+                "w = adapter.matrix().detach().double().cpu().numpy()\n"
+                "print('layer:', ladj, 'oracle:', evaluate(w).logabsdet)"
+            ),
+        )
 
-    out = ctx.search(strategy(ctx, tested, ref), run, snippet=snippet,
-                     share=SHARE / 2, explicit=explicit(ctx, tested, ref))
+    out = ctx.search(
+        strategy(ctx, tested, ref),
+        run,
+        snippet=snippet,
+        share=SHARE / 2,
+        explicit=explicit(ctx, tested, ref),
+    )
     return result(name, ctx, out, "log|det| matches the oracle")
 
 
@@ -368,23 +442,47 @@ def logdet_consistency(make: Make, ctx: CheckContext) -> CheckResult:
         w = judge_logdet(fwd, -inv, kap, usable & inside, n, ctx.dtype)
         singular = int((ref_ok & ~np.isfinite(loc.kappa)).sum())
         if w.ratio is None:
-            return Probe(ok=True, message=f"no row judged ({singular} with a singular Jacobian)",
-                         judged=0)
+            return Probe(
+                ok=True, message=f"no row judged ({singular} with a singular Jacobian)", judged=0
+            )
         j = w.row
         mode = "diagonal J" if comp else "normwise"
-        msg = (f"row {idx[j]}: forward {fwd[j]:.17g}, −inverse {-inv[j]:.17g}, ratio "
-               f"{w.value:.3g} (κ_eff {w.kappa:.3g}, {mode})")
+        msg = (
+            f"row {idx[j]}: forward {fwd[j]:.17g}, −inverse {-inv[j]:.17g}, ratio "
+            f"{w.value:.3g} (κ_eff {w.kappa:.3g}, {mode})"
+        )
         ok = w.ratio.passed(ALLOWED)
-        example = {"x": x, "row": int(idx[j]), "forward_ladj": fwd[j], "inverse_ladj": inv[j],
-                   "kappa_eff": w.kappa}
-        return Probe(ok=ok, ratio=w.value, allowed=ALLOWED, example=example, judged=w.count,
-                     message=msg if ok else f"forward and inverse log|det| disagree: {msg}")
+        example = {
+            "x": x,
+            "row": int(idx[j]),
+            "forward_ladj": fwd[j],
+            "inverse_ladj": inv[j],
+            "kappa_eff": w.kappa,
+        }
+        return Probe(
+            ok=ok,
+            ratio=w.value,
+            allowed=ALLOWED,
+            example=example,
+            judged=w.count,
+            message=msg if ok else f"forward and inverse log|det| disagree: {msg}",
+        )
 
     def snippet(x: np.ndarray) -> str:
-        return _forward_snippet(ctx, x, (
-            "_, ladj_inv = adapter.inverse(y.clone())\n"
-            "print('forward:', ladj, 'minus inverse:', -ladj_inv)"))
+        return _forward_snippet(
+            ctx,
+            x,
+            (
+                "_, ladj_inv = adapter.inverse(y.clone())\n"
+                "print('forward:', ladj, 'minus inverse:', -ladj_inv)"
+            ),
+        )
 
-    out = ctx.search(strategy(ctx, tested, ref), run, snippet=snippet,
-                     share=SHARE, explicit=explicit(ctx, tested, ref))
+    out = ctx.search(
+        strategy(ctx, tested, ref),
+        run,
+        snippet=snippet,
+        share=SHARE,
+        explicit=explicit(ctx, tested, ref),
+    )
     return result(name, ctx, out, "forward and inverse log|det| agree")

@@ -77,8 +77,11 @@ def round_trip(make: Make, ctx: CheckContext) -> CheckResult:
         rows = judged_rows(ref, x, codomain, dtype=ctx.dtype)
         idx, xs, loc = rows.index, rows.x, rows.loc
         m = idx.size
-        dropped = (f"; {rows.dropped} rows beyond 1e4 that the float64 copy does not compute "
-                   f"not judged" if rows.dropped else "")
+        dropped = (
+            f"; {rows.dropped} rows beyond 1e4 that the float64 copy does not compute not judged"
+            if rows.dropped
+            else ""
+        )
         if m == 0:
             return Probe(ok=True, message=f"no row could be judged{dropped}", judged=0)
         y, _ = tested.forward(tensor(xs, ctx))
@@ -113,12 +116,13 @@ def round_trip(make: Make, ctx: CheckContext) -> CheckResult:
             x1[sel2] = _rows(x1t, (sel2.size, n), "the inverse x")
             fin = np.isfinite(x1[sel2]).all(axis=1)  # a non-finite x is reported below
             if fin.any():
-                y1t, _ = tested.forward(x1t.detach()[torch.as_tensor(np.flatnonzero(fin))]
-                                        .clone())
+                y1t, _ = tested.forward(x1t.detach()[torch.as_tensor(np.flatnonzero(fin))].clone())
                 y1[sel2[fin]] = _rows(y1t, (int(fin.sum()), n), "the forward y")
         in2 &= ~out_of_reach(ref, y0_np, loc.y, in2 & ~np.isfinite(x1).all(axis=1))
-        bad = first_nonfinite({"inverse x (of the float64 copy's y, rounded)": x1,
-                               "forward y (of that x)": y1}, in2 & usable)
+        bad = first_nonfinite(
+            {"inverse x (of the float64 copy's y, rounded)": x1, "forward y (of that x)": y1},
+            in2 & usable,
+        )
         if bad is not None:
             return nonfinite_probe(bad, x, idx, y=y0_np[bad.row])
         comp = diagonal(loc, usable)
@@ -128,11 +132,14 @@ def round_trip(make: Make, ctx: CheckContext) -> CheckResult:
         second = judge_values(y1, y0_np, s_out, usable & in2, ctx.dtype)
         judged = int((first.judged | second.judged).sum())
         singular = int((reference_finite(loc) & ~np.isfinite(loc.kappa)).sum())
-        note = (f"; {singular} rows with a singular Jacobian not judged" if singular else "") + \
-            dropped
-        trips = [(v, t, g, e) for v, t, g, e in ((first, "x → y → x", xb, xs),
-                                                  (second, "y → x → y", y1, y0_np))
-                 if v.ratio is not None]
+        note = (
+            f"; {singular} rows with a singular Jacobian not judged" if singular else ""
+        ) + dropped
+        trips = [
+            (v, t, g, e)
+            for v, t, g, e in ((first, "x → y → x", xb, xs), (second, "y → x → y", y1, y0_np))
+            if v.ratio is not None
+        ]
         if not trips:
             return Probe(ok=True, message=f"no row could be judged{note}", judged=0)
         w, trip, got, want = max(trips, key=lambda t: t[0].value)
@@ -141,24 +148,42 @@ def round_trip(make: Make, ctx: CheckContext) -> CheckResult:
         where = f"row {idx[j]}" + (f" coordinate {w.coord}" if w.coord is not None else "")
         mode = "per coordinate, diagonal J" if comp else "normwise"
         start = want[j] if w.coord is None else want[j, w.coord]
-        err = (f"relative error {ratio.rel_error:.3g}" if np.abs(start).sum() > 0 else
-               f"absolute error {ratio.abs_error:.3g} from zero")
+        err = (
+            f"relative error {ratio.rel_error:.3g}"
+            if np.abs(start).sum() > 0
+            else f"absolute error {ratio.abs_error:.3g} from zero"
+        )
         msg = f"{trip}: {where} ratio {w.value:.3g} (κ_eff {w.kappa:.3g} {mode}, {err}){note}"
-        example = {"x": x, "trip": trip, "row": int(idx[j]), "coordinate": w.coord,
-                   "kappa_eff": w.kappa, "start": want[j], "end": got[j], "y": y_np[j]}
+        example = {
+            "x": x,
+            "trip": trip,
+            "row": int(idx[j]),
+            "coordinate": w.coord,
+            "kappa_eff": w.kappa,
+            "start": want[j],
+            "end": got[j],
+            "y": y_np[j],
+        }
         ok = ratio.passed(ALLOWED)
         if not ok:
             msg = f"round trip {msg}, allowed {ALLOWED:g}"
-        return Probe(ok=ok, ratio=w.value, allowed=ALLOWED, message=msg, example=example,
-                     judged=judged)
+        return Probe(
+            ok=ok, ratio=w.value, allowed=ALLOWED, message=msg, example=example, judged=judged
+        )
 
     def snippet(x: np.ndarray) -> str:
-        return (f"x = {tensor_literal(x, ctx.dtype)}\n"
-                f"y, _ = adapter.forward(x)\n"
-                f"x_back, _ = adapter.inverse(y.clone())\n"
-                f"print('y:', y, 'x → y → x error per row:', (x_back - x).abs().sum(-1))")
+        return (
+            f"x = {tensor_literal(x, ctx.dtype)}\n"
+            f"y, _ = adapter.forward(x)\n"
+            f"x_back, _ = adapter.inverse(y.clone())\n"
+            f"print('y:', y, 'x → y → x error per row:', (x_back - x).abs().sum(-1))"
+        )
 
-    out = ctx.search(strategy(ctx, tested, ref), run, snippet=snippet,
-                     share=SHARE, explicit=explicit(ctx, tested, ref))
+    out = ctx.search(
+        strategy(ctx, tested, ref),
+        run,
+        snippet=snippet,
+        share=SHARE,
+        explicit=explicit(ctx, tested, ref),
+    )
     return result(NAME, ctx, out, "both round trips within κ-scaled bounds")
-

@@ -27,9 +27,19 @@ def run_check(name: str, fn: CheckFn, make: Make, ctx: CheckContext) -> CheckRes
         return skipped(name, ctx, str(exc) or "unsupported")
     except Exception as exc:
         if internal(exc):
-            return CheckResult(check=name, dtype=ctx.dtype, device=ctx.device, status="error",
-                               message=f"validator bug (not the layer's fault): {_text(exc)}",
-                               exception=_text(exc))
-        return CheckResult(check=name, dtype=ctx.dtype, device=ctx.device, status="error",
-                           message=f"the layer raised {_text(exc)} outside the search",
-                           exception=_text(exc))
+            return CheckResult(
+                check=name,
+                dtype=ctx.dtype,
+                device=ctx.device,
+                status="error",
+                message=f"validator bug (not the layer's fault): {_text(exc)}",
+                exception=_text(exc),
+            )
+        return CheckResult(
+            check=name,
+            dtype=ctx.dtype,
+            device=ctx.device,
+            status="error",
+            message=f"the layer raised {_text(exc)} outside the search",
+            exception=_text(exc),
+        )

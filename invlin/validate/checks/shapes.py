@@ -84,14 +84,14 @@ def _clean(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(same, 0.0, a), np.where(same, 0.0, b)
 
 
-def _worst_rows(out: np.ndarray, expected: np.ndarray, scales: np.ndarray, dtype: str
-                ) -> Worst:
+def _worst_rows(out: np.ndarray, expected: np.ndarray, scales: np.ndarray, dtype: str) -> Worst:
     """:func:`~invlin.validate.checks.truth.worst_rows` of two layouts (:func:`_clean`)."""
     return worst_rows(*_clean(out, expected), scales, dtype)
 
 
-def _worst_logdet(out: np.ndarray, expected: np.ndarray, kappas: np.ndarray, n: int,
-                  dtype: str) -> Worst:
+def _worst_logdet(
+    out: np.ndarray, expected: np.ndarray, kappas: np.ndarray, n: int, dtype: str
+) -> Worst:
     """:func:`~invlin.validate.checks.truth.worst_logdet` of two layouts (:func:`_clean`)."""
     return worst_logdet(*_clean(out, expected), kappas, n, dtype)
 
@@ -135,8 +135,7 @@ class _Measured:
             except Exception:  # cannot be copied or moved: strict bound only
                 self.on = False
 
-    def own(self, call: str, parts: list[np.ndarray], got: np.ndarray, got_ld: np.ndarray
-            ) -> _Own:
+    def own(self, call: str, parts: list[np.ndarray], got: np.ndarray, got_ld: np.ndarray) -> _Own:
         """Own error of ``got`` (b rows of n) and ``got_ld`` (b,), computed by ``call``
         ("forward"/"inverse") from the inputs ``parts`` — one call per part, in order, so the
         copy sees the same layout (the same chunks) as the tested layer did."""
@@ -148,23 +147,29 @@ class _Measured:
         with torch.no_grad():
             for part in parts:
                 try:
-                    out, ld = getattr(self.ref, call)(torch.as_tensor(part,
-                                                                      dtype=self.input_dtype))
+                    out, ld = getattr(self.ref, call)(torch.as_tensor(part, dtype=self.input_dtype))
                 except Exception:  # the copy cannot run this: no allowance, strict bound
                     return _Own(zero, zero)
                 b = part.reshape(-1, self.n).shape[0]
                 ld_ = numpy64(ld).reshape(-1)
                 outs.append(numpy64(out).reshape(-1, self.n))
-                lds.append(np.full(b, ld_[0]) if ld_.size == 1 else ld_ if ld_.size == b
-                           else np.full(b, np.nan))
+                lds.append(
+                    np.full(b, ld_[0])
+                    if ld_.size == 1
+                    else ld_
+                    if ld_.size == b
+                    else np.full(b, np.nan)
+                )
         want, want_ld = np.concatenate(outs), np.concatenate(lds)
         if want.shape != (rows, self.n):
             return _Own(zero, zero)
         err = np.abs(got.reshape(rows, self.n) - want).sum(axis=1)
         err_ld = np.abs(got_ld.reshape(-1) - want_ld)
         # a non-finite difference is no allowance: the comparison itself reports it
-        return _Own(self.scale * np.where(np.isfinite(err), err, 0.0),
-                    self.scale * np.where(np.isfinite(err_ld), err_ld, 0.0))
+        return _Own(
+            self.scale * np.where(np.isfinite(err), err, 0.0),
+            self.scale * np.where(np.isfinite(err_ld), err_ld, 0.0),
+        )
 
     def rows(self, a: _Own, b: _Own) -> np.ndarray:
         """Extra output-space scale (units of ε) allowing |v_A − v_B| the measured errors."""
@@ -175,8 +180,9 @@ class _Measured:
         return (a.logdet + b.logdet) / (THRESHOLD * self.n * eps(self.dtype))
 
 
-def _run(adapter: Adapter, direction: str, parts: list[np.ndarray], ctx: CheckContext
-         ) -> tuple[np.ndarray, np.ndarray]:
+def _run(
+    adapter: Adapter, direction: str, parts: list[np.ndarray], ctx: CheckContext
+) -> tuple[np.ndarray, np.ndarray]:
     """``adapter.forward`` or ``adapter.inverse`` (``direction``) called once per part (each a
     (b, n) batch); the outputs (Σb, n) and log|det| (Σb,) concatenated in order. Raises
     :class:`ShapeMismatch` unless every output has shape (b, n) and every log|det| exactly
@@ -187,12 +193,16 @@ def _run(adapter: Adapter, direction: str, parts: list[np.ndarray], ctx: CheckCo
         b = part.shape[0]
         out, ld = getattr(adapter, direction)(tensor(part, ctx))
         if tuple(out.shape) != part.shape:
-            raise ShapeMismatch(f"{direction} {name} of a batch of {b} rows has shape "
-                                f"{tuple(out.shape)}, expected {part.shape}")
+            raise ShapeMismatch(
+                f"{direction} {name} of a batch of {b} rows has shape "
+                f"{tuple(out.shape)}, expected {part.shape}"
+            )
         if not isinstance(ld, torch.Tensor) or tuple(ld.shape) != (b,):
             shape = tuple(ld.shape) if isinstance(ld, torch.Tensor) else type(ld).__name__
-            raise ShapeMismatch(f"{direction} log|det| of a batch of {b} rows has shape "
-                                f"{shape}, expected the batch shape {(b,)}")
+            raise ShapeMismatch(
+                f"{direction} log|det| of a batch of {b} rows has shape "
+                f"{shape}, expected the batch shape {(b,)}"
+            )
         ys.append(numpy64(out))
         lds.append(numpy64(ld))
     return np.concatenate(ys), np.concatenate(lds)
@@ -202,8 +212,9 @@ def _merge(total: Outcome, out: Outcome) -> None:
     total.examples += out.examples
     total.judged += out.judged
     total.notes += out.notes
-    if out.worst is not None and (total.worst is None or (out.worst.ratio or 0) >
-                                  (total.worst.ratio or 0)):
+    if out.worst is not None and (
+        total.worst is None or (out.worst.ratio or 0) > (total.worst.ratio or 0)
+    ):
         total.worst = out.worst
     if out.failure is not None:
         total.failure, total.raised = out.failure, out.raised
@@ -272,15 +283,18 @@ def batch_shape(make: Make, ctx: CheckContext) -> CheckResult:
         if tuple(y.shape) != x.shape:
             problems.append(f"forward y has shape {tuple(y.shape)}, expected {x.shape}")
         if tuple(ladj.shape) != batch:
-            problems.append(f"forward log|det| has shape {tuple(ladj.shape)}, expected the "
-                            f"batch shape {batch}")
+            problems.append(
+                f"forward log|det| has shape {tuple(ladj.shape)}, expected the batch shape {batch}"
+            )
         y_in = y.detach().clone()
         xb, ladj_inv = tested.inverse(y_in.clone()) if not problems else (None, None)
         if xb is not None and tuple(xb.shape) != x.shape:
             problems.append(f"inverse x has shape {tuple(xb.shape)}, expected {x.shape}")
         if ladj_inv is not None and tuple(ladj_inv.shape) != batch:
-            problems.append(f"inverse log|det| has shape {tuple(ladj_inv.shape)}, expected "
-                            f"the batch shape {batch}")
+            problems.append(
+                f"inverse log|det| has shape {tuple(ladj_inv.shape)}, expected "
+                f"the batch shape {batch}"
+            )
         example = {"x_shape": list(x.shape), "x": x}
         if problems:
             return Probe(ok=False, message="; ".join(problems), example=example)
@@ -292,41 +306,65 @@ def batch_shape(make: Make, ctx: CheckContext) -> CheckResult:
         except ShapeMismatch as exc:
             return Probe(ok=False, message=str(exc), example=example)
         loc = local(ref, flat)
-        ky, kx, kl = scale_output(loc, flat, loc.y), scale_input(loc, flat, loc.y), \
-            kappa_logdet(loc, n)
+        ky, kx, kl = (
+            scale_output(loc, flat, loc.y),
+            scale_input(loc, flat, loc.y),
+            kappa_logdet(loc, n),
+        )
         y2, x2 = y_flat, numpy64(xb).reshape(-1, n)
         l2, li2 = numpy64(ladj).reshape(-1), numpy64(ladj_inv).reshape(-1)
         fwd_a, fwd_f = m.own("forward", [x], y2, l2), m.own("forward", [flat], yf, lf)
         inv_a = m.own("inverse", [numpy64(y_in)], x2, li2)
         inv_f = m.own("inverse", [y_flat], xf, lif)
         worst = max(
-            (_worst_rows(y2, yf, ky + m.rows(fwd_a, fwd_f), ctx.dtype),
-             "forward y vs the flattened batch"),
-            (_worst_logdet(l2, lf, kl + m.logdets(fwd_a, fwd_f), n, ctx.dtype),
-             "forward log|det| vs the flattened batch"),
-            (_worst_rows(x2, xf, kx + m.rows(inv_a, inv_f), ctx.dtype),
-             "inverse x vs the flattened batch"),
-            (_worst_logdet(li2, lif, kl + m.logdets(inv_a, inv_f), n, ctx.dtype),
-             "inverse log|det| vs the flattened batch"),
-            key=lambda t: t[0].value)
+            (
+                _worst_rows(y2, yf, ky + m.rows(fwd_a, fwd_f), ctx.dtype),
+                "forward y vs the flattened batch",
+            ),
+            (
+                _worst_logdet(l2, lf, kl + m.logdets(fwd_a, fwd_f), n, ctx.dtype),
+                "forward log|det| vs the flattened batch",
+            ),
+            (
+                _worst_rows(x2, xf, kx + m.rows(inv_a, inv_f), ctx.dtype),
+                "inverse x vs the flattened batch",
+            ),
+            (
+                _worst_logdet(li2, lif, kl + m.logdets(inv_a, inv_f), n, ctx.dtype),
+                "inverse log|det| vs the flattened batch",
+            ),
+            key=lambda t: t[0].value,
+        )
         judged = int(np.isfinite(loc.kappa).sum())
         w, what = worst
         if w.ratio is None or judged == 0:
-            return Probe(ok=True, judged=0, example=example,
-                         message="shapes right; no row could be judged (singular Jacobians)")
+            return Probe(
+                ok=True,
+                judged=0,
+                example=example,
+                message="shapes right; no row could be judged (singular Jacobians)",
+            )
         ok = w.ratio.passed(ALLOWED)
         msg = f"{what}: ratio {w.value:.3g} (batch {batch}, row {w.row} of the flattened batch)"
         example["row"] = w.row
-        return Probe(ok=ok, ratio=w.value, allowed=ALLOWED, example=example, judged=judged,
-                     message=msg if ok else f"values depend on the batch layout: {msg}")
+        return Probe(
+            ok=ok,
+            ratio=w.value,
+            allowed=ALLOWED,
+            example=example,
+            judged=judged,
+            message=msg if ok else f"values depend on the batch layout: {msg}",
+        )
 
     def shape_lines(x: np.ndarray) -> str:
-        return (f"x = {tensor_literal(x, ctx.dtype)}\n"
-                f"y, ladj = adapter.forward(x)\n"
-                f"x_back, ladj_inv = adapter.inverse(y.clone())\n"
-                f"print(y.shape, ladj.shape, x_back.shape, ladj_inv.shape)\n"
-                f"yf, lf = adapter.forward(x.reshape(-1, {n}))\n"
-                f"print('log|det|:', ladj.reshape(-1), 'flattened:', lf)")
+        return (
+            f"x = {tensor_literal(x, ctx.dtype)}\n"
+            f"y, ladj = adapter.forward(x)\n"
+            f"x_back, ladj_inv = adapter.inverse(y.clone())\n"
+            f"print(y.shape, ladj.shape, x_back.shape, ladj_inv.shape)\n"
+            f"yf, lf = adapter.forward(x.reshape(-1, {n}))\n"
+            f"print('log|det|:', ladj.reshape(-1), 'flattened:', lf)"
+        )
 
     def shape_probe(case: tuple[tuple[tuple[int, ...], ...], int]) -> Probe:
         """One batch of each dimension 1, 2, 3: the first failure, else the worst."""
@@ -343,8 +381,11 @@ def batch_shape(make: Make, ctx: CheckContext) -> CheckResult:
             if out.ratio is not None and (worst is None or out.ratio > (worst.ratio or 0)):
                 worst = out
         if worst is None:
-            return Probe(ok=True, judged=0, message="shapes right; no row could be judged "
-                                                    "(singular Jacobians)")
+            return Probe(
+                ok=True,
+                judged=0,
+                message="shapes right; no row could be judged (singular Jacobians)",
+            )
         worst.judged = judged
         return worst
 
@@ -381,82 +422,118 @@ def batch_shape(make: Make, ctx: CheckContext) -> CheckResult:
             return Probe(ok=False, message=str(exc), example=example)
         yb, lb, xb, lib = yb[back], lb[back], xb[back], lib[back]
         loc = local(ref, x)
-        ky, kx, kl = scale_output(loc, x, loc.y), scale_input(loc, x, loc.y), \
-            kappa_logdet(loc, n)
-        fa, fb = m.own("forward", [x], ya, la), m.own("forward", x_parts, yb[order],
-                                                      lb[order]).take(back)
-        ia, ib = m.own("inverse", [ya], xa, lia), m.own("inverse", y_parts, xb[order],
-                                                         lib[order]).take(back)
-        pairs = {"forward y": (ya, yb), "forward log|det|": (la, lb),
-                 "inverse x": (xa, xb), "inverse log|det|": (lia, lib)}
+        ky, kx, kl = scale_output(loc, x, loc.y), scale_input(loc, x, loc.y), kappa_logdet(loc, n)
+        fa, fb = (
+            m.own("forward", [x], ya, la),
+            m.own("forward", x_parts, yb[order], lb[order]).take(back),
+        )
+        ia, ib = (
+            m.own("inverse", [ya], xa, lia),
+            m.own("inverse", y_parts, xb[order], lib[order]).take(back),
+        )
+        pairs = {
+            "forward y": (ya, yb),
+            "forward log|det|": (la, lb),
+            "inverse x": (xa, xb),
+            "inverse log|det|": (lia, lib),
+        }
         worst = max(
             (_worst_rows(ya, yb, ky + m.rows(fa, fb), ctx.dtype), "forward y"),
             (_worst_logdet(la, lb, kl + m.logdets(fa, fb), n, ctx.dtype), "forward log|det|"),
             (_worst_rows(xa, xb, kx + m.rows(ia, ib), ctx.dtype), "inverse x"),
-            (_worst_logdet(lia, lib, kl + m.logdets(ia, ib), n, ctx.dtype),
-             "inverse log|det|"),
-            key=lambda t: t[0].value)
+            (_worst_logdet(lia, lib, kl + m.logdets(ia, ib), n, ctx.dtype), "inverse log|det|"),
+            key=lambda t: t[0].value,
+        )
         judged = int(np.isfinite(loc.kappa).sum())
         w, what = worst
         if w.ratio is None or judged == 0:
-            return Probe(ok=True, judged=0, example=example,
-                         message=f"no row of the batch of {ROWS} could be judged (singular "
-                                 f"Jacobians)")
+            return Probe(
+                ok=True,
+                judged=0,
+                example=example,
+                message=f"no row of the batch of {ROWS} could be judged (singular Jacobians)",
+            )
         j = w.row
         a, b = pairs[what]
         example.update(row=j, compared=what, whole=a[j], recomposed=b[j], x_row=x[j])
-        msg = (f"{what} of row {j}: in one batch of {ROWS} vs as {where(order, j)} (the "
-               f"batch permuted, in chunks of {', '.join(map(str, CHUNKS))}): ratio "
-               f"{w.value:.3g}")
+        msg = (
+            f"{what} of row {j}: in one batch of {ROWS} vs as {where(order, j)} (the "
+            f"batch permuted, in chunks of {', '.join(map(str, CHUNKS))}): ratio "
+            f"{w.value:.3g}"
+        )
         ok = w.ratio.passed(ALLOWED)
-        return Probe(ok=ok, ratio=w.value, allowed=ALLOWED, example=example, judged=judged,
-                     message=msg if ok else f"values depend on the batch layout: {msg}")
+        return Probe(
+            ok=ok,
+            ratio=w.value,
+            allowed=ALLOWED,
+            example=example,
+            judged=judged,
+            message=msg if ok else f"values depend on the batch layout: {msg}",
+        )
 
     def recompose_snippet(seed: int) -> str:
-        return (f"from invlin.validate.checks.shapes import CHUNKS, ROWS, centre, recomposition\n"
-                f"from invlin.validate.perturbation import standard_inputs\n"
-                f"x = torch.as_tensor(standard_inputs({n}, ROWS, seed={seed}, "
-                f"dtype={ctx.dtype!r}, domain=adapter.domain()), dtype=torch.{ctx.dtype})\n"
-                f"x[0] = centre(adapter.domain())\n"
-                f"order = torch.as_tensor(recomposition({seed}))\n"
-                f"back = torch.argsort(order)\n"
-                f"def recomposed(fn, t):\n"
-                f"    parts = [fn(c) for c in torch.split(t[order], list(CHUNKS))]\n"
-                f"    out = torch.cat([p[0] for p in parts])[back]\n"
-                f"    ld = torch.cat([p[1].reshape(-1).expand(len(p[0])) for p in parts])\n"
-                f"    return out, ld[back]\n"
-                f"y, ladj = adapter.forward(x)\n"
-                f"x_back, ladj_inv = adapter.inverse(y.detach().clone())\n"
-                f"y2, ladj2 = recomposed(adapter.forward, x)\n"
-                f"x2, ladj_inv2 = recomposed(adapter.inverse, y.detach().clone())\n"
-                f"for what, a, b in (('y', y, y2), ('log|det|', ladj, ladj2),\n"
-                f"                   ('x', x_back, x2), ('inverse log|det|', ladj_inv, "
-                f"ladj_inv2)):\n"
-                f"    d = (a - b).detach().abs().reshape(ROWS, -1).sum(-1)\n"
-                f"    print(what, 'largest difference', float(d.max()), 'at row', "
-                f"int(d.argmax()))")
+        return (
+            f"from invlin.validate.checks.shapes import CHUNKS, ROWS, centre, recomposition\n"
+            f"from invlin.validate.perturbation import standard_inputs\n"
+            f"x = torch.as_tensor(standard_inputs({n}, ROWS, seed={seed}, "
+            f"dtype={ctx.dtype!r}, domain=adapter.domain()), dtype=torch.{ctx.dtype})\n"
+            f"x[0] = centre(adapter.domain())\n"
+            f"order = torch.as_tensor(recomposition({seed}))\n"
+            f"back = torch.argsort(order)\n"
+            f"def recomposed(fn, t):\n"
+            f"    parts = [fn(c) for c in torch.split(t[order], list(CHUNKS))]\n"
+            f"    out = torch.cat([p[0] for p in parts])[back]\n"
+            f"    ld = torch.cat([p[1].reshape(-1).expand(len(p[0])) for p in parts])\n"
+            f"    return out, ld[back]\n"
+            f"y, ladj = adapter.forward(x)\n"
+            f"x_back, ladj_inv = adapter.inverse(y.detach().clone())\n"
+            f"y2, ladj2 = recomposed(adapter.forward, x)\n"
+            f"x2, ladj_inv2 = recomposed(adapter.inverse, y.detach().clone())\n"
+            f"for what, a, b in (('y', y, y2), ('log|det|', ladj, ladj2),\n"
+            f"                   ('x', x_back, x2), ('inverse log|det|', ladj_inv, "
+            f"ladj_inv2)):\n"
+            f"    d = (a - b).detach().abs().reshape(ROWS, -1).sum(-1)\n"
+            f"    print(what, 'largest difference', float(d.max()), 'at row', "
+            f"int(d.argmax()))"
+        )
 
     total = Outcome()
     shapes = st.tuples(*(batch_shapes(d, d, 4) for d in (1, 2, 3)))
-    out = ctx.search(st.tuples(shapes, st.integers(0, 2**16)), shape_probe,
-                     snippet=shape_snippet, share=_SHAPE_SHARE, explicit=[(_SHAPES, ctx.seed)],
-                     describe=lambda c: {"x_shapes": [[*s, n] for s in c[0]], "seed": c[1]})
+    out = ctx.search(
+        st.tuples(shapes, st.integers(0, 2**16)),
+        shape_probe,
+        snippet=shape_snippet,
+        share=_SHAPE_SHARE,
+        explicit=[(_SHAPES, ctx.seed)],
+        describe=lambda c: {"x_shapes": [[*s, n] for s in c[0]], "seed": c[1]},
+    )
     _merge(total, out)
     if total.failure is None:
         count = ctx.examples(_RECOMPOSE_SHARE, minimum=1)
         seeds = [ctx.seed + k for k in range(count)]
-        out = ctx.search(st.sampled_from(seeds), recompose_probe, snippet=recompose_snippet,
-                         share=_RECOMPOSE_SHARE, minimum=1,
-                         describe=lambda s: {"rows": ROWS, "seed": s, "chunks": list(CHUNKS)})
+        out = ctx.search(
+            st.sampled_from(seeds),
+            recompose_probe,
+            snippet=recompose_snippet,
+            share=_RECOMPOSE_SHARE,
+            minimum=1,
+            describe=lambda s: {"rows": ROWS, "seed": s, "chunks": list(CHUNKS)},
+        )
         _merge(total, out)
-    return result(name, ctx, total, f"shapes exact for 1-, 2- and 3-D batches; values equal "
-                                    f"the flattened batch's, and every row of a batch of {ROWS} "
-                                    f"equals its value in chunks of "
-                                    f"{', '.join(map(str, CHUNKS))} rows")
+    return result(
+        name,
+        ctx,
+        total,
+        f"shapes exact for 1-, 2- and 3-D batches; values equal "
+        f"the flattened batch's, and every row of a batch of {ROWS} "
+        f"equals its value in chunks of "
+        f"{', '.join(map(str, CHUNKS))} rows",
+    )
 
 
-def _mismatches(outputs: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device
-                ) -> list[str]:
+def _mismatches(
+    outputs: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device
+) -> list[str]:
     bad = []
     for what, t in outputs.items():
         if not isinstance(t, torch.Tensor):
@@ -511,13 +588,24 @@ def dtype_device(make: Make, ctx: CheckContext) -> CheckResult:
                 tested.train(mode)
             y, ladj = tested.forward(tensor(x, ctx))
             xb, ladj_inv = tested.inverse(y.detach().clone())
-            bad = _mismatches({"forward y": y, "forward log|det|": ladj, "inverse x": xb,
-                               "inverse log|det|": ladj_inv}, want_dtype, want_device)
+            bad = _mismatches(
+                {
+                    "forward y": y,
+                    "forward log|det|": ladj,
+                    "inverse x": xb,
+                    "inverse log|det|": ladj_inv,
+                },
+                want_dtype,
+                want_device,
+            )
             if bad:
                 where = "" if mode is None else (" in train mode" if mode else " in eval mode")
                 example["mode"] = None if mode is None else ("train" if mode else "eval")
-                return Probe(ok=False, example=example,
-                             message=f"{ctx.dtype} on {ctx.device}{where}: " + ", ".join(bad))
+                return Probe(
+                    ok=False,
+                    example=example,
+                    message=f"{ctx.dtype} on {ctx.device}{where}: " + ", ".join(bad),
+                )
         if not moves:
             return Probe(ok=True, message="dtype and device kept")
         # The same layer moved after use: run in float32 on the CPU, then move.
@@ -538,14 +626,22 @@ def dtype_device(make: Make, ctx: CheckContext) -> CheckResult:
             xt = tensor(x, ctx)
             ym, lm = moved.forward(xt)
             xm, lim = moved.inverse(ym.detach().clone())
-            bad = _mismatches({"forward y": ym, "forward log|det|": lm, "inverse x": xm,
-                               "inverse log|det|": lim}, want_dtype, want_device)
+            bad = _mismatches(
+                {"forward y": ym, "forward log|det|": lm, "inverse x": xm, "inverse log|det|": lim},
+                want_dtype,
+                want_device,
+            )
             where = "" if mode is None else (" (train mode)" if mode else " (eval mode)")
             if bad:
                 example["mode"] = where.strip(" ()")
-                return Probe(ok=False, example=example, message=(
-                    f"after running in {str(other).removeprefix('torch.')} on the CPU and "
-                    f"moving to {ctx.dtype} on {ctx.device}{where}: " + ", ".join(bad)))
+                return Probe(
+                    ok=False,
+                    example=example,
+                    message=(
+                        f"after running in {str(other).removeprefix('torch.')} on the CPU and "
+                        f"moving to {ctx.dtype} on {ctx.device}{where}: " + ", ".join(bad)
+                    ),
+                )
             yt, _ = tested.forward(xt)
             xtb, _ = tested.inverse(ym.detach().clone())
             wy = worst_rows(numpy64(ym), numpy64(yt), scale_output(loc, x, loc.y), ctx.dtype)
@@ -558,15 +654,22 @@ def dtype_device(make: Make, ctx: CheckContext) -> CheckResult:
         w, what = worst
         ok = w.ratio.passed(ALLOWED)  # type: ignore[union-attr]
         msg = f"{what} vs moved before use: ratio {w.value:.3g} (row {w.row})"
-        return Probe(ok=ok, ratio=w.value, allowed=ALLOWED, example=example,
-                     message=msg if ok else f"stale state after .to(): {msg}")
+        return Probe(
+            ok=ok,
+            ratio=w.value,
+            allowed=ALLOWED,
+            example=example,
+            message=msg if ok else f"stale state after .to(): {msg}",
+        )
 
     def snippet(x: np.ndarray) -> str:
-        return (f"x = {tensor_literal(x, ctx.dtype)}.to({ctx.device!r})\n"
-                f"adapter.train(False)\n"
-                f"y, ladj = adapter.forward(x)\n"
-                f"x_back, ladj_inv = adapter.inverse(y.clone())\n"
-                f"print([(t.dtype, t.device) for t in (y, ladj, x_back, ladj_inv)])")
+        return (
+            f"x = {tensor_literal(x, ctx.dtype)}.to({ctx.device!r})\n"
+            f"adapter.train(False)\n"
+            f"y, ladj = adapter.forward(x)\n"
+            f"x_back, ladj_inv = adapter.inverse(y.clone())\n"
+            f"print([(t.dtype, t.device) for t in (y, ladj, x_back, ladj_inv)])"
+        )
 
     strategy = layer_inputs(n, dtype=ctx.dtype, domain=tested.domain(), max_batch=4)
     out = ctx.search(strategy, probe, snippet=snippet, share=0.1)

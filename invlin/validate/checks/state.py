@@ -62,9 +62,16 @@ class _Table:
             self.worst = (w, what)
 
     def rows(self, got: torch.Tensor, want: torch.Tensor, scales: np.ndarray, what: str) -> None:
-        self._add(worst_rows(numpy64(got).reshape(scales.shape[0], -1),
-                             numpy64(want).reshape(scales.shape[0], -1), scales, self.dtype),
-                  what, scales.shape[0])
+        self._add(
+            worst_rows(
+                numpy64(got).reshape(scales.shape[0], -1),
+                numpy64(want).reshape(scales.shape[0], -1),
+                scales,
+                self.dtype,
+            ),
+            what,
+            scales.shape[0],
+        )
 
     def logdet(self, got: torch.Tensor, want: torch.Tensor, loc: Local, what: str) -> None:
         b = (loc.kappa.shape[0],)
@@ -72,19 +79,28 @@ class _Table:
             g, w = batch_values(got, b, what), batch_values(want, b, what)
         except ShapeMismatch:  # wrong shapes: the batch-shape check reports them
             return
-        self._add(worst_logdet(g, w, kappa_logdet(loc, self.n), self.n, self.dtype), what,
-                  b[0])
+        self._add(worst_logdet(g, w, kappa_logdet(loc, self.n), self.n, self.dtype), what, b[0])
 
     def probe(self, example: dict, failing: str) -> Probe:
         if self.worst is None:
-            return Probe(ok=True, judged=0, example=example,
-                         message="no row could be judged (every row's Jacobian singular)")
+            return Probe(
+                ok=True,
+                judged=0,
+                example=example,
+                message="no row could be judged (every row's Jacobian singular)",
+            )
         w, what = self.worst
         ok = bool(w.ratio is not None and w.ratio.passed(ALLOWED))
         msg = f"{what}: ratio {w.value:.3g} (row {w.row}, κ_eff {w.kappa:.3g})"
         example = {**example, "compared": what, "row": w.row}
-        return Probe(ok=ok, ratio=w.value, allowed=ALLOWED, example=example,
-                     message=msg if ok else f"{failing}: {msg}", judged=self.judged)
+        return Probe(
+            ok=ok,
+            ratio=w.value,
+            allowed=ALLOWED,
+            example=example,
+            message=msg if ok else f"{failing}: {msg}",
+            judged=self.judged,
+        )
 
 
 def modes(make: Make, ctx: CheckContext) -> CheckResult:
@@ -124,16 +140,17 @@ def modes(make: Make, ctx: CheckContext) -> CheckResult:
         return t.probe({"x": x}, "train and eval mode disagree")
 
     def snippet(x: np.ndarray) -> str:
-        return (f"x = {tensor_literal(x, ctx.dtype)}\n"
-                "adapter.train(True)\ny_t, l_t = adapter.forward(x)\n"
-                "x_t, li_t = adapter.inverse(y_t.detach().clone())\n"
-                "adapter.train(False)\ny_e, l_e = adapter.forward(x)\n"
-                "x_e, li_e = adapter.inverse(y_t.detach().clone())\n"
-                "print('forward:', (y_e - y_t).abs().max(), (l_e - l_t).abs().max())\n"
-                "print('inverse:', (x_e - x_t).abs().max(), (li_e - li_t).abs().max())")
+        return (
+            f"x = {tensor_literal(x, ctx.dtype)}\n"
+            "adapter.train(True)\ny_t, l_t = adapter.forward(x)\n"
+            "x_t, li_t = adapter.inverse(y_t.detach().clone())\n"
+            "adapter.train(False)\ny_e, l_e = adapter.forward(x)\n"
+            "x_e, li_e = adapter.inverse(y_t.detach().clone())\n"
+            "print('forward:', (y_e - y_t).abs().max(), (l_e - l_t).abs().max())\n"
+            "print('inverse:', (x_e - x_t).abs().max(), (li_e - li_t).abs().max())"
+        )
 
-    strategy = wide_inputs(n, dtype=ctx.dtype, domain=tested.domain(), max_rows=ROWS,
-                           mixes=MIXES)
+    strategy = wide_inputs(n, dtype=ctx.dtype, domain=tested.domain(), max_rows=ROWS, mixes=MIXES)
     out = ctx.search(strategy, probe, snippet=snippet, share=0.1)
     return result(name, ctx, out, "train and eval mode agree")
 
@@ -176,8 +193,12 @@ def cache(make: Make, ctx: CheckContext) -> CheckResult:
         t = _Table(ctx.dtype, n)
         t.rows(y2, y1, scale_output(loc0, x, loc0.y), "second forward call (same x) vs first")
         t.logdet(l2, l1, loc0, "second forward log|det| vs first")
-        t.rows(x_hit, x_copy, scale_input(loc0, x, loc0.y),
-               "inverse of the returned y (cache hit) vs of a copy")
+        t.rows(
+            x_hit,
+            x_copy,
+            scale_input(loc0, x, loc0.y),
+            "inverse of the returned y (cache hit) vs of a copy",
+        )
         example = {"x": x}
         if not has_params:
             return t.probe(example, "cached and uncached calls disagree")
@@ -188,8 +209,12 @@ def cache(make: Make, ctx: CheckContext) -> CheckResult:
         y3, l3 = tested.forward(xt)
         y_fresh, l_fresh = fwd.forward(tensor(x, ctx))
         loc1 = local(move(fwd_ref, torch.float64, "cpu"), x)
-        t.rows(y3, y_fresh, scale_output(loc1, x, loc1.y),
-               "forward after a parameter update (same x tensor) vs a fresh copy")
+        t.rows(
+            y3,
+            y_fresh,
+            scale_output(loc1, x, loc1.y),
+            "forward after a parameter update (same x tensor) vs a fresh copy",
+        )
         t.logdet(l3, l_fresh, loc1, "forward log|det| after a parameter update vs a fresh copy")
         # Staleness of the inverse: the same y tensor just before and after another update.
         y_obj = y1.detach().clone()
@@ -199,8 +224,12 @@ def cache(make: Make, ctx: CheckContext) -> CheckResult:
         x_fresh, li_fresh = inv.inverse(y_obj.clone())
         xf = numpy64(x_fresh)
         loc2 = local(move(inv_ref, torch.float64, "cpu"), xf)
-        t.rows(x3, x_fresh, scale_input(loc2, xf, numpy64(y_obj)),
-               "inverse after a parameter update (same y tensor) vs a fresh copy")
+        t.rows(
+            x3,
+            x_fresh,
+            scale_input(loc2, xf, numpy64(y_obj)),
+            "inverse after a parameter update (same y tensor) vs a fresh copy",
+        )
         t.logdet(li3, li_fresh, loc2, "inverse log|det| after a parameter update vs a fresh copy")
         moved = float(np.abs(numpy64(y_fresh) - numpy64(y1)).max())
         example["output_change_by_update"] = moved
@@ -210,32 +239,39 @@ def cache(make: Make, ctx: CheckContext) -> CheckResult:
         return out
 
     def snippet(x: np.ndarray) -> str:
-        lines = ["import copy",
-                 "fresh = copy.deepcopy(adapter)  # taken before any call: it holds no cache",
-                 f"x = {tensor_literal(x, ctx.dtype)}"]
+        lines = [
+            "import copy",
+            "fresh = copy.deepcopy(adapter)  # taken before any call: it holds no cache",
+            f"x = {tensor_literal(x, ctx.dtype)}",
+        ]
         if has_modes:
             lines += ["adapter.train(False)", "fresh.train(False)"]
-        lines += ["y1, _ = adapter.forward(x)",
-                  "x1, _ = adapter.inverse(y1)"]
+        lines += ["y1, _ = adapter.forward(x)", "x1, _ = adapter.inverse(y1)"]
         if has_params:
-            lines += ["with torch.no_grad():  # an optimizer step's worth of change, in place",
-                      "    for a in (adapter, fresh):",
-                      "        for p in a.parameters():",
-                      "            p.add_(0.1 * p.abs() + 0.05)"]
-        lines += ["y2, _ = adapter.forward(x)  # the same x tensor as before",
-                  "x2, _ = adapter.inverse(y1)  # the same y tensor as before",
-                  "y_ref, _ = fresh.forward(x.clone())",
-                  "x_ref, _ = fresh.inverse(y1.detach().clone())",
-                  "print('forward vs a fresh copy:', (y2 - y_ref).abs().max())",
-                  "print('inverse vs a fresh copy:', (x2 - x_ref).abs().max())"]
+            lines += [
+                "with torch.no_grad():  # an optimizer step's worth of change, in place",
+                "    for a in (adapter, fresh):",
+                "        for p in a.parameters():",
+                "            p.add_(0.1 * p.abs() + 0.05)",
+            ]
+        lines += [
+            "y2, _ = adapter.forward(x)  # the same x tensor as before",
+            "x2, _ = adapter.inverse(y1)  # the same y tensor as before",
+            "y_ref, _ = fresh.forward(x.clone())",
+            "x_ref, _ = fresh.inverse(y1.detach().clone())",
+            "print('forward vs a fresh copy:', (y2 - y_ref).abs().max())",
+            "print('inverse vs a fresh copy:', (x2 - x_ref).abs().max())",
+        ]
         return "\n".join(lines)
 
     strategy = wide_inputs(n, dtype=ctx.dtype, domain=domain, max_rows=ROWS, mixes=MIXES)
     out = ctx.search(strategy, probe, snippet=snippet, share=0.05)
     passed = "cached and uncached calls agree"
-    passed += "; no stale cache after a parameter update" if has_params else \
-        "; no trainable parameters, so staleness after an update was not tested"
+    passed += (
+        "; no stale cache after a parameter update"
+        if has_params
+        else "; no trainable parameters, so staleness after an update was not tested"
+    )
     if not has_modes:
         passed += " (the layer has no eval mode)"
     return result(name, ctx, out, passed)
-

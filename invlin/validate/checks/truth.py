@@ -152,8 +152,7 @@ def _inverse_norms(jac: np.ndarray) -> np.ndarray:
     return out
 
 
-def local(ref: Adapter, x: np.ndarray, *, grad_ladj: bool = True, inverse: bool = False
-          ) -> Local:
+def local(ref: Adapter, x: np.ndarray, *, grad_ladj: bool = True, inverse: bool = False) -> Local:
     """Float64 Jacobians of ``ref`` at the rows of ``x`` (b, n) and what bounds need of them
     (of ``ref.inverse`` at the rows of ``x`` when ``inverse``).
 
@@ -166,11 +165,14 @@ def local(ref: Adapter, x: np.ndarray, *, grad_ladj: bool = True, inverse: bool 
     with torch.enable_grad():
         y, ld = ref.inverse(xt) if inverse else ref.forward(xt)
         if tuple(y.shape) != (b, n):
-            raise LayerFault(f"the layer returned y of shape {tuple(y.shape)} for x of shape "
-                             f"{(b, n)}")
+            raise LayerFault(
+                f"the layer returned y of shape {tuple(y.shape)} for x of shape {(b, n)}"
+            )
         if not y.requires_grad:
-            raise Unsupported("the layer's output carries no autograd graph with respect to "
-                              "its input: no autograd Jacobian")
+            raise Unsupported(
+                "the layer's output carries no autograd graph with respect to "
+                "its input: no autograd Jacobian"
+            )
         jac = np.zeros((b, n, n))
         for i in range(n):
             (g,) = torch.autograd.grad(y[:, i].sum(), xt, retain_graph=True, allow_unused=True)
@@ -190,8 +192,18 @@ def local(ref: Adapter, x: np.ndarray, *, grad_ladj: bool = True, inverse: bool 
     ladj = ld.detach().numpy().astype(np.float64) if isinstance(ld, torch.Tensor) else None
     if gl is not None and gl.shape != (b, n):
         gl = None  # a log|det| of the wrong shape: the batch-shape check reports it
-    return Local(jac, np.maximum(kappa, 1.0), norm, norm_inv, sign, lad,
-                 y.detach().numpy().astype(np.float64), ladj, gl, np.asarray(x, np.float64))
+    return Local(
+        jac,
+        np.maximum(kappa, 1.0),
+        norm,
+        norm_inv,
+        sign,
+        lad,
+        y.detach().numpy().astype(np.float64),
+        ladj,
+        gl,
+        np.asarray(x, np.float64),
+    )
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
@@ -249,8 +261,9 @@ def worst_rows(out: np.ndarray, expected: np.ndarray, scales: np.ndarray, dtype:
     return w
 
 
-def worst_logdet(out: np.ndarray, expected: np.ndarray, kappas: np.ndarray, n: int,
-                 dtype: str) -> Worst:
+def worst_logdet(
+    out: np.ndarray, expected: np.ndarray, kappas: np.ndarray, n: int, dtype: str
+) -> Worst:
     """Largest :func:`logdet_ratio` over samples (b,) with a κ per sample."""
     kappas = np.asarray(kappas, dtype=np.float64)
     v = judge_logdet(out, expected, kappas, np.ones(kappas.shape, dtype=bool), n, dtype)
@@ -268,9 +281,18 @@ def subset(loc: Local, keep: np.ndarray) -> Local:
     def cut(a: np.ndarray | None) -> np.ndarray | None:
         return a[keep] if a is not None and a.ndim >= 1 and a.shape[0] == b else a
 
-    return Local(loc.jac[keep], loc.kappa[keep], loc.norm[keep], loc.norm_inv[keep],
-                 loc.sign[keep], loc.logabsdet[keep], loc.y[keep], cut(loc.ladj),
-                 cut(loc.grad_ladj), cut(loc.x))
+    return Local(
+        loc.jac[keep],
+        loc.kappa[keep],
+        loc.norm[keep],
+        loc.norm_inv[keep],
+        loc.sign[keep],
+        loc.logabsdet[keep],
+        loc.y[keep],
+        cut(loc.ladj),
+        cut(loc.grad_ladj),
+        cut(loc.x),
+    )
 
 
 # -- vectorised judgement of a batch -------------------------------------------------------------
@@ -325,8 +347,9 @@ def _diag(loc: Local) -> np.ndarray:
     return np.abs(np.diagonal(loc.jac, axis1=1, axis2=2))
 
 
-def input_scales(loc: Local, x: np.ndarray, y: np.ndarray, dtype: str, *,
-                 componentwise: bool) -> np.ndarray:
+def input_scales(
+    loc: Local, x: np.ndarray, y: np.ndarray, dtype: str, *, componentwise: bool
+) -> np.ndarray:
     """Allowed error of an x-value in units of ε: per row (b,) κ‖x‖₁ + ‖J⁻¹‖₁(‖y‖₁ + nμ/ε)
     (:func:`scale_input` plus underflow), or per coordinate (b, n) for a diagonal J:
     |xᵢ| + (|yᵢ| + μ/ε)/|Jᵢᵢ| (module docstring). ∞ where J is singular."""
@@ -340,8 +363,9 @@ def input_scales(loc: Local, x: np.ndarray, y: np.ndarray, dtype: str, *,
     return np.where(np.isnan(out), math.inf, out)
 
 
-def output_scales(loc: Local, x: np.ndarray, y: np.ndarray, dtype: str, *,
-                  componentwise: bool) -> np.ndarray:
+def output_scales(
+    loc: Local, x: np.ndarray, y: np.ndarray, dtype: str, *, componentwise: bool
+) -> np.ndarray:
     """Allowed error of a y-value in units of ε: per row κ‖y‖₁ + ‖J‖₁‖x‖₁ + nμ/ε
     (:func:`scale_output` plus underflow), or per coordinate |yᵢ| + |Jᵢᵢxᵢ| + μ/ε."""
     lam = UNDERFLOW[dtype] / EPS[dtype]
@@ -388,12 +412,14 @@ def _ratios(err: np.ndarray, den: np.ndarray) -> np.ndarray:
     """err/den as the engine divides: ∞ for a non-finite error, 0 for a zero one."""
     with np.errstate(all="ignore"):
         r = np.where(err == 0, 0.0, err / den)
-    return np.where(np.isfinite(err), np.where(den > 0, r, np.where(err == 0, 0.0, math.inf)),
-                    math.inf)
+    return np.where(
+        np.isfinite(err), np.where(den > 0, r, np.where(err == 0, 0.0, math.inf)), math.inf
+    )
 
 
-def judge_values(out: np.ndarray, expected: np.ndarray, scales: np.ndarray, rows: np.ndarray,
-                 dtype: str) -> Verdict:
+def judge_values(
+    out: np.ndarray, expected: np.ndarray, scales: np.ndarray, rows: np.ndarray, dtype: str
+) -> Verdict:
     """:func:`forward_ratio` of every judged row (``rows``, bool (b,)) of ``out`` against
     ``expected`` (b, n) at once, each allowed ``scales``·ε: per row (``scales`` (b,), κ_eff =
     scale/‖expected‖₁, at least 1, the scale itself for a zero row) or per coordinate
@@ -429,8 +455,9 @@ def judge_values(out: np.ndarray, expected: np.ndarray, scales: np.ndarray, rows
         if per_coord:
             i = int(np.argmax(ratio[j]))
             v.coord, v.kappa = i, float(kap[j, i])
-            v.ratio = forward_ratio(out[j, i:i + 1], expected[j, i:i + 1], kappa=v.kappa,
-                                    dtype=dtype)
+            v.ratio = forward_ratio(
+                out[j, i : i + 1], expected[j, i : i + 1], kappa=v.kappa, dtype=dtype
+            )
         else:
             v.kappa = float(kap[j])
             v.ratio = forward_ratio(out[j], expected[j], kappa=v.kappa, dtype=dtype)
@@ -438,8 +465,9 @@ def judge_values(out: np.ndarray, expected: np.ndarray, scales: np.ndarray, rows
     return v
 
 
-def judge_logdet(out: np.ndarray, expected: np.ndarray, kappas: np.ndarray, rows: np.ndarray,
-                 n: int, dtype: str) -> Verdict:
+def judge_logdet(
+    out: np.ndarray, expected: np.ndarray, kappas: np.ndarray, rows: np.ndarray, n: int, dtype: str
+) -> Verdict:
     """:func:`logdet_ratio` |ℓ − ℓ*|/(nκε) of every judged row at once, κ per row (``kappas``
     (b,), rows with an infinite κ not judged); ±∞ matches only itself, NaN nothing. The engine's
     Ratio is computed for the worst row only."""

@@ -82,25 +82,53 @@ def _codomain_preimage(tested: Adapter, ref: Adapter) -> Callable[[np.ndarray], 
     return preimage(ref)
 
 
-def strategy(ctx: CheckContext, tested: Adapter, ref: Adapter, *, huge: float | None = None,
-             mixes: tuple[str, ...] | None = None) -> SearchStrategy[np.ndarray]:
+def strategy(
+    ctx: CheckContext,
+    tested: Adapter,
+    ref: Adapter,
+    *,
+    huge: float | None = None,
+    mixes: tuple[str, ...] | None = None,
+) -> SearchStrategy[np.ndarray]:
     """:func:`wide_inputs` for the layer: its domain and codomain, the float64 copy's inverse
     as the preimage, up to :data:`ROWS` rows."""
-    return wide_inputs(ctx.features, dtype=ctx.dtype, domain=tested.domain(),
-                       codomain=tested.codomain(), preimage=_codomain_preimage(tested, ref),
-                       max_rows=ROWS, huge=huge, mixes=mixes)
+    return wide_inputs(
+        ctx.features,
+        dtype=ctx.dtype,
+        domain=tested.domain(),
+        codomain=tested.codomain(),
+        preimage=_codomain_preimage(tested, ref),
+        max_rows=ROWS,
+        huge=huge,
+        mixes=mixes,
+    )
 
 
-def explicit(ctx: CheckContext, tested: Adapter, ref: Adapter, *, huge: float | None = None,
-             mix: str = "mixed") -> list[np.ndarray]:
+def explicit(
+    ctx: CheckContext,
+    tested: Adapter,
+    ref: Adapter,
+    *,
+    huge: float | None = None,
+    mix: str = "mixed",
+) -> list[np.ndarray]:
     """One full batch of ``mix`` (seeded with the context's seed), run before the search."""
-    return [wide_batch(ctx.features, seed=ctx.seed, mix=mix, rows=ROWS, dtype=ctx.dtype,
-                       domain=tested.domain(), codomain=tested.codomain(),
-                       preimage=_codomain_preimage(tested, ref), huge=huge)]
+    return [
+        wide_batch(
+            ctx.features,
+            seed=ctx.seed,
+            mix=mix,
+            rows=ROWS,
+            dtype=ctx.dtype,
+            domain=tested.domain(),
+            codomain=tested.codomain(),
+            preimage=_codomain_preimage(tested, ref),
+            huge=huge,
+        )
+    ]
 
 
-def out_of_reach(ref: Adapter, y: np.ndarray, y_ref: np.ndarray, rows: np.ndarray
-                 ) -> np.ndarray:
+def out_of_reach(ref: Adapter, y: np.ndarray, y_ref: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Among ``rows`` (bool (b,)), those whose tested-dtype ``y`` (b, n) differs from the float64
     copy's ``y_ref`` and that the float64 copy cannot invert (non-finite x or log|det|, or it
     raises): rounding to the dtype put y outside the map's range — σ(22.6) is 1.0 in float32,
@@ -137,6 +165,7 @@ class Judged:
 def _inverse_ok(ref: Adapter, y: np.ndarray) -> np.ndarray:
     """Rows (r,) of ``y`` the float64 copy inverts to a finite x and log|det| (row by row when
     the batch raises)."""
+
     def ok(rows: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             xr, lr = ref.inverse(torch.as_tensor(rows))
@@ -153,7 +182,7 @@ def _inverse_ok(ref: Adapter, y: np.ndarray) -> np.ndarray:
         out = np.zeros(y.shape[0], dtype=bool)
         for i in range(y.shape[0]):
             try:
-                out[i] = bool(ok(y[i:i + 1])[0])
+                out[i] = bool(ok(y[i : i + 1])[0])
             except Unsupported:
                 raise
             except Exception:
@@ -161,8 +190,14 @@ def _inverse_ok(ref: Adapter, y: np.ndarray) -> np.ndarray:
         return out
 
 
-def judged_rows(ref: Adapter, x: np.ndarray, codomain: tuple[float, float] | None, *,
-                inverse: bool = True, dtype: str = "float64") -> Judged:
+def judged_rows(
+    ref: Adapter,
+    x: np.ndarray,
+    codomain: tuple[float, float] | None,
+    *,
+    inverse: bool = True,
+    dtype: str = "float64",
+) -> Judged:
     """The rows of ``x`` (b, n) a value check judges and the float64 copy at them: every row
     with all |xᵢ| ≤ 1e4, and beyond that the rows the float64 copy computes (finite y, J and
     log|det|; with ``inverse``, its inverse of its own y — where y is strictly inside the
@@ -210,12 +245,15 @@ def judged_rows(ref: Adapter, x: np.ndarray, codomain: tuple[float, float] | Non
     return Judged(index, x[index], loc, int(x.shape[0] - index.size))
 
 
-def nonfinite_probe(bad: NonFinite, x: np.ndarray, index: np.ndarray | None = None,
-                    **extra: object) -> Probe:
+def nonfinite_probe(
+    bad: NonFinite, x: np.ndarray, index: np.ndarray | None = None, **extra: object
+) -> Probe:
     """The failure "``what`` is ``value`` at row j" on a finite input inside the domain (``x``
     the batch, ``bad.row`` counted in ``index`` when given)."""
     j = bad.row if index is None else int(index[bad.row])
-    msg = (f"{bad.what} is {bad.value} at row {j} for the finite input x = {x[j].tolist()}"
-           f" (outputs must be finite on finite inputs inside the domain)")
+    msg = (
+        f"{bad.what} is {bad.value} at row {j} for the finite input x = {x[j].tolist()}"
+        f" (outputs must be finite on finite inputs inside the domain)"
+    )
     example = {"x": x, "row": j, "output": bad.what, "value": bad.value, **extra}
     return Probe(ok=False, ratio=float("inf"), message=msg, example=example, judged=0)
