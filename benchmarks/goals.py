@@ -54,6 +54,7 @@ GOALS: tuple[Goal, ...] = (
     Goal("lu_inverse", 2.0, "n = 1024", lambda r: _n(r) == 1024),
     Goal("leaky_softplus_inverse", 5.0, "all n", lambda r: True),
     Goal("training_step", 1.3, "all n", lambda r: True),
+    Goal("monitor_training_step", 1.05, "n = 64, 256, 1024", lambda r: _n(r) in (64, 256, 1024)),
     Goal("training_step_compiled", 1.3, "all n, both flows compiled", lambda r: True),
     Goal("report_wall_time", 60.0, "default workload", lambda r: True, value="seconds"),
     Goal("validate_vs_import_torch", 4.0, "6-feature LULinear, ci profile", lambda r: True),

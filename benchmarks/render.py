@@ -29,6 +29,8 @@ TITLES: dict[str, str] = {
     "training_step_compiled": "Training step with each flow's loss and backward compiled "
     "(torch.compile): P4Inv ÷ nn.Linear",
     "training_step_compiled_vs_eager": "Training step of the P4Inv flow: compiled ÷ eager",
+    "monitor_training_step": "Training step of the P4Inv flow: default drift monitor "
+    "(a probe every 8 merges) ÷ monitor off",
     "oracle_flint_vs_mpmath": "Oracle: flint ÷ mpmath (evaluate, same matrix)",
     "validate_vs_import_torch": "invlin validate on one 6-feature LULinear (ci profile, "
     "float64 and float32, every check) ÷ python -c 'import torch', "

@@ -17,6 +17,7 @@ import torch
 from benchmarks.accuracy import leaky_softplus_ulp
 from benchmarks.goals import judge
 from benchmarks.layers import growth_exponent, leaky_softplus_rows, lu_rows, merge_rows, p4_rows
+from benchmarks.monitor import monitor_rows
 from benchmarks.ops import ops_rows
 from benchmarks.oracle import oracle_rows, report_wall_time
 from benchmarks.render import render
@@ -33,6 +34,7 @@ CASES = (
     "accuracy",
     "training",
     "compiled",
+    "monitor",
     "ops",
     "oracle",
     "report",
@@ -138,6 +140,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if args.compile_mode:
                 options["mode"] = args.compile_mode
             rows += compiled_training_rows(args.sizes, dtype=dtype, compile=options, **kw)
+        if "monitor" in args.cases:
+            log(f"training step, default drift monitor ÷ off {dtype}")
+            rows += monitor_rows(args.sizes, dtype=dtype, **kw)
         if "ops" in args.cases:
             log(f"operation counts {dtype}")
             rows += ops_rows(args.sizes, device=dev, dtype=dtype, batch=args.batch)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from invlin._validation import is_real
-from invlin.nn import p4_ops
+from invlin.nn import p4_ops, p4_state
 from invlin.nn.monitor import DriftMonitor, DriftReading, probe_drift
 from invlin.nn.p4_cache import ProductCache
 from invlin.nn.p4_ops import (
@@ -95,7 +95,7 @@ def read_merge_plans(plans: list[tuple]) -> list[list[float]]:
     return out  # type: ignore[return-value]
 
 
-_STATE = ("weight", "weight_inverse", "logabsdet", "sign")
+_STATE = p4_state.STATE
 # inverse() keeps one buffer for y − b between calls when y has at most this many elements
 # (16 MiB in float32): a fresh batch-sized temporary per call costs page faults on glibc, whose
 # malloc returns freed memory above its trim threshold to the system.
@@ -133,7 +133,9 @@ class P4InvLinear(nn.Module):
         init: ``"identity"``, ``"reverse"`` (the reversal permutation, det = (−1)^⌊n/2⌋),
             ``"orthogonal"`` (random, det = ±1), or an invertible ``(n, n)`` matrix.
         guard: merge bounds (default :meth:`Guard.p4`: the P4Inv reference code's).
-        monitor: drift monitor run after merges (``None`` switches it off).
+        monitor: drift monitor run after merges: ``"default"`` (:meth:`DriftMonitor.default`: an
+            O(n²) probe every 8 merges, a correction or LU refresh when it reads drift), a
+            :class:`DriftMonitor`, or ``None`` (off: nothing checks the tracked inverse).
         state_dtype: dtype of the tracked state (``None``: follow the parameters).
         penalty_bounds: (min, max) of log|c| and log|c·det| for :meth:`penalty`.
         generator: torch generator for v's resets and the monitor's probes.
@@ -156,9 +158,16 @@ class P4InvLinear(nn.Module):
     read c for its singularity check.
 
     Changing the state by hand: write A with an in-place tensor op under ``torch.no_grad()``
-    (``layer.weight.copy_(w)``) or ``load_state_dict``, then call :meth:`refresh`. Writes through
+    (``layer.weight.copy_(w)``) or ``load_state_dict``, then call :meth:`refresh`; ``inverse``
+    refuses (ValueError) to answer from X after A was written without it. Writes through
     ``.data`` (``layer.weight.data.copy_(w)``) bypass PyTorch's version counters, so the cached
     casts and products cannot see them and the layer keeps computing with the old A.
+
+    Loading: ``load_state_dict`` and unpickling check the tracked state (finite, real, sign ±1,
+    X and log|det| consistent with A) and refuse a bad one with
+    :class:`~invlin.nn.p4_state.InvalidStateError` naming the buffers, the layer unchanged; inside
+    :func:`~invlin.nn.p4_state.repairing` the derived buffers are recomputed from A instead, with
+    a :class:`~invlin.nn.p4_state.StateRepairedWarning`. Complex values are refused.
 
     >>> layer = P4InvLinear(3, init="reverse")
     >>> y, ld = layer(torch.ones(2, 3))
@@ -178,7 +187,7 @@ class P4InvLinear(nn.Module):
         init: str | torch.Tensor | Any = "identity",
         *,
         guard: Guard | None = None,
-        monitor: DriftMonitor | None = None,
+        monitor: DriftMonitor | Literal["default"] | None = "default",
         state_dtype: torch.dtype | None = torch.float64,
         penalty_bounds: tuple[float, float] = (-2.0, 15.0),
         device: torch.device | str | None = None,
@@ -202,10 +211,10 @@ class P4InvLinear(nn.Module):
         self.guard = Guard.p4(*penalty_bounds) if guard is None else guard
         if not isinstance(self.guard, Guard):
             raise ValueError(f"guard must be an invlin Guard, got {type(guard).__name__}")
-        if monitor is not None and not isinstance(monitor, DriftMonitor):
-            raise ValueError(
-                f"monitor must be a DriftMonitor or None, got {type(monitor).__name__}"
-            )
+        if isinstance(monitor, str) and monitor == "default":
+            monitor = DriftMonitor.default()
+        elif monitor is not None and not isinstance(monitor, DriftMonitor):
+            raise ValueError(f"monitor must be a DriftMonitor, 'default' or None, got {monitor!r}")
         for name, dt in (("state_dtype", state_dtype), ("dtype", dtype)):
             if dt is not None and not (isinstance(dt, torch.dtype) and dt.is_floating_point):
                 raise ValueError(
@@ -274,34 +283,56 @@ class P4InvLinear(nn.Module):
         return a
 
     def _factor_into_state(self) -> None:
-        """Recompute X, sign and log|det| from A by LU (O(n³)); A must be invertible.
-
-        torch has no half-precision LU: a float16/bfloat16 state is factored in float32 and the
-        results are rounded into the state."""
-        a = self.weight
-        if a.dtype in (torch.float16, torch.bfloat16):
-            a = a.float()
-        lu, piv, _ = torch.linalg.lu_factor_ex(a)
-        diag = torch.diagonal(lu)
-        if bool((diag == 0).any()):
-            raise ValueError("the weight matrix must be invertible: its LU has a zero pivot")
-        eye = torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
-        inv = torch.linalg.lu_solve(lu, piv, eye)
-        if not bool(torch.isfinite(inv).all()):
-            raise ValueError("the weight matrix must be invertible: its inverse overflows")
-        swaps = int((piv != torch.arange(1, piv.numel() + 1, device=piv.device)).sum())
-        negatives = int((diag < 0).sum())
+        """Recompute X, sign and log|det| from A by LU (O(n³), :func:`p4_state.factor`); A must
+        be finite and invertible (else ValueError naming ``weight``, state untouched)."""
+        inv, sign, logabsdet = p4_state.factor(self.weight)
         with torch.no_grad():
             self.weight_inverse.copy_(inv)
-            self.sign.fill_(-1.0 if (swaps + negatives) % 2 else 1.0)
-            self.logabsdet.copy_(torch.log(diag.abs()).sum())
+            self.sign.copy_(sign)
+            self.logabsdet.copy_(logabsdet)
+        self._watch_state()
 
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
+    def _watch_state(self) -> None:
+        """Record A as consistent with X for :class:`p4_state.InverseWatch` (after a load or LU)."""
+        watch = self.__dict__.get("_watch")
+        if watch is None:
+            watch = self.__dict__["_watch"] = p4_state.InverseWatch()
+        watch.sync(self._buffers["weight"], self._buffers["logabsdet"])
+
+    def _load_from_state_dict(
+        self, state_dict: Any, prefix: str, local_metadata: Any, strict: bool, *args: Any
+    ) -> None:
+        # Checked before anything is copied: a refused state leaves this layer as it was.
+        assign = bool(local_metadata.get("assign_to_params_buffers", False))
+        incoming = p4_state.incoming_state(
+            self._buffers, self._parameters, state_dict, prefix, assign=assign
+        )
+        missing = strict and any(prefix + k not in state_dict for k in _STATE)
+        recompute = () if missing else p4_state.settle(incoming, prefix=prefix)  # torch reports
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, *args)
         self.kappa_peak = None  # the loaded state's history is not known
+        p4_state.repair(self._buffers, recompute, prefix)
+        self._watch_state()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickling (``pickle``, ``torch.load`` of a module, ``copy.deepcopy``) checks the
+        tracked state as ``load_state_dict`` does (:func:`p4_state.settle`)."""
+        super().__setstate__(state)
+        recompute = p4_state.settle(
+            self._buffers,
+            where="unpickling",
+            merges=int(self.__dict__.get("merges", 0)),
+            kappa_peak=self.__dict__.get("kappa_peak"),
+        )
+        p4_state.repair(self._buffers, recompute)
+        self.__dict__["_watch"] = None
+        self._watch_state()
 
     # -- dtype/device handling: the tracked state keeps its dtype ---------------------------------
     def _apply(self, fn, recurse=True):  # type: ignore[override]
+        w = self._buffers["weight"]
+        target = fn(torch.empty(0, dtype=w.dtype, device=w.device)).dtype
+        p4_state.refuse_complex_target(target, "the target dtype of this conversion")
         kept = {k: self._buffers[k] for k in _STATE}
         super()._apply(fn, recurse)
         sdt = self.state_dtype
@@ -319,6 +350,9 @@ class P4InvLinear(nn.Module):
     # -- cached casts of the state to the compute dtype -------------------------------------------
     def _cast(self, name: str, dtype: torch.dtype) -> torch.Tensor:
         buf = self._buffers[name]
+        if name == "weight_inverse" and not (_compiling() or _transforms_active()):
+            b = self._buffers
+            self._watch.check(b["weight"], b["logabsdet"])  # A written by hand: X is stale
         if buf.dtype == dtype:
             return buf
         if _compiling():  # traced: a cast in the graph (the compiler fuses it)
@@ -699,7 +733,8 @@ class P4InvLinear(nn.Module):
 
     @torch.no_grad()
     def refresh(self) -> None:
-        """Recompute A⁻¹, sign and log|det| from A by LU (O(n³))."""
+        """Recompute A⁻¹, sign and log|det| from A by LU (O(n³)); a non-finite or singular A
+        raises ValueError naming ``weight`` and leaves the state as it was."""
         self._factor_into_state()
         self.refreshes += 1
         self.kappa_peak = None

@@ -114,7 +114,9 @@ class P4Scheduler:
     ``force_every`` steps the guard's bounds are skipped (never for zero or non-finite c). After a
     merge the optimizer state of the parameters named in ``reset`` (default ``("v",)``: keeping
     u's moments helped in the P4Inv paper) is reset to a fresh optimizer's, for any optimizer.
-    Every ``correct_every`` steps (when set) each layer's drift monitor runs even without a merge.
+    Each merge runs the layer's own drift monitor (on by default: a probe every 8 merges, see
+    :meth:`~invlin.nn.DriftMonitor.default`; a layer built with ``monitor=None`` has none). Every
+    ``correct_every`` steps (when set) each layer's drift monitor runs even without a merge.
     With ``record=True`` each merge's (u, v, c) goes into :attr:`history` for replay.
 
     Off the CPU the merge decisions of all layers are read on the host in one transfer per step

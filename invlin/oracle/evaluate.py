@@ -23,6 +23,7 @@ from ._common import (
     raw_to_float,
 )
 from ._singular import is_exactly_singular
+from .budget import require_within, resolve_budget
 from .exact import ExactMatrix
 
 __all__ = ["OracleResult", "OracleSingularError", "available_backends", "evaluate"]
@@ -182,6 +183,7 @@ def evaluate(
     target_bits: int = 64,
     guard_bits: int = 20,
     max_bits: int = 8192,
+    budget: float | None = None,
 ) -> OracleResult:
     """Return the true inverse, sign and log|det| of ``matrix``, confirmed at two precisions.
 
@@ -192,15 +194,25 @@ def evaluate(
     max(1, |log|det||)) and sign must agree to 2^-target_bits, and for flint the rigorous radii
     must be that small too. Otherwise the precision at least doubles, up to ``max_bits``.
 
+    Work is bounded: before each precision step its estimated cost (n³·max(1, bits/256) units
+    per evaluation, :mod:`invlin.oracle.budget`) is added to what was spent, and a total beyond
+    ``budget`` (None: :data:`~invlin.oracle.budget.DEFAULT_BUDGET` = 10⁷ units, e.g. n = 128 at
+    the default target; ``math.inf``: no limit) raises ``OracleBudgetError`` before that step
+    runs — an n too large for the budget is refused before any exact or floating work.
+
     Raises ``OracleSingularError`` for an exactly singular matrix (found in exact integer
     arithmetic, without floating evaluation) or one still unresolved at ``max_bits``;
-    ``ValueError`` for bad arguments; ``ImportError`` for ``backend="flint"`` without flint.
+    ``OracleBudgetError`` beyond the budget; ``ValueError`` for bad arguments; ``ImportError``
+    for ``backend="flint"`` without flint.
     """
     name = _resolve_backend(backend)
     target = _check_int(target_bits, "target_bits", 1)
     guard = _check_int(guard_bits, "guard_bits", 0)
     top = _check_int(max_bits, "max_bits", 16)
+    limit = resolve_budget(budget)
     em = matrix if isinstance(matrix, ExactMatrix) else ExactMatrix._from_array(matrix, "matrix")
+    least = min(_bits_for(0, target, guard), top)  # κ ≥ 1: no evaluation runs at fewer bits
+    require_within(0.0, em.n, (least, _check_bits(least)), limit)
     if is_exactly_singular(em._ints):
         raise OracleSingularError(
             "matrix is singular: its exact determinant is 0 (no precision can invert it)", bits=0
@@ -212,8 +224,10 @@ def evaluate(
     kappa = _float_kappa(em)
     log2_kappa = math.ceil(math.log2(max(kappa, 1.0))) if kappa <= _FLOAT_KAPPA_LIMIT else 53
     bits = min(_bits_for(log2_kappa, target, guard), top)
+    spent = 0.0
     while True:
         check = _check_bits(bits)
+        spent = require_within(spent, em.n, (bits, check), limit)
         lo = hi = None
         tried = bits
         try:

@@ -82,10 +82,10 @@ class UpdateResult:
     reason: str | None = None
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
-    view = a.view()
-    view.flags.writeable = False
-    return view
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """An immutable copy of ``a``: its memory is a ``bytes`` object, so neither it nor its
+    ``base`` can be made writable again (``setflags(write=True)`` raises ValueError)."""
+    return np.frombuffer(a.tobytes(), dtype=a.dtype).reshape(a.shape)
 
 
 class TrackedMatrix:
@@ -117,6 +117,15 @@ class TrackedMatrix:
         self._inv, self._sign, self._logabsdet = self._factor(a)
         self.updates = 0
         self.refused = 0
+        self._public: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _public_copy(self, name: str, internal: np.ndarray) -> np.ndarray:
+        """The immutable copy of an internal array handed out, made once per array object (the
+        internal arrays are replaced, never written in place)."""
+        kept = self._public.get(name)
+        if kept is None or kept[0] is not internal:
+            kept = self._public[name] = (internal, _frozen(internal))
+        return kept[1]
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -126,13 +135,14 @@ class TrackedMatrix:
 
     @property
     def a(self) -> np.ndarray:
-        """The matrix A, shape ``(n, n)`` (read-only view)."""
-        return _readonly(self._a)
+        """The matrix A, shape ``(n, n)`` (an immutable copy: it cannot be made writable)."""
+        return self._public_copy("a", self._a)
 
     @property
     def inverse(self) -> np.ndarray:
-        """The tracked inverse X ≈ A⁻¹, shape ``(n, n)`` (read-only view)."""
-        return _readonly(self._inv)
+        """The tracked inverse X ≈ A⁻¹, shape ``(n, n)`` (an immutable copy: it cannot be made
+        writable)."""
+        return self._public_copy("inverse", self._inv)
 
     @property
     def sign(self) -> int:
