@@ -1072,3 +1072,71 @@ BROKEN[all_nan] = {
     d: ("fail", ("invertibility", "round_trip", "logdet_autograd", "logdet_consistency", "edges"))
     for d in ("float64", "float32")
 }
+
+
+# -- one broken layer per check that had none of its own (issue 21, item 6) --------------------
+class InverseLogdetSameSign(CorrectLinear):
+    """Bug: the inverse returns the forward's log|det| (+log|det W|) instead of its negation;
+    each direction has the right magnitude, so only forward-vs-inverse consistency sees it."""
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, _ = super().inverse(y)
+        return x, self.logabsdet().expand(y.shape[:-1])
+
+
+class Float32Logdet(CorrectLinear):
+    """Bug: the forward log|det| is computed in float32 whatever the layer's dtype (an output
+    of the wrong dtype in float64; values right to float32 accuracy)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y, _ = super().forward(x)
+        return y, self.logabsdet().float().expand(x.shape[:-1])
+
+
+def inverse_logdet_same_sign(features: int) -> Adapter:
+    return _matrix(InverseLogdetSameSign(features), features)
+
+
+def float32_logdet(features: int) -> Adapter:
+    return _matrix(Float32Logdet(features), features)
+
+
+__all__ += [
+    "Float32Logdet",
+    "InverseLogdetSameSign",
+    "float32_logdet",
+    "inverse_logdet_same_sign",
+]
+
+
+class FirstBatchAxisLogdet(CorrectLinear):
+    """Bug: the log|det| is expanded to the first batch axis only (code written for (B, n)
+    batches): right for 1- and 2-D inputs, the wrong shape for (B₁, B₂, n)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y, _ = super().forward(x)
+        return y, self.logabsdet().expand(x.shape[:-1][:1])
+
+
+class Unmovable(CorrectLinear):
+    """Bug: ``.to()`` raises, so the layer cannot be moved to a dtype or device; every check
+    meets the exception before its search starts."""
+
+    def to(self, *args: object, **kwargs: object) -> nn.Module:
+        raise RuntimeError("this layer cannot be moved")
+
+
+def first_batch_axis_logdet(features: int) -> Adapter:
+    return _matrix(FirstBatchAxisLogdet(features), features)
+
+
+def unmovable(features: int) -> Adapter:
+    return _matrix(Unmovable(features), features)
+
+
+__all__ += [
+    "FirstBatchAxisLogdet",
+    "Unmovable",
+    "first_batch_axis_logdet",
+    "unmovable",
+]

@@ -1,0 +1,99 @@
+"""Each validator check, run alone, fails its own broken layer and passes that layer's correct twin.
+
+Every other test of the validator runs all checks together, where one check's failure can hide
+that another check lost its power (issue 21, item 6: a log|det| consistency check comparing
+magnitudes only and a batch-shape check skipping 3-D inputs survived a mutation run). Here the
+runner is restricted to one check and one dtype, so each check must find its bug by itself.
+"""
+
+from __future__ import annotations
+
+import pytest
+from validate_broken import (
+    constant_map,
+    correct_linear,
+    detached_bias,
+    first_batch_axis_logdet,
+    float32_logdet,
+    ill_conditioned_inverse,
+    inverse_logdet_same_sign,
+    low_precision_eval_cache,
+    non_finite_at_edges,
+    removed_torch_api,
+    sigmoid,
+    stale_cache,
+    unmovable,
+    wrong_dims_logdet,
+    wrong_sign_logdet,
+    zero_init_coupling_twin,
+    zero_init_shift_coupling,
+)
+
+from invlin.validate.checks import CHECKS
+from invlin.validate.runner import validate
+
+RUN = {"features": 3, "profile": "dev", "max_examples": 10, "dtypes": ("float64",)}
+
+#: check → (a layer only that check must catch, its correct twin), all judged in float64.
+PAIRS = {
+    "invertibility": (constant_map, correct_linear),
+    "round_trip": (zero_init_shift_coupling, zero_init_coupling_twin),
+    "logdet_autograd": (wrong_sign_logdet, correct_linear),
+    "logdet_oracle": (wrong_sign_logdet, correct_linear),
+    "logdet_consistency": (inverse_logdet_same_sign, correct_linear),
+    "batch_shape": (first_batch_axis_logdet, correct_linear),  # wrong only for 3-D batches
+    "dtype_device": (float32_logdet, correct_linear),
+    "modes": (low_precision_eval_cache, correct_linear),
+    "cache": (stale_cache, correct_linear),
+    "edges": (non_finite_at_edges, sigmoid),
+    "conditioning": (ill_conditioned_inverse, correct_linear),
+    "gradients": (detached_bias, correct_linear),
+}
+
+
+def _alone(factory, check: str):
+    report = validate(factory, checks=[check], **RUN)
+    assert report.error is None, report.error
+    (result,) = report.results
+    assert result.check == check
+    return result
+
+
+def test_every_check_has_a_broken_layer_and_a_twin():
+    assert set(PAIRS) == set(CHECKS)
+
+
+@pytest.mark.parametrize("check", list(PAIRS))
+def test_broken_layer_fails_the_check_alone(check):
+    broken, _ = PAIRS[check]
+    r = _alone(broken, check)
+    assert r.status == "fail", (broken.__name__, r.status, r.message)
+    assert r.message and r.example
+
+
+@pytest.mark.parametrize("check", list(PAIRS))
+def test_correct_twin_passes_the_check_alone(check):
+    _, twin = PAIRS[check]
+    r = _alone(twin, check)
+    assert r.status == "pass", (twin.__name__, r.status, r.message)
+    assert r.cases and r.cases > 0
+
+
+@pytest.mark.parametrize("check", ["round_trip", "edges", "conditioning"])
+def test_a_raising_layer_is_an_error_in_every_check(check):
+    r = _alone(removed_torch_api, check)
+    assert r.status == "error", (r.status, r.message)
+    assert r.exception and r.exception.startswith("AttributeError")
+
+
+@pytest.mark.parametrize("check", ["round_trip", "edges", "modes"])
+def test_a_layer_raising_outside_the_search_is_an_error(check):
+    r = _alone(unmovable, check)  # .to() raises: before any case is searched
+    assert r.status == "error", (r.status, r.message)
+    assert r.exception == "RuntimeError: this layer cannot be moved"
+    assert "the layer raised RuntimeError" in r.message
+
+
+def test_wrong_dims_logdet_is_caught_by_the_batch_shape_check_alone():
+    r = _alone(wrong_dims_logdet, "batch_shape")  # wrong for 1-D and 3-D batches
+    assert r.status == "fail", (r.status, r.message)
