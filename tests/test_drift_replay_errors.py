@@ -240,7 +240,9 @@ def test_markdown_escapes_layer_names(tmp_path, monkeypatch):
     monkeypatch.setattr(writer, "render_figures", lambda data: {})
     path = _save(tmp_path / "h.npz", _arrays(layer=name))
     out = tmp_path / "rep"
-    assert main(["report", "replay", str(path), "--output", str(out), "--no-progress"]) == 0
+    # The synthetic history records a constant log|det| while its merges change det: the
+    # replay rightly finds that unexpected failure (exit 1); the report is written all the same.
+    assert main(["report", "replay", str(path), "--output", str(out), "--no-progress"]) == 1
     report = (out / "report.md").read_text()
     assert escaped in report and f"| {name} |" not in report
 

@@ -7,15 +7,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from invlin.report.figures import FIGURES, num
+from invlin.report.verdicts import (
+    exit_text,
+    failure_header,
+    failure_rows,
+    fmt,
+    headline,
+    scope_name,
+    verdict_header,
+    verdict_rows,
+)
 
-__all__ = ["SUMMARY_HEADER", "Block", "build_document", "summary_rows", "verdict_matrix"]
+__all__ = ["Block", "build_document", "summary_header", "summary_rows"]
 
 
 @dataclass(frozen=True)
 class Block:
     """One element of a report: ``kind`` is "heading" (``level``, ``text``), "paragraph"
     (``text``), "list" (``items``), "table" (``header``, ``rows``), "figure" (``name`` = PNG
-    file, ``text`` = caption) or "code" (``text``)."""
+    file, ``text`` = caption) or "code" (``text``); ``tone`` ("good", "bad" or "") marks a
+    paragraph that carries the report's verdict."""
 
     kind: str
     text: str = ""
@@ -24,15 +35,7 @@ class Block:
     header: tuple[str, ...] = ()
     rows: tuple[tuple[str, ...], ...] = ()
     name: str = ""
-
-
-def _g(x: Any, digits: int = 3) -> str:
-    v = num(x)
-    if math.isnan(v):
-        return "–"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return f"{v:.{digits}g}"
+    tone: str = ""
 
 
 def _max(values: list[float]) -> float:
@@ -40,8 +43,12 @@ def _max(values: list[float]) -> float:
     return max(vals) if vals else math.nan
 
 
-SUMMARY_HEADER = (
-    "regime",
+def summary_header(data: dict[str, Any]) -> tuple[str, ...]:
+    """Header of :func:`summary_rows` (the first column is the regime, or a replay's layer)."""
+    return (scope_name(data), *_SUMMARY_COLUMNS)
+
+
+_SUMMARY_COLUMNS = (
     "n",
     "dtype",
     "engine",
@@ -58,7 +65,8 @@ SUMMARY_HEADER = (
 
 
 def summary_rows(data: dict[str, Any]) -> list[tuple[str, ...]]:
-    """One summary row per track (see ``SUMMARY_HEADER``); ratios against the exact path."""
+    """One summary row per track (see :func:`summary_header`); ratios against the exact path;
+    the verdict says whether a failure was expected."""
     rows = []
     for c in data["configurations"]:
         s = c["settings"]
@@ -68,7 +76,12 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, ...]]:
             final = sm["final"]
             inv = _max([num(cp["inverse_ratio_exact"]) for cp in cps])
             ld = _max([abs(num(cp["logdet_error_exact"])) for cp in cps])
-            verdict = "PASS" if sm["passed"] else f"FAIL (from update {sm['first_failure']})"
+            verdict = (
+                "PASS"
+                if sm["passed"]
+                else f"FAIL {'UNEXPECTED' if sm['verdict'] == 'unexpected' else 'expected'} "
+                f"(from update {sm['first_failure']})"
+            )
             rows.append(
                 (
                     s["regime"] if s["regime"] != "replay" else s["label"],
@@ -76,54 +89,17 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, ...]]:
                     s["dtype"],
                     t["engine"],
                     t["policy"],
-                    _g(inv),
-                    _g(ld),
+                    fmt(inv),
+                    fmt(ld),
                     str(sm["sign_errors"]),
                     f"{final['merged']} / {final['refused']}",
                     f"{cps[-1]['corrections']} / {cps[-1]['refreshes']}",
-                    _g(1e6 * num(sm["seconds_per_update"]), 2),
-                    _g(sm["worst_margin"], 2),
+                    fmt(1e6 * num(sm["seconds_per_update"]), 2),
+                    fmt(sm["worst_margin"], 2),
                     verdict,
                 )
             )
     return rows
-
-
-def verdict_matrix(data: dict[str, Any]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
-    """Header and rows of the at-a-glance table: one row per configuration, one column per
-    policy, each cell the verdict of its engines ("PASS", "FAIL" or "reference PASS, layer
-    FAIL")."""
-    policies: list[str] = []
-    for c in data["configurations"]:
-        for t in c["tracks"]:
-            if t["policy"] not in policies:
-                policies.append(t["policy"])
-    rows = []
-    for c in data["configurations"]:
-        s = c["settings"]
-        cells = []
-        for p in policies:
-            verdicts = {
-                t["engine"]: ("PASS" if t["summary"]["passed"] else "FAIL")
-                for t in c["tracks"]
-                if t["policy"] == p
-            }
-            if not verdicts:
-                cells.append("–")
-            elif len(set(verdicts.values())) == 1:
-                cells.append(next(iter(verdicts.values())))
-            else:
-                cells.append(", ".join(f"{e} {v}" for e, v in verdicts.items()))
-        rows.append(
-            (
-                s["regime"] if s["regime"] != "replay" else s["label"],
-                str(s["n"]),
-                str(s["updates"]),
-                s["dtype"],
-                *cells,
-            )
-        )
-    return ("regime", "n", "updates", "dtype", *policies), rows
 
 
 def _environment(data: dict[str, Any]) -> Block:
@@ -147,7 +123,7 @@ def _environment(data: dict[str, Any]) -> Block:
             f"bits) and confirmed at a higher one; largest confirming precision "
             f"{oracle.get('max_bits', '?')} bits",
         ),
-        ("wall time", f"{_g(data.get('wall_seconds'), 3)} s"),
+        ("wall time", f"{fmt(data.get('wall_seconds'), 3)} s"),
     ]
     return Block("table", header=("", ""), rows=tuple(rows))
 
@@ -223,23 +199,65 @@ def _regimes(data: dict[str, Any]) -> Block:
     return Block("list", items=tuple(f"{k}: {v}" for k, v in seen.items()))
 
 
+def _verdict_blocks(data: dict[str, Any]) -> list[Block]:
+    """The report's lead: headline, exit status, one line per policy and regime, the rules
+    that fired, and every failed track with its reason."""
+    text, tone = headline(data)
+    blocks = [
+        Block("paragraph", text, tone=tone),
+        Block("paragraph", exit_text(data)),
+        Block(
+            "heading",
+            "Verdicts by policy and regime"
+            if data["kind"] == "sweep"
+            else "Verdicts by track and layer",
+        ),
+        Block("table", header=verdict_header(data), rows=tuple(verdict_rows(data))),
+        Block(
+            "paragraph",
+            "One line for all dimensions, dtypes and engines of a policy; PASS: every track "
+            "passed; EXPECTED: every failure is a demonstration named in *why*; UNEXPECTED: "
+            "at least one failure no rule explains. *failed*: per dtype, failed tracks, the "
+            "checks that failed (inverse ratio, log|det| ratio, sign of det) and the earliest "
+            "update at which one failed.",
+        ),
+    ]
+    fired = {name for line in data["verdicts"] for name in line["expectations"]}
+    if fired:
+        blocks += [
+            Block("heading", "Why these failures are expected", level=3),
+            Block(
+                "list",
+                items=tuple(
+                    f"**{e['title']}.** {e['reason']}"
+                    for e in data["expectations"]
+                    if e["name"] in fired
+                ),
+            ),
+            Block(
+                "paragraph",
+                "These rules are declared once, in invlin/drift/expectations.py; a failure "
+                "none of them matches is unexpected.",
+            ),
+        ]
+    rows = failure_rows(data)
+    if rows:
+        blocks += [
+            Block("heading", "Failures"),
+            Block("table", header=failure_header(data), rows=tuple(rows)),
+        ]
+    return blocks
+
+
 def build_document(data: dict[str, Any], figures: list[str]) -> list[Block]:
     """The blocks of the report for ``data``; ``figures`` lists the PNG files present."""
-    summ = data["summary"]
     title = "invlin drift report" if data["kind"] == "sweep" else "invlin replay report"
     blocks = [
         Block("heading", f"{title}: {data['name']}", level=1),
+        *_verdict_blocks(data),
+        Block("heading", "All tracks"),
         Block("paragraph", _settings_text(data)),
-        Block(
-            "paragraph",
-            f"**{summ['passed']} of {summ['tracks']} tracks passed, "
-            f"{summ['failed']} failed** ({summ['configurations']} "
-            f"configurations).",
-        ),
-        Block("heading", "Verdicts at a glance"),
-        Block("table", header=verdict_matrix(data)[0], rows=tuple(verdict_matrix(data)[1])),
-        Block("heading", "Summary"),
-        Block("table", header=SUMMARY_HEADER, rows=tuple(summary_rows(data))),
+        Block("table", header=summary_header(data), rows=tuple(summary_rows(data))),
         Block(
             "paragraph",
             "max inv ratio and max |Δlog|det|| are over the checkpoints, "
@@ -276,5 +294,8 @@ def build_document(data: dict[str, Any], figures: list[str]) -> list[Block]:
         ),
     ]
     if data.get("command"):
-        blocks.append(Block("code", "invlin " + " ".join(data["command"])))
+        blocks += [
+            Block("heading", "Reproduce"),
+            Block("code", "invlin " + " ".join(data["command"])),
+        ]
     return blocks

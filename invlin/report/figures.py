@@ -16,13 +16,32 @@ _POLICY_COLORS = {
     "refresh": "#9467bd",
     "as-recorded": "#ff7f0e",
 }
-# Wider lines for policies drawn first, so identical curves stay visible as layers.
+# Policies are drawn in this order, each with a narrower line and a smaller marker than the one
+# before: where curves coincide (plain = guarded on the approach, guarded = monitored on the
+# crossing, reference = layer almost everywhere) every policy still shows, as nested markers and
+# a line inside a wider one.
+_POLICY_ORDER = ("plain", "guarded", "monitored", "refresh", "as-recorded")
 _POLICY_WIDTHS = {
-    "plain": 3.2,
-    "guarded": 2.4,
-    "monitored": 1.7,
-    "refresh": 1.1,
+    "plain": 4.0,
+    "guarded": 2.8,
+    "monitored": 1.8,
+    "refresh": 1.0,
     "as-recorded": 1.5,
+}
+_POLICY_MARKERS = {
+    "plain": "o",
+    "guarded": "s",
+    "monitored": "^",
+    "refresh": "D",
+    "as-recorded": "v",
+}
+# Each size fits inside the one before (a square's diagonal is √2 its side).
+_POLICY_MARKER_SIZES = {
+    "plain": 12.5,
+    "guarded": 8.0,
+    "monitored": 5.5,
+    "refresh": 3.5,
+    "as-recorded": 6.0,
 }
 _ENGINE_STYLES = {"reference": "-", "layer": "--", "recorded": "-"}
 _DTYPE_COLORS = {
@@ -36,9 +55,12 @@ _REGIME_MARKERS = {"walk": "o", "approach": "s", "crossing": "^", "replay": "D"}
 #: Figure file name → caption, in the order the report shows them.
 FIGURES = {
     "drift.png": "Inverse drift against the exact path: LAPACK ratio ‖I − XE‖₁/(n‖E‖₁‖X‖₁ε) "
-    "vs updates, per condition regime (rows) and dtype (columns), largest n; solid: "
-    "NumPy reference, dashed: torch layer; dotted black: the allowance 30(1+k); "
-    "× marks a failed checkpoint; grey vertical line: deepest point / sign change.",
+    "vs updates, per condition regime (rows) and dtype (columns), largest n. Colour and "
+    "marker: policy, drawn plain → refresh with ever thinner lines and smaller markers, so "
+    "policies whose curves coincide show as nested markers; solid with large markers: NumPy "
+    "reference, dashed with small markers: torch layer; a filled marker is a failed "
+    "checkpoint; dotted black: the allowance 30(1+k); grey vertical line: deepest point / "
+    "sign change.",
     "logdet.png": "log|det| drift against the exact path: ratio |ℓ − ℓ*|/(nκε), same layout.",
     "policies.png": "Policy comparison (reference engine, largest n): worst judged ratio ÷ "
     "allowance over the run (top; hatched: the track FAILED, also when "
@@ -129,39 +151,20 @@ def _grid(data: dict[str, Any], key: str, ylabel: str) -> bytes | None:
             k_max = 1
             for c in chosen:
                 k_max = max(k_max, c["settings"]["updates"])
-                for t in c["tracks"]:
-                    xs, ys = _series(t, key)
-                    ax.plot(
-                        xs,
-                        ys,
-                        _ENGINE_STYLES.get(t["engine"], "-"),
-                        color=_POLICY_COLORS.get(t["policy"], "k"),
-                        lw=_POLICY_WIDTHS.get(t["policy"], 1.2)
-                        * (1.0 if t["engine"] == "reference" else 0.6),
-                        label=f"{t['policy']} ({t['engine']})",
-                    )
-                    bad = [
-                        (float(cp["updates"]), max(num(cp[key]), 1e-300))
-                        for cp in t["checkpoints"]
-                        if not cp["passed"] and math.isfinite(num(cp[key]))
-                    ]
-                    if bad:
-                        ax.plot(
-                            *zip(*bad, strict=True),
-                            "x",
-                            color=_POLICY_COLORS.get(t["policy"], "k"),
-                            ms=5,
-                        )
+                for t in _drawing_order(c["tracks"]):
+                    _plot_track(ax, t, key)
                 if c.get("event"):
-                    ax.axvline(c["event"], color="0.6", lw=0.8)
+                    ax.axvline(c["event"], color="0.6", lw=0.8, zorder=0)
             ks = [1.0, float(k_max)]
             ax.plot(
                 ks, [30.0 * (1 + k) for k in ks], ":", color="k", lw=1.0, label="allowance 30(1+k)"
             )
-            # Growth with k on a log axis; the approach/crossing trajectories on a linear one.
-            ax.set_xscale("log" if regime == "walk" else "linear")
+            # One x scale for every panel (the trajectories through the event need a linear one).
+            ax.set_xscale("linear")
             ax.set_yscale("log")
-            ax.set_title(f"{regime}, {dt}, n={n}", fontsize=9)
+            title = f"{regime}, {dt}, n={n}"
+            same = _coinciding([t for c in chosen for t in c["tracks"]], key)
+            ax.set_title(title + (f"\nsame curve: {same}" if same else ""), fontsize=9)
             ax.set_xlabel("updates")
             if j == 0:
                 ax.set_ylabel(ylabel)
@@ -170,6 +173,98 @@ def _grid(data: dict[str, Any], key: str, ylabel: str) -> bytes | None:
     uniq = dict(zip(labels, handles, strict=True))
     fig.legend(uniq.values(), uniq.keys(), loc="outside lower center", ncol=5, fontsize=8)
     return _png(fig)
+
+
+def _drawing_order(tracks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tracks in :data:`_POLICY_ORDER` (widest first), the reference engine before the layer."""
+    rank = {p: i for i, p in enumerate(_POLICY_ORDER)}
+    return sorted(
+        tracks,
+        key=lambda t: (rank.get(t["policy"], len(rank)), t["engine"] != "reference"),
+    )
+
+
+# Curves closer than this (relative, at every checkpoint) are one curve at the figure's
+# resolution: a log axis of several decades over a few hundred pixels.
+_SAME_CURVE = 1e-3
+
+
+def _coinciding(tracks: list[dict[str, Any]], key: str) -> str:
+    """The policies whose ``key`` curves coincide, per engine, as text for the panel title,
+    e.g. "plain = guarded" (both engines) or "plain = guarded (layer)"; "" when none do."""
+    per_engine: dict[str, list[list[str]]] = {}
+    for engine in dict.fromkeys(t["engine"] for t in tracks):
+        groups: list[tuple[list[float], list[str]]] = []
+        for t in _drawing_order([t for t in tracks if t["engine"] == engine]):
+            ys = [num(cp[key]) for cp in t["checkpoints"]]
+            for ref, members in groups:
+                if len(ref) == len(ys) and all(
+                    a == b
+                    or (math.isnan(a) and math.isnan(b))
+                    or abs(a - b) <= _SAME_CURVE * max(abs(a), abs(b))
+                    for a, b in zip(ref, ys, strict=True)
+                ):
+                    members.append(t["policy"])
+                    break
+            else:
+                groups.append((ys, [t["policy"]]))
+        per_engine[engine] = [m for _, m in groups if len(m) > 1]
+    texts: dict[str, list[str]] = {}
+    for engine, groups in per_engine.items():
+        for g in groups:
+            texts.setdefault(" = ".join(g), []).append(engine)
+    return "; ".join(
+        text if len(engines) == len(per_engine) else f"{text} ({', '.join(engines)})"
+        for text, engines in texts.items()
+    )
+
+
+def _marked(xs: list[float], spacing: float) -> list[int]:
+    """Indices of the points that get a marker: none closer than ``spacing`` in x to the
+    previous marked one (log-spaced checkpoints crowd the left of a linear axis)."""
+    out: list[int] = []
+    for i, x in enumerate(xs):
+        if not out or x - xs[out[-1]] >= spacing:
+            out.append(i)
+    return out
+
+
+def _plot_track(ax: Any, t: dict[str, Any], key: str) -> None:
+    """One track's ``key`` vs updates in its policy's style: colour, width, marker; the
+    reference engine solid with hollow markers, the layer dashed with small ones; a failed
+    checkpoint's marker filled."""
+    policy, layer = t["policy"], t["engine"] == "layer"
+    color = _POLICY_COLORS.get(policy, "k")
+    scale = 0.55 if layer else 1.0
+    pts = [
+        (float(cp["updates"]), num(cp[key]), not cp["passed"])
+        for cp in t["checkpoints"]
+        if math.isfinite(num(cp[key])) and num(cp[key]) > 0
+    ]
+    if not pts:
+        return
+    xs, ys, bad = (list(v) for v in zip(*pts, strict=True))
+    marks = _marked(xs, (xs[-1] - xs[0]) / 40 if len(xs) > 1 else 1.0)
+    style = {
+        "color": color,
+        "marker": _POLICY_MARKERS.get(policy, "o"),
+        "ms": _POLICY_MARKER_SIZES.get(policy, 5.0) * scale,
+        "mew": 1.2 * scale,
+        "alpha": 0.9,
+    }
+    ax.plot(
+        xs,
+        ys,
+        _ENGINE_STYLES.get(t["engine"], "-"),
+        lw=_POLICY_WIDTHS.get(policy, 1.2) * scale,
+        mfc="none",
+        markevery=[i for i in marks if not bad[i]],
+        label=f"{policy} ({t['engine']})",
+        **style,
+    )
+    failed = [i for i in marks if bad[i]]
+    if failed:
+        ax.plot([xs[i] for i in failed], [ys[i] for i in failed], ls="none", **style)
 
 
 def drift_figure(data: dict[str, Any]) -> bytes | None:
@@ -361,6 +456,28 @@ def conditioning_figure(data: dict[str, Any]) -> bytes | None:
     return _png(fig)
 
 
+# Below this |value| the Hutchinson panel is linear: float64 drift of a fresh inverse is ~1e-15.
+_LINTHRESH = 1e-12
+
+
+def _symlog_ticks(top: float, linthresh: float) -> tuple[list[float], list[str]]:
+    """Ticks 0 and ±10^e for exponents e from ``top`` down, spaced so labels never touch.
+
+    On a symlog axis (linscale 1) 0 to ``linthresh`` spans one decade, so the axis spans
+    about 2(e_top − log₁₀ linthresh) + 1 decades; labelled ticks are kept at least a sixth of
+    that (and four decades) apart, also from 0: at most about seven labels of five characters
+    over a panel's width.
+    """
+    low = math.floor(math.log10(linthresh))
+    hi = max(math.ceil(math.log10(max(top, linthresh))), low + 4)
+    gap = max(4, math.ceil((2 * (hi - low) + 1) / 6))
+    exps = list(range(hi, low + gap - 2, -gap))
+    ticks = [-(10.0**e) for e in exps] + [0.0] + [10.0**e for e in reversed(exps)]
+    name = {e: f"1e{e}".replace("-", "−") for e in exps}
+    labels = [f"−{name[e]}" for e in exps] + ["0"] + [name[e] for e in reversed(exps)]
+    return ticks, labels
+
+
 def estimators_figure(data: dict[str, Any]) -> bytes | None:
     """Probe and Hutchinson estimates against the directly computed drift."""
     points: dict[str, list[tuple[float, float, float, float]]] = {}
@@ -422,19 +539,19 @@ def estimators_figure(data: dict[str, Any]) -> bytes | None:
     left.set_ylabel("probe estimate (4 probes)")
     left.legend(fontsize=8)
     left.grid(True, alpha=0.3)
-    ticks = [-1e2, -1e-5, -1e-12, 0.0, 1e-12, 1e-5, 1e2]
-    right.set_xscale("symlog", linthresh=1e-12)
-    right.set_yscale("symlog", linthresh=1e-12)
-    for axis in (right.xaxis, right.yaxis):
-        axis.set_ticks(ticks, ["−1e2", "−1e−5", "−1e−12", "0", "1e−12", "1e−5", "1e2"])
-        axis.set_minor_locator(NullLocator())
-    right.set_xlabel("log|det(XA)| (float64 slogdet)")
-    right.set_ylabel("Hutchinson tr(XA − I)")
     span = [
         abs(v) for pts in points.values() for _, _, a, b in pts for v in (a, b) if math.isfinite(v)
     ]
+    top = max(span, default=1.0)
+    ticks, labels = _symlog_ticks(top, _LINTHRESH)
+    right.set_xscale("symlog", linthresh=_LINTHRESH)
+    right.set_yscale("symlog", linthresh=_LINTHRESH)
+    for axis in (right.xaxis, right.yaxis):
+        axis.set_ticks(ticks, labels)
+        axis.set_minor_locator(NullLocator())
+    right.set_xlabel("log|det(XA)| (float64 slogdet)")
+    right.set_ylabel("Hutchinson tr(XA − I)")
     if span:
-        top = max(span)
         right.plot([-top, top], [-top, top], "k-", lw=0.8)
     right.legend(fontsize=8)
     right.grid(True, alpha=0.3)

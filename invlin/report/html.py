@@ -17,11 +17,15 @@ table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; }
 th { background: #f2f2f2; }
 td.pass { color: #1a7f37; font-weight: 600; }
-td.fail { color: #cf222e; font-weight: 600; }
+td.expected { color: #9a6700; font-weight: 600; }
+td.fail { color: #fff; background: #cf222e; font-weight: 700; }
+p.good, p.bad { padding: 0.6em 0.9em; border-radius: 4px; font-size: 1.1em; }
+p.good { background: #dafbe1; border-left: 6px solid #1a7f37; }
+p.bad { background: #ffebe9; border-left: 6px solid #cf222e; }
 figure { margin: 1.5em 0; }
 figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { font-size: 0.9em; color: #555; }
-pre { background: #f6f8fa; padding: 0.75em; overflow-x: auto; }
+pre { background: #f6f8fa; padding: 0.75em; white-space: pre-wrap; overflow-wrap: anywhere; }
 """
 
 
@@ -33,13 +37,21 @@ def _inline(text: str) -> str:
     return re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"<em>\1</em>", out)
 
 
+def _tone(text: str) -> str:
+    """The class of a verdict cell: a PASS, an expected failure, or an unexpected one."""
+    if text.startswith("PASS"):
+        return "pass"
+    if text.startswith("UNEXPECTED") or text.startswith("FAIL UNEXPECTED"):
+        return "fail"
+    if text.startswith("EXPECTED") or text.startswith("FAIL"):
+        return "expected"
+    return ""
+
+
 def _cell(text: str) -> str:
-    cls = (
-        ' class="pass"'
-        if text.startswith("PASS")
-        else (' class="fail"' if text.startswith("FAIL") else "")
-    )
-    return f"<td{cls}>{_inline(text)}</td>"
+    cls = _tone(text)
+    attr = f' class="{cls}"' if cls else ""
+    return f"<td{attr}>{_inline(text)}</td>"
 
 
 def render_html(blocks: list[Block], images: dict[str, bytes], title: str = "invlin report") -> str:
@@ -49,13 +61,16 @@ def render_html(blocks: list[Block], images: dict[str, bytes], title: str = "inv
         if b.kind == "heading":
             body.append(f"<h{b.level}>{_inline(b.text)}</h{b.level}>")
         elif b.kind == "paragraph":
-            body.append(f"<p>{_inline(b.text)}</p>")
+            cls = f' class="{b.tone}"' if b.tone else ""
+            body.append(f"<p{cls}>{_inline(b.text)}</p>")
         elif b.kind == "list":
             body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.items) + "</ul>")
         elif b.kind == "table":
             head = "".join(f"<th>{_inline(h)}</th>" for h in b.header)
+            # A key–value table has blank headers: no empty header row.
+            thead = f"<thead><tr>{head}</tr></thead>" if any(b.header) else ""
             rows = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in b.rows)
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            body.append(f"<table>{thead}<tbody>{rows}</tbody></table>")
         elif b.kind == "figure":
             if b.name not in images:
                 raise ValueError(f"images has no PNG for figure {b.name!r}")

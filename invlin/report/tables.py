@@ -6,7 +6,7 @@ import csv
 import io
 from typing import Any
 
-from invlin.report.document import SUMMARY_HEADER, summary_rows
+from invlin.report.document import summary_header, summary_rows
 
 __all__ = ["checkpoints_csv", "summary_csv"]
 
@@ -44,6 +44,6 @@ def summary_csv(data: dict[str, Any]) -> str:
     """The summary table of the report as CSV."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(SUMMARY_HEADER)
+    writer.writerow(summary_header(data))
     writer.writerows(summary_rows(data))
     return buf.getvalue()
