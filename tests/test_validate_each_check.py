@@ -97,3 +97,15 @@ def test_a_layer_raising_outside_the_search_is_an_error(check):
 def test_wrong_dims_logdet_is_caught_by_the_batch_shape_check_alone():
     r = _alone(wrong_dims_logdet, "batch_shape")  # wrong for 1-D and 3-D batches
     assert r.status == "fail", (r.status, r.message)
+
+
+@pytest.mark.parametrize("check", ["logdet_oracle", "conditioning"])
+def test_a_matrix_beyond_the_oracle_budget_is_not_judged_rather_than_blamed(check, monkeypatch):
+    """The oracle refuses work beyond its budget (OracleBudgetError); a check that needs it must
+    report 'insufficient' with the reason, not an error or a failure of the layer."""
+    from invlin.oracle import budget
+
+    monkeypatch.setattr(budget, "DEFAULT_BUDGET", 1.0)  # below the cost of any evaluation
+    result = _alone(correct_linear, check)
+    assert result.status == "insufficient", result
+    assert "budget" in result.message

@@ -1,18 +1,16 @@
-"""``invlin report``: the drift report (sweep or replay) written to ``reports/<name>/``."""
+"""``invlin report``: the drift report (sweep or replay), written to a folder of its own."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from invlin.cli import positive_int
-from invlin.drift.config import DEFAULTS, DTYPES
-from invlin.drift.executors import EXECUTORS
-from invlin.drift.policies import ENGINES, POLICIES
-from invlin.drift.regimes import REGIMES
+from invlin.cli import SUMMARIES, positive_int
 
 __all__ = ["register"]
 
@@ -27,18 +25,38 @@ def _fraction(text: str) -> float:
     return value
 
 
+class _OutOption(argparse.Action):
+    """Store ``--out``/``--output`` and remember which spelling was used, for messages."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.output_flag = option_string
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--name",
         default=None,
-        help="report name: the folder under reports/ (default: 'default', or "
-        "'replay-<file>' for a replay)",
+        help="report name, shown in the report (default: 'default', or 'replay-<file>' for a "
+        "replay); it no longer picks the folder: see --out",
     )
     p.add_argument(
+        "--out",
         "--output",
+        dest="output",
         type=Path,
         default=None,
-        help="report folder (default: reports/<name>); replaced atomically",
+        action=_OutOption,
+        metavar="DIR",
+        help="report folder (default: a new folder ./invlin-output/report-<date>-<time>); "
+        "created if missing, replaced atomically if invlin wrote it (it holds a "
+        ".invlin-output marker), refused if it holds anything else",
     )
     p.add_argument(
         "--backend",
@@ -46,25 +64,43 @@ def _common(p: argparse.ArgumentParser) -> None:
         choices=["auto", "flint", "mpmath"],
         help="oracle backend (default: flint when installed, else mpmath)",
     )
+    p.add_argument(
+        "--oracle-budget",
+        type=float,
+        default=None,
+        metavar="UNITS",
+        help="the most work the oracle may do per evaluation, in n³·max(1, bits/256) units "
+        "(default invlin.oracle.budget.DEFAULT_BUDGET = 1e7, about n ≤ 170; inf: no limit); "
+        "in this process only, so not with --executor dask",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--strict",
         action="store_true",
-        help="exit with status 1 when any track fails (default: 0 once written)",
+        help="exit with status 1 when any track fails, expected failures included (default: "
+        "1 only when a failure is unexpected, 0 otherwise once written)",
+    )
+    p.add_argument(
+        "--details",
+        action="store_true",
+        help="also print every track and every failure (always in report.md / report.html)",
     )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``report`` subcommand (with its ``replay`` form) to the ``invlin`` parser."""
+    # The choices come from a module of constants: help needs neither NumPy, SciPy nor torch.
+    from invlin.drift.vocabulary import DEFAULTS, DTYPES, ENGINES, EXECUTORS, POLICIES, REGIMES
+
     rep = sub.add_parser(
         "report",
-        help="drift report: tracked inverses, log|det| and signs against the exact oracle",
+        help=SUMMARIES["report"],
         description="Run drift policies (plain Sherman–Morrison, P4 guarded merges, guarded + "
         "monitor-triggered correction, periodic refresh) on the NumPy reference and the torch "
         "P4InvLinear through update sequences of three condition regimes, measure them at "
-        "log-spaced checkpoints against the arbitrary-precision oracle, and write "
-        "reports/<name>/ (report.html, report.md, PNG figures, data.json, CSV). With no options "
+        "log-spaced checkpoints against the arbitrary-precision oracle, and write a report "
+        "folder (report.html, report.md, PNG figures, data.json, CSV; --out). With no options "
         "this is the default sweep (about a minute on 2 cores). "
         "`invlin report replay HISTORY` audits a recorded training run instead.",
     )
@@ -165,7 +201,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="replay a recorded merge history against the oracle",
         description="Replay the merges that P4Scheduler(record=True) saved (MergeHistory.save) "
         "against the oracle: judge the recorded log|det| and sign of every layer, re-track the "
-        "merges with the NumPy reference, and write reports/<name>/.",
+        "merges with the NumPy reference, and write a report folder (--out).",
     )
     rp.add_argument("history", type=Path, help="the .npz file written by MergeHistory.save")
     rp.add_argument(
@@ -192,19 +228,15 @@ def _bar(total: int, desc: str, enabled: bool) -> Any:
     return progress_bar(total, desc, enabled=enabled)
 
 
-def _check_output(args: argparse.Namespace) -> None:
-    """Refuse, before any work, an ``--output`` that is a file or lies below one (exit 2)."""
-    if args.output is None:
-        return
-    for path in (args.output, *args.output.parents):
-        if path.exists():
-            if not path.is_dir():
-                what = "is" if path == args.output else f"lies below {str(path)!r}, which is"
-                args._parser.error(
-                    f"--output {str(args.output)!r} {what} a file, not a folder: "
-                    f"the report is a folder of files"
-                )
-            return
+def _check_output(args: argparse.Namespace, kind: str) -> Any:
+    """Where the report goes (:func:`invlin.outputs.plan_output`), checked before any work: a
+    location invlin must not or cannot write is a usage error (exit 2)."""
+    from invlin.outputs import OutputError, plan_output
+
+    try:
+        return plan_output(args.output, kind=kind, label=getattr(args, "output_flag", "--out"))
+    except OutputError as exc:
+        args._parser.error(str(exc))
 
 
 def _check_executor(args: argparse.Namespace) -> None:
@@ -220,41 +252,65 @@ def _check_executor(args: argparse.Namespace) -> None:
         )
 
 
-def _finish(args: argparse.Namespace, data: dict[str, Any], name: str) -> int:
-    from invlin.report import write_report
+def _check_budget(args: argparse.Namespace) -> float | None:
+    """``--oracle-budget`` resolved, checked before any work (a usage error: exit 2)."""
+    from invlin.oracle import budget
 
-    target = args.output if args.output is not None else Path("reports") / name
+    if args.oracle_budget is None:
+        return None
+    if getattr(args, "executor", "local") != "local":
+        args._parser.error("--oracle-budget applies in this process: use --executor local")
     try:
-        path = write_report(data, target)
+        return budget.resolve_budget(args.oracle_budget)
+    except ValueError as exc:
+        args._parser.error(str(exc).replace("budget must", "--oracle-budget must"))
+
+
+@contextlib.contextmanager
+def _oracle_budget(args: argparse.Namespace, limit: float | None) -> Iterator[None]:
+    """Run the body with the oracle's budget set to ``limit`` (restored afterwards: ``main``
+    may run in a long-lived process); an evaluation it refuses ends the command (exit 2)."""
+    from invlin.oracle import OracleBudgetError, budget
+
+    saved = budget.DEFAULT_BUDGET
+    if limit is not None:
+        budget.DEFAULT_BUDGET = limit
+    try:
+        yield
+    except OracleBudgetError as exc:
+        args._parser.exit(
+            2,
+            f"invlin report: error: {exc.args[0].split('; pass')[0]}; "
+            f"raise the limit with --oracle-budget {exc.estimate:.2g} (or inf), "
+            "or use smaller --dims\n",
+        )
+    finally:
+        budget.DEFAULT_BUDGET = saved
+
+
+def _finish(args: argparse.Namespace, data: dict[str, Any], output: Any) -> int:
+    import dataclasses
+    import shlex
+
+    from invlin.outputs import OutputError, wrote_line
+    from invlin.report import render_files
+
+    output = dataclasses.replace(output, command=shlex.join(["invlin", *data["command"]]))
+    try:
+        path = output.write_files(render_files(data))
     except ImportError as exc:
         print(f"invlin report: {exc}", file=sys.stderr)
         return 1
-    from invlin.report.document import summary_rows
+    except OutputError as exc:
+        print(f"invlin report: error: {exc}", file=sys.stderr)
+        return 2
+    from invlin.drift.verdicts import exit_status
+    from invlin.report.terminal import render_terminal
 
-    rows = summary_rows(data)
-    cols = (0, 1, 2, 3, 4, 5, 6, 7, 12)
-    head = (
-        "regime",
-        "n",
-        "dtype",
-        "engine",
-        "policy",
-        "max inv ratio",
-        "max |Δlogdet|",
-        "sign err",
-        "verdict",
-    )
-    table = [head] + [tuple(r[c] for c in cols) for r in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
-    for r in table:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print(render_terminal(data, details=args.details))
+    print(wrote_line(path))
     s = data["summary"]
-    print(
-        f"{s['passed']} passed, {s['failed']} failed ({s['tracks']} tracks, "
-        f"{data['wall_seconds']:.1f} s; ratios against the exact path, allowed = 30·(1+k))"
-    )
-    print(f"report: {path}/report.html (also report.md, data.json, CSV, PNG)")
-    return 1 if (args.strict and s["failed"]) else 0
+    return exit_status(unexpected=s["unexpected"], failed=s["failed"], strict=args.strict)
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -265,8 +321,9 @@ def _sweep(args: argparse.Namespace) -> int:
 
     if args.scheduler is not None and args.executor != "dask":
         args._parser.error("--scheduler needs --executor dask")
-    _check_output(args)
+    output = _check_output(args, "report")
     _check_executor(args)
+    limit = _check_budget(args)
     start = time.perf_counter()
     try:
         configs = plan_sweep(
@@ -286,17 +343,18 @@ def _sweep(args: argparse.Namespace) -> int:
     except ValueError as exc:
         args._parser.error(str(exc))
     bar = _bar(sum(c.updates for c in configs), "invlin report", not args.no_progress)
-    try:
-        results = executors.run_sweep(
-            configs,
-            executor=args.executor,
-            scheduler=args.scheduler,
-            workers=args.workers,
-            progress=bar.update if bar else None,
-        )
-    finally:
-        if bar is not None:
-            bar.close()
+    with _oracle_budget(args, limit):
+        try:
+            results = executors.run_sweep(
+                configs,
+                executor=args.executor,
+                scheduler=args.scheduler,
+                workers=args.workers,
+                progress=bar.update if bar else None,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
     settings = {
         "dims": args.dims,
         "updates": args.updates,
@@ -320,9 +378,9 @@ def _sweep(args: argparse.Namespace) -> int:
         settings=settings,
         environment=environment(args.device, _oracle_summary(results)),
         wall_seconds=time.perf_counter() - start,
-        command=_command(settings, name),
+        command=[*_command(settings, name), *_budget_option(args)],
     )
-    return _finish(args, data, name)
+    return _finish(args, data, output)
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -330,19 +388,21 @@ def _replay(args: argparse.Namespace) -> int:
     from invlin.drift.environment import environment
     from invlin.drift.results import report_data
 
-    _check_output(args)
+    output = _check_output(args, "replay")
+    limit = _check_budget(args)
     start = time.perf_counter()
     max_bytes = replay.MAX_HISTORY_BYTES if args.max_bytes is None else args.max_bytes
-    try:
-        results = replay.replay_history(
-            args.history,
-            dtype=args.dtype,
-            backend=args.backend,
-            seed=args.seed,
-            max_bytes=max_bytes,
-        )
-    except ValueError as exc:
-        args._parser.error(" ".join(str(exc).split()))  # one line
+    with _oracle_budget(args, limit):
+        try:
+            results = replay.replay_history(
+                args.history,
+                dtype=args.dtype,
+                backend=args.backend,
+                seed=args.seed,
+                max_bytes=max_bytes,
+            )
+        except ValueError as exc:
+            args._parser.error(" ".join(str(exc).split()))  # one line
     name = args.name or f"replay-{args.history.stem}"
     settings = {
         "history": str(args.history),
@@ -367,9 +427,15 @@ def _replay(args: argparse.Namespace) -> int:
             args.backend,
             "--seed",
             str(args.seed),
+            *_budget_option(args),
         ],
     )
-    return _finish(args, data, name)
+    return _finish(args, data, output)
+
+
+def _budget_option(args: argparse.Namespace) -> list[str]:
+    """``--oracle-budget`` as given, for the reproduce command (nothing when left out)."""
+    return [] if args.oracle_budget is None else ["--oracle-budget", str(args.oracle_budget)]
 
 
 def _oracle_summary(results: list[Any]) -> dict[str, Any]:

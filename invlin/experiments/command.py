@@ -6,7 +6,12 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from invlin.cli import SUMMARIES
+
+if TYPE_CHECKING:
+    from invlin.outputs import Output
 
 __all__ = ["register"]
 
@@ -41,7 +46,7 @@ def _positive(text: str) -> int:
 
 
 def _merge_period(text: str) -> tuple[str | None, int]:
-    from invlin.experiments.toy2d import MERGE_EVERY
+    from invlin.experiments.models import MERGE_EVERY
 
     model, _, value = text.rpartition("=")
     if model and model not in MERGE_EVERY:
@@ -53,10 +58,11 @@ def _merge_period(text: str) -> tuple[str | None, int]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand (``toy2d`` and ``digits``) to the ``invlin`` parser."""
+    # Plain data modules: torch is imported only when an experiment runs.
     from invlin.experiments.datasets import TOY_DENSITIES
-    from invlin.experiments.toy2d import MERGE_EVERY, MODELS
+    from invlin.experiments.models import MERGE_EVERY, MODELS
 
-    train = sub.add_parser("train", help="train the seeds' experiments (toy2d, digits)")
+    train = sub.add_parser("train", help=SUMMARIES["train"])
     which = train.add_subparsers(dest="experiment", required=True)
     toy = which.add_parser("toy2d", help="P4Inv flows on 2-D toy densities vs affine coupling")
     toy.add_argument("--densities", nargs="+", default=list(TOY_DENSITIES), choices=TOY_DENSITIES)
@@ -103,8 +109,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument(
             "--out",
             type=Path,
-            default=Path("reports/experiments"),
-            help="output folder (reports/experiments)",
+            default=None,
+            metavar="DIR",
+            help="output folder (default: a new folder ./invlin-output/train-<experiment>-"
+            "<date>-<time>); created if missing, replaced atomically if invlin wrote it (it "
+            "holds a .invlin-output marker), refused if it holds anything else",
         )
         p.add_argument(
             "--threads",
@@ -125,18 +134,52 @@ def _periods(pairs: list[tuple[str | None, int]]) -> int | dict[str, int] | None
     return {model: n for model, n in pairs} or None
 
 
+def _command_line(args: argparse.Namespace) -> str:
+    """The command with every option's value spelled out (recorded in the output's marker)."""
+    import shlex
+
+    words = ["invlin", "train", args.experiment]
+    for key, value in vars(args).items():
+        if key in ("func", "command", "experiment", "out") or value is None or value is False:
+            continue
+        if isinstance(value, list) and not value:
+            continue
+        words.append("--" + key.replace("_", "-"))
+        if key == "merge_every":
+            words += [f"{m}={n}" if m else str(n) for m, n in value]
+        elif isinstance(value, list):
+            words += map(str, value)
+        elif value is not True:
+            words.append(str(value))
+    if args.out is not None:
+        words += ["--out", str(args.out)]
+    return shlex.join(words)
+
+
 def _run(args: argparse.Namespace) -> int:
+    from invlin.outputs import OutputError, plan_output
+
+    try:  # before any work (and before importing torch): a folder invlin must not write
+        output = plan_output(
+            args.out,
+            kind=f"train-{args.experiment}",
+            command=_command_line(args),
+            owns=(args.experiment,),  # toy2d* or digits*: both may share one --out folder
+        )
+    except OutputError as exc:
+        print(f"invlin train: {exc}", file=sys.stderr)
+        return 2
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        return _train(args)
+        return _train(args, output)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, output: Output) -> int:
     import torch
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -144,6 +187,8 @@ def _train(args: argparse.Namespace) -> int:
             "invlin train: --device cuda requested but no CUDA device is available", file=sys.stderr
         )
         return 2
+    from invlin.outputs import wrote_line
+
     settings: dict[str, Any] = {
         k: (str(v) if isinstance(v, Path) else v)
         for k, v in vars(args).items()
@@ -174,7 +219,7 @@ def _train(args: argparse.Namespace) -> int:
             device=args.device,
             progress=_Progress(args.steps, not args.quiet),
         )
-        paths = write_toy2d(results, args.out, settings)
+        path = output.write(lambda folder: write_toy2d(results, folder, settings))
         print(
             f"{'density':<16} {'model':<17} {'params':>7} {'test NLL':>9} {'optimum':>8} "
             f"{'in region':>9}"
@@ -204,7 +249,7 @@ def _train(args: argparse.Namespace) -> int:
             device=args.device,
             progress=_Progress(args.steps, not args.quiet),
         )
-        paths = write_digits(results, args.out, settings)
+        path = output.write(lambda folder: write_digits(results, folder, settings))
         print(
             f"{'model':<52} {'params':>7} {'test b/d':>9} {'train b/d':>9} "
             f"{'density ms':>11} {'sample ms':>10}"
@@ -216,7 +261,7 @@ def _train(args: argparse.Namespace) -> int:
                 f"{r.sampling_ms_per_image:>10.4f}"
             )
         bad = []
-    print("wrote " + ", ".join(str(p) for p in paths))
+    print(wrote_line(path))
     if bad:
         print(f"{len(bad)} P4 layers drifted beyond the oracle bound", file=sys.stderr)
         return 1

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from invlin.cli import positive_int
+from invlin.cli import SUMMARIES, positive_int
 from invlin.validate.progress import Progress, ProgressLine
 from invlin.validate.target import UsageError, split_target
 from invlin.validate.worker import DEFAULT_TIMEOUT, LAYER_TIMEOUT_FACTOR
@@ -88,7 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``validate`` subcommand to the ``invlin`` parser."""
     p = sub.add_parser(
         "validate",
-        help="check another library's invertible layers (round trip, log|det|, shapes, ...)",
+        help=SUMMARIES["validate"],
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -155,7 +155,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="also write DIR/conformance.md and DIR/conformance.json (atomically)",
+        help="also write the folder DIR with conformance.md and conformance.json: created if "
+        "missing, replaced atomically if invlin wrote it (it holds a .invlin-output marker), "
+        "refused (exit 2, before any work) if it holds anything else",
     )
     p.add_argument(
         "--timeout",
@@ -337,8 +339,16 @@ def _title(args: argparse.Namespace) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from invlin.outputs import OutputError, plan_output, wrote_line
     from invlin.validate.render import render
 
+    output = None
+    if args.out is not None:  # checked before any work
+        try:
+            output = plan_output(args.out, kind="validate", command=_command_line(args))
+        except OutputError as exc:
+            print(f"invlin validate: error: {exc}", file=sys.stderr)
+            return 2
     progress = ProgressLine(enabled=False if args.quiet else None)
     try:
         conformance = run_validation(
@@ -370,17 +380,17 @@ def _run(args: argparse.Namespace) -> int:
         conformance.meta["allow_insufficient"] = True
     sys.stdout.write(render(conformance, args.format, title=_title(args)))
     sys.stdout.flush()
-    if args.out is not None:
+    if output is not None:
         from invlin.validate.output import write_conformance
 
+        title = _title(args)
         try:
-            paths = write_conformance(conformance, args.out, title=_title(args))
-        except (OSError, ValueError) as exc:
+            path = output.write(lambda folder: write_conformance(conformance, folder, title=title))
+        except (OSError, ValueError, OutputError) as exc:
             print(
                 f"invlin validate: error: cannot write --out {str(args.out)!r}: {exc}",
                 file=sys.stderr,
             )
             return 2
-        if not args.quiet:
-            print("written: " + ", ".join(map(str, paths)), file=sys.stderr)
+        print(wrote_line(path), file=sys.stderr)  # stdout holds the rendered result
     return 0 if conformance.ok(allow_insufficient=args.allow_insufficient) else 1

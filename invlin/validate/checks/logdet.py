@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from invlin.oracle import OracleSingularError, evaluate
+from invlin.oracle import OracleBudgetError, OracleSingularError, evaluate
 from invlin.testing import eps, forward_ratio
 from invlin.validate.checks.base import (
     ALLOWED,
@@ -277,6 +277,14 @@ def logdet_oracle(make: Make, ctx: CheckContext) -> CheckResult:
             status="fail",
             message=f"the layer's matrix is singular: {exc}",
             example={"matrix": w.tolist()},
+        )
+    except OracleBudgetError as exc:  # the size asks more than the oracle may spend: no verdict
+        return CheckResult(
+            check=name,
+            dtype=ctx.dtype,
+            device=ctx.device,
+            status="insufficient",
+            message=f"not judged: {exc}",
         )
     sign_fn = getattr(tested, "sign", None)
     kappa = oracle.kappa + abs(oracle.logabsdet) / n
