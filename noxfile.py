@@ -1,4 +1,5 @@
-"""nox sessions: tests, properties, lint (CI); report, bench, cuda, experiments, validate."""
+"""nox sessions: tests, slow, properties, lint, docs (CI); report, baselines, bench, cuda,
+experiments, validate, conformance, mutation (by hand)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,16 @@ def _install(session: nox.Session, extras: str) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the unit tests and doctests."""
+    """Run the unit tests and doctests, the slow ones skipped (a few minutes on 2 cores)."""
     _install(session, "test,flint,report,dask,experiments")
     session.run("pytest", *(session.posargs or ["tests", "--doctest-modules", "invlin"]))
+
+
+@nox.session
+def slow(session: nox.Session) -> None:
+    """Run only the tests marked slow (compilation, whole sweeps, training runs; CI runs it)."""
+    _install(session, "test,flint,report,dask,experiments")
+    session.run("pytest", "tests", "--run-slow", "-m", "slow", *session.posargs)
 
 
 @nox.session
@@ -47,9 +55,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def report(session: nox.Session) -> None:
-    """Regenerate the committed baseline drift report reports/default/ (about a minute)."""
+    """Run the default drift report into a new folder ./invlin-output/report-<date>-<time>/
+    (about a minute on 2 cores); ``nox -s baselines`` regenerates the committed reports/default."""
     _install(session, "flint,report")
-    session.run("invlin", "report", "--name", "default", *session.posargs)
+    session.run("invlin", "report", *session.posargs)
 
 
 @nox.session(default=False)
@@ -80,10 +89,27 @@ def cuda(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def experiments(session: nox.Session) -> None:
-    """Regenerate reports/experiments (toy2d and digits; a few minutes on 2 CPU cores)."""
+    """Train the toy2d and digits experiments into new folders under ./invlin-output/ (a few
+    minutes on 2 CPU cores); ``nox -s baselines`` regenerates the committed reports/experiments."""
     _install(session, "experiments,flint")
     session.run("invlin", "train", "toy2d", "--quiet", *session.posargs)
     session.run("invlin", "train", "digits", "--quiet", *session.posargs)
+
+
+@nox.session(default=False)
+def baselines(session: nox.Session) -> None:
+    """Regenerate the committed baselines in place: reports/default and reports/experiments.
+
+    Every other way of running the commands writes a new folder under ./invlin-output/; here
+    each ``--out`` is explicit, and the folders are replaced only because they carry invlin's
+    ``.invlin-output`` marker (train replaces its own toy2d*/digits* files and keeps the rest).
+    The report takes about a minute on 2 cores, the two experiments about 6 minutes more
+    (their committed training times); not run by CI. reports/validate/NAME comes from
+    ``nox -s validate``."""
+    _install(session, "experiments,flint,report")
+    session.run("invlin", "report", "--name", "default", "--output", "reports/default")
+    for experiment in ("toy2d", "digits"):
+        session.run("invlin", "train", experiment, "--quiet", "--out", "reports/experiments")
 
 
 #: The flow libraries ``invlin validate --library`` knows, pinned to their current releases.
@@ -125,3 +151,22 @@ def conformance(session: nox.Session) -> None:
     Run after ``nox -s validate``; needs no flow library."""
     _install(session, "validate")
     session.run("python", "-m", "invlin.validate.summary", "reports/validate", *session.posargs)
+
+
+@nox.session(default=False)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site (MkDocs) into site/, warnings as errors (CI runs it)."""
+    _install(session, "docs")
+    session.run("mkdocs", "build", "--strict", *session.posargs)
+
+
+@nox.session(default=False)
+def mutation(session: nox.Session) -> None:
+    """Mutation run: plant each curated defect of mutation/mutants.py alone in a temporary copy
+    of the checkout, run the tests that target its module, write reports/mutation/README.md.
+
+    One pytest run at a time (about 4 minutes on a quiet 2-core machine); fails when a mutant
+    survives or is stale. Extra arguments go to ``python -m mutation.run``
+    (e.g. ``-- --only ID``)."""
+    _install(session, "test,flint")
+    session.run("python", "-m", "mutation.run", *session.posargs)

@@ -7,17 +7,25 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main", "positive_int"]
+__all__ = ["COMMANDS", "SUBCOMMANDS", "SUMMARIES", "build_parser", "main", "positive_int"]
 
-#: Modules with a ``register(subparsers)`` function that adds one subcommand and sets ``func``.
-COMMANDS = ("invlin.drift.command", "invlin.experiments.command", "invlin.validate.command")
-#: Which module registers each subcommand: ``invlin validate ...`` imports only its own module
-#: (the others import torch at registration, which ``invlin validate`` itself never needs).
+#: Which module registers each subcommand: its ``register(subparsers)`` adds the subcommand and
+#: sets ``func``. ``invlin NAME ...`` imports only NAME's module.
 SUBCOMMANDS: dict[str, str] = {
     "report": "invlin.drift.command",
     "train": "invlin.experiments.command",
     "validate": "invlin.validate.command",
 }
+#: The modules of :data:`SUBCOMMANDS`, each once.
+COMMANDS = tuple(dict.fromkeys(SUBCOMMANDS.values()))
+#: The one-line help of each subcommand, listed by ``invlin --help`` without importing the
+#: subcommands' modules (registering ``report`` imports NumPy and SciPy, ``train`` NumPy).
+SUMMARIES: dict[str, str] = {
+    "report": "drift report: tracked inverses, log|det| and signs against the exact oracle",
+    "train": "train the seeds' experiments (toy2d, digits)",
+    "validate": "check another library's invertible layers (round trip, log|det|, shapes, ...)",
+}
+DESCRIPTION = "Verify inverses and log-determinants of invertible layers."
 
 
 def positive_int(text: str) -> int:
@@ -33,21 +41,31 @@ def positive_int(text: str) -> int:
 
 def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     """The ``invlin`` argument parser with the subcommands of ``commands`` (default all)."""
-    parser = argparse.ArgumentParser(
-        prog="invlin", description="Verify inverses and log-determinants of invertible layers."
-    )
+    parser = argparse.ArgumentParser(prog="invlin", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in commands:
         importlib.import_module(name).register(sub)
     return parser
 
 
+def overview_parser() -> argparse.ArgumentParser:
+    """The ``invlin`` parser for a command line that names no subcommand (``invlin --help``,
+    a typo): every subcommand with its summary, none of their modules imported."""
+    parser = argparse.ArgumentParser(prog="invlin", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, summary in SUMMARIES.items():
+        sub.add_parser(name, help=summary)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``invlin`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    first = argv[0] if argv else None
-    own = SUBCOMMANDS.get(first) if first is not None else None
-    args = build_parser((own,) if own else COMMANDS).parse_args(argv)
+    own = SUBCOMMANDS.get(argv[0]) if argv else None
+    if own is None:  # no subcommand: only help or a usage error can follow
+        overview_parser().parse_args(argv)
+        return 2  # pragma: no cover - parse_args exits (help: 0, usage error: 2)
+    args = build_parser((own,)).parse_args(argv)
     return int(args.func(args))
 
 

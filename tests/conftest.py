@@ -20,6 +20,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=int(os.environ.get(SEED_ENV, "0")),
         help=f"base seed of torch's global generator in each test (default ${SEED_ENV} or 0)",
     )
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        default=False,
+        help="also run the tests marked slow (minutes each; `nox -s slow` runs only them)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skips the tests marked ``slow`` unless ``--run-slow`` is given, with the reason shown, so
+    the default run stays within minutes; CI runs them in ``nox -s slow``."""
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow (or nox -s slow)")
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

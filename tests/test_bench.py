@@ -52,6 +52,7 @@ def test_goals_apply_only_where_the_issue_states_them():
     ]
 
 
+@pytest.mark.slow
 def test_tiny_end_to_end_run_writes_json_and_markdown(tmp_path):
     assert (
         main(

@@ -70,6 +70,7 @@ def _config(**kw):
     return Configuration(**base)
 
 
+@pytest.mark.slow
 def test_runs_are_deterministic_for_a_seed():
     a = run_configuration(_config()).to_dict()
     b = run_configuration(_config()).to_dict()
@@ -156,6 +157,7 @@ def test_local_sweep_runs_every_configuration():
         run_sweep(configs, executor="spark")
 
 
+@pytest.mark.slow
 def test_dask_executor_matches_the_local_one():
     pytest.importorskip("distributed")
     from invlin.drift.executors import run_dask

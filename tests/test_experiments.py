@@ -79,6 +79,7 @@ def test_nll_of_identity_flow_is_standard_normal():
     assert torch.allclose(nll_per_sample(flow, x).detach(), expected, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_train_toy2d_command_runs_and_checks_drift(tmp_path, capsys):
     code = main(
         [
@@ -140,6 +141,7 @@ def test_train_toy2d_command_runs_and_checks_drift(tmp_path, capsys):
     assert torch.get_num_threads() == threads  # --threads (default 1) is undone on return
 
 
+@pytest.mark.slow
 def test_train_digits_command_runs(tmp_path):
     assert (
         main(

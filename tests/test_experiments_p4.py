@@ -131,6 +131,7 @@ def test_dense_control_matches_the_p4_flow_at_start_and_inverts():
 @pytest.mark.parametrize(
     ("name", "step"), [("eight_gaussians", 0.02), ("two_moons", 0.04), ("checkerboard", 0.05)]
 )
+@pytest.mark.slow
 def test_true_toy_densities_integrate_to_one(name, step):
     # Midpoint sum over [-4, 4]²: for the Gaussian mixtures (σ ≥ 0.1 ≥ 2.5 steps) the aliasing
     # error is below exp(-2π²σ²/h²) < 1e-50 and the mass outside the square below 1e-16; the
@@ -143,6 +144,7 @@ def test_true_toy_densities_integrate_to_one(name, step):
     assert abs(total - 1.0) <= pts.shape[0] * eps("float64"), total
 
 
+@pytest.mark.slow
 def test_true_toy_density_details():
     assert np.all(np.isfinite(toy_log_density("checkerboard", toy_density("checkerboard", 500))))
     off = np.array([[-1.5, -0.5], [0.5, -0.5], [4.5, 0.0], [np.nan, 0.0]])  # cells (0,1), (2,1)
@@ -176,6 +178,7 @@ def test_region_fraction_of_the_base_distribution():
     assert abs(got - mass) <= 5 * sd, (got, mass)
 
 
+@pytest.mark.slow
 def test_run_toy2d_merge_periods_and_arguments():
     res = run_toy2d(
         ["checkerboard"],

@@ -79,6 +79,7 @@ def sample_y(np_dtype, count: int, seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize(("act", "name"), list(zip(ACTIVATIONS, IDS, strict=True)), ids=IDS)
+@pytest.mark.slow
 def test_inverse_within_few_ulp_of_mpmath(act, name, dtype):
     np_dtype = np.float64 if dtype == torch.float64 else np.float32
     ys = sample_y(np_dtype, 80, seed=31 if name == "leaky" else 32)
@@ -99,6 +100,7 @@ def test_inverse_within_few_ulp_of_mpmath(act, name, dtype):
     [(LeakySoftplus(ALPHA), ref.LeakySoftplus(ALPHA)), (BentIdentity(), ref.BentIdentity())],
     ids=IDS,
 )
+@pytest.mark.slow
 def test_agrees_with_numpy_reference_on_a_large_sample(act, reference):
     rng = np.random.default_rng(40)
     y = np.concatenate([rng.standard_normal(20000) * 5, 10.0 ** rng.uniform(-30, 30, 5000)])
@@ -225,6 +227,7 @@ def test_leaky_rejects_bad_alpha(alpha):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.slow
 def test_leaky_inverse_by_blocks_on_the_cpu(dtype, monkeypatch):
     # Inputs above the block size are solved block by block: every block gets what solving it
     # alone gives, and the whole stays within a few ulp of the reference, across block ends,

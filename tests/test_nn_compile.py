@@ -88,6 +88,7 @@ def _outputs(flow, x):
     return z, ld, loss
 
 
+@pytest.mark.slow
 def test_a_flow_compiles_to_one_graph_with_the_eager_values_and_gradients():
     flow = _flow(5, torch.float64)
     x = torch.randn(7, 5, dtype=torch.float64)
@@ -108,6 +109,7 @@ def test_a_flow_compiles_to_one_graph_with_the_eager_values_and_gradients():
         )
 
 
+@pytest.mark.slow
 def test_compiled_steps_follow_merges_without_recompiling():
     """A float32 flow with float64 state trained by a compiled loss: after every merge (A, A⁻¹
     and log|det A| changed in place, u reset) the graph computes what the eager layers do."""

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from invlin.drift.policies import ENGINES, POLICIES
 from invlin.drift.regimes import REGIMES
+from invlin.drift.vocabulary import DEFAULTS, DTYPES, ENGINES, POLICIES
 
 __all__ = [
     "DEFAULTS",
@@ -18,25 +18,6 @@ __all__ = [
     "checkpoints",
     "plan_sweep",
 ]
-
-#: Dtypes of the tracked state: bfloat16 only for the layer on a CUDA device.
-DTYPES = ("float64", "float32", "bfloat16")
-
-#: The default sweep of ``invlin report`` (about a minute on 2 cores).
-DEFAULTS: dict[str, Any] = {
-    "dims": (16, 32),
-    "updates": (1000,),
-    "regimes": REGIMES,
-    "dtypes": ("float64", "float32"),
-    "policies": POLICIES,
-    "engines": ("reference", "layer"),
-    "device": "cpu",
-    "seed": 0,
-    "backend": "auto",
-    "scale": 0.05,
-    "depth": 1e-10,
-    "refresh_every": 100,
-}
 
 
 def checkpoints(updates: int, event: int | None = None) -> tuple[int, ...]:

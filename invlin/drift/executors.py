@@ -8,10 +8,10 @@ from typing import Any
 from invlin.drift.config import Configuration
 from invlin.drift.results import ConfigurationResult
 from invlin.drift.runner import run_configuration
+from invlin.drift.vocabulary import EXECUTORS
 
 __all__ = ["EXECUTORS", "run_dask", "run_local", "run_sweep"]
 
-EXECUTORS = ("local", "dask")
 
 Progress = Callable[[int], None]
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from invlin._dtypes import eps
+from invlin.drift.vocabulary import ENGINES, POLICIES
 from invlin.reference.estimators import estimate_drift
 from invlin.reference.rank_one import Guard, TrackedMatrix
 
@@ -22,11 +23,6 @@ __all__ = [
     "policy_spec",
 ]
 
-#: Drift policies: plain Sherman–Morrison; P4 guarded merges; guarded merges with
-#: monitor-triggered correction (or refresh); plain merges with a refresh every k merges.
-POLICIES = ("plain", "guarded", "monitored", "refresh")
-#: Implementations a policy runs on: the NumPy reference and the torch layer.
-ENGINES = ("reference", "layer")
 
 _DESCRIPTIONS = {
     "plain": "Sherman–Morrison + determinant lemma, no guard (only c = 0 or non-finite refused)",
@@ -203,6 +199,8 @@ class LayerTrack:
         self._torch = torch
         tdt = dtypes[dtype]
         gen = torch.Generator(device=dev).manual_seed(int(seed))
+        # explicitly off unless monitored (the layer's default is on): plain, guarded and
+        # refresh stay baselines
         monitor = None
         if spec.monitor is not None:
             monitor = DriftMonitor(**spec.monitor)

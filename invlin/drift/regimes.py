@@ -6,11 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from invlin.drift.vocabulary import REGIMES
+
 __all__ = ["REGIMES", "UpdateSequence", "cast_vectors", "generate"]
 
-#: Regime names: a well-conditioned random walk, an approach to the singular set and back, and a
-#: crossing of the singular set (det changes sign).
-REGIMES = ("walk", "approach", "crossing")
 
 _DESCRIPTIONS = {
     "walk": "well-conditioned random walk (mean-reverting rank-one steps of size ≈ scale)",

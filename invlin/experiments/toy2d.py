@@ -12,6 +12,7 @@ import torch
 from invlin.experiments.coupling import coupling_flow, matched_coupling_flow
 from invlin.experiments.datasets import TOY_DENSITIES, toy_density, toy_log_density
 from invlin.experiments.dense import DenseLinear
+from invlin.experiments.models import MERGE_EVERY, MODELS
 from invlin.experiments.train import count_parameters, fit, mean_nll, nll_per_sample
 from invlin.nn import BentIdentity, InvertibleSequential, P4InvLinear, P4Scheduler
 from invlin.oracle import ExactMatrix, evaluate
@@ -31,18 +32,6 @@ __all__ = [
 GRID = 120
 EXTENT = 4.0
 REGION_MASS = 0.95
-# Merge periods found best in short runs (see the README): P4Inv + bent identity trains much
-# better when u and v accumulate 10 steps between merges; the P4 mixing layers, which start
-# at a permutation and move little, do better merging every step (the P4Inv paper's default).
-MERGE_EVERY = {"p4_bent": 10, "realnvp_p4": 1}
-# Model keys, in the order they are trained and reported, with their short descriptions.
-MODELS = {
-    "p4_bent": "P4Inv + bent identity",
-    "dense_bent": "control: p4_bent's architecture with dense matrices trained directly",
-    "coupling_matched": "affine coupling, parameters matched to p4_bent",
-    "realnvp": "RealNVP: affine couplings, alternating masks",
-    "realnvp_p4": "RealNVP with P4Inv mixing: affine couplings, P4InvLinear between them",
-}
 
 
 @dataclass

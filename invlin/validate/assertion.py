@@ -24,6 +24,19 @@ def _profile(profile: str | None) -> str:
     return profile
 
 
+def _require_hypothesis() -> None:
+    # The validator's modules import Hypothesis at their top (missing after a --no-deps install
+    # or in an old environment): say what to install instead of a bare ModuleNotFoundError.
+    try:
+        import hypothesis  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "invlin.validate.check and the invlin_validate fixture need Hypothesis, which "
+            "searches the cases; it is a dependency of invlin that this environment lacks "
+            '(installed with --no-deps?): pip install "hypothesis>=6.100"'
+        ) from exc
+
+
 def check(
     layer_factory: Callable[..., object] | str,
     *,
@@ -61,6 +74,7 @@ def check(
     layer gets five times that in all) and ``memory_limit`` (MiB) apply and a layer that
     crashes or hangs is an ``error``; neither limit can be enforced in this process.
     """
+    _require_hypothesis()
     from invlin.validate.runner import validate
 
     if not isinstance(layer_factory, str) and not callable(layer_factory):

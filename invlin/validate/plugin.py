@@ -46,9 +46,14 @@ def _profile(config: pytest.Config) -> str:
 
 @pytest.fixture
 def invlin_validate(request: pytest.FixtureRequest) -> Callable[..., Any]:
-    """:func:`invlin.validate.check` bound to the chosen ``--invlin-profile``.
+    """Validate a flow layer: ``invlin_validate(factory, features=4)`` in a test.
 
-    Call form::
+    ``factory(features=4)`` must build the layer (nflows, zuko, normflows, FrEIA, pyro or
+    invlin). Returns its LayerReport; raises AssertionError listing each failure with its
+    minimal case. Search effort: ``pytest --invlin-profile dev|ci|thorough`` (default ci).
+    All arguments: ``pytest --fixtures -v``.
+
+    It is :func:`invlin.validate.check` bound to the chosen profile. Call form::
 
         report = invlin_validate(
             factory,                      # a callable (class, function, closure) or a TARGET
