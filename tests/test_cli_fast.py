@@ -89,3 +89,10 @@ def test_overview_refuses_what_names_no_subcommand(capsys):
     assert "invalid choice: 'bogus'" in err.err
     for name in SUMMARIES:
         assert name in err.out
+
+
+def test_python_dash_m_runs_the_command():
+    done = subprocess.run(
+        [sys.executable, "-m", "invlin", "--help"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0 and done.stdout.startswith("usage: invlin"), done.stderr
