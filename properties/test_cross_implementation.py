@@ -76,7 +76,7 @@ import torch
 from invlin.nn import P4InvLinear
 t = TrackedMatrix(case.a0, dtype=case.dtype, guard=Guard.off())
 layer = P4InvLinear(case.n, bias=False, init=torch.from_numpy(case.a0.astype('float64')),
-                    guard=Guard.off(), state_dtype=getattr(torch, case.dtype),
+                    guard=Guard.off(), monitor=None, state_dtype=getattr(torch, case.dtype),
                     dtype=getattr(torch, case.dtype))
 for u, v in case.updates():
     t.update(u, v)
