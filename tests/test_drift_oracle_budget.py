@@ -5,12 +5,12 @@ this command only, and bad values are refused before any work."""
 from __future__ import annotations
 
 import pytest
+from report_args import TINY_SWEEP
 
 from invlin.cli import main
 from invlin.oracle import budget
 
-SMALL = ["report", "--n", "4", "--updates", "3", "--regimes", "walk", "--dtypes", "float64"]
-SMALL += ["--policies", "plain", "--engines", "reference", "--no-progress"]
+SMALL = TINY_SWEEP
 
 
 def test_work_beyond_the_budget_is_refused_with_the_option_named(monkeypatch, tmp_path, capsys):

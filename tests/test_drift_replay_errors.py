@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from report_args import TINY_SWEEP
 
 from invlin.cli import main
 from invlin.drift import replay
@@ -258,22 +259,7 @@ def test_code_block_fence_outlasts_backticks_in_the_text():
 # ---------------------------------------------------------------- the sweep's own arguments
 
 
-SWEEP = [
-    "report",
-    "--dims",
-    "4",
-    "--updates",
-    "8",
-    "--regimes",
-    "walk",
-    "--dtypes",
-    "float64",
-    "--engines",
-    "reference",
-    "--policies",
-    "plain",
-    "--no-progress",
-]
+SWEEP = TINY_SWEEP
 
 
 @pytest.fixture()

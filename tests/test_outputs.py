@@ -11,25 +11,11 @@ import re
 from pathlib import Path
 
 import pytest
+from report_args import TINY_SWEEP
 
 from invlin.cli import main
 
-SWEEP = [
-    "report",
-    "--dims",
-    "4",
-    "--updates",
-    "8",
-    "--regimes",
-    "walk",
-    "--dtypes",
-    "float64",
-    "--engines",
-    "reference",
-    "--policies",
-    "plain",
-    "--no-progress",
-]
+SWEEP = TINY_SWEEP
 REPORT_FILES = {"data.json", "report.md", "report.html", "checkpoints.csv", "summary.csv"}
 STAMP = re.compile(r"\d{8}-\d{6}")
 
@@ -313,13 +299,10 @@ def _plan_and_write(target: str, who: int, barrier, errors) -> None:
             errors.put(f"writer {who} round {r}: {exc!r}")
 
 
-@pytest.mark.skipif(
-    "fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method"
-)
-@pytest.mark.parametrize("writer", [_write_repeatedly, _plan_and_write])
-def test_concurrent_writers_all_succeed_and_leave_no_debris(tmp_path, writer):
+def _run_writers(writer, target: Path) -> None:
+    """Run ``writer(target, who, barrier, errors)`` in WRITERS forked processes at once and
+    assert that none reported an error or exited abnormally."""
     ctx = multiprocessing.get_context("fork")
-    target = tmp_path / "rep"
     barrier, errors = ctx.Barrier(WRITERS), ctx.Queue()
     procs = [
         ctx.Process(target=writer, args=(str(target), who, barrier, errors))
@@ -334,6 +317,15 @@ def test_concurrent_writers_all_succeed_and_leave_no_debris(tmp_path, writer):
         failures.append(errors.get())
     assert not failures, "\n".join(failures)
     assert all(p.exitcode == 0 for p in procs)
+
+
+@pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method"
+)
+@pytest.mark.parametrize("writer", [_write_repeatedly, _plan_and_write])
+def test_concurrent_writers_all_succeed_and_leave_no_debris(tmp_path, writer):
+    target = tmp_path / "rep"
+    _run_writers(writer, target)
     # One complete folder from one writer's last round, and nothing beside it.
     assert sorted(os.listdir(tmp_path)) == ["rep"], os.listdir(tmp_path)
     names = {n for n in os.listdir(target) if n != ".invlin-output"}
@@ -374,22 +366,8 @@ def _write_own_files(target: str, who: int, barrier, errors) -> None:
     "fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method"
 )
 def test_concurrent_writers_of_different_files_in_one_folder_keep_them_all(tmp_path):
-    ctx = multiprocessing.get_context("fork")
     target = tmp_path / "exp"
-    barrier, errors = ctx.Barrier(WRITERS), ctx.Queue()
-    procs = [
-        ctx.Process(target=_write_own_files, args=(str(target), who, barrier, errors))
-        for who in range(WRITERS)
-    ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    failures = []
-    while not errors.empty():
-        failures.append(errors.get())
-    assert not failures, "\n".join(failures)
-    assert all(p.exitcode == 0 for p in procs)
+    _run_writers(_write_own_files, target)
     assert sorted(os.listdir(tmp_path)) == ["exp"], os.listdir(tmp_path)
     expected = {f"w{who}_{i}.txt" for who in range(WRITERS) for i in range(3)}
     assert set(os.listdir(target)) == expected | {".invlin-output"}

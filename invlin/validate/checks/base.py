@@ -31,6 +31,7 @@ __all__ = [
     "skipped",
     "supported",
     "tensor",
+    "unjudged",
 ]
 
 #: Allowed ratio of every comparison the checks make: a fresh computation, no tracked updates.
@@ -200,6 +201,14 @@ def skipped(name: str, ctx: CheckContext, reason: str) -> CheckResult:
     """A ``skip`` result with ``reason``."""
     return CheckResult(
         check=name, dtype=ctx.dtype, device=ctx.device, status="skip", message=reason
+    )
+
+
+def unjudged(name: str, ctx: CheckContext, reason: str) -> CheckResult:
+    """An ``insufficient`` result: the check could judge nothing, for ``reason`` (not the
+    layer's fault, e.g. an oracle evaluation refused by its work budget)."""
+    return CheckResult(
+        check=name, dtype=ctx.dtype, device=ctx.device, status="insufficient", message=reason
     )
 
 

@@ -20,6 +20,7 @@ from invlin.validate.checks.base import (
     result,
     skipped,
     tensor,
+    unjudged,
 )
 from invlin.validate.checks.truth import (
     Local,
@@ -279,13 +280,7 @@ def logdet_oracle(make: Make, ctx: CheckContext) -> CheckResult:
             example={"matrix": w.tolist()},
         )
     except OracleBudgetError as exc:  # the size asks more than the oracle may spend: no verdict
-        return CheckResult(
-            check=name,
-            dtype=ctx.dtype,
-            device=ctx.device,
-            status="insufficient",
-            message=f"not judged: {exc}",
-        )
+        return unjudged(name, ctx, f"not judged: {exc}")
     sign_fn = getattr(tested, "sign", None)
     kappa = oracle.kappa + abs(oracle.logabsdet) / n
     wrow = np.abs(w).sum(axis=1)
