@@ -13,6 +13,7 @@ __all__ = [
     "as_square_matrix",
     "as_vector",
     "is_real",
+    "positive_int",
 ]
 
 _FLOAT_KINDS = ("f",)
@@ -22,6 +23,15 @@ def is_real(x: Any) -> bool:
     """Whether ``x`` is a real number (Python or NumPy; not a bool). NaN counts: comparisons
     made afterwards (``0 < x``, ``math.isfinite``) exclude it."""
     return isinstance(x, Real) and not isinstance(x, bool)
+
+
+def positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
+    """Return ``value`` if it is an int (not a bool) ≥ ``minimum``, else raise a ValueError
+    naming ``name`` ("must be a positive integer" for the default ``minimum`` of 1)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer ≥ {minimum}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(value)
 
 
 def as_float_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
