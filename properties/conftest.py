@@ -13,7 +13,10 @@ register_profiles()
 def pytest_configure(config: pytest.Config) -> None:
     name = config.getoption("hypothesis_profile", default=None)
     if name is None or name in PROFILES:
-        load_profile(name)  # None: $INVLIN_PROFILE, else ci under CI=..., else dev
+        try:
+            load_profile(name)  # None: $INVLIN_PROFILE, else ci under CI=..., else dev
+        except ValueError as exc:  # a bad $INVLIN_PROFILE: a usage error, not INTERNALERROR
+            raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zlib
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -55,11 +57,11 @@ def _seed_torch(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(params=["host", "device"])
-def scalar_form(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def scalar_form(request: pytest.FixtureRequest) -> Iterator[str]:
     """Runs a P4InvLinear test twice: with the CPU's host-float scalars and product cache
     (``"host"``), and with the form used off the CPU — 0-dim tensor scalars, no cache, one
-    gathered transfer per merge — forced on the CPU (``"device"``), so that code path is
-    exercised without a GPU."""
-    if request.param == "device":
-        monkeypatch.setattr(p4_ops, "_host", lambda t: False)
-    return request.param
+    gathered transfer per merge — forced on the CPU (``"device"``, through the public
+    :func:`~invlin.nn.p4_ops.device_form`), so that code path is exercised without a GPU."""
+    forced = p4_ops.device_form() if request.param == "device" else contextlib.nullcontext()
+    with forced:
+        yield request.param

@@ -195,9 +195,9 @@ def test_operation_counts_show_the_cache_and_the_device_form():
         rows[(step + ", cached_products()", "device")]["kernels"]
         < rows[(step, "device")]["kernels"]
     )  # the penalty reuses the forward's c
-    assert p4_ops._host(torch.empty(0))  # the forced form is undone afterwards
+    assert p4_ops.on_host(torch.empty(0))  # the forced form is undone afterwards
     with device_form():
-        assert not p4_ops._host(torch.empty(0))
+        assert not p4_ops.on_host(torch.empty(0))
 
 
 def test_the_operations_table_merges_sizes_with_equal_counts():

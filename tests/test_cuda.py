@@ -89,10 +89,10 @@ def test_cached_products_on_gpu_keep_the_products_and_the_bits(dtype):
     gpu = gpu.to(dtype)
     x = torch.randn(128, 64, device=DEV, dtype=dtype)
     plain = [t.detach() for t in (*gpu(x), *gpu.inverse(x))]
-    assert not gpu._products._entries  # nothing kept off the CPU by default
+    assert not gpu.products_cached  # nothing kept off the CPU by default
     with cached_products():
         first = [t.detach() for t in (*gpu(x), *gpu.inverse(x))]
-        assert len(gpu._products._entries) == 2
+        assert len(gpu.products_cached) == 2
         torch.cuda.synchronize()
         again = [t.detach() for t in (*gpu(x), *gpu.inverse(x))]
         with torch.no_grad():

@@ -186,7 +186,7 @@ def test_products_are_kept_only_on_the_cpu_outside_transforms():
         plain = layer(x)
         mapped = torch.func.vmap(layer)(x)  # per-sample calls: nothing kept or reused
     assert torch.equal(plain[1], mapped[1])
-    assert not layer._products.usable(torch.empty(0, device="meta"))
+    assert not ProductCache.usable(torch.empty(0, device="meta"))
 
 
 def test_cached_log_determinant_is_copied_out_for_a_single_feature():
@@ -202,10 +202,9 @@ def test_cached_log_determinant_is_copied_out_for_a_single_feature():
     outs = [layer(torch.ones(1))[1] for _ in range(2)]  # autograd: two outputs, two nodes
     torch.autograd.backward([o.sum() for o in outs])
     assert layer.u.grad is not None and torch.isfinite(layer.u.grad).all()
-    kept = [entry[-1] for entry in layer._products._entries.values()]
-    assert kept and all(
-        not isinstance(t, torch.Tensor) or not t.requires_grad for value in kept for t in value
-    )
+    kept = layer.products_cached
+    values = [t for p in kept for t in (p.matrix, *p.factor, p.logdet)]
+    assert kept and all(not isinstance(t, torch.Tensor) or not t.requires_grad for t in values)
 
 
 @pytest.mark.parametrize("n", [1, N])  # n = 1: one sample fills the n×n threshold (cached path)
@@ -309,37 +308,35 @@ def test_cached_products_trust_versions_inside_and_compare_values_again_outside(
 
 
 def test_cached_products_nest_and_end_with_their_block():
-    from invlin.nn import p4_cache
-
+    meta = torch.empty(0, device="meta")  # off the host: kept only inside cached_products()
+    assert not ProductCache.usable(meta)
     with cached_products():
         with cached_products():
-            assert p4_cache._TRUSTED[0] == 2
-        assert p4_cache._TRUSTED[0] == 1
+            assert ProductCache.usable(meta)
+        assert ProductCache.usable(meta)  # the outer block still holds after the inner ends
     with pytest.raises(RuntimeError, match="boom"), cached_products():
         raise RuntimeError("boom")
-    assert p4_cache._TRUSTED[0] == 0
-    assert not ProductCache.usable(torch.empty(0, device="meta"))
+    assert not ProductCache.usable(meta)  # ended, also by an exception
 
 
 def test_the_penalty_reuses_the_forward_products_inside_cached_products(monkeypatch):
     # Device form: outside the context the penalty computes Xu and c again; inside it takes
     # them from the forward's entry, and the value and gradients are the same bits.
-    monkeypatch.setattr(p4_ops, "_host", lambda t: False)
     calls = [0]
-    real = p4_ops._factor
+    real = p4_ops.factor
 
-    def counted(*args):
+    def counted(*args, **kwargs):
         calls[0] += 1
-        return real(*args)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(p4_ops, "_factor", counted)
+    monkeypatch.setattr(p4_ops, "factor", counted)
     results = []
     for cached in (False, True):
         layer = _layer(16)
         layer.penalty_bounds = (-0.01, 0.01)  # active: the penalty has a gradient
         ctx = cached_products() if cached else contextlib.nullcontext()
         calls[0] = 0
-        with ctx:
+        with p4_ops.device_form(), ctx:
             _, ld = layer(torch.randn(BATCH, N, generator=torch.Generator().manual_seed(1)))
             pen = layer.penalty(1.0)
             (ld.sum() + pen).backward()
@@ -348,3 +345,54 @@ def test_the_penalty_reuses_the_forward_products_inside_cached_products(monkeypa
     assert n_cached < n_plain
     assert all(torch.equal(a, b) for a, b in zip(plain, cached_, strict=True))
     assert float(plain[0]) > 0.0
+
+
+def test_inverse_check_is_skipped_only_for_unchanged_parameters(monkeypatch):
+    # A tensor c (on a GPU: reading it waits for the device) is checked once per value of X, u
+    # and v; on the CPU c arrives as a host float and is checked on every call.
+    layer = P4InvLinear(3, dtype=torch.float64)
+    seen = []
+    real = torch.isfinite
+
+    def spy(t):
+        seen.append(t.shape)
+        return real(t)
+
+    monkeypatch.setattr(torch, "isfinite", spy)
+    c = layer.factor().detach()
+    layer._require_nonsingular(c)
+    layer._require_nonsingular(c)
+    assert len(seen) == 1  # checked once
+    with torch.no_grad():
+        layer.u.add_(0.01)
+    layer._require_nonsingular(layer.factor().detach())
+    assert len(seen) == 2  # the in-place change bumped u's version
+    with pytest.raises(ValueError, match="singular"):
+        layer._require_nonsingular(0.0)
+    with pytest.raises(ValueError, match="singular"):
+        layer._require_nonsingular(float("nan"))
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_p4_inverse_copies_a_kept_tensor_log_determinant(grad):
+    # p4_inverse(kept=True) must not hand out the products' own log|det| tensor (the layer
+    # keeps its products between calls); with kept=False it may. Tensor products (the form
+    # used off the CPU) are built directly, since on the CPU the layer keeps host floats.
+    from invlin.nn.p4_ops import factor, inverse_products, p4_inverse
+
+    layer = P4InvLinear(4, generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        layer.u.fill_(0.2)
+    x_s = layer.weight_inverse
+    f = factor(layer.u.detach(), layer.v.detach(), x_s)
+    products = inverse_products(x_s.float(), layer.v.detach(), layer.logabsdet, f)
+    kept = products.logdet.clone()
+    y = torch.randn(6, 4, generator=torch.Generator().manual_seed(12))
+    with torch.set_grad_enabled(grad):
+        _, ld = p4_inverse(
+            y, x_s.float(), x_s, layer.u, layer.v, layer.bias, layer.logabsdet, products, kept=True
+        )
+    assert ld.data_ptr() != products.logdet.data_ptr()
+    with torch.no_grad():
+        ld[0].add_(100.0)  # a view of the caller's own memory
+    assert torch.equal(products.logdet, kept)

@@ -10,9 +10,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from p4_helpers import make_layer, same_state, tracked_state
 
-from invlin.nn import p4_state
-from invlin.nn.p4 import P4InvLinear
+from invlin.nn import P4InvLinear, p4_state
 from invlin.nn.p4_state import (
     LOAD_RATIO_BOUND,
     InvalidStateError,
@@ -295,3 +295,30 @@ def test_reference_arrays_cannot_be_made_writable(prop):
     assert np.array_equal(arr, before[0] if prop == "a" else before[1])
     t.update(0.1 * rng.standard_normal(4), rng.standard_normal(4))
     assert not np.array_equal(getattr(t, prop), arr)
+
+
+def test_state_dtype_survives_to_and_float32_compute():
+    layer = P4InvLinear(4, init="orthogonal").float()
+    assert layer.weight.dtype == torch.float64 and layer.u.dtype == torch.float32
+    x = torch.randn(3, 4)
+    y, ld = layer(x)
+    assert y.dtype == torch.float32 and ld.dtype == torch.float32
+    assert layer.inverse(y)[0].dtype == torch.float32
+    follow = P4InvLinear(4, state_dtype=None).double()
+    assert follow.weight.dtype == torch.float64
+    follow = follow.float()
+    assert follow.weight.dtype == torch.float32
+
+
+def test_state_dict_round_trip_is_exact():
+    layer = make_layer(6, seed=5)
+    for _ in range(5):
+        with torch.no_grad():
+            layer.u.normal_(std=0.1)
+        layer.merge()
+    sd = layer.state_dict()
+    other = P4InvLinear(6, dtype=torch.float64)
+    other.load_state_dict(sd)
+    assert same_state(tracked_state(layer), tracked_state(other))
+    x = torch.randn(2, 6, dtype=torch.float64)
+    assert torch.equal(layer(x)[0], other(x)[0])

@@ -28,7 +28,7 @@ def test_profile(invlin_validate):
         ([], None, "ci"),
         ([], "dev", "dev"),
         (["--invlin-profile", "thorough"], "dev", "thorough"),
-        ([], "bogus", "ci"),
+        (["--invlin-profile", "dev"], "bogus", "dev"),  # the option wins; the variable unread
     ],
 )
 def test_profile_option_and_environment(pytester, monkeypatch, argv, env, expected):
@@ -40,6 +40,18 @@ def test_profile_option_and_environment(pytester, monkeypatch, argv, env, expect
     result = pytester.runpytest(*_plugin_args(), "-s", *argv)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([f"*PROFILE={expected}*"])
+
+
+def test_an_unknown_profile_in_the_environment_fails_the_test_naming_the_variable(
+    pytester, monkeypatch
+):
+    monkeypatch.setenv("INVLIN_PROFILE", "bogus")
+    pytester.makepyfile(PROFILE_TEST)
+    result = pytester.runpytest(*_plugin_args(), "-s")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*$INVLIN_PROFILE must be one of dev, ci, thorough, got 'bogus'*"])
+    result.stdout.no_fnmatch_line("*PROFILE=*")
+    result.stdout.no_fnmatch_line("*Traceback*")
 
 
 def test_bad_profile_is_a_usage_error(pytester):

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from invlin._errors import message_line
 from invlin.cli import SUMMARIES, positive_int
 
 __all__ = ["register"]
@@ -402,7 +403,7 @@ def _replay(args: argparse.Namespace) -> int:
                 max_bytes=max_bytes,
             )
         except ValueError as exc:
-            args._parser.error(" ".join(str(exc).split()))  # one line
+            args._parser.error(message_line(exc))
     name = args.name or f"replay-{args.history.stem}"
     settings = {
         "history": str(args.history),

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from invlin._validation import positive_int
 from invlin.drift.regimes import REGIMES
 from invlin.drift.vocabulary import DEFAULTS, DTYPES, ENGINES, POLICIES
 
@@ -30,8 +31,7 @@ def checkpoints(updates: int, event: int | None = None) -> tuple[int, ...]:
     >>> checkpoints(100, event=50)
     (1, 2, 5, 10, 20, 30, 34, 40, 46, 49, 50, 51, 54, 60, 66, 70, 80, 90, 100)
     """
-    if isinstance(updates, bool) or not isinstance(updates, (int, np.integer)) or updates < 1:
-        raise ValueError(f"updates must be a positive integer, got {updates!r}")
+    updates = positive_int(updates, "updates")
     points = {int(m * 10**e) for e in range(20) for m in (1, 2, 5) if m * 10**e <= updates}
     points.add(int(updates))
     if event is not None:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from invlin._dtypes import eps
+from invlin._validation import positive_int
 from invlin.drift.vocabulary import ENGINES, POLICIES
 from invlin.reference.estimators import estimate_drift
 from invlin.reference.rank_one import Guard, TrackedMatrix
@@ -58,8 +59,7 @@ def policy_spec(
     settings are those of :class:`~invlin.nn.DriftMonitor`."""
     if name not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, got {name!r}")
-    if isinstance(refresh_every, bool) or not isinstance(refresh_every, int) or refresh_every < 1:
-        raise ValueError(f"refresh_every must be a positive integer, got {refresh_every!r}")
+    refresh_every = positive_int(refresh_every, "refresh_every")
     rule = (
         ""
         if max_kappa_drop is None

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from invlin._validation import positive_int
 from invlin.drift.vocabulary import REGIMES
 
 __all__ = ["REGIMES", "UpdateSequence", "cast_vectors", "generate"]
@@ -99,8 +100,7 @@ def generate(
         raise ValueError(f"regime must be one of {REGIMES}, got {regime!r}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 3:
         raise ValueError(f"n must be an integer >= 3, got {n!r}")
-    if isinstance(updates, bool) or not isinstance(updates, (int, np.integer)) or updates < 1:
-        raise ValueError(f"updates must be a positive integer, got {updates!r}")
+    updates = positive_int(updates, "updates")
     if regime != "walk" and updates < 12:
         raise ValueError(f"updates must be >= 12 for regime {regime!r}, got {updates}")
     if not 0.0 < scale < 1.0:

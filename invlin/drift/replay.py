@@ -11,6 +11,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from invlin._errors import message_line
+from invlin._validation import positive_int
 from invlin.drift.config import checkpoints
 from invlin.drift.measure import CheckpointRecord, OracleCache, measure
 from invlin.drift.policies import TrackState
@@ -53,11 +55,6 @@ def _label(where: str, key: str) -> str:
     return f"{where}: layer {layer!r} field {field!r}"
 
 
-def _text(exc: BaseException) -> str:
-    """An exception's message on one line."""
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def _header(
     zf: zipfile.ZipFile, info: zipfile.ZipInfo
 ) -> tuple[tuple[int, ...], bool, np.dtype, int]:
@@ -90,7 +87,7 @@ def _open_archive(path: Path, where: str) -> zipfile.ZipFile:
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise ValueError(
             f"{where} is not a .npz (zip) archive, or a truncated one "
-            f"({_text(exc)}): not a MergeHistory .npz file"
+            f"({message_line(exc)}): not a MergeHistory .npz file"
         ) from None
 
 
@@ -178,7 +175,7 @@ def _read(zf: zipfile.ZipFile, m: _Member, what: str) -> np.ndarray:
             arr = np.lib.format.read_array(f, allow_pickle=False)
     except _READ_ERRORS as exc:
         raise ValueError(
-            f"{what} could not be read, the file is truncated or corrupt ({_text(exc)})"
+            f"{what} could not be read, the file is truncated or corrupt ({message_line(exc)})"
         ) from None
     if arr.shape != m.shape:  # pragma: no cover - read_array honours the header
         raise ValueError(f"{what} holds shape {arr.shape}, its header says {m.shape}")
@@ -205,8 +202,7 @@ def load_history(
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"history must be an existing .npz file, got {str(path)!r}")
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
-        raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+    max_bytes = positive_int(max_bytes, "max_bytes")
     where = f"history {str(path)!r}"
     with _open_archive(path, where) as zf:
         members: dict[str, _Member] = {}
@@ -215,7 +211,9 @@ def load_history(
             try:
                 shape, fortran, dtype, head = _header(zf, info)
             except _READ_ERRORS as exc:
-                raise ValueError(f"{what} is not a readable .npy array ({_text(exc)})") from None
+                raise ValueError(
+                    f"{what} is not a readable .npy array ({message_line(exc)})"
+                ) from None
             if dtype.hasobject or dtype.kind not in "biuf":  # object arrays would need pickle
                 raise ValueError(f"{what} must be a real numeric array, got dtype {dtype.str!r}")
             members[key] = _Member(info, shape, fortran, dtype)
@@ -342,7 +340,7 @@ def replay_history(
             raise ValueError(
                 f"history {str(path)!r}: layer {name!r} field 'a0' (the starting "
                 f"matrix) is singular in {dtype}, so it cannot be replayed "
-                f"({_text(exc)})"
+                f"({message_line(exc)})"
             ) from None
         oracle = OracleCache(backend)
         marks = set(checkpoints(k))

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invlin.cli import SUMMARIES
+from invlin.cli import SUMMARIES, positive_int
 
 if TYPE_CHECKING:
     from invlin.outputs import Output
@@ -38,13 +38,6 @@ class _Progress:
         sys.stderr.flush()
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def _merge_period(text: str) -> tuple[str | None, int]:
     from invlin.experiments.models import MERGE_EVERY
 
@@ -53,7 +46,7 @@ def _merge_period(text: str) -> tuple[str | None, int]:
         raise argparse.ArgumentTypeError(
             f"MODEL must be one of {tuple(MERGE_EVERY)}, got {model!r}"
         )
-    return model or None, _positive(value)
+    return model or None, positive_int(value)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,18 +66,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=list(MODELS),
         help="models to train (all): " + "; ".join(f"{k}: {v}" for k, v in MODELS.items()),
     )
-    toy.add_argument("--steps", type=_positive, default=2000, help="training steps (2000)")
+    toy.add_argument("--steps", type=positive_int, default=2000, help="training steps (2000)")
     toy.add_argument(
-        "--blocks", type=_positive, default=16, help="P4Inv + bent identity blocks of p4_bent (16)"
+        "--blocks",
+        type=positive_int,
+        default=16,
+        help="P4Inv + bent identity blocks of p4_bent (16)",
     )
     toy.add_argument(
         "--couplings",
-        type=_positive,
+        type=positive_int,
         default=8,
         help="coupling layers of realnvp and realnvp_p4 (8)",
     )
     toy.add_argument(
-        "--hidden", type=_positive, default=24, help="hidden width of realnvp and realnvp_p4 (24)"
+        "--hidden",
+        type=positive_int,
+        default=24,
+        help="hidden width of realnvp and realnvp_p4 (24)",
     )
     toy.add_argument(
         "--merge-every",
@@ -97,12 +96,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         + ")",
     )
     toy.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (5e-3)")
-    toy.add_argument("--batch", type=_positive, default=512, help="batch size (512)")
+    toy.add_argument("--batch", type=positive_int, default=512, help="batch size (512)")
     dig = which.add_parser("digits", help="LU-Net on 8×8 digits vs affine coupling")
-    dig.add_argument("--steps", type=_positive, default=6000, help="training steps (6000)")
+    dig.add_argument("--steps", type=positive_int, default=6000, help="training steps (6000)")
     dig.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (1e-2)")
-    dig.add_argument("--batch", type=_positive, default=256, help="batch size (256)")
-    dig.add_argument("--blocks", type=_positive, default=4, help="LU layers (4)")
+    dig.add_argument("--batch", type=positive_int, default=256, help="batch size (256)")
+    dig.add_argument("--blocks", type=positive_int, default=4, help="LU layers (4)")
     for p in (toy, dig):
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
@@ -117,7 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         )
         p.add_argument(
             "--threads",
-            type=_positive,
+            type=positive_int,
             default=1,
             help="torch CPU threads (1: these small models gain nothing from more, "
             "and lose much when other processes share the cores)",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from invlin._validation import positive_int
+
 __all__ = ["DenseLinear"]
 
 
@@ -25,8 +27,7 @@ class DenseLinear(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-            raise ValueError(f"features must be a positive integer, got {features!r}")
+        features = positive_int(features, "features")
         if init is None:
             g = torch.randn(features, features, dtype=torch.float64, generator=generator)
             q, r = torch.linalg.qr(g)

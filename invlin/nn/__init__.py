@@ -4,7 +4,7 @@ from invlin.nn.activations import BentIdentity, LeakySoftplus
 from invlin.nn.lu import LULinear
 from invlin.nn.lunet import LUNet, dequantize
 from invlin.nn.monitor import DriftMonitor, DriftReading, probe_drift
-from invlin.nn.p4 import P4InvLinear
+from invlin.nn.p4 import P4InvLinear, merge_layers
 from invlin.nn.p4_cache import cached_products
 from invlin.nn.scheduler import MergeHistory, P4Scheduler, reset_optimizer_state
 from invlin.nn.sequential import InvertibleSequential
@@ -22,6 +22,7 @@ __all__ = [
     "P4Scheduler",
     "cached_products",
     "dequantize",
+    "merge_layers",
     "probe_drift",
     "reset_optimizer_state",
 ]

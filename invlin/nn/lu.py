@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from invlin._validation import positive_int
+
 __all__ = ["LULinear"]
 
 _INITS = ("identity", "paper")
@@ -65,8 +67,7 @@ class LULinear(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-            raise ValueError(f"features must be a positive integer, got {features!r}")
+        features = positive_int(features, "features")
         factory = {"device": device, "dtype": dtype}
         probe = torch.empty(0, **factory)
         if not probe.is_floating_point():

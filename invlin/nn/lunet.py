@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from invlin._validation import positive_int
 from invlin.nn.activations import LeakySoftplus
 from invlin.nn.lu import LULinear
 from invlin.nn.sequential import InvertibleSequential
@@ -50,8 +51,7 @@ class LUNet(InvertibleSequential):
         dtype: torch.dtype | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
-            raise ValueError(f"blocks must be a positive integer, got {blocks!r}")
+        blocks = positive_int(blocks, "blocks")
         layers: list[torch.nn.Module] = []
         for i in range(blocks):
             layers.append(
@@ -124,8 +124,7 @@ def dequantize(
     """
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise ValueError(f"bins must be a positive integer, got {bins!r}")
+    bins = positive_int(bins, "bins")
     if x.ndim < 1 or x.is_complex() or x.dtype == torch.bool:
         raise ValueError(f"x must be a real tensor of shape (*, D), got {x.dtype} {tuple(x.shape)}")
     if dtype is None:

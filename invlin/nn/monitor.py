@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Integral
 from typing import Literal
 
 import torch
 
 from invlin._dtypes import eps
-from invlin._validation import is_real
+from invlin._validation import is_real, positive_int
 
 __all__ = ["DriftMonitor", "DriftReading", "probe_drift"]
 
@@ -93,9 +92,7 @@ class DriftMonitor:
 
     def __post_init__(self) -> None:
         for name, least in (("every", 1), ("order", 2), ("probes", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
-                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+            positive_int(getattr(self, name), name, minimum=least)
         if not (is_real(self.max_ratio) and self.max_ratio > 0):
             raise ValueError(f"max_ratio must be a positive number, got {self.max_ratio!r}")
         if not (is_real(self.max_correctable) and 0 < self.max_correctable <= 1):

@@ -1,36 +1,46 @@
-"""P4InvLinear: an invertible linear layer trained through rank-one perturbations (P4Inv)."""
+"""P4InvLinear: an invertible linear layer trained through rank-one perturbations (P4Inv).
+
+The layer holds the state and decides what to keep; the arithmetic and the routes from
+``forward``, ``inverse``, ``penalty`` and ``merge`` to it are in :mod:`invlin.nn.p4_ops` (its
+module docstring draws them). :func:`merge_layers` merges many layers with one read of their
+decisions (what :class:`~invlin.nn.P4Scheduler` uses)."""
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import nn
 
-from invlin._validation import is_real
-from invlin.nn import p4_ops, p4_state
+from invlin._validation import is_real, positive_int
+from invlin.nn import p4_state
 from invlin.nn.monitor import DriftMonitor, DriftReading, probe_drift
 from invlin.nn.p4_cache import ProductCache
 from invlin.nn.p4_ops import (
-    _compiling,
-    _factor,
-    _log_abs,
-    _NoGrad,
-    _to,
-    _transforms_active,
-    _xu_c,
+    NoGrad,
+    Products,
+    as_dtype,
+    compiling,
+    factor,
     forward_products,
     inverse_products,
+    log_abs,
     log_abs_factor,
+    on_host,
     p4_forward,
     p4_inverse,
     p4_penalty,
+    perturbed_logdet,
+    perturbed_matrix,
+    transforms_active,
 )
 from invlin.reference.rank_one import Guard
 
-__all__ = ["P4InvLinear", "read_merge_plans"]
+__all__ = ["MergePlan", "MergeReading", "P4InvLinear", "merge_layers"]
 
 
 def _singular(
@@ -61,44 +71,97 @@ def _singular(
 
 
 def _require_finite_nonzero(
-    c: torch.Tensor, operands: dict[str, torch.Tensor] | None = None
+    c: torch.Tensor | float, operands: Callable[[], dict[str, torch.Tensor]]
 ) -> None:
-    """Raise ValueError unless the 0-dim tensor c is finite and nonzero (one read: on a GPU,
-    one wait); ``operands`` (name → tensor) are searched for the cause only on failure."""
-    if not bool(torch.isfinite(c) & (c != 0)):
-        raise _singular(c.detach(), operands)
+    """Raise ValueError unless c (a host float or a 0-dim tensor: one read, on a GPU one wait)
+    is finite and nonzero; ``operands()`` (name → tensor) is searched for the cause only on
+    failure."""
+    if isinstance(c, torch.Tensor):
+        if not bool(torch.isfinite(c) & (c != 0)):
+            raise _singular(c.detach(), operands())
+    elif not math.isfinite(c) or c == 0.0:
+        raise _singular(c, operands())
 
 
 # The check of an inverse traced by torch.compile, run eagerly (a graph break: c is read).
 _require_nonsingular_traced = torch.compiler.disable(_require_finite_nonzero)
 
 
-def read_merge_plans(plans: list[tuple]) -> list[list[float]]:
-    """The host values of merge plans (``P4InvLinear._merge_plan``): those gathered off the CPU
-    are read in one transfer per device and dtype (a GPU waits once for all the layers of a
-    scheduler step, not once per layer); those made on the CPU are already host floats."""
-    out: list[list[float] | None] = [None] * len(plans)
-    groups: dict[tuple, list[int]] = {}
-    for i, plan in enumerate(plans):
-        values = plan[1]
-        if isinstance(values, torch.Tensor):
-            groups.setdefault((values.device, values.dtype), []).append(i)
-        else:
-            out[i] = values
-    for members in groups.values():
-        tensors = [plans[i][1] for i in members]
-        flat = (tensors[0] if len(tensors) == 1 else torch.cat(tensors)).tolist()
-        start = 0
-        for i, t in zip(members, tensors, strict=True):
-            out[i] = flat[start : start + t.numel()]
-            start += t.numel()
-    return out  # type: ignore[return-value]
+@dataclass(slots=True)
+class MergePlan:
+    """The first half of a merge (see :func:`merge_layers`): the O(n²) products and the
+    scalars the decision needs, ``values`` — host floats in the host form, else one tensor
+    (read for many layers in one transfer) — in the order :meth:`MergeReading.of` reads them."""
+
+    force: bool
+    values: torch.Tensor | list[float]
+    u: torch.Tensor  # u, v in the state dtype
+    v: torch.Tensor
+    a: torch.Tensor
+    xinv: torch.Tensor
+    logabsdet: torch.Tensor
+    xu: torch.Tensor  # Xu
+    vx: torch.Tensor  # vᵀX
+    bounds: tuple[float | torch.Tensor, float | torch.Tensor]  # max|A|, max|X|
+    exact: bool  # u, v widen exactly into the state dtype: finite iff max|u|, max|v| are
+
+
+class MergeReading(NamedTuple):
+    """A merge plan's values as read on the host."""
+
+    max_u: float
+    max_v: float
+    max_xu: float
+    max_vx: float
+    vxu: float  # vᵀXu
+    logabsdet: float
+    finite: bool  # u and v hold no NaN or ±inf
+    max_a: float
+    max_x: float
+
+    @staticmethod
+    def of(plan: MergePlan, values: list[float]) -> MergeReading:
+        """The reading of ``plan``'s ``values``: four maxima, vᵀXu, log|det A|, then the
+        finiteness flag unless ``exact``, then max|A| and max|X| where they were tensors."""
+        max_u, max_v, max_xu, max_vx, vxu, ld, *rest = values
+        more = iter(rest)
+        finite = math.isfinite(max_u) and math.isfinite(max_v) if plan.exact else bool(next(more))
+        max_a, max_x = (next(more) if isinstance(m, torch.Tensor) else m for m in plan.bounds)
+        return MergeReading(max_u, max_v, max_xu, max_vx, vxu, ld, finite, max_a, max_x)
+
+
+class _Cast(NamedTuple):
+    """A state buffer cast to a compute dtype, valid while the buffer is the same object at the
+    same version and data pointer."""
+
+    buffer: torch.Tensor
+    version: int
+    pointer: int
+    cast: torch.Tensor
+
+
+class _Checked(NamedTuple):
+    """(X, u, v) and their (data pointer, version) pairs whose c was found finite and nonzero."""
+
+    tensors: tuple[torch.Tensor, ...]
+    key: tuple[tuple[int, int], ...]
+
+
+class _Bound(NamedTuple):
+    """Bounds on max|A| and max|X| proven by the last in-place merge, valid while A and X are
+    these objects at these data pointers and versions."""
+
+    a: torch.Tensor
+    x: torch.Tensor
+    key: tuple[int, int, int, int]
+    max_a: float
+    max_x: float
 
 
 _STATE = p4_state.STATE
 # inverse() keeps one buffer for y − b between calls when y has at most this many elements
-# (16 MiB in float32): a fresh batch-sized temporary per call costs page faults on glibc, whose
-# malloc returns freed memory above its trim threshold to the system.
+# (16 MiB in float32): glibc returns freed memory above its trim threshold to the system, so a
+# fresh batch-sized temporary per call would fault its pages in again.
 _SPARE_LIMIT = 1 << 22
 
 
@@ -195,9 +258,7 @@ class P4InvLinear(nn.Module):
         generator: torch.Generator | None = None,
     ):
         super().__init__()
-        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-            raise ValueError(f"features must be a positive integer, got {features!r}")
-        self.features = features
+        self.features = positive_int(features, "features")
         if not (
             isinstance(penalty_bounds, (tuple, list))
             and len(penalty_bounds) == 2
@@ -232,7 +293,7 @@ class P4InvLinear(nn.Module):
         self.register_buffer("weight_inverse", torch.empty_like(a))
         self.register_buffer("logabsdet", torch.zeros((), dtype=sdt, device=a.device))
         self.register_buffer("sign", torch.ones((), dtype=sdt, device=a.device))
-        self._factor_into_state()
+        self._state_from_lu()
         self.u = nn.Parameter(torch.zeros(features, **factory))
         self.v = nn.Parameter(torch.empty(features, **factory))
         self.bias = nn.Parameter(torch.zeros(features, **factory)) if bias else None
@@ -246,10 +307,10 @@ class P4InvLinear(nn.Module):
         self.last_reading: DriftReading | None = None
         # the largest κ₁ the monitor read since sign and log|det| were computed from A (LU)
         self.kappa_peak: float | None = None
-        self._cache: dict[str, tuple] = {}  # state casts to the compute dtype, see _cast
-        self._checked: tuple = ()  # (X, u, v) and their versions whose c was found nonzero
-        self._bound: tuple = ()  # (A, X, their pointers and versions, max|A|, max|X| bounds)
-        self._products = ProductCache()  # W, M, Xu, c, log|det| while u, v, state are unchanged
+        self._cache: dict[str, _Cast] = {}  # state casts to the compute dtype, see _cast
+        self._checked: _Checked | None = None  # see _require_nonsingular
+        self._bound: _Bound | None = None  # see _max_abs_state
+        self._products = ProductCache()  # Products while u, v and the state are unchanged
         self._spare: dict[tuple, torch.Tensor] = {}  # a buffer for y − b, reused by inverse
 
     # -- construction ----------------------------------------------------------------------------
@@ -282,10 +343,10 @@ class P4InvLinear(nn.Module):
             raise ValueError("init must be finite")
         return a
 
-    def _factor_into_state(self) -> None:
-        """Recompute X, sign and log|det| from A by LU (O(n³), :func:`p4_state.factor`); A must
+    def _state_from_lu(self) -> None:
+        """Recompute X, sign and log|det| from A by LU (O(n³), :func:`p4_state.lu_state`); A must
         be finite and invertible (else ValueError naming ``weight``, state untouched)."""
-        inv, sign, logabsdet = p4_state.factor(self.weight)
+        inv, sign, logabsdet = p4_state.lu_state(self.weight)
         with torch.no_grad():
             self.weight_inverse.copy_(inv)
             self.sign.copy_(sign)
@@ -341,8 +402,8 @@ class P4InvLinear(nn.Module):
             target = sdt if sdt is not None else moved.dtype
             self._buffers[k] = old.to(device=moved.device, dtype=target)
         self._cache = {}
-        self._checked = ()
-        self._bound = ()
+        self._checked = None
+        self._bound = None
         self._products.clear()
         self._spare = {}
         return self
@@ -350,26 +411,26 @@ class P4InvLinear(nn.Module):
     # -- cached casts of the state to the compute dtype -------------------------------------------
     def _cast(self, name: str, dtype: torch.dtype) -> torch.Tensor:
         buf = self._buffers[name]
-        if name == "weight_inverse" and not (_compiling() or _transforms_active()):
+        if name == "weight_inverse" and not (compiling() or transforms_active()):
             b = self._buffers
             self._watch.check(b["weight"], b["logabsdet"])  # A written by hand: X is stale
         if buf.dtype == dtype:
             return buf
-        if _compiling():  # traced: a cast in the graph (the compiler fuses it)
+        if compiling():  # traced: a cast in the graph (the compiler fuses it)
             return buf.to(dtype)
         hit = self._cache.get(name)
-        # (the buffer object, its data pointer and version, the dtype): any change of the buffer,
-        # in place or by replacement, or a move to another device makes a new cast
+        # any change of the buffer, in place or by replacement, or a move to another device
+        # makes a new cast
         if (
             hit is not None
-            and hit[0] is buf
-            and hit[1] == buf._version
-            and hit[2] == buf.data_ptr()
-            and hit[3].dtype == dtype
+            and hit.buffer is buf
+            and hit.version == buf._version
+            and hit.pointer == buf.data_ptr()
+            and hit.cast.dtype == dtype
         ):
-            return hit[3]
+            return hit.cast
         cast = buf.to(dtype)
-        self._cache[name] = (buf, buf._version, buf.data_ptr(), cast)
+        self._cache[name] = _Cast(buf, buf._version, buf.data_ptr(), cast)
         return cast
 
     def _parts(
@@ -377,8 +438,8 @@ class P4InvLinear(nn.Module):
     ) -> tuple[
         torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor
     ]:
-        """(u, v, b, A, X, log|det A|) read from the module's dicts: attribute access through
-        ``nn.Module.__getattr__`` costs about 1 µs each, a dozen times per call."""
+        """(u, v, b, A, X, log|det A|) read from the module's dicts directly (not through
+        ``nn.Module.__getattr__``, which runs on every per-call attribute access)."""
         p, b = self._parameters, self._buffers
         return p["u"], p["v"], p.get("bias"), b["weight"], b["weight_inverse"], b["logabsdet"]
 
@@ -399,13 +460,18 @@ class P4InvLinear(nn.Module):
 
     def factor(self) -> torch.Tensor:
         """c = 1 + vᵀA⁻¹u in the state dtype (differentiable in u and v); shape ``()``."""
-        sdt = self.weight.dtype
-        u, v = self.u.to(sdt), self.v.to(sdt)
-        return 1 + v @ (self.weight_inverse @ u)
+        return factor(self.u, self.v, self.weight_inverse).c
 
     def log_abs_det(self) -> torch.Tensor:
         """log|det(A + u vᵀ)| = log|det A| + log|c| (state dtype, differentiable); shape ``()``."""
-        return self.logabsdet + log_abs_factor(self.u, self.v, self.weight_inverse)
+        log_c = log_abs_factor(self.u, self.v, self.weight_inverse)
+        return perturbed_logdet(self.logabsdet, log_c, self.logabsdet.dtype)
+
+    @property
+    def products_cached(self) -> tuple[Products, ...]:
+        """The :class:`~invlin.nn.p4_ops.Products` this layer keeps between calls now (read-only;
+        at most one per direction and compute dtype, see :class:`ProductCache`)."""
+        return self._products.products()
 
     # -- the map -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -432,54 +498,53 @@ class P4InvLinear(nn.Module):
 
         Raises ValueError when 1 + vᵀA⁻¹u = 0 (the perturbed matrix is singular)."""
         self._check(y, "y")
-        u, v, bias, _, xinv_s, logabsdet = self._parts()
-        xinv = self._cast("weight_inverse", y.dtype)
-        if _compiling():  # every value in the graph; the singularity check breaks it (a read)
-            with _NoGrad():
-                c = _factor(u, v, xinv_s)[1]
-            _require_nonsingular_traced(c, {"u": u, "v": v, "weight_inverse": xinv_s})
-            return p4_inverse(y, xinv, xinv_s, u, v, bias, logabsdet, None)  # type: ignore[arg-type]
+        u, v, bias, _, xinv, logabsdet = self._parts()
+        xinv_y = self._cast("weight_inverse", y.dtype)
+        if compiling():  # every value in the graph; the singularity check breaks it (a read)
+            with NoGrad():
+                c = factor(u, v, xinv).c
+            _require_nonsingular_traced(c, lambda: {"u": u, "v": v, "weight_inverse": xinv})
+            return p4_inverse(y, xinv_y, xinv, u, v, bias, logabsdet, None)
         full = y.numel() >= self.features**2
         cache = self._products
-        if cache.usable(y, xinv):
-            state = (xinv_s, logabsdet)
-            pre = cache.get("inverse", y.dtype, state, u, v)
-            if pre is None:
-                pre = self._inverse_products(u, v, xinv, xinv_s, logabsdet, full)
-                if full:
-                    cache.put("inverse", y.dtype, state, u, v, pre)
-            if bias is not None and y.numel() <= _SPARE_LIMIT:
-                key = (y.shape, y.dtype)
-                # popped (atomic): a concurrent call cannot share it; only this shape's is kept
-                scratch = self._spare.pop(key, None)
-                if scratch is None:
-                    scratch = torch.empty(y.shape, dtype=y.dtype, device=y.device)
-                x, ld = p4_inverse(y, xinv, xinv_s, u, v, bias, logabsdet, pre, scratch=scratch)
-                spare = self._spare  # (no Module.__setattr__ per call)
-                spare.clear()
-                spare[key] = scratch
-                return x, ld
-            return p4_inverse(y, xinv, xinv_s, u, v, bias, logabsdet, pre)
-        # Products nobody keeps: their log|det| may be returned as it is.
-        pre = self._inverse_products(u, v, xinv, xinv_s, logabsdet, full)
-        return p4_inverse(y, xinv, xinv_s, u, v, bias, logabsdet, pre, kept=False)
+        if not cache.usable(y, xinv_y):  # products nobody keeps: their log|det| is returned
+            products = self._inverse_products(u, v, xinv_y, xinv, logabsdet, full)
+            return p4_inverse(y, xinv_y, xinv, u, v, bias, logabsdet, products, kept=False)
+        state = (xinv, logabsdet)
+        products = cache.get("inverse", y.dtype, state, u, v)
+        if products is None:
+            products = self._inverse_products(u, v, xinv_y, xinv, logabsdet, full)
+            if full:
+                cache.put("inverse", y.dtype, state, u, v, products)
+        if bias is None or y.numel() > _SPARE_LIMIT:
+            return p4_inverse(y, xinv_y, xinv, u, v, bias, logabsdet, products)
+        key = (y.shape, y.dtype)
+        # popped (atomic): a concurrent call cannot share it; only this shape's is kept
+        scratch = self._spare.pop(key, None)
+        if scratch is None:
+            scratch = torch.empty(y.shape, dtype=y.dtype, device=y.device)
+        x, ld = p4_inverse(y, xinv_y, xinv, u, v, bias, logabsdet, products, scratch=scratch)
+        spare = self._spare  # (no Module.__setattr__ per call)
+        spare.clear()
+        spare[key] = scratch
+        return x, ld
 
     def _inverse_products(
         self,
         u: torch.Tensor,
         v: torch.Tensor,
+        xinv_y: torch.Tensor,
         xinv: torch.Tensor,
-        xinv_s: torch.Tensor,
         logabsdet: torch.Tensor,
         full: bool,
-    ) -> tuple:
+    ) -> Products:
         """The inverse's products (see :func:`inverse_products`) after the singularity check:
-        a = Xu and c = 1 + vᵀa in the state dtype, M = X − a (vᵀX)/c in X's compute-dtype copy
-        ``xinv`` when ``full``."""
-        xu, c = _xu_c(u, v, xinv_s)  # no autograd: p4_inverse takes the gradients of a and c
-        self._require_nonsingular(c)
-        # X − (Xu)(vᵀX)/c is formed (O(n²)) and applied to y − b by one matrix product.
-        return inverse_products(xinv, v, logabsdet, xu, c, full)
+        the factor from the state's X ``xinv``, M = X − Xu (vᵀX)/c in X's compute-dtype copy
+        ``xinv_y`` when ``full``."""
+        with NoGrad():  # p4_inverse takes the factor's gradients
+            f = factor(u, v, xinv, host=on_host(xinv))
+        self._require_nonsingular(f.c)
+        return inverse_products(xinv_y, v, logabsdet, f, full)
 
     def _require_nonsingular(self, c: torch.Tensor | float) -> None:
         """Raise ValueError unless c = 1 + vᵀA⁻¹u (a host float or a 0-dim tensor) is finite and
@@ -487,25 +552,24 @@ class P4InvLinear(nn.Module):
         for these very X, u and v at their current versions: calls with unchanged parameters
         skip it."""
         if not isinstance(c, torch.Tensor):
-            if not math.isfinite(c) or c == 0.0:
-                raise _singular(c, self._factor_operands())
+            _require_finite_nonzero(c, self._factor_operands)
             return
-        if _transforms_active():  # wrapped tensors: no data pointers
-            self._checked = ()
+        if transforms_active():  # wrapped tensors: no data pointers
+            self._checked = None
             key = None
         else:
             ts = (self.weight_inverse, self.u, self.v)
             key = tuple((t.data_ptr(), t._version) for t in ts)
+            done = self._checked
             if (
-                self._checked
-                and self._checked[1] == key
-                and all(a is b for a, b in zip(self._checked[0], ts, strict=True))
+                done is not None
+                and done.key == key
+                and all(s is t for s, t in zip(done.tensors, ts, strict=True))
             ):
                 return
-        if not bool(torch.isfinite(c) & (c != 0)):  # the operands are named only on failure
-            raise _singular(c.detach(), self._factor_operands())
+        _require_finite_nonzero(c, self._factor_operands)
         if key is not None:
-            self._checked = (ts, key)
+            self._checked = _Checked(ts, key)
 
     def _factor_operands(self) -> dict[str, torch.Tensor]:
         """The tensors c = 1 + vᵀA⁻¹u is computed from, by name (for error messages)."""
@@ -520,16 +584,23 @@ class P4InvLinear(nn.Module):
         if not (weight.__class__ is float or is_real(weight)) or not 0.0 <= weight < math.inf:
             raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
         u, v, _, a, xinv, logabsdet = self._parts()
-        factor = None
+        kept = None
         if self._products.usable(u, xinv):  # c from this step's forward
             kept = self._products.find(("forward",), (a, xinv, logabsdet), u, v)
-            factor = None if kept is None else (kept[3], kept[2], kept[1])
-        return p4_penalty(u, v, xinv, logabsdet, self.penalty_bounds, weight, factor=factor)
+        return p4_penalty(
+            u,
+            v,
+            xinv,
+            logabsdet,
+            self.penalty_bounds,
+            weight,
+            kept=None if kept is None else kept.factor,
+        )
 
     # -- merging and drift control ----------------------------------------------------------------
     def reset_perturbation(self) -> None:
         """u ← 0, v ~ N(0, I) (in place, so optimizer references stay valid)."""
-        with _NoGrad():
+        with NoGrad():
             self._reset_perturbation()
 
     def _reset_perturbation(self) -> None:
@@ -545,12 +616,12 @@ class P4InvLinear(nn.Module):
         a, x = self.weight, self.weight_inverse
         b = self._bound
         if (
-            b
-            and b[0] is a
-            and b[1] is x
-            and b[2] == (a.data_ptr(), a._version, x.data_ptr(), x._version)
+            b is not None
+            and b.a is a
+            and b.x is x
+            and b.key == (a.data_ptr(), a._version, x.data_ptr(), x._version)
         ):
-            return b[3], b[4]
+            return b.max_a, b.max_x
         inf = float("inf")
         return torch.linalg.vector_norm(a, inf), torch.linalg.vector_norm(x, inf)
 
@@ -581,80 +652,76 @@ class P4InvLinear(nn.Module):
         Refused (returns False, state untouched, perturbation kept) when the guard rejects
         c = 1 + vᵀA⁻¹u or the new log|det| — ``force=True`` skips the bounds but never merges a
         zero or non-finite c. Non-finite u or v: no merge, perturbation reset, state untouched.
-        Runs the drift monitor after a successful merge.
+        Runs the drift monitor after a successful merge. (Many layers at once:
+        :func:`merge_layers`.)
         """
-        with _NoGrad():
-            return self._merge(force)
+        with NoGrad():
+            plan = self._plan_merge(force)
+            values = plan.values  # host floats in the host form, else one tensor: one read
+            return self._apply_merge(plan, values if isinstance(values, list) else values.tolist())
 
-    def _merge(self, force: bool) -> bool:
-        plan = self._merge_plan(force)
-        values = plan[1]  # host floats on the CPU, else one tensor: one transfer
-        return self._merge_apply(plan, values if isinstance(values, list) else values.tolist())
-
-    def _merge_plan(self, force: bool) -> tuple:
-        """The first half of a merge (no autograd): the O(n²) products Xu and vᵀX and the values
-        the decision needs — max|u|, max|v|, max|Xu|, max|vᵀX|, vᵀXu, log|det A| and what else
-        is needed — gathered off the CPU into one tensor, so that :func:`read_merge_plans`
-        reads them, for one layer or many, in one device-to-host transfer. Changes nothing."""
+    def _plan_merge(self, force: bool) -> MergePlan:
+        """The first half of a merge (no autograd, changes nothing): the O(n²) products Xu and
+        vᵀX and the scalars the decision needs (see :class:`MergeReading`), gathered off the
+        host into one tensor so that :func:`merge_layers` reads them, for one layer or many, in
+        one device-to-host transfer."""
         u_p, v_p, _, a, x, logabsdet = self._parts()
         sdt = a.dtype
-        u, v = _to(u_p, sdt), _to(v_p, sdt)
+        u, v = as_dtype(u_p, sdt), as_dtype(v_p, sdt)
         xu = torch.mv(x, u)
         vx = v @ x
         bounds = self._max_abs_state()
         norms = torch.linalg.vector_norm(torch.stack((u, v, xu, vx)), math.inf, dim=1)
-        dot = torch.dot(v, xu)
+        vxu = torch.dot(v, xu)
         # u, v are finite iff max|u|, max|v| are (NaN and inf reach the max) when the state
         # dtype holds their values exactly; else they are checked as they are.
         exact = _widens(u_p.dtype, sdt) and _widens(v_p.dtype, sdt)
         extra = [m for m in bounds if isinstance(m, torch.Tensor)]
         if not exact:
             extra.insert(0, (torch.isfinite(u_p).all() & torch.isfinite(v_p).all()).to(sdt))
-        if p4_ops._host(x):  # reading a CPU value waits for nothing: no gathering op
+        if on_host(x):  # reading a CPU value waits for nothing: no gathering op
             values: torch.Tensor | list[float] = [
                 *norms.tolist(),
-                float(dot),
+                float(vxu),
                 float(logabsdet),
                 *(float(m) for m in extra),
             ]
         else:
             values = torch.cat(
-                [norms, dot.reshape(1), logabsdet.reshape(1), *(m.reshape(1) for m in extra)]
+                [norms, vxu.reshape(1), logabsdet.reshape(1), *(m.reshape(1) for m in extra)]
             )
-        return (force, values, u, v, a, x, logabsdet, xu, vx, bounds, exact)
+        return MergePlan(force, values, u, v, a, x, logabsdet, xu, vx, bounds, exact)
 
-    def _merge_apply(self, plan: tuple, values: list[float]) -> bool:
-        """The second half of a merge: decide on the values read and fold u vᵀ in, or refuse."""
+    def _apply_merge(self, plan: MergePlan, values: list[float]) -> bool:
+        """The second half of a merge: decide on the values read, then fold u vᵀ in
+        (Sherman–Morrison for X, the determinant lemma for sign and log|det|) or refuse."""
         # Counters and the bound are plain attributes: written through __dict__, as
-        # Module.__setattr__ would after its checks for parameters, buffers and modules (which
-        # cost about 7 µs per write).
+        # Module.__setattr__ would after its checks for parameters, buffers and modules.
         d = self.__dict__
-        force, _, u, v, a, x, logabsdet, xu, vx, bounds, exact = plan
-        mu, mv, mxu, mvx, dot, ld, *rest = values
-        ok = math.isfinite(mu) and math.isfinite(mv) if exact else bool(rest.pop(0))
-        if not ok:
+        r = MergeReading.of(plan, values)
+        if not r.finite:
             d["nonfinite_resets"] += 1
             d["refusals"] += 1
             self._reset_perturbation()
             return False
-        c_value = 1.0 + dot  # on the host in float64 (for a float64 state: torch's own sum)
-        log_c = _log_abs(c_value) if math.isfinite(c_value) else math.nan
-        new_ld = ld + log_c
-        guard = Guard.off() if force else self.guard
+        c = 1.0 + r.vxu  # on the host in float64 (for a float64 state: torch's own sum)
+        log_c = log_abs(c) if math.isfinite(c) else math.nan
+        new_ld = perturbed_logdet(r.logabsdet, log_c, plan.a.dtype)
+        guard = Guard.off() if plan.force else self.guard
         if guard.reason(log_c, new_ld) is not None:
             d["refusals"] += 1
             return False
-        alpha = -1.0 / c_value
-        read = iter(rest)
-        max_a, max_x = (next(read) if isinstance(m, torch.Tensor) else m for m in bounds)
-        new_max = self._merged_max(max_a, max_x, mu, mv, mxu, mvx, alpha)
+        alpha = -1.0 / c  # X ← X − (Xu)(vᵀX)/c
+        a, x, u, v, xu, vx = plan.a, plan.xinv, plan.u, plan.v, plan.xu, plan.vx
+        new_max = self._merged_max(r.max_a, r.max_x, r.max_u, r.max_v, r.max_xu, r.max_vx, alpha)
         if new_max is not None:
             # Proven finite: update A and X in place (each read and written once, no copies).
             a.addr_(u, v)
             x.addr_(xu, vx, alpha=alpha)
-            d["_bound"] = (a, x, (a.data_ptr(), a._version, x.data_ptr(), x._version), *new_max)
+            key = (a.data_ptr(), a._version, x.data_ptr(), x._version)
+            d["_bound"] = _Bound(a, x, key, *new_max)
         else:
-            new_a = torch.addr(a, u, v)
+            new_a = perturbed_matrix(a, u, v)
             new_x = torch.addr(x, xu, vx, alpha=alpha)
             # A NaN or ±inf entry makes a sum non-finite, so finite sums prove finite entries;
             # only when a sum is not finite (e.g. it overflowed) are the entries checked one by
@@ -666,8 +733,8 @@ class P4InvLinear(nn.Module):
                 return False
             a.copy_(new_a)
             x.copy_(new_x)
-        logabsdet.add_(log_c)
-        if c_value < 0:
+        plan.logabsdet.add_(log_c)  # log|det(A + u vᵀ)| = log|det A| + log|c|
+        if c < 0:
             self._buffers["sign"].neg_()
         d["merges"] += 1
         self._reset_perturbation()
@@ -714,8 +781,7 @@ class P4InvLinear(nn.Module):
         I − XA is the one the drift probes and the LAPACK inverse ratio measure (and the one
         inverse∘forward sees); iterating on the right residual I − AX instead leaves I − XA at
         about κ·nε after one step, i.e. a ratio ≈ 10⁻³κ that further steps do not lower."""
-        if order < 2:
-            raise ValueError(f"order must be >= 2, got {order}")
+        positive_int(order, "order", minimum=2)
         a, x = self.weight, self.weight_inverse
         eye = torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
         r = eye - x @ a
@@ -735,7 +801,7 @@ class P4InvLinear(nn.Module):
     def refresh(self) -> None:
         """Recompute A⁻¹, sign and log|det| from A by LU (O(n³)); a non-finite or singular A
         raises ValueError naming ``weight`` and leaves the state as it was."""
-        self._factor_into_state()
+        self._state_from_lu()
         self.refreshes += 1
         self.kappa_peak = None
 
@@ -755,3 +821,42 @@ class P4InvLinear(nn.Module):
             f"features={self.features}, bias={self.bias is not None}, "
             f"state_dtype={self.weight.dtype}"
         )
+
+
+def _read_values(plans: Sequence[MergePlan]) -> list[list[float]]:
+    """The host values of merge plans: those gathered off the CPU are read in one transfer per
+    device and dtype (a GPU waits once for all the layers, not once per layer); those made in
+    the host form are already host floats."""
+    out: list[list[float] | None] = [None] * len(plans)
+    groups: dict[tuple, list[int]] = {}
+    for i, plan in enumerate(plans):
+        if isinstance(plan.values, torch.Tensor):
+            groups.setdefault((plan.values.device, plan.values.dtype), []).append(i)
+        else:
+            out[i] = plan.values
+    for members in groups.values():
+        tensors = [plans[i].values for i in members]
+        flat = (tensors[0] if len(tensors) == 1 else torch.cat(tensors)).tolist()
+        start = 0
+        for i, t in zip(members, tensors, strict=True):
+            out[i] = flat[start : start + t.numel()]
+            start += t.numel()
+    return out  # type: ignore[return-value]
+
+
+def merge_layers(layers: Sequence[P4InvLinear], force: bool = False) -> list[bool]:
+    """:meth:`P4InvLinear.merge` for each of ``layers``, in order; returns whether each merged.
+
+    The layers are independent, so every plan is made first and their values are read on the
+    host together (off the CPU: one device wait for all, not one per layer), then each merge is
+    decided and applied. A layer whose class overrides ``merge`` is merged by it."""
+    with NoGrad():
+        plans = [
+            layer._plan_merge(force) if type(layer).merge is P4InvLinear.merge else None
+            for layer in layers
+        ]
+        read = iter(_read_values([p for p in plans if p is not None]))
+        return [
+            layer.merge(force=force) if plan is None else layer._apply_merge(plan, next(read))
+            for layer, plan in zip(layers, plans, strict=True)
+        ]

@@ -1,14 +1,14 @@
-"""Cache of a P4InvLinear's perturbation products (W, M, Xu, c, log|det|) between calls."""
+"""Cache of a P4InvLinear's :class:`~invlin.nn.p4_ops.Products` between calls."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
-from invlin.nn import p4_ops
+from invlin.nn.p4_ops import NoGrad, Products, on_host, tracing
 
 __all__ = ["ProductCache", "cached_products"]
 
@@ -47,10 +47,32 @@ def cached_products() -> Iterator[None]:
         _TRUSTED[0] -= 1
 
 
+def _stamp(tensors: Sequence[torch.Tensor]) -> list[int]:
+    """Version and data pointer of each tensor (a plain loop: this runs on every call)."""
+    out: list[int] = []
+    for t in tensors:
+        out += (t._version, t.data_ptr())
+    return out
+
+
+@dataclass(slots=True)
+class _Entry:
+    """Products and what they were made from: the tensors (state, then u and v), their
+    :func:`_stamp` then, and copies of u and v (None inside :func:`cached_products`, where
+    versions alone are trusted)."""
+
+    made_from: tuple[torch.Tensor, ...]
+    stamp: list[int]
+    u_copy: torch.Tensor | None
+    v_copy: torch.Tensor | None
+    products: Products
+
+
 class ProductCache:
     """Keeps the O(n²) products of one P4InvLinear call for the next call with the same values.
 
-    An entry is keyed by the compute dtype and direction and is valid only while
+    An entry is keyed by the direction (``"forward"``/``"inverse"``) and compute dtype and is
+    valid only while
 
     * the state tensors (A, X, log|det A|) are the very objects it was made from, at the same
       data pointers and versions (every in-place change through them bumps the version);
@@ -61,30 +83,34 @@ class ProductCache:
       stale.
 
     The compares read u and v on the host, so outside :func:`cached_products` the cache is
-    used for CPU tensors only (``p4_ops._host``; on a GPU each call would wait for the device).
-    Inside it, entries are used on every device and checked by identity, data pointer and
-    version alone (no snapshot is taken then; an entry without one is never used outside). It
-    holds one entry per (direction, dtype): for n = 1024 in float32, 4 MiB for W plus 4 MiB for
-    M. Cleared by :meth:`clear`.
+    used in the host form only (:func:`~invlin.nn.p4_ops.on_host`; on a GPU each call would wait
+    for the device). Inside it, entries are used on every device and checked by identity, data
+    pointer and version alone (no copy is taken then; an entry without one is never used
+    outside). It holds one entry per (direction, dtype): for n = 1024 in float32, 4 MiB for W
+    plus 4 MiB for M. Cleared by :meth:`clear`.
     """
 
     def __init__(self) -> None:
-        self._entries: dict[tuple, tuple] = {}
+        self._entries: dict[tuple[str, torch.dtype], _Entry] = {}
 
     def clear(self) -> None:
         """Drop every entry."""
         self._entries = {}
 
+    def products(self) -> tuple[Products, ...]:
+        """The products held now (read-only: one per direction and dtype)."""
+        return tuple(e.products for e in self._entries.values())
+
     @staticmethod
     def usable(*tensors: torch.Tensor) -> bool:
         """Whether entries may be used for these tensors: outside functorch transforms and
-        torch.compile's tracing, on the CPU or inside :func:`cached_products`."""
-        if p4_ops._tracing():
+        torch.compile's tracing, in the host form or inside :func:`cached_products`."""
+        if tracing():
             return False
         if _TRUSTED[0]:
             return True
         for t in tensors:
-            if not p4_ops._host(t):
+            if not on_host(t):
                 return False
         return True
 
@@ -95,32 +121,24 @@ class ProductCache:
         state: Sequence[torch.Tensor],
         u: torch.Tensor,
         v: torch.Tensor,
-    ) -> Any:
+    ) -> Products | None:
         """The products stored for ``kind`` and ``dtype`` if still valid, else None."""
-        entry = self._entries.get((kind, dtype))
-        if entry is None:
+        e = self._entries.get((kind, dtype))
+        if e is None:
             return None
-        # A plain loop: this runs on every call, where generator expressions cost microseconds.
-        refs, pu, pv, key, u0, v0, value = entry
-        if pu is not u or pv is not v or len(refs) != len(state):
+        tensors = (*state, u, v)
+        if len(tensors) != len(e.made_from):
             return None
-        i = 0
-        for t in state:
-            if t is not refs[i] or t._version != key[2 * i] or t.data_ptr() != key[2 * i + 1]:
+        for t, made in zip(tensors, e.made_from, strict=True):
+            if t is not made:
                 return None
-            i += 1
-        if (
-            u._version != key[-4]
-            or v._version != key[-3]
-            or u.data_ptr() != key[-2]
-            or v.data_ptr() != key[-1]
-        ):
+        if _stamp(tensors) != e.stamp:
             return None
         if _TRUSTED[0]:
-            return value
-        if u0 is None or not (torch.equal(u, u0) and torch.equal(v, v0)):
+            return e.products
+        if e.u_copy is None or not (torch.equal(u, e.u_copy) and torch.equal(v, e.v_copy)):
             return None
-        return value
+        return e.products
 
     def put(
         self,
@@ -129,30 +147,27 @@ class ProductCache:
         state: Sequence[torch.Tensor],
         u: torch.Tensor,
         v: torch.Tensor,
-        value: Any,
+        products: Products,
     ) -> None:
-        """Store ``value`` for ``kind`` and ``dtype`` as computed from these tensors."""
-        key: list[int] = []
-        for t in state:
-            key += (t._version, t.data_ptr())
-        key += (u._version, v._version, u.data_ptr(), v.data_ptr())
+        """Store ``products`` for ``kind`` and ``dtype`` as computed from these tensors."""
         if _TRUSTED[0]:  # versions alone: no copy
-            u0 = v0 = None
+            u_copy = v_copy = None
         else:
-            with p4_ops._NoGrad():  # copies without autograd (cheaper than detach)
-                if u.dtype == v.dtype:  # one copy for both snapshots
-                    u0, v0 = torch.stack((u, v)).unbind()
+            with NoGrad():  # copies without autograd (cheaper than detach)
+                if u.dtype == v.dtype:  # one copy for both
+                    u_copy, v_copy = torch.stack((u, v)).unbind()
                 else:
-                    u0, v0 = u.clone(), v.clone()
-        self._entries[(kind, dtype)] = (tuple(state), u, v, tuple(key), u0, v0, value)
+                    u_copy, v_copy = u.clone(), v.clone()
+        tensors = (*state, u, v)
+        self._entries[(kind, dtype)] = _Entry(tensors, _stamp(tensors), u_copy, v_copy, products)
 
     def find(
         self, kinds: Sequence[str], state: Sequence[torch.Tensor], u: torch.Tensor, v: torch.Tensor
-    ) -> Any:
+    ) -> Products | None:
         """The first valid stored products of any of ``kinds`` (any dtype), else None."""
         for kind, dtype in list(self._entries):
             if kind in kinds:
-                value = self.get(kind, dtype, state, u, v)
-                if value is not None:
-                    return value
+                found = self.get(kind, dtype, state, u, v)
+                if found is not None:
+                    return found
         return None

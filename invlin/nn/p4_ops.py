@@ -1,51 +1,138 @@
-"""The P4Inv map, its Sherman–Morrison inverse and log|c|: fused forwards, O(batch·n) backwards."""
+"""The arithmetic of P4InvLinear: y = (A + u vᵀ)x + b, its Sherman–Morrison inverse, log|det|.
+
+Names mean one thing throughout: ``a`` = A (n×n, frozen), ``xinv`` = X ≈ A⁻¹, ``u``, ``v``,
+``bias`` = b (n,), ``xu`` = Xu, ``c`` = 1 + vᵀXu (the *factor* of the determinant lemma),
+``w`` = W = A + u vᵀ, ``m`` = M = X − (Xu)(vᵀX)/c ≈ W⁻¹, ``logabsdet`` = log|det A|.
+
+Each formula has one home, used by every route, form and shape below:
+
+=================  ==========================================  ============================
+W                  A + u vᵀ                                     :func:`perturbed_matrix`
+forward map        y = W x + b                                  ``_perturbed``
+factor             c = 1 + vᵀXu, log|c|                         :func:`factor`
+M                  X − (Xu)(vᵀX)/c                              :func:`inverse_matrix`
+inverse map        x = M (y − b)                                ``_sherman_morrison``
+log|det|           log|det A| + log|c|                          :func:`perturbed_logdet`
+penalty            weight·Σ_t P(t), t ∈ {log|c|, log|c·det A|}  :func:`penalty_value`
+=================  ==========================================  ============================
+
+(The merge's Sherman–Morrison update of X and determinant-lemma update of log|det A| change
+the layer's state and live in :meth:`P4InvLinear.merge <invlin.nn.P4InvLinear.merge>`.)
+
+Routes from the layer to the arithmetic::
+
+  P4InvLinear.forward(x)                        P4InvLinear.inverse(y)
+    │ products kept? (ProductCache: CPU,          │ c ≠ 0 checked (one read per value of
+    │  or inside cached_products())               │  X, u, v); products kept? (as forward)
+    │  miss → forward_products()                  │  miss → factor() + inverse_products()
+    ▼                                             ▼
+  p4_forward(x, …, products)                    p4_inverse(y, …, products)
+    │ _route(inputs)                              │ _route(inputs)
+    ├─ PLAIN  (autograd records nothing) ───────► _forward ──► _perturbed
+    │                                             _inverse ──► _sherman_morrison
+    ├─ EAGER  (autograd records) ───────────────► _Forward / _Inverse: one autograd node each,
+    │                                             same forward as PLAIN; closed-form backward
+    │                                             (_forward_grads_host: CPU, first order)
+    └─ TRACED (vmap, grad, jacrev, compile) ────► perturbed_linear / sherman_morrison_linear
+                                                  + factor(): every value a differentiable
+                                                  op of u and v, nothing kept
+  P4InvLinear.penalty() ─► p4_penalty ─► penalty_value   (same three routes; the forward's
+                                                          kept factor is reused)
+  P4InvLinear.merge() / merge_layers(layers)  (no autograd, always eager)
+    ─► _plan_merge: Xu, vᵀX and the decision's scalars (off the host: one tensor per layer)
+    ─► one read of all the layers' scalars
+    ─► _apply_merge: guard on log|c| and perturbed_logdet; A ← W, X ← X − (Xu)(vᵀX)/c
+       (in place while an overflow bound holds), log|det A| += log|c|, sign flips when c < 0
+
+Forms of the per-call scalars c, log|c|, log|det| (:func:`on_host`): on the CPU they are host
+floats (reading a CPU value waits for nothing, and the scalar arithmetic then costs no tensor
+operation) and products are kept between calls; elsewhere — or inside :func:`device_form` —
+0-dim tensors (no device wait per call). Shapes: with at least n rows (``_full``) the rank-one
+term is folded into W or M (O(n²), then one matrix product); with fewer rows it is applied to
+the rows (O(rows·n)).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "Factor",
+    "NoGrad",
     "Products",
+    "as_dtype",
+    "compiling",
+    "device_form",
+    "factor",
     "forward_products",
+    "inverse_matrix",
     "inverse_products",
+    "log_abs",
     "log_abs_factor",
+    "on_host",
     "p4_forward",
     "p4_inverse",
     "p4_penalty",
+    "penalty_value",
     "perturbed_linear",
+    "perturbed_logdet",
+    "perturbed_matrix",
     "sherman_morrison_linear",
+    "tracing",
+    "transforms_active",
 ]
 
-# How an op runs (see _route): plain tensor operations, the low-overhead autograd.Function, or
-# every value as differentiable tensor operations of the inputs, for a tracer to see (functorch
-# transforms: vmap, grad, jacrev, ...; torch.compile).
+Scalar = torch.Tensor | float
+
+
+class Factor(NamedTuple):
+    """c = 1 + vᵀXu with ``xu`` = Xu ``(n,)`` and ``log_c`` = log|c|, in X's dtype; c and log|c|
+    are host floats in the host form, else 0-dim tensors."""
+
+    xu: torch.Tensor
+    c: Scalar
+    log_c: Scalar
+
+
+class Products(NamedTuple):
+    """What one direction of the layer computes once per value of u, v and the state.
+
+    ``matrix``: W = A + u vᵀ (forward) or M = X − (Xu)(vᵀX)/c (inverse) in the compute dtype,
+    None when not formed (fewer rows than n); ``factor``: :class:`Factor` in the state dtype;
+    ``logdet``: the direction's log|det| (forward +, inverse −) rounded to the compute dtype —
+    a host float (rounded by ``_batch``) in the host form, else a 0-dim tensor."""
+
+    matrix: torch.Tensor | None
+    factor: Factor
+    logdet: Scalar
+
+
+# -- routes and forms -----------------------------------------------------------------------------
+# How an op runs (see _route): plain tensor operations, the one-node autograd.Function, or every
+# value as differentiable tensor operations of the inputs, for a tracer to see.
 _PLAIN, _EAGER, _TRACED = 0, 1, 2
 
+transforms_active = torch._C._are_functorch_transforms_active
+compiling = torch.compiler.is_compiling
 
-_transforms_active = torch._C._are_functorch_transforms_active
-_compiling = torch.compiler.is_compiling
 
-
-def _tracing() -> bool:
+def tracing() -> bool:
     """Whether a tracer sees these calls: a functorch transform or torch.compile."""
-    return _transforms_active() or _compiling()
+    return transforms_active() or compiling()
 
 
 def _route(*tensors: torch.Tensor | None) -> int:
     """_TRACED under a functorch transform or while torch.compile traces, _PLAIN when autograd
-    records nothing for these inputs, else _EAGER.
-
-    A Function with ``setup_context`` costs about 50 µs of Python per call (``apply`` binds its
-    arguments through ``inspect.signature``) against about 15 µs for the classic ``ctx`` style,
-    and with nothing to record neither is needed: the forward's tensor operations alone give the
-    same values."""
-    if _tracing():
+    records nothing for these inputs (no Function needed: the forward's operations give the
+    same values), else _EAGER."""
+    if tracing():
         return _TRACED
     if torch.is_grad_enabled():
         for t in tensors:
@@ -54,22 +141,39 @@ def _route(*tensors: torch.Tensor | None) -> int:
     return _PLAIN
 
 
-def _host(t: torch.Tensor) -> bool:
-    """Whether t's values can be read on the host without waiting for a device (a CPU tensor).
+_DEVICE_FORM = [0]  # depth of nested device_form() contexts
 
-    The one switch between the two forms of the per-call scalars: host floats where it holds
-    (no tensor operation per scalar), 0-dim tensors elsewhere (no device sync per call). Tests
-    set it to always-False to run the device form on the CPU."""
-    return t.is_cpu
+
+def on_host(t: torch.Tensor) -> bool:
+    """Whether the per-call scalars take the host form for ``t``: a CPU tensor (its values are
+    read without waiting for a device) outside :func:`device_form`. The one switch between the
+    two forms of the module docstring."""
+    return t.is_cpu and not _DEVICE_FORM[0]
+
+
+@contextlib.contextmanager
+def device_form() -> Iterator[None]:
+    """Within this context P4InvLinear takes on the CPU the form it takes on other devices:
+    0-dim tensor scalars, no products kept outside :func:`~invlin.nn.cached_products`, one
+    gathered read per merge. For tests and operation counts; process-wide while active.
+
+    >>> with device_form():
+    ...     on_host(torch.zeros(1))
+    False
+    """
+    _DEVICE_FORM[0] += 1
+    try:
+        yield
+    finally:
+        _DEVICE_FORM[0] -= 1
 
 
 @functools.cache
 def _apply(fn: type[torch.autograd.Function]) -> Callable[..., Any]:
-    """``fn.apply`` without the Python wrapper of ``torch.autograd.Function.apply`` (about 8 µs
-    per call with eight arguments), for the _EAGER route only: the wrapper unwraps dead functorch
-    wrappers and binds ``setup_context`` defaults, which calls outside functorch transforms of
-    classic-style Functions do not need. Falls back to ``fn.apply`` where torch lacks the C
-    entry point."""
+    """``fn.apply`` through torch's C entry point, without the Python wrapper of
+    ``torch.autograd.Function.apply`` (which unwraps dead functorch wrappers and binds
+    ``setup_context`` defaults, needless for classic-style Functions outside transforms: the
+    _EAGER route only). Falls back to ``fn.apply`` where torch lacks the entry point."""
     raw = getattr(torch._C, "_FunctionBase", None)
     entry = None if raw is None else raw.__dict__.get("apply")
     if entry is None or not hasattr(entry, "__get__"):
@@ -77,9 +181,9 @@ def _apply(fn: type[torch.autograd.Function]) -> Callable[..., Any]:
     return entry.__get__(None, fn)
 
 
-class _NoGrad:
+class NoGrad:
     """``torch.no_grad()`` for the per-call paths: the same switch, without the decorator
-    machinery that makes ``torch.no_grad()`` cost about 3 µs per use."""
+    machinery of ``torch.no_grad()``."""
 
     __slots__ = ("_prev",)
 
@@ -96,22 +200,250 @@ def _rows(t: torch.Tensor, n: int) -> torch.Tensor:
     return t if t.dim() == 2 else t.reshape(-1, n)
 
 
-def _to(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def _full(t: torch.Tensor, n: int) -> bool:
+    """Whether t ``(*, n)`` has at least n rows, so the rank-one term is folded into the
+    matrix (O(n²)) rather than applied to the rows (O(rows·n))."""
+    return t.numel() >= n * n
+
+
+def as_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """t in ``dtype`` (without a dispatched no-op when it is already)."""
     return t if t.dtype == dtype else t.to(dtype)
 
 
-# -- y = x (A + u vᵀ)ᵀ + b ------------------------------------------------------------------------
-def _perturbed(
-    x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
+def _tensor(value: Scalar, dtype: torch.dtype) -> torch.Tensor:
+    """``value`` (a 0-dim tensor or a host float) as a 0-dim tensor in ``dtype``."""
+    if isinstance(value, torch.Tensor):
+        return as_dtype(value, dtype)
+    return torch.scalar_tensor(value, dtype=dtype)
+
+
+_promoted = functools.cache(torch.promote_types)  # (a dispatched operation when not cached)
+
+
+def _widened(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """t as it enters an operation with a ``dtype`` tensor when type promotion converts it to
+    ``dtype`` exactly (no cast of its own), else t cast to ``dtype``."""
+    return t if _promoted(t.dtype, dtype) == dtype else t.to(dtype)
+
+
+def _into(
+    op: Callable[..., torch.Tensor], a: torch.Tensor, b: torch.Tensor | float, dtype: torch.dtype
 ) -> torch.Tensor:
+    """``op(a, b).to(dtype)`` for a binary pointwise ``op``: computed in the promoted dtype and
+    rounded to ``dtype``, the same bits. Where nothing records or traces it is one kernel
+    writing into a ``dtype`` tensor (``out=``), not an operation and a cast."""
+    if torch.is_grad_enabled() or tracing() or torch.result_type(a, b) == dtype:
+        return op(a, b).to(dtype)
+    shape = a.shape if not isinstance(b, torch.Tensor) else torch.broadcast_shapes(a.shape, b.shape)
+    return op(a, b, out=torch.empty(shape, dtype=dtype, device=a.device))
+
+
+def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    return b if a is None else a if b is None else a + b
+
+
+def _batch(value: Scalar, like: torch.Tensor, copy: bool) -> torch.Tensor:
+    """``value`` (log|det|, one value) over the batch shape ``(*,)`` of ``like`` ``(*, n)``, in
+    like's dtype: a host float is rounded once to that dtype (as ``.to(dtype)`` rounds a float64
+    tensor) and filled into new memory, one operation; a 0-dim tensor (already in that dtype) is
+    expanded, after a copy when ``copy`` (an output must not be a tensor someone else holds)."""
+    if not isinstance(value, torch.Tensor):
+        return torch.full(like.shape[:-1], value, dtype=like.dtype, device=like.device)
+    return (value.clone() if copy else value).expand(like.shape[:-1])
+
+
+# -- the formulas ---------------------------------------------------------------------------------
+def perturbed_matrix(a: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """W = A + u vᵀ ``(n, n)`` in A's dtype (u, v cast to it)."""
+    return torch.addr(a, as_dtype(u, a.dtype), as_dtype(v, a.dtype))
+
+
+def log_abs(c: float) -> float:
+    """log|c| of a host float (−inf at 0, NaN for NaN), as torch.log(torch.abs(c))."""
+    c = abs(c)
+    return math.log(c) if c != 0.0 else -math.inf
+
+
+def factor(u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor, *, host: bool = False) -> Factor:
+    """c = 1 + vᵀXu with Xu and log|c|, in X's dtype (u, v cast to it); differentiable in u and
+    v. ``host``: c and log|c| as host floats (c = 1 + vᵀXu summed in float64 on the host)."""
+    dt = xinv.dtype
+    xu = torch.mv(xinv, as_dtype(u, dt))
+    vxu = torch.dot(as_dtype(v, dt), xu)
+    if host:
+        c = 1.0 + float(vxu)
+        return Factor(xu, c, log_abs(c))
+    c = 1 + vxu
+    return Factor(xu, c, torch.log(torch.abs(c)))
+
+
+def inverse_matrix(
+    xinv: torch.Tensor,
+    xu: torch.Tensor,
+    v: torch.Tensor,
+    c: Scalar,
+    vx: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """M = X − (Xu)(vᵀX)/c ``(n, n)``, the Sherman–Morrison inverse of A + u vᵀ given X ≈ A⁻¹,
+    in X's dtype (Xu, v and a tensor c cast to it; a host-float c divides as rounded to it).
+    ``vx``: vᵀX when already formed."""
+    dt = xinv.dtype
+    if vx is None:
+        vx = torch.mv(xinv.t(), as_dtype(v, dt))
+    c = c if not isinstance(c, torch.Tensor) else as_dtype(c, dt)
+    return torch.addr(xinv, as_dtype(xu, dt) / c, vx, alpha=-1)
+
+
+def perturbed_logdet(logabsdet: torch.Tensor | float, log_c: Scalar, dtype: torch.dtype) -> Scalar:
+    """log|det(A + u vᵀ)| = log|det A| + log|c| (the determinant lemma): a host float when log|c|
+    is one, else a 0-dim tensor rounded to ``dtype``. The inverse's log|det| is its negation."""
+    if isinstance(log_c, torch.Tensor):
+        return _into(torch.add, logabsdet, log_c, dtype)
+    return float(logabsdet) + log_c
+
+
+def penalty_value(
+    log_c: Scalar,
+    logabsdet: torch.Tensor | float,
+    bounds: tuple[float, float],
+    weight: float,
+    dtype: torch.dtype | None = None,
+    *,
+    slope: bool = False,
+) -> tuple[Scalar, Scalar | None]:
+    """(weight·Σ_t P(t), its slope weight·Σ_t P′(t) when ``slope``) for
+    t ∈ {log|c|, log|c| + log|det A|}, P(t) = relu(lo − t)² + relu(t − hi)², ``bounds`` = (lo, hi).
+
+    Computed as d² with d = t − clamp(t, lo, hi) (one of the two relus is zero), slope 2d: the
+    definition's bits in fewer operations. Host floats in: host floats out (the same IEEE
+    operations in the same order); tensors in: 0-dim tensors, the value rounded to ``dtype``
+    (default: log|c|'s)."""
+    lo, hi = bounds
+    if not isinstance(log_c, torch.Tensor):
+        total = s = 0.0
+        for i, t in enumerate((log_c, log_c + float(logabsdet))):
+            d = t - min(max(t, lo), hi)  # as torch.clamp: NaN stays NaN
+            total, s = (d * d, d) if i == 0 else (total + d * d, s + d)
+        return weight * total, weight * (2 * s)
+    terms = torch.stack([log_c, log_c + logabsdet])
+    d = terms - terms.clamp(lo, hi)
+    value = _into(torch.mul, d.square().sum(), weight, dtype or d.dtype)
+    return value, (weight * (2 * d.sum()) if slope else None)
+
+
+# -- the maps, on either shape --------------------------------------------------------------------
+def _perturbed(
+    x: torch.Tensor,
+    a: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    w: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """y = x Wᵀ + b in x's dtype (A ``a`` and b in it; u, v cast to it); ``w``: W if formed."""
     n = a.shape[-1]
-    if x.numel() < n * n:  # fewer rows than n: the rank-one term costs less on the output
+    if not _full(x, n):  # fewer rows than n: the rank-one term costs less on the output
+        dt = x.dtype
         y = F.linear(x, a, bias)
-        return torch.addr(_rows(y, n), _rows(x, n) @ v, u).reshape(y.shape)
-    return F.linear(x, torch.addr(a, u, v), bias)
+        return torch.addr(_rows(y, n), _rows(x, n) @ as_dtype(v, dt), as_dtype(u, dt)).reshape(
+            y.shape
+        )
+    return F.linear(x, perturbed_matrix(a, u, v) if w is None else w, bias)
 
 
+def _sherman_morrison(
+    y: torch.Tensor,
+    xinv: torch.Tensor,
+    xu: torch.Tensor,
+    v: torch.Tensor,
+    c: Scalar,
+    bias: torch.Tensor | None,
+    m: torch.Tensor | None = None,
+    scratch: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """x = M (y − b) in y's dtype (X ``xinv`` and b in it; Xu, v, c cast to it); ``m``: M if
+    formed; ``scratch``: a tensor of y's shape and dtype to hold y − b (overwritten)."""
+    n = xinv.shape[-1]
+    yb = y if bias is None else torch.sub(y, bias, out=scratch) if scratch is not None else y - bias
+    if not _full(y, n):  # fewer rows than n: z = X(y − b), then x = z − Xu (vᵀz)/c
+        dt = y.dtype
+        z = _rows(F.linear(yb, xinv), n)
+        k = (z @ as_dtype(v, dt)) / _tensor(c, dt)
+        return torch.addr(z, k, as_dtype(xu, dt), alpha=-1).reshape(y.shape)
+    return F.linear(yb, inverse_matrix(xinv, xu, v, c) if m is None else m)
+
+
+# -- products: what a direction computes once per value of u, v and the state ---------------------
+def forward_products(
+    a: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    xinv: torch.Tensor,
+    logabsdet: torch.Tensor,
+    full: bool = True,
+) -> Products:
+    """The forward's :class:`Products`: W in A's dtype (None unless ``full``), the factor from X
+    (host form where :func:`on_host`), log|det(A + u vᵀ)| rounded to A's dtype. No autograd."""
+    with NoGrad():
+        w = perturbed_matrix(a, u, v) if full else None
+        f = factor(u, v, xinv, host=on_host(xinv))
+        return Products(w, f, perturbed_logdet(logabsdet, f.log_c, a.dtype))
+
+
+def inverse_products(
+    xinv_y: torch.Tensor,
+    v: torch.Tensor,
+    logabsdet: torch.Tensor,
+    f: Factor,
+    full: bool = True,
+) -> Products:
+    """The inverse's :class:`Products` from the factor ``f`` (state dtype, as the caller
+    computed it for its singularity check): M in the dtype of ``xinv_y`` (X in the compute
+    dtype; None unless ``full``) and −log|det(A + u vᵀ)| in that dtype. No autograd."""
+    with NoGrad():
+        dt = xinv_y.dtype
+        m = inverse_matrix(xinv_y, f.xu, v, f.c) if full else None
+        return Products(m, f, -perturbed_logdet(logabsdet, f.log_c, dt))
+
+
+def _forward(
+    x: torch.Tensor,
+    a: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    xinv: torch.Tensor,
+    logabsdet: torch.Tensor,
+    products: Products | None,
+) -> tuple[torch.Tensor, Products]:
+    """y and the products it used (made here when not given, or given without W for a full
+    batch)."""
+    full = _full(x, a.shape[-1])
+    if products is None or (full and products.matrix is None):
+        products = forward_products(a, u, v, xinv, logabsdet, full)
+    b = None if bias is None else as_dtype(bias, x.dtype)
+    return _perturbed(x, a, u, v, b, products.matrix), products
+
+
+def _inverse(
+    y: torch.Tensor,
+    xinv_y: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    logabsdet: torch.Tensor,
+    products: Products,
+    scratch: torch.Tensor | None,
+) -> tuple[torch.Tensor, Products]:
+    """x and the products it used (M formed here for a full batch when not given)."""
+    if _full(y, xinv_y.shape[-1]) and products.matrix is None:
+        products = inverse_products(xinv_y, v, logabsdet, products.factor)
+    f = products.factor
+    b = None if bias is None else as_dtype(bias, y.dtype)
+    return _sherman_morrison(y, xinv_y, f.xu, v, f.c, b, products.matrix, scratch), products
+
+
+# -- gradients ------------------------------------------------------------------------------------
 def _perturbed_grads(
     needs: tuple,
     has_bias: bool,
@@ -122,13 +454,12 @@ def _perturbed_grads(
     grad: torch.Tensor,
     w: torch.Tensor | None = None,
 ) -> tuple:
-    """Gradients for (x, A, u, v, b) of y = x (A + u vᵀ)ᵀ + b (A's is None); ``w`` is
-    A + u vᵀ when already formed."""
+    """Gradients for (x, A, u, v, b) of y = x Wᵀ + b (A's is None), all in x's dtype."""
     n = a.shape[-1]
     g, xr = _rows(grad, n), _rows(x, n)
     gx = gu = gv = gb = None
     if needs[0]:
-        gx = grad @ (torch.addr(a, u, v) if w is None else w)  # ∂/∂x of x Wᵀ: grad · W
+        gx = grad @ (perturbed_matrix(a, u, v) if w is None else w)  # ∂/∂x of x Wᵀ: grad · W
     if needs[2]:
         gu = torch.mv(g.t(), torch.mv(xr, v))  # Σ_b grad_b (v·x_b)
     if needs[3]:
@@ -138,10 +469,77 @@ def _perturbed_grads(
     return gx, None, gu, gv, gb
 
 
-def _perturbed_backward(ctx: Any, grad: torch.Tensor) -> tuple:
-    return _perturbed_grads(ctx.needs_input_grad, ctx.has_bias, *ctx.saved_tensors, grad)
+def _sherman_morrison_grads(
+    needs: tuple,
+    y: torch.Tensor,
+    xinv: torch.Tensor,
+    xu: torch.Tensor,
+    v: torch.Tensor,
+    c: torch.Tensor,
+    bias: torch.Tensor | None,
+    grad: torch.Tensor,
+    m: torch.Tensor | None = None,
+) -> tuple:
+    """Gradients for (y, X, Xu, v, c, b) of x = M (y − b) (X's is None), one dtype."""
+    n = xinv.shape[-1]
+    vx = torch.mv(xinv.t(), v)
+    yb = y if bias is None else y - bias
+    g, yr = _rows(grad, n), _rows(yb, n)
+    # With z = X(y − b), s = vᵀX(y − b) and k = s/c per row: x = z − Xu k.
+    gy = gxu = gv = gc = gb = None
+    if needs[0] or (bias is not None and needs[5]):
+        gyb = grad @ (inverse_matrix(xinv, xu, v, c, vx) if m is None else m)  # grad · M
+        gy = gyb if needs[0] else None
+        if bias is not None and needs[5]:
+            gb = -_rows(gyb, n).sum(0)
+    if needs[2] or needs[3] or needs[4]:
+        s = yr @ vx
+        h = g @ xu  # −∂L/∂k per row
+        if needs[2]:
+            gxu = -(g.mT @ (s / c))
+        if needs[3]:
+            gv = xinv @ (-(yr.mT @ h) / c)  # ∂L/∂(vᵀX) = −Σ_b h_b (y − b)_b / c
+        if needs[4]:
+            gc = (h @ s) / (c * c)
+    return gy, None, gxu, gv, gc, gb
 
 
+def _saved_factor(ctx: Any, u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor) -> Factor:
+    """The factor for a backward pass: the forward's, or — when the backward itself is
+    recorded (double backward) — rebuilt from u and v so that it carries a graph."""
+    return factor(u, v, xinv) if torch.is_grad_enabled() else ctx.factor
+
+
+def _log_c_grads(
+    ctx: Any,
+    k: torch.Tensor | float,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    xinv: torch.Tensor,
+    f: Factor,
+    iu: int,
+    iv: int,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """∂/∂u and ∂/∂v of k·log|c| (k a host float, or 0-dim in X's dtype or one it widens
+    exactly): k Xᵀv/c and k Xu/c, in u's and v's dtypes."""
+    k = (_widened(k, xinv.dtype) if isinstance(k, torch.Tensor) else k) / f.c
+    gu = (
+        _into(torch.mul, torch.mv(xinv.t(), as_dtype(v, xinv.dtype)), k, u.dtype)
+        if ctx.needs_input_grad[iu]
+        else None
+    )
+    gv = _into(torch.mul, f.xu, k, v.dtype) if ctx.needs_input_grad[iv] else None
+    return gu, gv
+
+
+def _addmv(
+    t: torch.Tensor, mat: torch.Tensor, vec: torch.Tensor, beta: float | None
+) -> torch.Tensor:
+    """beta·t + mat·vec (beta None: 1)."""
+    return torch.addmv(t, mat, vec) if beta is None else torch.addmv(t, mat, vec, beta=beta)
+
+
+# -- autograd nodes -------------------------------------------------------------------------------
 class _PerturbedLinear(torch.autograd.Function):
     """y = x (A + u vᵀ)ᵀ + b; A carries no gradient (functorch-compatible form)."""
 
@@ -163,100 +561,14 @@ class _PerturbedLinear(torch.autograd.Function):
         ctx.save_for_backward(x, a, u, v)
         ctx.has_bias = bias is not None
 
-    backward = staticmethod(_perturbed_backward)
-
-
-class _PerturbedLinearEager(torch.autograd.Function):
-    """The same as :class:`_PerturbedLinear` in the classic form (less Python per call)."""
-
     @staticmethod
-    def forward(
-        ctx: Any,
-        x: torch.Tensor,
-        a: torch.Tensor,
-        u: torch.Tensor,
-        v: torch.Tensor,
-        bias: torch.Tensor | None,
-    ) -> torch.Tensor:
-        _PerturbedLinear.setup_context(ctx, (x, a, u, v, bias), None)
-        return _perturbed(x, a, u, v, bias)
-
-    backward = staticmethod(_perturbed_backward)
-
-
-# -- x = (X − a wᵀ/c)(y − b) ----------------------------------------------------------------------
-def _sherman_morrison(
-    y: torch.Tensor,
-    xinv: torch.Tensor,
-    a: torch.Tensor,
-    v: torch.Tensor,
-    c: torch.Tensor,
-    bias: torch.Tensor | None,
-    m: torch.Tensor | None = None,
-    scratch: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``m``: the matrix X − a (vᵀX)/c when already formed; ``scratch``: a tensor of y's shape
-    and dtype to hold y − b (it is overwritten)."""
-    n = xinv.shape[-1]
-    yb = y if bias is None else torch.sub(y, bias, out=scratch) if scratch is not None else y - bias
-    if y.numel() < n * n:  # fewer rows than n: z = X(y − b), then x = z − a (vᵀz)/c
-        z = _rows(F.linear(yb, xinv), n)
-        return torch.addr(z, (z @ v) / c, a, alpha=-1).reshape(y.shape)
-    return F.linear(yb, _inverse_matrix(xinv, a, v, c) if m is None else m)
-
-
-def _inverse_matrix(
-    xinv: torch.Tensor, a: torch.Tensor, v: torch.Tensor, c: torch.Tensor
-) -> torch.Tensor:
-    """M = X − a (vᵀX)/c, all in one dtype."""
-    return torch.addr(xinv, a / c, v @ xinv, alpha=-1)
-
-
-def _sherman_morrison_grads(
-    needs: tuple,
-    y: torch.Tensor,
-    xinv: torch.Tensor,
-    a: torch.Tensor,
-    v: torch.Tensor,
-    c: torch.Tensor,
-    bias: torch.Tensor | None,
-    grad: torch.Tensor,
-    m: torch.Tensor | None = None,
-) -> tuple:
-    """Gradients for (y, X, a, v, c, b) of x = (X − a wᵀ/c)(y − b), w = Xᵀv (X's is None);
-    ``m`` is X − a wᵀ/c when already formed."""
-    n = xinv.shape[-1]
-    w = v @ xinv
-    yb = y if bias is None else y - bias
-    g, yr = _rows(grad, n), _rows(yb, n)
-    # With z = X(y − b), s = w·(y − b) and k = s/c per row: x = z − a k.
-    gy = ga = gv = gc = gb = None
-    if needs[0] or (bias is not None and needs[5]):
-        gyb = grad @ (torch.addr(xinv, a / c, w, alpha=-1) if m is None else m)  # grad · M
-        gy = gyb if needs[0] else None
-        if bias is not None and needs[5]:
-            gb = -_rows(gyb, n).sum(0)
-    if needs[2] or needs[3] or needs[4]:
-        s = yr @ w
-        h = g @ a  # −∂L/∂k per row
-        if needs[2]:
-            ga = -(g.mT @ (s / c))
-        if needs[3]:
-            gv = xinv @ (-(yr.mT @ h) / c)  # ∂L/∂w = −Σ_b h_b (y − b)_b / c, w = Xᵀv
-        if needs[4]:
-            gc = (h @ s) / (c * c)
-    return gy, None, ga, gv, gc, gb
-
-
-def _sherman_morrison_backward(ctx: Any, grad: torch.Tensor) -> tuple:
-    y, xinv, a, v, c, bias = ctx.saved_tensors
-    return _sherman_morrison_grads(ctx.needs_input_grad, y, xinv, a, v, c, bias, grad)
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        return _perturbed_grads(ctx.needs_input_grad, ctx.has_bias, *ctx.saved_tensors, grad)
 
 
 class _ShermanMorrisonLinear(torch.autograd.Function):
-    """x = M (y − b) with M = X − a wᵀ/c, w = Xᵀv: the Sherman–Morrison inverse of A + u vᵀ
-    given X ≈ A⁻¹, a = Xu and c = 1 + vᵀa; X carries no gradient, a, v, c and b do
-    (functorch-compatible form)."""
+    """x = M (y − b) given X ≈ A⁻¹, Xu and c = 1 + vᵀXu; X carries no gradient, Xu, v, c and b
+    do (functorch-compatible form)."""
 
     generate_vmap_rule = True
 
@@ -264,243 +576,21 @@ class _ShermanMorrisonLinear(torch.autograd.Function):
     def forward(
         y: torch.Tensor,
         xinv: torch.Tensor,
-        a: torch.Tensor,
+        xu: torch.Tensor,
         v: torch.Tensor,
         c: torch.Tensor,
         bias: torch.Tensor | None,
     ) -> torch.Tensor:
-        return _sherman_morrison(y, xinv, a, v, c, bias)
+        return _sherman_morrison(y, xinv, xu, v, c, bias)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
         ctx.save_for_backward(*inputs)
 
-    backward = staticmethod(_sherman_morrison_backward)
-
-
-class _ShermanMorrisonLinearEager(torch.autograd.Function):
-    """The same as :class:`_ShermanMorrisonLinear` in the classic form (less Python per call)."""
-
     @staticmethod
-    def forward(
-        ctx: Any,
-        y: torch.Tensor,
-        xinv: torch.Tensor,
-        a: torch.Tensor,
-        v: torch.Tensor,
-        c: torch.Tensor,
-        bias: torch.Tensor | None,
-    ) -> torch.Tensor:
-        ctx.save_for_backward(y, xinv, a, v, c, bias)
-        return _sherman_morrison(y, xinv, a, v, c, bias)
-
-    backward = staticmethod(_sherman_morrison_backward)
-
-
-# -- log|c|, c = 1 + vᵀXu, and the layer-level fusions that use it ---------------------------------
-def _factor(
-    u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(log|c|, c, a = Xu) in X's dtype."""
-    a = xinv @ u.to(xinv.dtype)
-    c = 1 + v.to(xinv.dtype) @ a
-    return torch.log(torch.abs(c)), c, a
-
-
-def _xu_c(
-    u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor | float]:
-    """(a = Xu, c = 1 + vᵀa) in X's dtype, no autograd: c a host float where X can be read on
-    the host without a wait (:func:`_host`), else a 0-dim tensor. The same operations as
-    :func:`_factor`."""
-    with _NoGrad():
-        xu = torch.mv(xinv, _to(u, xinv.dtype))
-        d = torch.dot(_to(v, xinv.dtype), xu)
-        return xu, (1.0 + float(d) if _host(xinv) else 1 + d)
-
-
-def _saved_factor(
-    ctx: Any, u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(c, a) for a backward pass: the forward's values, or — when the backward itself is
-    recorded (double backward) — the same values rebuilt from u and v so they carry a graph."""
-    if torch.is_grad_enabled():
-        _, c, a = _factor(u, v, xinv)
-        return c, a
-    return ctx.c, ctx.a
-
-
-def _factor_grads(
-    ctx: Any,
-    k: torch.Tensor,
-    u: torch.Tensor,
-    v: torch.Tensor,
-    xinv: torch.Tensor,
-    c: torch.Tensor,
-    a: torch.Tensor,
-    iu: int,
-    iv: int,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """∂/∂u and ∂/∂v of k·log|c| (k 0-dim, in X's dtype or one it widens exactly):
-    k Xᵀv/c and k Xu/c, in u's and v's dtypes."""
-    k = _widened(k, xinv.dtype) / c
-    gu = _into(torch.mul, k, v.to(xinv.dtype) @ xinv, u.dtype) if ctx.needs_input_grad[iu] else None
-    gv = _into(torch.mul, k, a, v.dtype) if ctx.needs_input_grad[iv] else None
-    return gu, gv
-
-
-def _widened(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """t as it enters an operation with a ``dtype`` tensor when type promotion converts it to
-    ``dtype`` exactly (no cast of its own), else t cast to ``dtype``."""
-    return t if _promoted(t.dtype, dtype) == dtype else t.to(dtype)
-
-
-_promoted = functools.cache(torch.promote_types)  # (a dispatched operation when not cached)
-
-
-def _into(
-    op: Callable[..., torch.Tensor], a: torch.Tensor, b: torch.Tensor | float, dtype: torch.dtype
-) -> torch.Tensor:
-    """``op(a, b).to(dtype)`` for a binary pointwise ``op``: computed in the promoted dtype and
-    rounded to ``dtype``, the same bits. Where nothing records or traces it is one kernel
-    writing into a ``dtype`` tensor (``out=``), not an operation and a cast."""
-    if torch.is_grad_enabled() or _tracing() or torch.result_type(a, b) == dtype:
-        return op(a, b).to(dtype)
-    shape = a.shape if not isinstance(b, torch.Tensor) else torch.broadcast_shapes(a.shape, b.shape)
-    return op(a, b, out=torch.empty(shape, dtype=dtype, device=a.device))
-
-
-def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
-    return b if a is None else a if b is None else a + b
-
-
-# (matrix, a = Xu, c, log|c|, log|det|): W = A + u vᵀ for the forward or M = X − a (vᵀX)/c for
-# the inverse in the compute dtype (None when not formed), a, c and log|c| in the state dtype,
-# and the direction's log|det| (shape ``()``) in the compute dtype. On the CPU c, log|c| and
-# log|det| are host floats (log|det| then rounded to the compute dtype by :func:`_batch`).
-Scalar = torch.Tensor | float
-Products = tuple[torch.Tensor | None, torch.Tensor, Scalar, Scalar, Scalar]
-
-
-def _full(t: torch.Tensor, n: int) -> bool:
-    """Whether t ``(*, n)`` has at least n rows, so the rank-one term is folded into the
-    matrix (O(n²)) rather than applied to the rows (O(rows·n))."""
-    return t.numel() >= n * n
-
-
-def _log_abs(c: float) -> float:
-    """log|c| of a host float (−inf at 0, NaN for NaN), as torch.log(torch.abs(c))."""
-    c = abs(c)
-    return math.log(c) if c != 0.0 else -math.inf
-
-
-def forward_products(
-    a: torch.Tensor,
-    u: torch.Tensor,
-    v: torch.Tensor,
-    xinv: torch.Tensor,
-    logabsdet: torch.Tensor,
-    full: bool = True,
-) -> Products:
-    """The forward's per-parameter products: W = A + u vᵀ in A's dtype (None unless ``full``),
-    a = Xu in X's dtype, c = 1 + vᵀa and log|c| in X's dtype, and log|det A + u vᵀ| (in A's
-    dtype; see :func:`_batch`). No autograd.
-
-    On the CPU c, log|c| and log|det| are host floats in X's dtype (reading a CPU scalar costs
-    no wait, and the scalar arithmetic then needs no tensor operations); elsewhere 0-dim
-    tensors."""
-    with _NoGrad():
-        dt = a.dtype
-        w = torch.addr(a, _to(u, dt), _to(v, dt)) if full else None
-        xu, c = _xu_c(u, v, xinv)
-        if not isinstance(c, torch.Tensor):
-            log_c = _log_abs(c)
-            return w, xu, c, log_c, float(logabsdet) + log_c
-        log_c = torch.log(torch.abs(c))
-        return w, xu, c, log_c, _into(torch.add, logabsdet, log_c, dt)
-
-
-def _tensor(value: torch.Tensor | float, dtype: torch.dtype) -> torch.Tensor:
-    """``value`` (a 0-dim tensor or a host float) as a 0-dim tensor in ``dtype``."""
-    if isinstance(value, torch.Tensor):
-        return _to(value, dtype)
-    return torch.scalar_tensor(value, dtype=dtype)
-
-
-def _batch(value: torch.Tensor | float, like: torch.Tensor, copy: bool) -> torch.Tensor:
-    """``value`` (log|det|, one value) over the batch shape ``(*,)`` of ``like`` ``(*, n)``, in
-    like's dtype: a host float is rounded once to that dtype (as ``.to(dtype)`` rounds a float64
-    tensor) and filled into new memory, one operation; a 0-dim tensor (already in that dtype) is
-    expanded, after a copy when ``copy`` (an output must not be a tensor someone else holds)."""
-    if not isinstance(value, torch.Tensor):
-        return torch.full(like.shape[:-1], value, dtype=like.dtype, device=like.device)
-    return (value.clone() if copy else value).expand(like.shape[:-1])
-
-
-def inverse_products(
-    xinv_y: torch.Tensor,
-    v: torch.Tensor,
-    logabsdet: torch.Tensor,
-    a: torch.Tensor,
-    c: torch.Tensor,
-    full: bool = True,
-) -> Products:
-    """The inverse's per-parameter products from a = Xu and c (state dtype; c a host float on the
-    CPU, see :data:`Products`): M = X − a (vᵀX)/c in the dtype of ``xinv_y`` (X in the compute
-    dtype; None unless ``full``) and −log|det A + u vᵀ| in that dtype. No autograd."""
-    with _NoGrad():
-        dt = xinv_y.dtype
-        if not isinstance(c, torch.Tensor):  # a / c divides by c rounded to dt, as below
-            m = (
-                torch.addr(xinv_y, a.to(dt) / c, torch.mv(xinv_y.t(), _to(v, dt)), alpha=-1)
-                if full
-                else None
-            )
-            log_c = _log_abs(c)
-            return m, a, c, log_c, -(float(logabsdet) + log_c)
-        m = _inverse_matrix(xinv_y, a.to(dt), _to(v, dt), c.to(dt)) if full else None
-        log_c = torch.log(torch.abs(c))  # −(l + log|c|) = (−l) − log|c| exactly
-        return m, a, c, log_c, _into(torch.sub, -logabsdet, log_c, dt)
-
-
-def _forward(
-    x: torch.Tensor,
-    a: torch.Tensor,
-    u: torch.Tensor,
-    v: torch.Tensor,
-    bias: torch.Tensor | None,
-    xinv: torch.Tensor,
-    logabsdet: torch.Tensor,
-    products: Products | None,
-) -> tuple[torch.Tensor, Products]:
-    dt, n = x.dtype, a.shape[-1]
-    full = _full(x, n)
-    if products is None or (full and products[0] is None):
-        products = forward_products(a, u, v, xinv, logabsdet, full)
-    b = None if bias is None else _to(bias, dt)
-    y = F.linear(x, products[0], b) if full else _perturbed(x, a, _to(u, dt), _to(v, dt), b)
-    return y, products
-
-
-def _inverse(
-    y: torch.Tensor,
-    xinv_y: torch.Tensor,
-    v: torch.Tensor,
-    bias: torch.Tensor | None,
-    logabsdet: torch.Tensor,
-    products: Products,
-    scratch: torch.Tensor | None,
-) -> tuple[torch.Tensor, Products]:
-    dt, n = y.dtype, xinv_y.shape[-1]
-    full = _full(y, n)
-    if full and products[0] is None:
-        products = inverse_products(xinv_y, v, logabsdet, products[1], products[2])
-    m, a, c = products[:3]
-    b = None if bias is None else _to(bias, dt)
-    if full:  # M applied to y − b: a, v and c are in M already
-        yb = y if b is None else torch.sub(y, b, out=scratch) if scratch is not None else y - b
-        return F.linear(yb, m), products
-    return _sherman_morrison(y, xinv_y, a.to(dt), v.to(dt), _tensor(c, dt), b, m, scratch), products
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        y, xinv, xu, v, c, bias = ctx.saved_tensors
+        return _sherman_morrison_grads(ctx.needs_input_grad, y, xinv, xu, v, c, bias, grad)
 
 
 class _LogAbsFactor(torch.autograd.Function):
@@ -508,56 +598,20 @@ class _LogAbsFactor(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor) -> torch.Tensor:
-        log_c, ctx.c, ctx.a = _factor(u, v, xinv)
+        ctx.factor = factor(u, v, xinv)
         ctx.save_for_backward(u, v, xinv)
-        return log_c
+        return ctx.factor.log_c
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
         u, v, xinv = ctx.saved_tensors
-        c, a = _saved_factor(ctx, u, v, xinv)
-        return (*_factor_grads(ctx, grad, u, v, xinv, c, a, 0, 1), None)
-
-
-def _penalty_excess(
-    log_c: torch.Tensor, logabsdet: torch.Tensor, lo: float, hi: float
-) -> torch.Tensor:
-    """d = t − clamp(t, lo, hi) for t = (log|c|, log|c| + log|det A|), as a tensor: the distance
-    beyond the bounds, relu(t − hi) − relu(lo − t) with one of the two zero, so the penalty
-    weight·Σ(relu(lo − t)² + relu(t − hi)²) is weight·Σd² and its slope weight·2Σd (the same
-    bits, in two operations fewer than the two relus)."""
-    terms = torch.stack([log_c, log_c + logabsdet])
-    return terms - terms.clamp(lo, hi)
-
-
-def _penalty_value(
-    d: torch.Tensor, weight: float, dtype: torch.dtype | None = None
-) -> torch.Tensor:
-    """weight·Σd², rounded to ``dtype`` (default: d's)."""
-    return _into(torch.mul, d.square().sum(), weight, dtype or d.dtype)
-
-
-def _penalty_wslope(d: torch.Tensor, weight: float) -> torch.Tensor:
-    return weight * (2 * d.sum())  # weight·Σ P′(t)
-
-
-def _penalty_host(
-    log_c: float, logabsdet: float, lo: float, hi: float, weight: float
-) -> tuple[float, float]:
-    """(penalty, weight·Σ P′(t)) on host floats: the IEEE operations of :func:`_penalty_value`
-    and :func:`_penalty_wslope`, in the same order (so the same bits)."""
-    total = slope = 0.0
-    for i, t in enumerate((log_c, log_c + logabsdet)):
-        d = t - min(max(t, lo), hi)  # as torch.clamp: NaN stays NaN
-        total, slope = (d * d, d) if i == 0 else (total + d * d, slope + d)
-    return weight * total, weight * (2 * slope)
+        f = _saved_factor(ctx, u, v, xinv)
+        return (*_log_c_grads(ctx, grad, u, v, xinv, f, 0, 1), None)
 
 
 class _Penalty(torch.autograd.Function):
-    """weight·[P(log|c|) + P(log|c| + log|det A|)], P(t) = relu(lo − t)² + relu(t − hi)².
-
-    On the CPU the scalar arithmetic runs on host floats (no device to wait for): a handful of
-    tensor operations fewer per call, the same values."""
+    """:func:`penalty_value` of the factor of u, v (given or computed) in one node; its backward
+    is closed-form: k·Xᵀv/c and k·Xu/c with k the penalty's slope."""
 
     @staticmethod
     def forward(
@@ -566,56 +620,45 @@ class _Penalty(torch.autograd.Function):
         v: torch.Tensor,
         xinv: torch.Tensor,
         logabsdet: torch.Tensor,
-        lo: float,
-        hi: float,
+        bounds: tuple[float, float],
         weight: float,
-        factor: tuple | None,
+        kept: Factor | None,
     ) -> torch.Tensor:
-        log_c, ctx.c, ctx.a = _factor(u, v, xinv) if factor is None else factor
+        f = ctx.factor = factor(u, v, xinv) if kept is None else kept
         ctx.save_for_backward(u, v, xinv, logabsdet)
-        ctx.bounds = (lo, hi, weight)
+        ctx.bounds, ctx.weight = bounds, weight
         ctx.host = None
-        if _host(xinv):
-            value, wslope = _penalty_host(float(log_c), float(logabsdet), lo, hi, weight)
-            ctx.host = (wslope, float(ctx.c))
+        if on_host(xinv):  # the scalar arithmetic on host floats
+            value, wslope = penalty_value(float(f.log_c), float(logabsdet), bounds, weight)
+            ctx.host = (wslope, float(f.c))
             return torch.scalar_tensor(value, dtype=u.dtype)
         # Off the host the slope is kept from here: the backward need not rebuild the terms.
-        d = _penalty_excess(log_c, logabsdet, lo, hi)
-        ctx.wslope = _penalty_wslope(d, weight)
-        return _penalty_value(d, weight, u.dtype)
+        value, ctx.wslope = penalty_value(f.log_c, logabsdet, bounds, weight, u.dtype, slope=True)
+        return value
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
         u, v, xinv, logabsdet = ctx.saved_tensors
-        lo, hi, weight = ctx.bounds
-        none = (None,) * 6
-        twice = torch.is_grad_enabled()  # double backward: every value rebuilt from u and v
-        if ctx.host is None and not twice:
-            k = _widened(grad, xinv.dtype) * ctx.wslope
-            return (*_factor_grads(ctx, k, u, v, xinv, ctx.c, ctx.a, 0, 1), *none)
-        if ctx.host is not None and not twice:
+        none = (None,) * 5
+        f = ctx.factor
+        if torch.is_grad_enabled():  # double backward: every value rebuilt from u and v
+            f = _saved_factor(ctx, u, v, xinv)
+            _, wslope = penalty_value(f.log_c, logabsdet, ctx.bounds, ctx.weight, slope=True)
+            k: torch.Tensor | float = _widened(grad, xinv.dtype) * wslope
+        elif ctx.host is not None:
             wslope, c = ctx.host
-            k = float(grad) * wslope / c  # k = ∂L/∂log|c| / c
-            if k == 0.0:  # inside the bounds (the usual case): no gradient, and no operations
+            k = float(grad) * wslope
+            if k / c == 0.0:  # inside the bounds (the usual case): no gradient, no operations
                 return (None, None, *none)
-            gu = (
-                (torch.mv(xinv.t(), _to(v, xinv.dtype)) * k).to(u.dtype)
-                if ctx.needs_input_grad[0]
-                else None
-            )
-            gv = (ctx.a * k).to(v.dtype) if ctx.needs_input_grad[1] else None
-            return (gu, gv, *none)
-        c, a = _saved_factor(ctx, u, v, xinv)
-        k = _widened(grad, xinv.dtype) * _penalty_wslope(
-            _penalty_excess(torch.log(torch.abs(c)), logabsdet, lo, hi), weight
-        )
-        return (*_factor_grads(ctx, k, u, v, xinv, c, a, 0, 1), *none)
+            f = Factor(f.xu, c, f.log_c)
+        else:
+            k = _widened(grad, xinv.dtype) * ctx.wslope
+        return (*_log_c_grads(ctx, k, u, v, xinv, f, 0, 1), *none)
 
 
 class _Forward(torch.autograd.Function):
-    """(y, log|det|) of P4InvLinear.forward in one autograd node: y as in
-    :func:`perturbed_linear`, log|det| = log|det A| + log|c| in x's dtype, spread over x's
-    batch shape inside the node (see :func:`_batch`; no autograd-visible expand per call)."""
+    """(y, log|det|) of P4InvLinear.forward in one autograd node: y as :func:`_forward` makes
+    it, log|det| spread over x's batch shape inside the node (no autograd-visible expand)."""
 
     @staticmethod
     def forward(
@@ -631,98 +674,62 @@ class _Forward(torch.autograd.Function):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         ctx.set_materialize_grads(False)
         kept = products is not None
-        y, (ctx.w, ctx.a, ctx.c, _, ld) = _forward(x, a, u, v, bias, xinv, logabsdet, products)
+        y, products = _forward(x, a, u, v, bias, xinv, logabsdet, products)
+        ctx.w, ctx.factor = products.matrix, products.factor
         ctx.save_for_backward(x, a, u, v, xinv)
         ctx.bias_dtype = None if bias is None else bias.dtype
-        # an output must not be the caller's tensor
-        return y, _batch(ld, x, kept)
+        return y, _batch(products.logdet, x, kept)  # an output must not be the caller's tensor
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor | None, grad_ld: torch.Tensor | None) -> tuple:
+        # Those of y: one matrix product for x, O(batch·n) for u, v and b; those of log|c|:
+        # k·Xᵀv for u and k·Xu for v, k = ∂L/∂log|c| / c, each added by the addmv that sums
+        # y's over the batch. In the host form k is a host float (the addmv's beta).
         x, a, u, v, xinv = ctx.saved_tensors
-        twice = torch.is_grad_enabled()  # double backward: every value rebuilt from u and v
-        if not twice and (grad_ld is None or _host(grad_ld)) and _host(x):
-            return (*_forward_grads_host(ctx, x, a, u, v, xinv, grad, grad_ld), None, None, None)
         needs = ctx.needs_input_grad
+        dt, sdt, n = x.dtype, xinv.dtype, a.shape[-1]
+        twice = torch.is_grad_enabled()  # double backward: every value rebuilt from u and v
+        host = not twice and on_host(x) and (grad_ld is None or on_host(grad_ld))
+        k: float | None = None  # None: already applied to ld_u and ld_v
+        ld_u = ld_v = None
+        if grad_ld is not None and (needs[2] or needs[3]):
+            f = _saved_factor(ctx, u, v, xinv)
+            if not host:
+                kt = _widened(grad_ld.sum(), sdt) / f.c
+                if needs[2]:
+                    ld_u = _into(torch.mul, kt, torch.mv(xinv.t(), as_dtype(v, sdt)), dt)
+                if needs[3]:
+                    ld_v = _into(torch.mul, kt, f.xu, dt)
+            elif (k := float(grad_ld.sum()) / float(f.c)) != 0.0:
+                ld_u = torch.mv(xinv.t(), as_dtype(v, sdt)).to(dt) if needs[2] else None
+                ld_v = f.xu.to(dt) if needs[3] else None
         gx = gu = gv = gb = None
         if grad is not None:
-            dt = x.dtype
-            gx, _, gu, gv, gb = _perturbed_grads(
-                needs,
-                ctx.bias_dtype is not None,
-                x,
-                a,
-                _to(u, dt),
-                _to(v, dt),
-                grad,
-                None if twice else ctx.w,
-            )
-            gu = None if gu is None else _to(gu, u.dtype)
-            gv = None if gv is None else _to(gv, v.dtype)
-            gb = None if gb is None else _to(gb, ctx.bias_dtype)
-        if grad_ld is not None and (needs[2] or needs[3]):
-            c, xu = _saved_factor(ctx, u, v, xinv)
-            gu_ld, gv_ld = _factor_grads(ctx, grad_ld.sum(), u, v, xinv, c, xu, 2, 3)
-            gu, gv = _add(gu, gu_ld), _add(gv, gv_ld)
+            g, xr = _rows(grad, n), _rows(x, n)
+            u_dt, v_dt = as_dtype(u, dt), as_dtype(v, dt)
+            if needs[0]:
+                w = perturbed_matrix(a, u_dt, v_dt) if twice or ctx.w is None else ctx.w
+                gx = torch.mm(grad, w) if grad.dim() == 2 else grad @ w
+            if needs[2]:
+                s = torch.mv(xr, v_dt)
+                gu = torch.mv(g.t(), s) if ld_u is None else _addmv(ld_u, g.t(), s, k)
+            if needs[3]:
+                t = torch.mv(g, u_dt)
+                gv = torch.mv(xr.t(), t) if ld_v is None else _addmv(ld_v, xr.t(), t, k)
+            if ctx.bias_dtype is not None and needs[4]:
+                gb = as_dtype(g.sum(0), ctx.bias_dtype)
+        else:
+            gu = ld_u if ld_u is None or k is None else ld_u * k
+            gv = ld_v if ld_v is None or k is None else ld_v * k
+        gu = None if gu is None else as_dtype(gu, u.dtype)
+        gv = None if gv is None else as_dtype(gv, v.dtype)
         return gx, None, gu, gv, gb, None, None, None
 
 
-def _forward_grads_host(
-    ctx: Any,
-    x: torch.Tensor,
-    a: torch.Tensor,
-    u: torch.Tensor,
-    v: torch.Tensor,
-    xinv: torch.Tensor,
-    grad: torch.Tensor | None,
-    grad_ld: torch.Tensor | None,
-) -> tuple:
-    """Gradients for (x, A, u, v, b) of :class:`_Forward` on the CPU when the backward is not
-    itself recorded: those of y (one matrix product for x, O(batch·n) for u, v and b) plus
-    those of log|c|, k·Xᵀv and k·Xu with k = ∂L/∂log|c| / c read on the host, each added by
-    the same ``addmv`` that sums over the batch."""
-    needs = ctx.needs_input_grad
-    dt, sdt, n = x.dtype, xinv.dtype, a.shape[-1]
-    k = (
-        0.0
-        if grad_ld is None or not (needs[2] or needs[3])
-        else float(grad_ld.sum()) / float(ctx.c)
-    )
-    ld_u = torch.mv(xinv.t(), _to(v, sdt)) if needs[2] and k != 0.0 else None  # Xᵀv
-    ld_v = ctx.a if needs[3] and k != 0.0 else None  # Xu
-    gx = gu = gv = gb = None
-    if grad is not None:
-        g, xr = _rows(grad, n), _rows(x, n)
-        u_dt, v_dt = _to(u, dt), _to(v, dt)
-        if needs[0]:
-            w = torch.addr(a, u_dt, v_dt) if ctx.w is None else ctx.w
-            gx = torch.mm(grad, w) if grad.dim() == 2 else grad @ w
-        if needs[2]:
-            s = torch.mv(xr, v_dt)
-            gu = torch.mv(g.t(), s) if ld_u is None else torch.addmv(ld_u.to(dt), g.t(), s, beta=k)
-        if needs[3]:
-            t = torch.mv(g, u_dt)
-            gv = (
-                torch.mv(xr.t(), t) if ld_v is None else torch.addmv(ld_v.to(dt), xr.t(), t, beta=k)
-            )
-        if ctx.bias_dtype is not None and needs[4]:
-            gb = _to(g.sum(0), ctx.bias_dtype)
-    else:
-        gu = None if ld_u is None else ld_u * k
-        gv = None if ld_v is None else ld_v * k
-    return (
-        gx,
-        None,
-        None if gu is None else _to(gu, u.dtype),
-        None if gv is None else _to(gv, v.dtype),
-        gb,
-    )
-
-
 class _Inverse(torch.autograd.Function):
-    """(x, −log|det|) of P4InvLinear.inverse in one autograd node, given a = Xu and c = 1 + vᵀa
-    in X's dtype (computed by the caller for its singularity check; their gradients reach u and
-    v here): x as in :func:`sherman_morrison_linear` with X in y's dtype."""
+    """(x, −log|det|) of P4InvLinear.inverse in one autograd node, given the factor in X's
+    dtype (computed by the caller for its singularity check; its gradients reach u and v
+    here): x as :func:`_inverse` makes it with X in y's dtype."""
 
     @staticmethod
     def forward(
@@ -739,26 +746,26 @@ class _Inverse(torch.autograd.Function):
         kept: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         ctx.set_materialize_grads(False)
-        x, (ctx.m, ctx.a, ctx.c, _, ld) = _inverse(y, xinv_y, v, bias, logabsdet, products, scratch)
+        x, products = _inverse(y, xinv_y, v, bias, logabsdet, products, scratch)
+        ctx.m, ctx.factor = products.matrix, products.factor
         ctx.save_for_backward(y, xinv_y, xinv, u, v, bias)
-        # an output must not be a tensor the caller keeps
-        return x, _batch(ld, y, kept)
+        return x, _batch(products.logdet, y, kept)  # an output must not be a tensor kept
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor | None, grad_ld: torch.Tensor | None) -> tuple:
         y, xinv_y, xinv, u, v, bias = ctx.saved_tensors
         needs = ctx.needs_input_grad
         dt, sdt = y.dtype, xinv.dtype
-        c, a = _saved_factor(ctx, u, v, xinv)
-        c = _tensor(c, sdt)
-        gy = gb = ga = gv = gc = None
+        f = _saved_factor(ctx, u, v, xinv)
+        xu, c = f.xu, _tensor(f.c, sdt)
+        gy = gb = gxu = gv = gc = None
         if grad is not None:
-            # The Sherman–Morrison map's gradients for (y, a, v, c, b) in y's dtype.
-            gy, _, ga, gv, gc, gb = _sherman_morrison_grads(
+            # The Sherman–Morrison map's gradients for (y, Xu, v, c, b) in y's dtype.
+            gy, _, gxu, gv, gc, gb = _sherman_morrison_grads(
                 (needs[0], False, needs[3], needs[4], needs[3] or needs[4], needs[5]),
                 y,
                 xinv_y,
-                a.to(dt),
+                xu.to(dt),
                 v.to(dt),
                 c.to(dt),
                 None if bias is None else bias.to(dt),
@@ -766,17 +773,17 @@ class _Inverse(torch.autograd.Function):
                 None if torch.is_grad_enabled() else ctx.m,
             )
             gb = None if gb is None else gb.to(bias.dtype)
-            ga = None if ga is None else ga.to(sdt)
+            gxu = None if gxu is None else gxu.to(sdt)
             gc = None if gc is None else gc.to(sdt)
             gv = None if gv is None else gv.to(v.dtype)
         if grad_ld is not None and (needs[3] or needs[4]):
             gc = _add(gc, -grad_ld.sum().to(sdt) / c)  # ld = −(log|det A| + log|c|)
         gu = None
-        if gc is not None:  # c = 1 + vᵀa: c reaches a through v and v through a
-            ga = _add(ga, gc * v.to(sdt))
-            gv = _add(gv, (gc * a).to(v.dtype)) if needs[4] else gv
-        if ga is not None and needs[3]:
-            gu = (ga @ xinv).to(u.dtype)  # a = Xu
+        if gc is not None:  # c = 1 + vᵀ(Xu): c reaches Xu through v and v through Xu
+            gxu = _add(gxu, gc * v.to(sdt))
+            gv = _add(gv, (gc * xu).to(v.dtype)) if needs[4] else gv
+        if gxu is not None and needs[3]:
+            gu = (gxu @ xinv).to(u.dtype)
         return gy, None, None, gu, gv, gb, None, None, None, None
 
 
@@ -785,6 +792,7 @@ _FORWARD, _INVERSE = _apply(_Forward), _apply(_Inverse)
 _LOG_ABS_FACTOR, _PENALTY = _apply(_LogAbsFactor), _apply(_Penalty)
 
 
+# -- entry points ---------------------------------------------------------------------------------
 def perturbed_linear(
     x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
@@ -797,34 +805,30 @@ def perturbed_linear(
     from differentiable operations, so double backward works. With autograd recording nothing
     for these inputs no autograd.Function is entered at all.
     """
-    route = _route(x, u, v, bias)
-    if route == _PLAIN:
+    if _route(x, u, v, bias) == _PLAIN:
         return _perturbed(x, a, u, v, bias)
-    fn = _PerturbedLinearEager if route == _EAGER else _PerturbedLinear
-    return fn.apply(x, a, u, v, bias)
+    return _PerturbedLinear.apply(x, a, u, v, bias)
 
 
 def sherman_morrison_linear(
     y: torch.Tensor,
     xinv: torch.Tensor,
-    a: torch.Tensor,
+    xu: torch.Tensor,
     v: torch.Tensor,
     c: torch.Tensor,
     bias: torch.Tensor | None,
 ) -> torch.Tensor:
-    """x = (X − a (vᵀX)/c)(y − b), the Sherman–Morrison inverse of y = (A + u vᵀ)x + b for
-    X ≈ A⁻¹ ``(n, n)``, a = Xu ``(n,)``, v ``(n,)``, c = 1 + vᵀa ``()`` and y ``(*, n)``.
+    """x = (X − (Xu)(vᵀX)/c)(y − b), the Sherman–Morrison inverse of y = (A + u vᵀ)x + b for
+    X ≈ A⁻¹ ``(n, n)``, Xu ``(n,)``, v ``(n,)``, c = 1 + vᵀXu ``()`` and y ``(*, n)``.
 
     The rank-one correction is folded into the matrix (torch.addr, O(n²)) and applied by ONE
     matrix product (with fewer rows than n it is applied to X(y − b) instead); the backward
-    pass costs one matrix product (for y) plus O(batch·n + n²) for a, v, c and b, and supports
-    double backward.
+    pass costs one matrix product (for y) plus O(batch·n + n²) for Xu, v, c and b, and
+    supports double backward.
     """
-    route = _route(y, a, v, c, bias)
-    if route == _PLAIN:
-        return _sherman_morrison(y, xinv, a, v, c, bias)
-    fn = _ShermanMorrisonLinearEager if route == _EAGER else _ShermanMorrisonLinear
-    return fn.apply(y, xinv, a, v, c, bias)
+    if _route(y, xu, v, c, bias) == _PLAIN:
+        return _sherman_morrison(y, xinv, xu, v, c, bias)
+    return _ShermanMorrisonLinear.apply(y, xinv, xu, v, c, bias)
 
 
 def log_abs_factor(u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor) -> torch.Tensor:
@@ -835,7 +839,7 @@ def log_abs_factor(u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor) -> torc
     Xᵀv/c and Xu/c cost one more matrix–vector product in the backward pass."""
     if _route(u, v) == _EAGER:
         return _LOG_ABS_FACTOR(u, v, xinv)
-    return _factor(u, v, xinv)[0]
+    return factor(u, v, xinv).log_c
 
 
 def p4_forward(
@@ -849,9 +853,9 @@ def p4_forward(
     *,
     products: Products | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y, log|det|) of P4InvLinear: y = :func:`perturbed_linear` with A ``a`` in x's dtype and
-    u, v, b (parameters of any dtype) cast to it, and log|det| = log|det A| + log|1 + vᵀXu| of
-    x's batch shape ``(*,)`` (one value for every row) in x's dtype, from u and v as given and X,
+    """(y, log|det|) of P4InvLinear: y = x (A + u vᵀ)ᵀ + b with A ``a`` in x's dtype and u, v,
+    b (parameters of any dtype) cast to it, and log|det| = log|det A| + log|1 + vᵀXu| of x's
+    batch shape ``(*,)`` (one value for every row) in x's dtype, from u and v as given and X,
     log|det A| ``logabsdet`` in the state dtype. One autograd node when autograd records.
 
     ``products``: :func:`forward_products` of these very tensors, when the caller kept them from
@@ -862,10 +866,11 @@ def p4_forward(
     if route == _TRACED:  # every value as a function of u and v, for the transform to see
         dt = x.dtype
         y = perturbed_linear(x, a, u.to(dt), v.to(dt), None if bias is None else bias.to(dt))
-        return y, (logabsdet + _factor(u, v, xinv)[0]).to(dt).expand(x.shape[:-1])
+        ld = perturbed_logdet(logabsdet, factor(u, v, xinv).log_c, dt)
+        return y, ld.expand(x.shape[:-1])
     kept = products is not None
     y, products = _forward(x, a, u, v, bias, xinv, logabsdet, products)
-    return y, _batch(products[4], x, kept)
+    return y, _batch(products.logdet, x, kept)
 
 
 def p4_inverse(
@@ -876,34 +881,33 @@ def p4_inverse(
     v: torch.Tensor,
     bias: torch.Tensor | None,
     logabsdet: torch.Tensor,
-    products: Products,
+    products: Products | None,
     *,
     scratch: torch.Tensor | None = None,
     kept: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, −log|det|) of P4InvLinear.inverse: x by :func:`sherman_morrison_linear` with
+    """(x, −log|det|) of P4InvLinear.inverse: x = (A + u vᵀ)⁻¹(y − b) by Sherman–Morrison with
     ``xinv_y`` = X in y's dtype and v, b cast to it, −log|det| of y's batch shape ``(*,)`` (one
     value for every row) in y's dtype.
 
-    ``products``: :func:`inverse_products` of these tensors — at least a = Xu and c = 1 + vᵀa in
-    the state dtype, as the caller computed them for its singularity check (M and log|det| may be
-    None/anything when ``full`` was False; they are formed here as needed). The gradients of a
-    and c are taken here. ``scratch``: a tensor of y's shape and dtype to hold y − b (saves
-    allocating one per call). ``kept``: whether the caller keeps ``products`` (then a tensor
-    log|det| in them is copied, not returned; False saves that copy). One autograd node when
-    autograd records."""
+    ``products``: :func:`inverse_products` of these tensors — at least the factor in the state
+    dtype, as the caller computed it for its singularity check (M may be None; it is formed
+    here as needed); None only while traced. The factor's gradients are taken here.
+    ``scratch``: a tensor of y's shape and dtype to hold y − b (saves allocating one per call).
+    ``kept``: whether the caller keeps ``products`` (then a tensor log|det| in them is copied,
+    not returned; False saves that copy). One autograd node when autograd records."""
     route = _route(y, u, v, bias)
     if route == _EAGER:
         return _INVERSE(y, xinv_y, xinv, u, v, bias, logabsdet, products, scratch, kept)
-    dt = y.dtype
-    if route == _TRACED:  # a and c as functions of u and v, for the transform to see
-        _, c, a = _factor(u, v, xinv)
+    if route == _TRACED:  # the factor as a function of u and v, for the transform to see
+        dt = y.dtype
+        f = factor(u, v, xinv)
         x = sherman_morrison_linear(
-            y, xinv_y, a.to(dt), v.to(dt), c.to(dt), None if bias is None else bias.to(dt)
+            y, xinv_y, f.xu.to(dt), v.to(dt), f.c.to(dt), None if bias is None else bias.to(dt)
         )
-        return x, (-(logabsdet + torch.log(torch.abs(c)))).to(dt).expand(y.shape[:-1])
+        return x, (-perturbed_logdet(logabsdet, f.log_c, dt)).expand(y.shape[:-1])
     x, products = _inverse(y, xinv_y, v, bias, logabsdet, products, scratch)
-    return x, _batch(products[4], y, kept)
+    return x, _batch(products.logdet, y, kept)
 
 
 def p4_penalty(
@@ -914,21 +918,19 @@ def p4_penalty(
     bounds: tuple[float, float],
     weight: float,
     *,
-    factor: tuple | None = None,
+    kept: Factor | None = None,
 ) -> torch.Tensor:
-    """weight·[P(log|c|) + P(log|c| + log|det A|)], P(t) = relu(lo − t)² + relu(t − hi)² for
-    ``bounds`` = (lo, hi); shape ``()`` in u's dtype. One autograd node when autograd records
-    (its backward is closed-form, rebuilt from differentiable operations for double backward).
+    """:func:`penalty_value` of c = 1 + vᵀXu, shape ``()`` in u's dtype. One autograd node when
+    autograd records (its backward is closed-form, rebuilt from differentiable operations for
+    double backward).
 
-    ``factor``: (log|c|, c, Xu) in X's dtype for these very tensors when the caller kept them
-    (see :data:`Products`), else they are computed."""
-    lo, hi = bounds
+    ``kept``: the :class:`Factor` of these very tensors when the caller kept it, else it is
+    computed."""
     route = _route(u, v)
     if route == _EAGER:
-        return _PENALTY(u, v, xinv, logabsdet, lo, hi, weight, factor)
-    if route == _TRACED or factor is None:
-        factor = _factor(u, v, xinv)
-    if route == _PLAIN and _host(xinv):
-        value, _ = _penalty_host(float(factor[0]), float(logabsdet), lo, hi, weight)
+        return _PENALTY(u, v, xinv, logabsdet, bounds, weight, kept)
+    f = factor(u, v, xinv) if route == _TRACED or kept is None else kept
+    if route == _PLAIN and on_host(xinv):
+        value, _ = penalty_value(float(f.log_c), float(logabsdet), bounds, weight)
         return torch.scalar_tensor(value, dtype=u.dtype)
-    return _penalty_value(_penalty_excess(factor[0], logabsdet, lo, hi), weight, u.dtype)
+    return penalty_value(f.log_c, logabsdet, bounds, weight, u.dtype)[0]

@@ -27,7 +27,7 @@ was (``load_state_dict``). Inside :func:`repairing` the derived buffers found in
 instead recomputed from A by LU and a :class:`StateRepairedWarning` names them; a bad A itself
 (non-finite, singular, wrong shape, complex) cannot be repaired and is always refused.
 
-Also here: :func:`factor` (the one LU that derives X, sign and log|det| from A, refusing a
+Also here: :func:`lu_state` (the one LU that derives X, sign and log|det| from A, refusing a
 non-finite A) and :class:`InverseWatch`, which notices an A changed in place while X was not
 (e.g. a NaN written into A without a refresh) before ``inverse`` answers from the stale X.
 """
@@ -52,14 +52,14 @@ __all__ = [
     "LOAD_MERGES",
     "LOAD_RATIO_BOUND",
     "STATE",
-    "Factors",
     "InvalidStateError",
     "InverseWatch",
+    "LUState",
     "StateIssue",
     "StateRepairedWarning",
     "check_state",
-    "factor",
     "incoming_state",
+    "lu_state",
     "refuse_complex_target",
     "repair",
     "repair_requested",
@@ -108,7 +108,7 @@ class StateIssue:
     repairable: bool
 
 
-class Factors(NamedTuple):
+class LUState(NamedTuple):
     """X = A⁻¹ (n×n), sign(det A) and log|det A| (0-dim), from one LU of A, in A's dtype."""
 
     inverse: torch.Tensor
@@ -151,14 +151,14 @@ def require_finite(t: torch.Tensor, name: str, doing: str) -> None:
         raise ValueError(f"{name} holds non-finite values ({_first_bad(t)}): {doing}")
 
 
-def factor(a: torch.Tensor, name: str = "weight") -> Factors:
+def lu_state(a: torch.Tensor, name: str = "weight") -> LUState:
     """X = A⁻¹, sign(det A) and log|det A| of the n×n matrix ``a`` by one LU (O(n³)).
 
     sign = (−1)^(row swaps + negative pivots), log|det A| = Σ log|u_ii|. torch has no
-    half-precision LU: a float16/bfloat16 A is factored in float32 and the results are rounded
+    half-precision LU: a float16/bfloat16 A is decomposed in float32 and the results are rounded
     back. Raises ValueError (naming ``name``) for a non-finite A, a zero pivot or an inverse that
     overflows."""
-    require_finite(a, name, "A cannot be factorised (write a finite A, then refresh())")
+    require_finite(a, name, "A has no LU (write a finite A, then refresh())")
     work = a.float() if a.dtype in (torch.float16, torch.bfloat16) else a
     lu, piv, _ = torch.linalg.lu_factor_ex(work)
     diag = torch.diagonal(lu)
@@ -171,7 +171,7 @@ def factor(a: torch.Tensor, name: str = "weight") -> Factors:
     swaps = int((piv != torch.arange(1, piv.numel() + 1, device=piv.device)).sum())
     negatives = int((diag < 0).sum())
     sign = torch.tensor(-1.0 if (swaps + negatives) % 2 else 1.0, device=a.device)
-    return Factors(inv.to(a.dtype), sign.to(a.dtype), torch.log(diag.abs()).sum().to(a.dtype))
+    return LUState(inv.to(a.dtype), sign.to(a.dtype), torch.log(diag.abs()).sum().to(a.dtype))
 
 
 def refuse_complex_target(dtype: torch.dtype, what: str) -> None:
@@ -257,7 +257,7 @@ def check_state(
     if not bool(torch.isfinite(a).all()):
         return (StateIssue("weight", f"holds non-finite values ({_first_bad(a)})", False),)
     try:
-        ref = factor(a.double())
+        ref = lu_state(a.double())
     except ValueError as exc:
         return (StateIssue("weight", str(exc).removeprefix("weight "), False),)
     bound = allowed_ratio(max(LOAD_MERGES, int(merges)))
@@ -334,11 +334,11 @@ def settle(
 
 
 def repair(buffers: Mapping[str, torch.Tensor], names: tuple[str, ...], prefix: str = "") -> None:
-    """Recompute the derived buffers ``names`` from ``buffers["weight"]`` by :func:`factor`, in
+    """Recompute the derived buffers ``names`` from ``buffers["weight"]`` by :func:`lu_state`, in
     place, and warn naming them (nothing when ``names`` is empty)."""
     if not names:
         return
-    inverse, sign, logabsdet = factor(buffers["weight"])
+    inverse, sign, logabsdet = lu_state(buffers["weight"])
     fresh = {"weight_inverse": inverse, "sign": sign, "logabsdet": logabsdet}
     with torch.no_grad():
         for name in names:

@@ -10,12 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from invlin.nn.p4 import P4InvLinear, read_merge_plans
-from invlin.nn.p4_ops import _NoGrad
+from invlin._validation import positive_int
+from invlin.nn.p4 import P4InvLinear, merge_layers
 
 __all__ = ["MergeHistory", "P4Scheduler", "reset_optimizer_state"]
-
-_MERGE = P4InvLinear.merge
 
 
 def reset_optimizer_state(optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor]) -> None:
@@ -140,17 +138,10 @@ class P4Scheduler:
         correct_every: int | None = None,
         record: bool = False,
     ):
-        for name, value in (
-            ("merge_every", merge_every),
-            ("force_every", force_every),
-            ("correct_every", correct_every),
-        ):
-            if (value is None and name != "merge_every") or (
-                isinstance(value, int) and not isinstance(value, bool) and value >= 1
-            ):
-                continue
-            extra = "" if name == "merge_every" else " or None"
-            raise ValueError(f"{name} must be a positive integer{extra}, got {value!r}")
+        positive_int(merge_every, "merge_every")
+        for name, value in (("force_every", force_every), ("correct_every", correct_every)):
+            if value is not None:
+                positive_int(value, name)
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ValueError(
                 f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
@@ -193,33 +184,20 @@ class P4Scheduler:
                         layer.v.detach().double().cpu().numpy().copy(),
                         float(layer.factor().detach()),
                     )
-            # Every layer's merge decision is read on the host in one transfer (the layers are
-            # independent: planning all first changes no value), then applied in order. A
-            # subclass that overrides merge() is merged by it.
-            with _NoGrad():
-                plans = [
-                    layer._merge_plan(force) if type(layer).merge is _MERGE else None
-                    for layer in self.layers.values()
-                ]
-                read = iter(read_merge_plans([p for p in plans if p is not None]))
-                for (name, layer), plan in zip(self.layers.items(), plans, strict=True):
-                    ok = (
-                        layer.merge(force=force)
-                        if plan is None
-                        else layer._merge_apply(plan, next(read))
-                    )
-                    merged[name] = ok
-                    if ok:
-                        if optimized is None:
-                            optimized = {
-                                id(q) for g in self.optimizer.param_groups for q in g["params"]
-                            }
-                        params = [layer._parameters.get(p) for p in self.reset]
-                        self._reset_state(
-                            [p for p in params if p is not None and id(p) in optimized]
-                        )
-                        if name in snapshots:
-                            self.history.record(name, layer, *snapshots[name], step=self.steps)
+            # Every layer's merge decision is read on the host together (one transfer off the
+            # CPU), then each merge is applied in order (see merge_layers).
+            layers = self.layers.items()
+            done = merge_layers([layer for _, layer in layers], force)
+            for (name, layer), ok in zip(layers, done, strict=True):
+                merged[name] = ok
+                if not ok:
+                    continue
+                if optimized is None:
+                    optimized = {id(q) for g in self.optimizer.param_groups for q in g["params"]}
+                params = [getattr(layer, p) for p in self.reset]
+                self._reset_state([p for p in params if p is not None and id(p) in optimized])
+                if name in snapshots:
+                    self.history.record(name, layer, *snapshots[name], step=self.steps)
         if self.correct_every is not None and self.steps % self.correct_every == 0:
             for layer in self.layers.values():
                 layer.check_drift()

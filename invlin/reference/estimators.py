@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from invlin._dtypes import eps as _eps
+from invlin._validation import positive_int
 
 __all__ = ["DriftEstimate", "estimate_drift", "hutchinson_logdet_drift", "probe_residual"]
 
@@ -33,8 +34,7 @@ def probe_residual(a: Any, x: Any, *, probes: int = 4, seed: Any = None) -> floa
     case). ``a``, ``x``: shape ``(n, n)``.
     """
     a, x = _pair(a, x)
-    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
-        raise ValueError(f"probes must be a positive integer, got {probes!r}")
+    probes = positive_int(probes, "probes")
     z = _rng(seed).standard_normal((a.shape[0], probes))
     a64, x64 = a.astype(np.float64), x.astype(np.float64)
     r = x64 @ (a64 @ z) - z
@@ -48,8 +48,7 @@ def hutchinson_logdet_drift(a: Any, x: Any, *, probes: int = 4, seed: Any = None
     gives ≈ δ (first order in ‖XA − I‖). ``a``, ``x``: shape ``(n, n)``.
     """
     a, x = _pair(a, x)
-    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
-        raise ValueError(f"probes must be a positive integer, got {probes!r}")
+    probes = positive_int(probes, "probes")
     z = _rng(seed).choice(np.array([-1.0, 1.0]), size=(a.shape[0], probes))
     r = x.astype(np.float64) @ (a.astype(np.float64) @ z) - z
     return float(np.mean(np.sum(z * r, axis=0)))

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 import scipy.linalg
 
-from invlin._validation import as_batch, as_square_matrix, as_vector
+from invlin._validation import as_batch, as_square_matrix, as_vector, positive_int
 
 __all__ = ["Guard", "TrackedMatrix", "UpdateRefused", "UpdateResult"]
 
@@ -258,8 +258,7 @@ class TrackedMatrix:
         """
         if isinstance(order, bool) or not isinstance(order, int) or order < 2:
             raise ValueError(f"order must be an integer >= 2, got {order!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        steps = positive_int(steps, "steps")
         if side not in ("right", "left"):
             raise ValueError(f"side must be 'right' or 'left', got {side!r}")
         eye = np.eye(self.n, dtype=self.dtype)

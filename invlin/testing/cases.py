@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from invlin._dtypes import dtype_name
+from invlin._validation import positive_int
 
 __all__ = [
     "KAPPA_LIMIT",
@@ -48,9 +49,7 @@ def _check_dtype(dtype: Any) -> str:
 
 
 def _check_n(n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    return int(n)
+    return positive_int(n, "n")
 
 
 @dataclass(frozen=True, repr=False, eq=False)

@@ -1,10 +1,13 @@
 """Hypothesis settings profiles (dev, ci, thorough) and the sizes each lets the strategies draw.
 
-A profile fixes the example count *and* the problem sizes (largest dimension n, longest update
-path), so tests never hard-code either. Choose one with pytest's ``--hypothesis-profile NAME``,
-the environment variable ``INVLIN_PROFILE`` or, in code, :func:`load_profile`; without either,
-``ci`` is used when the ``CI`` environment variable is set and ``dev`` otherwise. The variables
-``INVLIN_MAX_N`` and ``INVLIN_MAX_UPDATES`` override the sizes of whichever profile is active.
+The profiles themselves (example counts, sizes) are defined in :mod:`invlin.search_profiles`;
+this module registers them with Hypothesis and answers which one is in force. A profile fixes
+the example count *and* the problem sizes (largest dimension n, longest update path), so tests
+never hard-code either. Choose one with pytest's ``--hypothesis-profile NAME``, the environment
+variable ``INVLIN_PROFILE`` or, in code, :func:`load_profile`; without either, ``ci`` is used
+when the ``CI`` environment variable is set and ``dev`` otherwise
+(:func:`~invlin.search_profiles.suite_default`). The variables ``INVLIN_MAX_N`` and
+``INVLIN_MAX_UPDATES`` override the sizes of whichever profile is active.
 
 ``ci`` is built on top of Hypothesis's own ``ci`` profile (derandomised, no deadline, no example
 database), which Hypothesis loads by itself when ``CI`` is set.
@@ -13,9 +16,11 @@ database), which Hypothesis loads by itself when ``CI`` is set.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from hypothesis import HealthCheck, Phase, settings
+
+from invlin._validation import positive_int
+from invlin.search_profiles import PROFILES, Profile, choose_profile, suite_default
 
 __all__ = [
     "PROFILES",
@@ -27,39 +32,8 @@ __all__ = [
     "register_profiles",
 ]
 
-ENV_PROFILE = "INVLIN_PROFILE"
 ENV_MAX_N = "INVLIN_MAX_N"
 ENV_MAX_UPDATES = "INVLIN_MAX_UPDATES"
-
-
-@dataclass(frozen=True)
-class Profile:
-    """Example count and problem sizes of one settings profile.
-
-    ``targeting``: whether Hypothesis's target phase runs, so that ``target()`` calls in the
-    properties steer the search toward high condition numbers and large error ratios.
-    """
-
-    name: str
-    max_examples: int
-    max_n: int
-    max_updates: int
-    derandomize: bool
-    targeting: bool
-
-
-#: The profiles; ``thorough`` runs 10× the examples of ``ci`` on larger sizes.
-PROFILES: dict[str, Profile] = {
-    "dev": Profile(
-        "dev", max_examples=20, max_n=6, max_updates=12, derandomize=False, targeting=False
-    ),
-    "ci": Profile(
-        "ci", max_examples=150, max_n=12, max_updates=24, derandomize=True, targeting=False
-    ),
-    "thorough": Profile(
-        "thorough", max_examples=1500, max_n=24, max_updates=48, derandomize=False, targeting=True
-    ),
-}
 
 _PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink, Phase.explain)
 _active: str | None = None
@@ -91,11 +65,11 @@ def register_profiles() -> None:
 
 
 def load_profile(name: str | None = None) -> Profile:
-    """Register the profiles and load ``name`` (default: ``$INVLIN_PROFILE``, else ci/dev)."""
-    if name is None:
-        name = os.environ.get(ENV_PROFILE) or ("ci" if os.environ.get("CI") else "dev")
-    if name not in PROFILES:
-        raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {name!r}")
+    """Register the profiles and load ``name`` (default: ``$INVLIN_PROFILE``, else ci/dev).
+
+    Raises ValueError for an unknown ``name`` or ``$INVLIN_PROFILE``, naming the valid names.
+    """
+    name = choose_profile(name, default=suite_default())
     global _active
     register_profiles()
     settings.load_profile(name)
@@ -105,14 +79,14 @@ def load_profile(name: str | None = None) -> Profile:
 
 def active_profile() -> Profile:
     """The invlin profile in force: Hypothesis's current one if it is ours, else the last
-    loaded by :func:`load_profile`, else the default choice (``$INVLIN_PROFILE``, ci, dev)."""
+    loaded by :func:`load_profile`, else the default choice (``$INVLIN_PROFILE``, ci, dev; an
+    unknown ``$INVLIN_PROFILE`` is a ValueError)."""
     current = getattr(settings, "get_current_profile_name", lambda: None)()
     if current in PROFILES:
         return PROFILES[current]
     if _active is not None:
         return PROFILES[_active]
-    name = os.environ.get(ENV_PROFILE) or ("ci" if os.environ.get("CI") else "dev")
-    return PROFILES.get(name, PROFILES["dev"])
+    return PROFILES[choose_profile(default=suite_default())]
 
 
 def _env_int(var: str, default: int) -> int:
@@ -120,12 +94,10 @@ def _env_int(var: str, default: int) -> int:
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value: object = int(raw)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"{var} must be a positive integer, got {raw!r}")
-    return value
+        value = raw  # positive_int then names the text it could not read
+    return positive_int(value, f"${var}")
 
 
 def max_dimension() -> int:

@@ -21,6 +21,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
+from invlin._validation import positive_int
 from invlin.reference.rank_one import Guard
 from invlin.testing import cases
 from invlin.testing.cases import KAPPA_LIMIT, LUCase, MatrixCase, PathCase
@@ -358,8 +359,7 @@ def layer_inputs(
     batch of one.
     """
     dt = _input_dtype(dtype)
-    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-        raise ValueError(f"features must be a positive integer, got {features!r}")
+    features = positive_int(features, "features")
     if not 0 < min_abs < bound:
         raise ValueError(f"need 0 < min_abs < bound, got {min_abs!r}, {bound!r}")
     width = 32 if dt == "float32" else 64
@@ -600,10 +600,8 @@ def wide_batch(
     of fewer rows (up to :data:`WIDE_ROWS`) is a prefix of a longer one.
     """
     dt = _input_dtype(dtype)
-    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-        raise ValueError(f"features must be a positive integer, got {features!r}")
-    if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)) or rows < 1:
-        raise ValueError(f"rows must be a positive integer, got {rows!r}")
+    features = positive_int(features, "features")
+    rows = positive_int(rows, "rows")
     if mix not in WIDE_MIXES:
         raise ValueError(f"mix must be one of {tuple(WIDE_MIXES)}, got {mix!r}")
     lo, hi = _open_interval(domain)
@@ -678,8 +676,7 @@ def wide_inputs(
     names = tuple(WIDE_MIXES) if mixes is None else tuple(mixes)
     if not names or any(m not in WIDE_MIXES for m in names):
         raise ValueError(f"mixes must be a non-empty subset of {tuple(WIDE_MIXES)}, got {mixes!r}")
-    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
-        raise ValueError(f"max_rows must be a positive integer, got {max_rows!r}")
+    max_rows = positive_int(max_rows, "max_rows")
     seed = draw(seeds())
     mix = draw(st.sampled_from(names))
     rows = draw(st.integers(1, max_rows))

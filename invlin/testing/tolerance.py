@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from invlin._dtypes import EPS, dtype_name, eps
+from invlin._validation import positive_int
 
 __all__ = [
     "EPS",
@@ -249,8 +250,7 @@ def logdet_ratio(out: Any, expected: Any, *, n: int, kappa: float, dtype: Any) -
     dt = dtype_name(dtype)
     if not (kappa >= 1.0):
         raise ValueError(f"kappa must be a number >= 1, got {kappa!r}")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    n = positive_int(n, "n")
     o64, e64 = np.atleast_1d(_as64(out, "out")), np.atleast_1d(_as64(expected, "expected"))
     try:
         o64, e64 = np.broadcast_arrays(o64, e64)

@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from invlin._validation import positive_int
 from invlin.testing import eps
 from invlin.validate.isolation import one_thread
 from invlin.validate.protocol import Adapter, Unsupported
@@ -70,10 +71,8 @@ def standard_inputs(
     lo + (hi − lo)(0.05 + 0.9·σ(g)); on a half-line, lo + e^g or hi − e^g. Then rounded to
     ``dtype``; the same (features, rows, seed, dtype, domain) always give the same batch.
     """
-    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-        raise ValueError(f"features must be a positive integer, got {features!r}")
-    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-        raise ValueError(f"rows must be a positive integer, got {rows!r}")
+    features = positive_int(features, "features")
+    rows = positive_int(rows, "rows")
     name = str(dtype).removeprefix("torch.")
     if name not in ("float64", "float32"):
         raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")

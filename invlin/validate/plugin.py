@@ -6,22 +6,23 @@ Installed with invlin (entry point ``pytest11``), so any project can write::
         invlin_validate(make_my_layer, features=6)   # raises AssertionError on a failure
 
 and choose the search effort with ``pytest --invlin-profile thorough`` (default
-``$INVLIN_PROFILE`` or ``ci``). Loading the plugin imports neither torch nor Hypothesis:
-they are imported when the fixture is first called.
+``$INVLIN_PROFILE`` or ``ci``; an unknown name in ``$INVLIN_PROFILE`` fails the test using
+the fixture with a message naming the variable). Loading the plugin imports neither torch,
+NumPy nor Hypothesis (:mod:`invlin.search_profiles` is free of all three): they are imported
+when the fixture is first called.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-__all__ = ["PROFILES", "invlin_validate", "pytest_addoption"]
+from invlin.search_profiles import PROFILE_NAMES, VALIDATOR_DEFAULT, choose_profile
 
-PROFILES = ("dev", "ci", "thorough")
+__all__ = ["invlin_validate", "pytest_addoption"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -29,7 +30,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--invlin-profile",
         dest="invlin_profile",
-        choices=PROFILES,
+        choices=PROFILE_NAMES,
         default=None,
         help="search effort of the invlin_validate fixture: dev, ci or thorough "
         "(default $INVLIN_PROFILE or ci)",
@@ -38,10 +39,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _profile(config: pytest.Config) -> str:
     chosen = config.getoption("invlin_profile", default=None)
-    if chosen:
-        return chosen
-    env = os.environ.get("INVLIN_PROFILE", "")
-    return env if env in PROFILES else "ci"
+    try:
+        return choose_profile(chosen, default=VALIDATOR_DEFAULT, what="--invlin-profile")
+    except ValueError as exc:  # a bad $INVLIN_PROFILE: say so, without a traceback
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture
@@ -74,6 +75,7 @@ def invlin_validate(request: pytest.FixtureRequest) -> Callable[..., Any]:
     """
     from invlin.validate.assertion import check
 
-    bound = functools.partial(check, profile=_profile(request.config))
-    bound.profile = _profile(request.config)  # type: ignore[attr-defined]
+    profile = _profile(request.config)
+    bound = functools.partial(check, profile=profile)
+    bound.profile = profile  # type: ignore[attr-defined]
     return bound

@@ -14,8 +14,10 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import target as hypothesis_target
 from hypothesis.strategies import SearchStrategy
 
+from invlin._errors import error_summary
 from invlin._json import jsonable as _jsonable
-from invlin.testing.profiles import PROFILES
+from invlin._validation import positive_int
+from invlin.search_profiles import Profile, profile_named
 from invlin.validate.protocol import Unsupported
 
 __all__ = [
@@ -148,19 +150,41 @@ def _key(case: Any) -> Any:
     return repr(case)
 
 
-def _error_text(exc: BaseException) -> str:
-    """``"Type: first line of the message"``."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+@dataclass(frozen=True)
+class _Probing:
+    """The caller's functions: ``probe`` judges a case; ``describe`` and ``snippet`` (optional)
+    give a failing case's JSON-ready example and its reproduction lines."""
+
+    probe: Callable[[Any], Probe]
+    describe: Callable[[Any], dict[str, Any]] | None
+    snippet: Callable[[Any], str] | None
+
+    def completed(self, out: Probe, case: Any) -> Probe:
+        """``out``, a failing probe of ``case``, with its example (JSON-ready) and reproduction
+        filled in where the probe left them out."""
+        if out.example is None and self.describe is not None:
+            out.example = self.describe(case)
+        out.example = jsonable(out.example)
+        if out.repro is None and self.snippet is not None:
+            out.repro = self.snippet(case)
+        return out
+
+    def raised(self, text: str, case: Any) -> Probe:
+        """The failing probe of a ``case`` on which the layer raised ``text`` ("Type: ...")."""
+        return Probe(
+            ok=False,
+            message=f"the layer raised {text}",
+            example=jsonable(self.describe(case)) if self.describe else None,
+            repro=self.snippet(case) if self.snippet else None,
+        )
 
 
-def _one_row(
-    case: Any,
-    failed: Probe,
-    probe: Callable[[Any], Probe],
-    describe: Callable[[Any], dict[str, Any]] | None,
-    snippet: Callable[[Any], str] | None,
-) -> Probe | None:
+def _rows(case: Any) -> bool:
+    """Whether ``case`` is a batch (b, n) of at least two rows, which a failure may reduce."""
+    return isinstance(case, np.ndarray) and case.ndim == 2 and case.shape[0] >= 2
+
+
+def _one_row(case: Any, failed: Probe, probing: _Probing) -> Probe | None:
     """The failure of one row of a failing batch ``case`` (b, n) probed alone, or ``None``.
 
     Batches drawn wide fail on one row among hundreds; the example and its reproduction are
@@ -168,7 +192,7 @@ def _one_row(
     rows that see each other, keeps the batch). Tried: the row the probe names
     (``example["row"]``), else the first :data:`_ROWS_TRIED` rows.
     """
-    if not isinstance(case, np.ndarray) or case.ndim != 2 or case.shape[0] < 2:
+    if not _rows(case):
         return None
     named = (failed.example or {}).get("row")
     rows = (
@@ -179,48 +203,171 @@ def _one_row(
     for j in rows:
         single = case[j : j + 1]
         try:
-            out = probe(single)
+            out = probing.probe(single)
         except Exception as exc:
             if internal(exc):
                 raise
             continue  # raising alone is a different finding: keep the batch's
         if not out.ok:
-            if out.example is None and describe is not None:
-                out.example = describe(single)
-            out.example = jsonable(out.example)
-            if out.repro is None and snippet is not None:
-                out.repro = snippet(single)
-            return out
+            return probing.completed(out, single)
     return None
 
 
-def _one_row_raising(
-    case: Any,
-    text: str,
-    probe: Callable[[Any], Probe],
-    describe: Callable[[Any], dict[str, Any]] | None,
-    snippet: Callable[[Any], str] | None,
-) -> Probe | None:
+def _one_row_raising(case: Any, text: str, probing: _Probing) -> Probe | None:
     """The first of the first :data:`_ROWS_RAISING` rows of a batch ``case`` (b, n) on which
     the layer raises the same exception type alone, as a failing :class:`Probe`, or ``None``."""
-    if not isinstance(case, np.ndarray) or case.ndim != 2 or case.shape[0] < 2:
+    if not _rows(case):
         return None
     kind = text.split(":")[0]
     for j in range(min(_ROWS_RAISING, case.shape[0])):
         single = case[j : j + 1]
         try:
-            probe(single)
+            probing.probe(single)
         except Exception as exc:
             if internal(exc):
                 raise
-            if _error_text(exc).split(":")[0] == kind:
-                return Probe(
-                    ok=False,
-                    message=f"the layer raised {_error_text(exc)}",
-                    example=jsonable(describe(single)) if describe else None,
-                    repro=snippet(single) if snippet else None,
-                )
+            if error_summary(exc).split(":")[0] == kind:
+                return probing.raised(error_summary(exc), single)
     return None
+
+
+@dataclass
+class _SearchState:
+    """What the search has seen, across Hypothesis's calls of :meth:`body`.
+
+    ``failing`` maps each failing case (by :func:`_key`) to the exception it raised, ``last``
+    is the latest of those; ``after_failure`` counts the evaluations since the first failure
+    against the shrink budget ``limit``; ``worst`` is the passing probe with the largest finite
+    ratio; ``judged``/``unjudged`` as in :class:`Outcome`; ``unsupported`` the
+    :class:`Unsupported` that stopped the search.
+    """
+
+    probing: _Probing
+    limit: int
+    targeting: bool
+    evaluated: int = 0
+    after_failure: int = 0
+    failing: dict[Any, Exception] = field(default_factory=dict)
+    last: Exception | None = None
+    worst: Probe | None = None
+    judged: int = 0
+    unjudged: str = ""
+    unsupported: Unsupported | None = None
+
+    def body(self, case: Any) -> None:
+        """The test Hypothesis runs on each case: returns when it passes (or is not run),
+        raises :class:`_Failed`/:class:`_Raised` when it fails."""
+        key = _key(case)
+        if self.unsupported is not None or self._budget_spent(key):
+            return
+        self.evaluated += 1
+        out = self._call(case, key)
+        if out is None:
+            return
+        if out.ok:
+            self._passed(out)
+            return
+        raise self._remember(key, _Failed(self.probing.completed(out, case), case))
+
+    @property
+    def shrink_stopped(self) -> bool:
+        """Whether shrinking ran out of its budget."""
+        return self.after_failure > self.limit
+
+    def _budget_spent(self, key: Any) -> bool:
+        """Count an evaluation after the first failure; once the shrink budget is spent, only
+        known failures fail (re-raised) and every other case passes unevaluated (True)."""
+        if not self.failing:
+            return False
+        self.after_failure += 1
+        if not self.shrink_stopped:
+            return False
+        if key in self.failing:
+            raise self.failing[key]
+        return True
+
+    def _call(self, case: Any, key: Any) -> Probe | None:
+        """``probe(case)``; ``None`` when it raised :class:`Unsupported` (the search stops, the
+        check is skipped). A layer's exception keeps the case for Hypothesis to shrink."""
+        try:
+            return self.probing.probe(case)
+        except Unsupported as exc:
+            self.unsupported = exc
+            return None
+        except Exception as exc:
+            if internal(exc):
+                raise
+            text = error_summary(exc)
+            raise self._remember(key, _Raised(text, self.probing.raised(text, case), case)) from exc
+
+    def _passed(self, out: Probe) -> None:
+        """Count what a passing probe judged; keep it when its ratio is the worst so far."""
+        self.judged += max(0, int(out.judged))
+        if out.judged <= 0:
+            self.unjudged = out.message
+        if out.ratio is None or not math.isfinite(out.ratio):
+            return
+        if self.worst is None or self.worst.ratio is None or out.ratio > self.worst.ratio:
+            self.worst = out
+        if self.targeting:
+            hypothesis_target(float(out.ratio), label="ratio")
+
+    def _remember(self, key: Any, err: Exception) -> Exception:
+        """Record ``err`` as the failure of the case ``key`` (re-raised once shrinking stops)."""
+        self.failing[key] = err
+        self.last = err
+        return err
+
+
+def _hypothesis_test(
+    strategy: SearchStrategy,
+    body: Callable[[Any], None],
+    prof: Profile,
+    *,
+    max_examples: int,
+    seed: int,
+    explicit: Iterable[Any],
+) -> Callable[[], None]:
+    """``body`` as a Hypothesis test over ``strategy`` (after the ``explicit`` cases), quiet and
+    without an example database, derandomised or seeded as ``prof`` says."""
+    phases = [Phase.explicit, Phase.generate, Phase.shrink]
+    if prof.targeting:
+        phases.insert(2, Phase.target)
+    config = settings(
+        max_examples=max_examples,
+        derandomize=prof.derandomize,
+        database=None,
+        deadline=None,
+        verbosity=Verbosity.quiet,
+        phases=phases,
+        report_multiple_bugs=False,
+        print_blob=False,
+        suppress_health_check=list(HealthCheck),
+    )
+    test = given(strategy)(body)
+    for case in reversed(list(explicit)):
+        test = example(case)(test)
+    test = config(test)
+    if not prof.derandomize:
+        test = hypothesis_seed(seed)(test)
+    return test
+
+
+def _found(outcome: Outcome, err: Exception, probing: _Probing, *, shrunk: bool) -> None:
+    """Put the failure ``err`` (:class:`_Failed` or :class:`_Raised`) in ``outcome``, reduced
+    to one row of its batch where that row fails alone (only for a ``shrunk`` case)."""
+    if isinstance(err, _Raised):
+        outcome.failure, outcome.raised = err.probe, err.text
+        one = _one_row_raising(err.case, err.text, probing) if shrunk else None
+        note = "reduced to a row that raises alone"
+    else:
+        assert isinstance(err, _Failed)
+        outcome.failure = err.probe
+        one = _one_row(err.case, err.probe, probing) if shrunk else None
+        note = "reduced to the failing row alone"
+    if one is not None:
+        outcome.failure = one
+        outcome.notes.append(note)
 
 
 def search(
@@ -245,129 +392,34 @@ def search(
     ``probe`` ends the search and is re-raised (the check is skipped); an exception from the
     validator's own code (:func:`internal`) propagates as the bug it is.
     """
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
-    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
-        raise ValueError(f"max_examples must be a positive integer, got {max_examples!r}")
-    prof = PROFILES[profile]
-    limit = SHRINK_LIMIT[profile]
-    state: dict[str, Any] = {
-        "n": 0,
-        "after": 0,
-        "failing": set(),
-        "worst": None,
-        "last": None,
-        "judged": 0,
-    }
-
-    def body(case: Any) -> None:
-        key = _key(case)
-        if state.get("unsupported") is not None:
-            return
-        if state["failing"]:
-            state["after"] += 1
-            if state["after"] > limit:  # shrink budget spent: only known failures fail
-                if key in state["failing"]:
-                    raise state["failing_exc"][key]
-                return
-        state["n"] += 1
-        try:
-            out = probe(case)
-        except Unsupported as exc:  # the check cannot run on this layer: stop, skip it
-            state["unsupported"] = exc
-            return
-        except Exception as exc:  # the layer raised: keep the case, let Hypothesis shrink it
-            if internal(exc):
-                raise
-            p = Probe(
-                ok=False,
-                message=f"the layer raised {_error_text(exc)}",
-                example=jsonable(describe(case)) if describe else None,
-                repro=snippet(case) if snippet else None,
-            )
-            err = _Raised(_error_text(exc), p, case)
-            _remember(key, err)
-            raise err from exc
-        if out.ok:
-            state["judged"] += max(0, int(out.judged))
-            if out.judged <= 0:
-                state["unjudged"] = out.message
-            if out.ratio is not None and math.isfinite(out.ratio):
-                worst = state["worst"]
-                if worst is None or worst.ratio is None or out.ratio > worst.ratio:
-                    state["worst"] = out
-                if prof.targeting:
-                    hypothesis_target(float(out.ratio), label="ratio")
-            return
-        if out.example is None and describe is not None:
-            out.example = describe(case)
-        out.example = jsonable(out.example)
-        if out.repro is None and snippet is not None:
-            out.repro = snippet(case)
-        err2 = _Failed(out, case)
-        _remember(key, err2)
-        raise err2
-
-    def _remember(key: Any, err: Exception) -> None:
-        state["failing"].add(key)
-        state.setdefault("failing_exc", {})[key] = err
-        state["last"] = err
-
-    phases = [Phase.explicit, Phase.generate, Phase.shrink]
-    if prof.targeting:
-        phases.insert(2, Phase.target)
-    config = settings(
-        max_examples=max_examples,
-        derandomize=prof.derandomize,
-        database=None,
-        deadline=None,
-        verbosity=Verbosity.quiet,
-        phases=phases,
-        report_multiple_bugs=False,
-        print_blob=False,
-        suppress_health_check=list(HealthCheck),
+    prof = profile_named(profile)
+    max_examples = positive_int(max_examples, "max_examples")
+    probing = _Probing(probe, describe, snippet)
+    state = _SearchState(probing, limit=SHRINK_LIMIT[profile], targeting=prof.targeting)
+    test = _hypothesis_test(
+        strategy, state.body, prof, max_examples=max_examples, seed=seed, explicit=explicit
     )
-    test = given(strategy)(body)
-    for case in reversed(list(explicit)):
-        test = example(case)(test)
-    test = config(test)
-    if not prof.derandomize:
-        test = hypothesis_seed(seed)(test)
     outcome = Outcome()
     try:
         test()
-        if state.get("unsupported") is not None:
-            raise state["unsupported"]
-    except _Failed as exc:
-        outcome.failure = exc.probe
-        one = _one_row(exc.case, exc.probe, probe, describe, snippet)
-        if one is not None:
-            outcome.failure = one
-            outcome.notes.append("reduced to the failing row alone")
-    except _Raised as exc:
-        outcome.failure, outcome.raised = exc.probe, exc.text
-        one = _one_row_raising(exc.case, exc.text, probe, describe, snippet)
-        if one is not None:
-            outcome.failure = one
-            outcome.notes.append("reduced to a row that raises alone")
+        if state.unsupported is not None:
+            raise state.unsupported
+    except (_Failed, _Raised) as exc:
+        _found(outcome, exc, probing, shrunk=True)
     except Unsupported:
         raise
     except Exception as exc:  # Hypothesis itself gave up (flaky layer, ...): report the last case
-        last = state["last"]
-        if last is None or internal(exc):
+        if state.last is None or internal(exc):
             raise
         outcome.notes.append(
             f"the search ended with {type(exc).__name__}: the layer did not "
             f"fail reproducibly; the last failing case is reported unshrunk"
         )
-        if isinstance(last, _Raised):
-            outcome.failure, outcome.raised = last.probe, last.text
-        else:
-            outcome.failure = last.probe
-    if state["after"] > limit:
-        outcome.notes.append(f"shrinking stopped after {limit} evaluations")
-    outcome.worst = state["worst"]
-    outcome.examples = state["n"]
-    outcome.judged = state["judged"]
-    outcome.unjudged = state.get("unjudged", "")
+        _found(outcome, state.last, probing, shrunk=False)
+    if state.shrink_stopped:
+        outcome.notes.append(f"shrinking stopped after {state.limit} evaluations")
+    outcome.worst = state.worst
+    outcome.examples = state.evaluated
+    outcome.judged = state.judged
+    outcome.unjudged = state.unjudged
     return outcome

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
+from invlin._errors import error_summary
 from invlin.validate.checks.base import CheckContext, CheckFn, Make, skipped
 from invlin.validate.protocol import Unsupported
 from invlin.validate.results import CheckResult
 from invlin.validate.search import internal
 
 __all__ = ["run_check"]
-
-
-def _text(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def run_check(name: str, fn: CheckFn, make: Make, ctx: CheckContext) -> CheckResult:
@@ -32,14 +28,14 @@ def run_check(name: str, fn: CheckFn, make: Make, ctx: CheckContext) -> CheckRes
                 dtype=ctx.dtype,
                 device=ctx.device,
                 status="error",
-                message=f"validator bug (not the layer's fault): {_text(exc)}",
-                exception=_text(exc),
+                message=f"validator bug (not the layer's fault): {error_summary(exc)}",
+                exception=error_summary(exc),
             )
         return CheckResult(
             check=name,
             dtype=ctx.dtype,
             device=ctx.device,
             status="error",
-            message=f"the layer raised {_text(exc)} outside the search",
-            exception=_text(exc),
+            message=f"the layer raised {error_summary(exc)} outside the search",
+            exception=error_summary(exc),
         )
