@@ -3,7 +3,9 @@ experiments, validate, conformance, mutation (by hand)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import nox
@@ -112,14 +114,19 @@ def baselines(session: nox.Session) -> None:
         session.run("invlin", "train", experiment, "--quiet", "--out", "reports/experiments")
 
 
+def _validate_libraries() -> dict[str, str]:
+    """``--library`` name → pinned requirement of every built-in adapter plug-in with a pin,
+    read from invlin/validate/registry.py (standard library only) without installing invlin."""
+    path = ROOT / "invlin" / "validate" / "registry.py"
+    spec = importlib.util.spec_from_file_location("_invlin_registry_for_nox", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it is executed
+    spec.loader.exec_module(module)
+    return {name: row.pin for name, row in module.BUILTIN.items() if row.pin}
+
+
 #: The flow libraries ``invlin validate --library`` knows, pinned to their current releases.
-VALIDATE_LIBRARIES = {
-    "nflows": "nflows==0.14",
-    "zuko": "zuko==1.6.0",
-    "normflows": "normflows==1.7.3",
-    "freia": "FrEIA==0.2",
-    "pyro": "pyro-ppl==1.9.2",
-}
+VALIDATE_LIBRARIES = _validate_libraries()
 
 
 @nox.session(default=False)

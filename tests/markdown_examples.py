@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +36,21 @@ def blocks(text: str, lang: str) -> list[str]:
 
 
 def run_python_block(block: str, where: str, fixtures: dict[str, Any]) -> None:
-    """Execute ``block``, then call each ``test_*`` function it defines with ``fixtures``."""
-    namespace: dict[str, Any] = {"__name__": "readme_example"}
-    exec(compile(block, where, "exec"), namespace)
-    for name, fn in list(namespace.items()):
-        if name.startswith("test_") and callable(fn):
-            wanted = inspect.signature(fn).parameters
-            missing = [p for p in wanted if p not in fixtures]
-            assert not missing, f"{where}: {name} asks for unknown fixtures {missing}"
-            fn(**{p: fixtures[p] for p in wanted})
+    """Execute ``block`` as an importable module (as a user's file or notebook would be: its
+    classes can be pickled by reference), then call each ``test_*`` function it defines with
+    ``fixtures``."""
+    module = types.ModuleType("readme_example")
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(block, where, "exec"), module.__dict__)
+        for name, fn in list(module.__dict__.items()):
+            if name.startswith("test_") and callable(fn):
+                wanted = inspect.signature(fn).parameters
+                missing = [p for p in wanted if p not in fixtures]
+                assert not missing, f"{where}: {name} asks for unknown fixtures {missing}"
+                fn(**{p: fixtures[p] for p in wanted})
+    finally:
+        del sys.modules[module.__name__]
 
 
 def help_text(*sub: str) -> str:

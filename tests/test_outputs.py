@@ -14,6 +14,7 @@ import pytest
 from report_args import TINY_SWEEP
 
 from invlin.cli import main
+from invlin.validate.registry import BUILTIN
 
 SWEEP = TINY_SWEEP
 REPORT_FILES = {"data.json", "report.md", "report.html", "checkpoints.csv", "summary.csv"}
@@ -424,8 +425,9 @@ def test_train_keeps_the_other_experiments_files(tmp_path, capsys):
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: The folders under reports/ that invlin's own commands write (nox -s baselines, -s validate).
+#: (one reports/validate folder per built-in adapter plug-in)
 COMMITTED = ["reports/default", "reports/experiments"] + [
-    f"reports/validate/{lib}" for lib in ("freia", "invlin", "nflows", "normflows", "pyro", "zuko")
+    f"reports/validate/{lib}" for lib in BUILTIN
 ]
 
 

@@ -28,6 +28,7 @@ from invlin.validate.adapters import (
 from invlin.validate.catalog import LIBRARIES, Entry, catalog
 from invlin.validate.conventions import CONVENTIONS, convention, conventions_markdown
 from invlin.validate.protocol import Adapter, Unsupported
+from invlin.validate.registry import plugin
 from invlin.validate.target import load_target
 
 F64 = torch.float64
@@ -431,11 +432,7 @@ def test_conventions_table_covers_every_library() -> None:
 def test_catalog_refuses_unknown_and_names_missing_packages() -> None:
     with pytest.raises(ValueError, match="library must be one of"):
         catalog("flowjax")
-    missing = [
-        lib
-        for lib in LIBRARIES
-        if lib != "invlin" and importlib.util.find_spec({"freia": "FrEIA"}.get(lib, lib)) is None
-    ]
+    missing = [lib for lib in LIBRARIES if lib != "invlin" and not _installed(lib)]
     for lib in missing:
         with pytest.raises(ModuleNotFoundError, match="pip install"):
             catalog(lib)
@@ -471,7 +468,7 @@ def test_catalog_factories_are_seeded_and_leave_global_rng_alone() -> None:
 # other libraries (skipped unless installed)
 # ==============================================================================================
 def _installed(lib: str) -> bool:
-    return importlib.util.find_spec({"freia": "FrEIA"}.get(lib, lib)) is not None
+    return importlib.util.find_spec(plugin(lib).module) is not None
 
 
 #: catalog entries that fail because of the library, not the adapter (see the findings tests).

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import pytest
 from validate_broken import (
+    compile_follows_weight,
+    compile_frozen_weight,
+    conditional_affine,
     constant_map,
+    context_ignoring_inverse,
     correct_linear,
     detached_bias,
     first_batch_axis_logdet,
@@ -19,8 +23,11 @@ from validate_broken import (
     inverse_logdet_same_sign,
     low_precision_eval_cache,
     non_finite_at_edges,
+    pickle_drops_buffer,
+    pickle_keeps_buffer,
     removed_torch_api,
     sigmoid,
+    single_sample_logdet,
     stale_cache,
     unmovable,
     wrong_dims_logdet,
@@ -29,7 +36,7 @@ from validate_broken import (
     zero_init_shift_coupling,
 )
 
-from invlin.validate.checks import CHECKS
+from invlin.validate.checks import KNOWN
 from invlin.validate.runner import validate
 
 RUN = {"features": 3, "profile": "dev", "max_examples": 10, "dtypes": ("float64",)}
@@ -48,11 +55,18 @@ PAIRS = {
     "edges": (non_finite_at_edges, sigmoid),
     "conditioning": (ill_conditioned_inverse, correct_linear),
     "gradients": (detached_bias, correct_linear),
+    "composition": (single_sample_logdet, correct_linear),  # wrong only for the () batch
+    "persistence": (pickle_drops_buffer, pickle_keeps_buffer),
+    "context": (context_ignoring_inverse, conditional_affine),
+    "compile": (compile_frozen_weight, compile_follows_weight),
 }
+
+#: extra arguments of the checks that need them (a conditional layer's context width)
+EXTRA = {"context": {"context_features": 2}}
 
 
 def _alone(factory, check: str):
-    report = validate(factory, checks=[check], **RUN)
+    report = validate(factory, checks=[check], **RUN, **EXTRA.get(check, {}))
     assert report.error is None, report.error
     (result,) = report.results
     assert result.check == check
@@ -60,7 +74,7 @@ def _alone(factory, check: str):
 
 
 def test_every_check_has_a_broken_layer_and_a_twin():
-    assert set(PAIRS) == set(CHECKS)
+    assert set(PAIRS) == set(KNOWN)  # default, conditional and opt-in checks alike
 
 
 @pytest.mark.parametrize("check", list(PAIRS))

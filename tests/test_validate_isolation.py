@@ -453,9 +453,12 @@ def test_each_subcommand_is_mapped_to_the_module_that_registers_it():
 
 def test_every_catalog_library_is_preloaded_by_its_module_name():
     from invlin.validate.catalog import LIBRARIES
-    from invlin.validate.worker import LIBRARY_MODULES
+    from invlin.validate.registry import plugin
+    from invlin.validate.worker import library_modules
 
-    assert set(LIBRARY_MODULES) == set(LIBRARIES)
+    modules = library_modules()
+    assert set(modules) == set(LIBRARIES)
+    assert all(modules[lib] == plugin(lib).module for lib in LIBRARIES)
 
 
 # -- progress ----------------------------------------------------------------------------

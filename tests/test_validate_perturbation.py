@@ -212,9 +212,15 @@ def test_perturbed_identity_layers_pass_every_check(build):
     build(N)  # skips here, not inside the validator, when the library is not installed
     report = validate(_perturbed(build), features=N, profile="dev", max_examples=10)
     assert report.error is None and len(report.results) == 2 * len(CHECKS)
+    # FrEIA's coupling blocks keep their clamp as a lambda attribute (coupling_layers.py,
+    # _BaseCouplingBlock.__init__), so pickling the whole layer fails: a finding of the
+    # persistence check about the library, not about the perturbation this test is for.
+    unpicklable = {"persistence"} if build is _zero_glow else set()
     bad = [
         (r.dtype, r.check, r.status, r.message)
         for r in report.results
-        if r.status in ("fail", "error")
+        if r.status in ("fail", "error") and r.check not in unpicklable
     ]
     assert not bad
+    if unpicklable:
+        assert {r.status for r in report.results if r.check == "persistence"} == {"fail"}

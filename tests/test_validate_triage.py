@@ -9,20 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from invlin.validate.registry import BUILTIN
 from invlin.validate.results import CheckResult, Conformance, LayerReport
 from invlin.validate.summary import render_summary
 from invlin.validate.triage import TRIAGE_FILE, Verdict, load_triage, match, unmatched
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports" / "validate"
 TRIAGE = load_triage(REPORTS / TRIAGE_FILE)
-_MODULES = {
-    "freia": "FrEIA",
-    "pyro": "pyro",
-    "nflows": "nflows",
-    "zuko": "zuko",
-    "normflows": "normflows",
-    "invlin": "invlin",
-}
+_MODULES = {name: row.module for name, row in BUILTIN.items()}
 
 
 def _entry(**kw) -> dict:

@@ -510,6 +510,8 @@ def zero_init_coupling_twin(features: int) -> nn.Module:
 
 
 _ALL_BUT_LOGDET = (
+    "composition",
+    "persistence",
     "invertibility",
     "round_trip",
     "logdet_consistency",
@@ -1139,4 +1141,555 @@ __all__ += [
     "Unmovable",
     "first_batch_axis_logdet",
     "unmovable",
+]
+
+
+# -- whole flows as distributions (issue 19, item 2: the distribution checks) -------------------
+_LOG_2PI = 1.8378770664093453  # log(2π)
+_dists = torch.distributions
+
+
+class AffineFlow:
+    """A correct flow x = loc(c) + scale ⊙ z, z ~ N(0, I_n), loc(c) = loc + W c for a context c
+    of ``context_features`` M (0: unconditional): ``log_prob(x, context)``,
+    ``rsample(shape, context)``, ``rsample_and_log_prob(shape, context)`` (the density along
+    the sampling path) and, unconditional, ``transforms`` (its one affine map)."""
+
+    def __init__(self, features: int, context_features: int = 0) -> None:
+        g = torch.Generator().manual_seed(1000 + features)
+        self.context_features = context_features
+        self.loc = 0.5 * torch.randn(features, generator=g)
+        self.scale = 0.5 + torch.rand(features, generator=g)
+        self.weight = torch.randn(features, max(context_features, 1), generator=g)
+
+    def _loc(self, context: torch.Tensor | None) -> torch.Tensor:
+        if context is None or not self.context_features:
+            return self.loc
+        return self.loc + context @ self.weight.T
+
+    def _sampling(self, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loc, scale) the sampler uses."""
+        return self._loc(context), self.scale
+
+    def _density(self, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        z = (x - loc) / scale
+        return (-0.5 * z * z - 0.5 * _LOG_2PI - torch.log(scale)).sum(-1)
+
+    def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return self._density(x, self._loc(context), self.scale)
+
+    def rsample(self, shape: tuple[int, ...], context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.rsample_and_log_prob(shape, context)[0]
+
+    def rsample_and_log_prob(
+        self, shape: tuple[int, ...], context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, scale = self._sampling(context)
+        z = torch.randn(*shape, self.loc.shape[0], dtype=self.loc.dtype)
+        x = loc + scale * z
+        return x, self._density(x, loc, scale)
+
+    @property
+    def transforms(self) -> list[Transform]:
+        if self.context_features:
+            return []
+        return [_dists.AffineTransform(self.loc, self.scale, event_dim=1)]
+
+
+class ScaleMismatchFlow(AffineFlow):
+    """Samples with 1.5 × the scale its ``log_prob`` assumes (and returns the sampler's own
+    density along the sampling path)."""
+
+    def _sampling(self, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._loc(context), 1.5 * self.scale
+
+
+class UnnormalisedFlow(AffineFlow):
+    """Correct samples, but the density everywhere (log_prob and the sampling path's) is
+    e^0.1 ≈ 1.105 times too large: ∫p ≠ 1."""
+
+    def _density(self, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return super()._density(x, loc, scale) + 0.1
+
+
+class ContextIgnoredFlow(AffineFlow):
+    """Conditional: sampling honours the context, ``log_prob`` ignores it (uses c = 0) — the
+    nflows issue 24 bug class (log_prob disagreeing with sample_and_log_prob given a context)."""
+
+    def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return self._density(x, self.loc, self.scale)
+
+
+def affine_flow(features: int) -> AffineFlow:
+    return AffineFlow(features)
+
+
+def conditional_affine_flow(features: int, context_features: int = 2) -> AffineFlow:
+    return AffineFlow(features, context_features)
+
+
+def affine_transformed_distribution(features: int) -> torch.distributions.Distribution:
+    """torch's TransformedDistribution: a standard normal through an affine map."""
+    flow = AffineFlow(features)
+    base = _dists.Independent(_dists.Normal(torch.zeros(features), torch.ones(features)), 1)
+    return _dists.TransformedDistribution(base, flow.transforms)
+
+
+def scale_mismatch_flow(features: int) -> AffineFlow:
+    return ScaleMismatchFlow(features)
+
+
+def unnormalised_flow(features: int) -> AffineFlow:
+    return UnnormalisedFlow(features)
+
+
+def context_ignored_flow(features: int, context_features: int = 2) -> AffineFlow:
+    return ContextIgnoredFlow(features, context_features)
+
+
+#: The broken flows and the distribution checks meant to catch each (both dtypes, the CPU).
+BROKEN_FLOWS: dict = {
+    scale_mismatch_flow: ("dist_consistency", "dist_samples"),
+    unnormalised_flow: ("dist_normalisation",),
+    context_ignored_flow: ("dist_consistency", "dist_samples"),
+}
+#: Their correct twins: they pass every distribution check (or skip dist_consistency when the
+#: distribution returns no density along its sampling path).
+FLOW_TWINS: tuple = (affine_flow, conditional_affine_flow, affine_transformed_distribution)
+
+__all__ += [
+    "BROKEN_FLOWS",
+    "FLOW_TWINS",
+    "AffineFlow",
+    "ContextIgnoredFlow",
+    "ScaleMismatchFlow",
+    "UnnormalisedFlow",
+    "affine_flow",
+    "affine_transformed_distribution",
+    "conditional_affine_flow",
+    "context_ignored_flow",
+    "scale_mismatch_flow",
+    "unnormalised_flow",
+]
+
+
+# -- composition, save/load and compile (issue 19, parts 3-5) ----------------------------------
+class SingleSampleLogdet(CorrectLinear):
+    """Bug: the input goes through ``torch.atleast_2d`` and only y is reshaped back, so a single
+    sample x of shape (n,) gets a log|det| of shape (1,) instead of (); every batch is right."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.atleast_2d(x)
+        y, _ = super().forward(rows)
+        return y.reshape(x.shape), self.logabsdet().expand(rows.shape[:-1])
+
+
+class ScaleTransform(Transform, nn.Module):
+    """y = x ⊙ exp(s) + b as a torch ``Transform`` module with torch's default ``cache_size=0``:
+    no bug (the correct twin of the transforms below)."""
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+    __hash__ = nn.Module.__hash__
+
+    def __init__(self, features: int) -> None:
+        super().__init__(cache_size=0)
+        g = torch.Generator().manual_seed(features)
+        self.log_scale = nn.Parameter(0.3 * torch.randn(features, generator=g))
+        self.bias = nn.Parameter(0.1 * torch.randn(features, generator=g))
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.exp(self.log_scale) + self.bias
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return (y - self.bias) * torch.exp(-self.log_scale)
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.log_scale.sum().expand(x.shape[:-1])
+
+
+class EventDimKeptTransform(ScaleTransform):
+    """Bug: declares event_dim 1 (``real_vector``) but returns the elementwise log|det| of shape
+    (*batch, n), as an event_dim 0 transform would: every log|det| has the wrong shape, and a
+    ``TransformedDistribution`` adds it to a batch-shaped log_prob by broadcasting."""
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.log_scale.expand(x.shape)
+
+
+class DetachingCacheTransform(ScaleTransform):
+    """Bug: with ``cache_size=1`` it caches ``x.detach()``, so ``t.inv(t(x))`` answers from the
+    cache with an x cut from the graph and log_prob's gradient with respect to x is lost (the
+    cache × gradient class of torch issue 59822 and pyro issue 1885). Built with
+    ``cache_size=0``, so only a copy with ``cache_size=1`` shows it."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._cache_size == 0:
+            return self._call(x)
+        y = self._call(x)
+        self._cached_x_y = x.detach(), y
+        return y
+
+
+class ElementwiseScaleTransform(ScaleTransform):
+    """y = x ⊙ exp(s) + b declared elementwise (event_dim 0), log|det| of x's shape: no bug."""
+
+    domain = constraints.real
+    codomain = constraints.real
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.log_scale.expand(x.shape)
+
+
+class UnexpandedLogdetTransform(ElementwiseScaleTransform):
+    """Bug: the elementwise log|det| is returned unexpanded, shape (n,): a sum or a
+    ``TransformedDistribution`` broadcasts it, but ``StackTransform`` stacks the parts' values
+    as they are ((2, n), not (2, *batch, n)) and ``IndependentTransform`` sums the batch away."""
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.log_scale
+
+
+class _Strong:
+    """A picklable strong reference: ``_Strong(obj)() is obj``."""
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __call__(self) -> object:
+        return self.obj
+
+
+class OwnInverse(Transform):
+    """The inverse of a :class:`ScaleTransform` reached through ``ref()``."""
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+
+    def __init__(self, ref: object) -> None:
+        super().__init__()
+        self.ref = ref
+
+    @property
+    def inv(self) -> Transform:
+        return self.ref()
+
+    def _call(self, y: torch.Tensor) -> torch.Tensor:
+        return self.ref()._inverse(y)
+
+    def _inverse(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ref()._call(x)
+
+    def log_abs_det_jacobian(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return -self.ref().log_abs_det_jacobian(x, y)
+
+
+class WeakInverseTransform(ScaleTransform):
+    """Bug: ``t.inv`` holds the transform by a weak reference (to avoid a reference cycle), so
+    ``pickle.dumps(t.inv)`` raises TypeError: the inverse object cannot be saved."""
+
+    @property
+    def inv(self) -> Transform:
+        import weakref
+
+        return OwnInverse(weakref.ref(self))
+
+
+class HeldInverseTransform(ScaleTransform):
+    """``t.inv`` holds the transform by a picklable strong reference: a pickled ``t.inv`` still
+    works (the correct twin of :class:`WeakInverseTransform`; torch's own inverse class loses
+    its transform when pickled, torch PR 191370)."""
+
+    @property
+    def inv(self) -> Transform:
+        return OwnInverse(_Strong(self))
+
+
+class PickleDropsBuffer(CorrectLinear):
+    """y = W x + b + o, with o a non-persistent buffer (drawn from a seed at construction).
+    Bug: ``__getstate__`` treats the non-persistent buffers as caches and saves zeros, so a
+    pickled or ``torch.save``-d layer loses o (deep copies, by ``__deepcopy__``, keep it)."""
+
+    def __init__(self, features: int, *, drop: bool = True) -> None:
+        super().__init__(features)
+        g = torch.Generator().manual_seed(features + 1)
+        offset = 0.5 * torch.randn(features, generator=g)
+        self.register_buffer("offset", offset, persistent=False)
+        self.drop = drop
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y, ladj = super().forward(x)
+        return y + self.offset, ladj
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return super().inverse(y - self.offset)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if self.drop:
+            gone = self._non_persistent_buffers_set
+            state["_buffers"] = {
+                k: torch.zeros_like(v) if k in gone else v for k, v in self._buffers.items()
+            }
+        return state
+
+    def __deepcopy__(self, memo: dict) -> PickleDropsBuffer:
+        import copy
+
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for k, v in self.__dict__.items():
+            new.__dict__[k] = copy.deepcopy(v, memo)
+        return new
+
+
+class CompileFrozenWeight(CorrectLinear):
+    """Bug: keeps a copy of W made at construction for the compiled path
+    (``torch.compiler.is_compiling()``): eager is always right, a compiled layer uses the W it
+    was built with and follows no parameter update (nor the validator's move off init)."""
+
+    def __init__(self, features: int, *, frozen: bool = True) -> None:
+        super().__init__(features)
+        self.register_buffer("compiled_weight", self.weight.detach().clone(), persistent=False)
+        self.frozen = frozen
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.frozen and torch.compiler.is_compiling():
+            return F.linear(x, self.compiled_weight, self.bias), self.logabsdet().expand(
+                x.shape[:-1]
+            )
+        return super().forward(x)
+
+
+def single_sample_logdet(features: int) -> Adapter:
+    return _matrix(SingleSampleLogdet(features), features)
+
+
+def scale_transform(features: int) -> nn.Module:
+    return ScaleTransform(features)
+
+
+def event_dim_kept_transform(features: int) -> nn.Module:
+    return EventDimKeptTransform(features)
+
+
+def detaching_cache_transform(features: int) -> nn.Module:
+    return DetachingCacheTransform(features)
+
+
+def elementwise_scale_transform(features: int) -> nn.Module:
+    return ElementwiseScaleTransform(features)
+
+
+def unexpanded_logdet_transform(features: int) -> nn.Module:
+    return UnexpandedLogdetTransform(features)
+
+
+def weak_inverse_transform(features: int) -> nn.Module:
+    return WeakInverseTransform(features)
+
+
+def held_inverse_transform(features: int) -> nn.Module:
+    return HeldInverseTransform(features)
+
+
+def pickle_drops_buffer(features: int) -> Adapter:
+    return _matrix(PickleDropsBuffer(features), features)
+
+
+def pickle_keeps_buffer(features: int) -> Adapter:
+    """The correct twin of :func:`pickle_drops_buffer`."""
+    return _matrix(PickleDropsBuffer(features, drop=False), features)
+
+
+def compile_frozen_weight(features: int) -> Adapter:
+    return _matrix(CompileFrozenWeight(features), features)
+
+
+def compile_follows_weight(features: int) -> Adapter:
+    """The correct twin of :func:`compile_frozen_weight`."""
+    return _matrix(CompileFrozenWeight(features, frozen=False), features)
+
+
+#: The twins of this block in the default run (``compile`` is opt-in: see
+#: ``test_validate_compose.py``). The event_dim twin's log|det| has the wrong shape everywhere,
+#: so every check that compares it with a batch-shaped value fails too.
+BROKEN.update(
+    {
+        single_sample_logdet: {d: ("fail", ("composition",)) for d in ("float64", "float32")},
+        event_dim_kept_transform: {
+            d: (
+                "fail",
+                (
+                    "logdet_autograd",
+                    "logdet_consistency",
+                    "batch_shape",
+                    "gradients",
+                    "composition",
+                ),
+            )
+            for d in ("float64", "float32")
+        },
+        unexpanded_logdet_transform: {
+            d: ("fail", ("composition",)) for d in ("float64", "float32")
+        },
+        pickle_drops_buffer: {d: ("fail", ("persistence",)) for d in ("float64", "float32")},
+        weak_inverse_transform: {d: ("fail", ("persistence",)) for d in ("float64", "float32")},
+        detaching_cache_transform: {d: ("fail", ("persistence",)) for d in ("float64", "float32")},
+    }
+)
+
+__all__ += [
+    "CompileFrozenWeight",
+    "DetachingCacheTransform",
+    "ElementwiseScaleTransform",
+    "EventDimKeptTransform",
+    "HeldInverseTransform",
+    "OwnInverse",
+    "PickleDropsBuffer",
+    "ScaleTransform",
+    "SingleSampleLogdet",
+    "UnexpandedLogdetTransform",
+    "WeakInverseTransform",
+    "compile_follows_weight",
+    "compile_frozen_weight",
+    "detaching_cache_transform",
+    "elementwise_scale_transform",
+    "event_dim_kept_transform",
+    "held_inverse_transform",
+    "pickle_drops_buffer",
+    "pickle_keeps_buffer",
+    "scale_transform",
+    "single_sample_logdet",
+    "unexpanded_logdet_transform",
+    "weak_inverse_transform",
+]
+
+
+# -- conditional layers (issue 19, context): an inverse that ignores or misreads its context ----
+class ConditionalAffine(nn.Module):
+    """Correct twin: y = x·exp(s(c)) + t(c) with s(c) = tanh(c A), t(c) = c B, for a context
+    c of shape (*batch, M) or (M,); log|det| = Σ s. Invlin's convention with ``context=``."""
+
+    def __init__(self, features: int, context_features: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(7)
+        self.a = nn.Parameter(0.5 * torch.randn(context_features, features, generator=g))
+        self.b = nn.Parameter(torch.randn(context_features, features, generator=g))
+
+    def params(self, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if context is None:
+            raise ValueError(f"{type(self).__name__} needs a context")
+        return torch.tanh(context @ self.a), context @ self.b
+
+    def inverse_params(self, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.params(context)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None):
+        s, t = self.params(context)
+        return x * torch.exp(s) + t, s.sum(-1).expand(x.shape[:-1])
+
+    def inverse(self, y: torch.Tensor, context: torch.Tensor | None = None):
+        s, t = self.inverse_params(context)
+        return (y - t) * torch.exp(-s), (-s.sum(-1)).expand(y.shape[:-1])
+
+
+class ContextIgnoringInverse(ConditionalAffine):
+    """The inverse ignores the context (uses c = 0)."""
+
+    def inverse_params(self, context):
+        return self.params(torch.zeros_like(context))
+
+
+class ReversedContextInverse(ConditionalAffine):
+    """The inverse reads the context's features in reverse order."""
+
+    def inverse_params(self, context):
+        return self.params(context.flip(-1))
+
+
+class FirstRowContextInverse(ConditionalAffine):
+    """The inverse applies the first row's context to every row (right for one broadcast
+    context, wrong for one context per row)."""
+
+    def inverse_params(self, context):
+        first = context.reshape(-1, context.shape[-1])[0]
+        return self.params(first)
+
+
+class ContextCachedInverse(ConditionalAffine):
+    """The inverse returns the last forward's input for the same y, whatever the context (a
+    cache keyed on y alone)."""
+
+    def forward(self, x, context=None):
+        y, ld = super().forward(x, context)
+        self._last = (y.detach().clone(), x.detach().clone())
+        return y, ld
+
+    def inverse(self, y, context=None):
+        last = getattr(self, "_last", None)
+        if last is not None and last[0].shape == y.shape and torch.equal(last[0], y.detach()):
+            s, _ = self.params(context)
+            return last[1].clone(), (-s.sum(-1)).expand(y.shape[:-1])
+        return super().inverse(y, context)
+
+
+class ContextFreeLayer(ConditionalAffine):
+    """Accepts a context and ignores it in both directions (not conditional at all)."""
+
+    def params(self, context):
+        if context is None:
+            raise ValueError("ContextFreeLayer needs a context")
+        return torch.tanh(self.a.sum(0)), self.b.sum(0)
+
+
+def conditional_affine(features: int, context_features: int) -> ConditionalAffine:
+    return ConditionalAffine(features, context_features)
+
+
+def context_ignoring_inverse(features: int, context_features: int) -> ConditionalAffine:
+    return ContextIgnoringInverse(features, context_features)
+
+
+def reversed_context_inverse(features: int, context_features: int) -> ConditionalAffine:
+    return ReversedContextInverse(features, context_features)
+
+
+def first_row_context_inverse(features: int, context_features: int) -> ConditionalAffine:
+    return FirstRowContextInverse(features, context_features)
+
+
+def context_cached_inverse(features: int, context_features: int) -> ConditionalAffine:
+    return ContextCachedInverse(features, context_features)
+
+
+def context_free_layer(features: int, context_features: int) -> ConditionalAffine:
+    return ContextFreeLayer(features, context_features)
+
+
+#: The broken conditional layers and the checks meant to catch each (both dtypes, with
+#: context_features > 0); ``conditional_affine`` is their correct twin.
+BROKEN_CONDITIONAL: dict = {
+    context_ignoring_inverse: ("context", "round_trip"),
+    reversed_context_inverse: ("context", "round_trip"),
+    first_row_context_inverse: ("context",),
+    context_cached_inverse: ("context",),
+}
+
+__all__ += [
+    "BROKEN_CONDITIONAL",
+    "ConditionalAffine",
+    "ContextCachedInverse",
+    "ContextFreeLayer",
+    "ContextIgnoringInverse",
+    "FirstRowContextInverse",
+    "ReversedContextInverse",
+    "conditional_affine",
+    "context_cached_inverse",
+    "context_free_layer",
+    "context_ignoring_inverse",
+    "first_row_context_inverse",
+    "reversed_context_inverse",
 ]

@@ -22,6 +22,7 @@ __all__ = [
     "LUCase",
     "MatrixCase",
     "PathCase",
+    "array_literal",
     "conditioned_matrix",
     "crossing_path",
     "lu_factors",
@@ -35,7 +36,9 @@ __all__ = [
 KAPPA_LIMIT: dict[str, float] = {"float64": 1e12, "float32": 1e5}
 
 
-def _literal(a: np.ndarray) -> str:
+def array_literal(a: np.ndarray) -> str:
+    """``a`` as Python source (``np.array([...])``, shortest round-tripping digits) for a
+    reproduction snippet."""
     arr = np.asarray(a, dtype=np.float64)
     with np.printoptions(threshold=arr.size + 1, floatmode="unique", linewidth=100):
         return "np.array(" + np.array2string(arr, separator=", ") + ")"
@@ -74,7 +77,7 @@ class MatrixCase:
 
     def __repr__(self) -> str:
         return (
-            f"MatrixCase(a=np.{self.dtype}({_literal(self.a)}), dtype={self.dtype!r}, "
+            f"MatrixCase(a=np.{self.dtype}({array_literal(self.a)}), dtype={self.dtype!r}, "
             f"kappa={self.kappa!r}, sign={self.sign}, kind={self.kind!r})"
         )
 
@@ -118,8 +121,8 @@ class PathCase:
     def __repr__(self) -> str:
         dt = self.dtype
         return (
-            f"PathCase(a0=np.{dt}({_literal(self.a0)}), us=np.{dt}({_literal(self.us)}), "
-            f"vs=np.{dt}({_literal(self.vs)}), cs={_literal(self.cs)}, dtype={dt!r}, "
+            f"PathCase(a0=np.{dt}({array_literal(self.a0)}), us=np.{dt}({array_literal(self.us)}), "
+            f"vs=np.{dt}({array_literal(self.vs)}), cs={array_literal(self.cs)}, dtype={dt!r}, "
             f"kind={self.kind!r}, gap={self.gap!r}, leave={self.leave})"
         )
 
@@ -147,8 +150,8 @@ class LUCase:
 
     def __repr__(self) -> str:
         return (
-            f"LUCase(lower={_literal(self.lower)}, upper={_literal(self.upper)}, "
-            f"bias={_literal(self.bias)})"
+            f"LUCase(lower={array_literal(self.lower)}, upper={array_literal(self.upper)}, "
+            f"bias={array_literal(self.bias)})"
         )
 
 

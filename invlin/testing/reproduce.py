@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from invlin.testing.assertions import ToleranceError
-from invlin.testing.cases import _literal
+from invlin.testing.cases import array_literal
 
 __all__ = ["case_script", "reproducible"]
 
@@ -35,7 +35,7 @@ def case_script(call: str, **objects: Any) -> str:
     for name, value in objects.items():
         if not name.isidentifier():
             raise ValueError(f"object names must be identifiers, got {name!r}")
-        text = _literal(value) if isinstance(value, np.ndarray) else repr(value)
+        text = array_literal(value) if isinstance(value, np.ndarray) else repr(value)
         lines.append(f"{name} = {text}")
     lines.append(call.strip("\n"))
     return "\n".join(lines)

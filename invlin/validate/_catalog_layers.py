@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
+from invlin._validation import positive_int
 from invlin.validate.catalog import Entry, at_least, mlp, perturb, seeded, well_conditioned
 
-__all__ = ["freia", "invlin", "nflows", "normflows", "pyro", "zuko"]
+__all__ = [
+    "CONDITIONAL",
+    "FLOWS",
+    "conditional_seeded",
+    "freia",
+    "freia_conditional",
+    "invlin",
+    "nflows",
+    "nflows_conditional",
+    "normflows",
+    "normflows_conditional",
+    "pyro",
+    "pyro_conditional",
+    "zuko",
+    "zuko_conditional",
+]
 
 _TAILS = "linear tails beyond ±3 (identity there), 8 bins"
 
@@ -131,7 +149,8 @@ def zuko() -> list[Entry]:
 
     def flow(cls: type, n: int, **kw: object) -> torch.nn.Module:
         at_least(n, 2, cls.__name__)
-        return perturb(cls(n, 0, **kw))
+        # the flow's transform: a layer (a zuko Flow itself is a distribution, see FLOWS)
+        return perturb(cls(n, 0, **kw)).transform
 
     return [
         Entry(
@@ -363,3 +382,278 @@ def pyro() -> list[Entry]:
             "torch.distributions; codomain (−1, 1)",
         ),
     ]
+
+
+# -- conditional layers (context_features M > 0; see invlin.validate.conditional_catalog) -------
+def conditional_seeded(build: Callable[[int, int], object]) -> Callable[..., object]:
+    """Wrap ``build(features, context_features)`` into a factory ``(features, context_features,
+    seed=0)`` run under its own seed; both counts must be positive integers."""
+
+    def factory(features: int, context_features: int, *, seed: int = 0) -> object:
+        n = positive_int(features, "features")
+        m = positive_int(context_features, "context_features")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build(n, m)
+
+    factory.__name__ = factory.__qualname__ = getattr(build, "__name__", "factory")
+    factory.__doc__ = build.__doc__
+    return factory
+
+
+def zuko_conditional() -> list[Entry]:
+    """The lazy transforms of zuko flows with ``context`` features (``t(c)`` is the transform;
+    the flows themselves are distributions)."""
+    import zuko as z
+
+    def flow(cls: type, n: int, m: int) -> torch.nn.Module:
+        at_least(n, 2, cls.__name__)
+        return perturb(cls(n, m, transforms=1, hidden_features=[16]).transform)
+
+    return [
+        Entry("MAF", conditional_seeded(lambda n, m: flow(z.flows.MAF, n, m)), "context → MADE"),
+        Entry("NSF", conditional_seeded(lambda n, m: flow(z.flows.NSF, n, m)), "monotonic RQS"),
+        Entry("RealNVP", conditional_seeded(lambda n, m: flow(z.flows.RealNVP, n, m)), ""),
+    ]
+
+
+def nflows_conditional() -> list[Entry]:
+    """nflows transforms whose conditioner nets take ``context_features``."""
+    import nflows.transforms as nt
+    from nflows.nn.nets import ResidualNet
+    from nflows.utils import create_alternating_binary_mask
+
+    def coupling(cls: type, n: int, m: int, **kw: object) -> torch.nn.Module:
+        at_least(n, 2, cls.__name__)
+
+        def net(n_in: int, n_out: int) -> torch.nn.Module:
+            return ResidualNet(n_in, n_out, hidden_features=16, context_features=m, num_blocks=1)
+
+        return perturb(cls(create_alternating_binary_mask(n, even=True), net, **kw))
+
+    def made(n: int, m: int) -> torch.nn.Module:
+        at_least(n, 2, "MaskedAffineAutoregressiveTransform")
+        return perturb(nt.MaskedAffineAutoregressiveTransform(n, 16, context_features=m))
+
+    rqs = {"tails": "linear", "tail_bound": 3.0, "num_bins": 8}
+    return [
+        Entry(
+            "AffineCouplingTransform",
+            conditional_seeded(lambda n, m: coupling(nt.AffineCouplingTransform, n, m)),
+            "ResidualNet 16 with context",
+        ),
+        Entry(
+            "PiecewiseRationalQuadraticCouplingTransform",
+            conditional_seeded(
+                lambda n, m: coupling(nt.PiecewiseRationalQuadraticCouplingTransform, n, m, **rqs)
+            ),
+            _TAILS,
+        ),
+        Entry("MaskedAffineAutoregressiveTransform", conditional_seeded(made), "MADE 16"),
+    ]
+
+
+def normflows_conditional() -> list[Entry]:
+    """normflows flows built with context features (``forward(z, context)``)."""
+    import normflows as nf
+
+    def need2(build: Callable[[int, int], torch.nn.Module]) -> Callable[..., object]:
+        def inner(n: int, m: int) -> torch.nn.Module:
+            at_least(n, 2, "this layer")
+            return perturb(build(n, m))
+
+        return conditional_seeded(inner)
+
+    return [
+        Entry(
+            "MaskedAffineAutoregressive",
+            need2(
+                lambda n, m: nf.flows.MaskedAffineAutoregressive(
+                    n, 16, context_features=m, num_blocks=1
+                )
+            ),
+            "",
+        ),
+        Entry(
+            "CoupledRationalQuadraticSpline",
+            need2(
+                lambda n, m: nf.flows.CoupledRationalQuadraticSpline(
+                    n, 1, 16, num_context_channels=m
+                )
+            ),
+            _TAILS,
+        ),
+        Entry(
+            "AutoregressiveRationalQuadraticSpline",
+            need2(
+                lambda n, m: nf.flows.AutoregressiveRationalQuadraticSpline(
+                    n, 1, 16, num_context_channels=m, init_identity=False
+                )
+            ),
+            _TAILS,
+        ),
+    ]
+
+
+def freia_conditional() -> list[Entry]:
+    """FrEIA coupling blocks built with ``dims_c=[(context_features,)]``."""
+    import FrEIA.modules as fm
+
+    def block(cls: type, **kw: object) -> Callable[..., object]:
+        def build(n: int, m: int) -> torch.nn.Module:
+            at_least(n, 2, cls.__name__)
+            return perturb(cls([(n,)], dims_c=[(m,)], subnet_constructor=mlp, **kw))
+
+        return conditional_seeded(build)
+
+    return [
+        Entry("AllInOneBlock", block(fm.AllInOneBlock), "affine coupling, soft clamp 2"),
+        Entry("GLOWCouplingBlock", block(fm.GLOWCouplingBlock), ""),
+        Entry("RNVPCouplingBlock", block(fm.RNVPCouplingBlock), ""),
+    ]
+
+
+def pyro_conditional() -> list[Entry]:
+    """pyro ``ConditionalTransformModule`` layers: ``t.condition(c)``; returned already wrapped
+    in :class:`~invlin.validate.adapters.distributions.DistributionsAdapter`."""
+    import pyro.distributions.transforms as pt
+
+    from invlin.validate.adapters.distributions import DistributionsAdapter
+
+    def wrapped(build: Callable[[int, int], object]) -> Callable[..., object]:
+        def inner(n: int, m: int) -> object:
+            at_least(n, 2, "this layer")
+            return DistributionsAdapter(perturb(build(n, m)), n, context_features=m)
+
+        return conditional_seeded(inner)
+
+    hidden = [16]
+    return [
+        Entry(
+            "ConditionalAffineCoupling",
+            wrapped(lambda n, m: pt.conditional_affine_coupling(n, m, hidden_dims=hidden)),
+            "",
+        ),
+        Entry(
+            "ConditionalAffineAutoregressive",
+            wrapped(lambda n, m: pt.conditional_affine_autoregressive(n, m, hidden_dims=hidden)),
+            "",
+        ),
+        Entry(
+            "ConditionalSpline",
+            wrapped(lambda n, m: pt.conditional_spline(n, m, hidden_dims=hidden)),
+            "elementwise (event_dim 0); linear spline order, bound 3",
+        ),
+    ]
+
+
+#: library → its conditional entries (the libraries without any are absent).
+CONDITIONAL: dict[str, Callable[[], list[Entry]]] = {
+    "nflows": nflows_conditional,
+    "zuko": zuko_conditional,
+    "normflows": normflows_conditional,
+    "freia": freia_conditional,
+    "pyro": pyro_conditional,
+}
+
+
+# -- whole flows as distributions (see invlin.validate.distribution.catalog) ------------------
+def _zuko_flows(conditional: bool) -> list[Entry]:
+    import zuko as z
+
+    def build(cls: type, n: int, mm: int) -> torch.nn.Module:
+        at_least(n, 2, cls.__name__)
+        return perturb(cls(n, mm, transforms=2, hidden_features=[16]))
+
+    return [
+        Entry(
+            "MAFFlow",
+            _flow_seeded(lambda n, mm: build(z.flows.MAF, n, mm), conditional),
+            "2 affine",
+        ),
+        Entry(
+            "NSFFlow", _flow_seeded(lambda n, mm: build(z.flows.NSF, n, mm), conditional), "2 RQS"
+        ),
+    ]
+
+
+def _nflows_flows(conditional: bool) -> list[Entry]:
+    import nflows.transforms as nt
+    from nflows.distributions import StandardNormal
+    from nflows.flows import Flow
+
+    def build(n: int, mm: int) -> torch.nn.Module:
+        at_least(n, 2, "MaskedAffineAutoregressiveTransform")
+        ctx = mm or None
+        rqs = {"tails": "linear", "tail_bound": 3.0, "num_bins": 8}
+        # spline (not affine) MADEs: an affine MADE divides by scales down to 1e-3 when
+        # sampling, which gives tails too heavy for the importance-sampling checks to judge
+        parts = [
+            nt.MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
+                n, 16, context_features=ctx, **rqs
+            ),
+            nt.ReversePermutation(n),
+            nt.MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
+                n, 16, context_features=ctx, **rqs
+            ),
+        ]
+        return perturb(Flow(nt.CompositeTransform(parts), StandardNormal([n])))
+
+    return [
+        Entry("MAFFlow", _flow_seeded(build, conditional), f"RQS MADE, reverse, RQS MADE; {_TAILS}")
+    ]
+
+
+def _normflows_flows(conditional: bool) -> list[Entry]:
+    import normflows as nf
+
+    def build(n: int, mm: int) -> torch.nn.Module:
+        at_least(n, 2, "MaskedAffineAutoregressive")
+        ctx = mm or None
+        flows = [
+            nf.flows.MaskedAffineAutoregressive(n, 16, context_features=ctx, num_blocks=1),
+            nf.flows.Permute(n, mode="swap"),
+            nf.flows.MaskedAffineAutoregressive(n, 16, context_features=ctx, num_blocks=1),
+        ]
+        cls = nf.ConditionalNormalizingFlow if mm else nf.NormalizingFlow
+        return perturb(cls(nf.distributions.DiagGaussian(n, trainable=False), flows))
+
+    name = "ConditionalNormalizingFlow" if conditional else "NormalizingFlow"
+    return [Entry(name, _flow_seeded(build, conditional), "MaskedAffineAutoregressive ×2, swap")]
+
+
+def _pyro_flows(conditional: bool) -> list[Entry]:
+    import pyro.distributions as dist
+    import pyro.distributions.transforms as T
+
+    def build(n: int, mm: int) -> object:
+        base = dist.Normal(torch.zeros(n), torch.ones(n)).to_event(1)
+        if mm:
+            parts = [T.conditional_spline(n, context_dim=mm, count_bins=8)]
+            return dist.ConditionalTransformedDistribution(base, [perturb(p) for p in parts])
+        parts = [T.affine_coupling(n, hidden_dims=[16]), T.Householder(n, count_transforms=1)]
+        return dist.TransformedDistribution(base, [perturb(p) for p in parts])
+
+    name = "ConditionalTransformedDistribution" if conditional else "TransformedDistribution"
+    note = (
+        "conditional spline, 8 bins" if conditional else "elementwise spline (8 bins), Householder"
+    )
+    return [Entry(name, _flow_seeded(build, conditional), note)]
+
+
+def _flow_seeded(build: Callable[[int, int], object], conditional: bool) -> Callable[..., object]:
+    """``build(features, M)`` as a ``seeded`` factory (M = 0), or a ``conditional_seeded`` one
+    that is given M."""
+    if conditional:
+        return conditional_seeded(build)
+    return seeded(lambda n: build(n, 0))
+
+
+#: library → its whole flows (distributions): ``FLOWS[lib](conditional)``, the conditional
+#: ones' factories taking ``context_features`` M.
+FLOWS: dict[str, Callable[[bool], list[Entry]]] = {
+    "zuko": _zuko_flows,
+    "nflows": _nflows_flows,
+    "normflows": _normflows_flows,
+    "pyro": _pyro_flows,
+}

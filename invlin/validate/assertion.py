@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from invlin.search_profiles import VALIDATOR_DEFAULT, choose_profile
 from invlin.validate.render import render_text
 from invlin.validate.results import Conformance, LayerReport
 from invlin.validate.worker import DEFAULT_TIMEOUT, LAYER_TIMEOUT_FACTOR
 
 __all__ = ["check"]
-
-_PROFILES = ("dev", "ci", "thorough")
-
-
-def _profile(profile: str | None) -> str:
-    if profile is None:
-        env = os.environ.get("INVLIN_PROFILE", "")
-        return env if env in _PROFILES else "ci"
-    if profile not in _PROFILES:
-        raise ValueError(f"profile must be one of {_PROFILES}, got {profile!r}")
-    return profile
 
 
 def _require_hypothesis() -> None:
@@ -49,6 +38,7 @@ def check(
     allow_insufficient: bool = False,
     timeout: float | None = DEFAULT_TIMEOUT,
     memory_limit: int | None = None,
+    context_features: int = 0,
 ) -> LayerReport:
     """Validate the layer ``layer_factory(features=features)`` builds; raise on any failure.
 
@@ -60,10 +50,11 @@ def check(
     ``layer_factory`` is a callable (or a TARGET string ``"pkg.mod:factory"`` /
     ``"file.py:factory"``); the layer it returns may follow any supported library's
     convention. ``profile`` (``dev``, ``ci``, ``thorough``; default ``$INVLIN_PROFILE`` or
-    ``ci``) sets how hard Hypothesis searches. Returns the :class:`LayerReport` when every
-    check passes or is skipped (or is ``insufficient``, with ``allow_insufficient=True``);
-    otherwise raises ``AssertionError`` whose message is the conformance table followed by each
-    failure's message, minimal failing example, reproduction snippet and exception.
+    ``ci``; an unknown name, here or there, is a ValueError) sets how hard Hypothesis
+    searches. Returns the :class:`LayerReport` when every check passes or is skipped (or is
+    ``insufficient``, with ``allow_insufficient=True``); otherwise raises ``AssertionError``
+    whose message is the conformance table followed by each failure's message, minimal failing
+    example, reproduction snippet and exception.
 
     Where it runs: a callable (a class, a function, a closure) is validated in this process,
     which the validator leaves as it found it — torch's, NumPy's and Python's random
@@ -73,6 +64,10 @@ def check(
     ``invlin validate`` does it, where ``timeout`` (seconds per check, ``None``: none; the
     layer gets five times that in all) and ``memory_limit`` (MiB) apply and a layer that
     crashes or hangs is an ``error``; neither limit can be enforced in this process.
+
+    ``context_features`` M > 0 checks a conditional layer: the factory is called as
+    ``layer_factory(features=N, context_features=M)`` and the checks run with contexts (see
+    :mod:`invlin.validate.conditioning`; a factory without that argument is a ValueError).
     """
     _require_hypothesis()
     from invlin.validate.runner import validate
@@ -84,9 +79,11 @@ def check(
     kw: dict[str, Any] = {
         "features": features,
         "dtypes": tuple(dtypes),
-        "profile": _profile(profile),
+        "profile": choose_profile(profile, default=VALIDATOR_DEFAULT),
         "checks": checks,
     }
+    if context_features:
+        kw["context_features"] = context_features
     if isinstance(layer_factory, str):
         from invlin.validate.worker import Limits, run_isolated
 

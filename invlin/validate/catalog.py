@@ -1,4 +1,9 @@
-"""Curated invertible layers of each supported library, as seeded factories for the validator."""
+"""Curated invertible layers of each supported library, as seeded factories for the validator.
+
+The libraries are the adapter plug-ins of :mod:`invlin.validate.registry` that declare a
+catalog; ``LIBRARIES`` (computed on use, as third-party entry points extend it) is their
+``--library`` names.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +12,26 @@ import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-__all__ = ["FACTORIES", "LIBRARIES", "Entry", "catalog"]
+from invlin.validate import registry
 
-#: Library names accepted by :func:`catalog` (and by ``invlin validate --library``).
-LIBRARIES: tuple[str, ...] = ("invlin", "nflows", "zuko", "normflows", "freia", "pyro")
+__all__ = ["FACTORIES", "Entry", "catalog", "libraries"]
 
-#: library → (module to import, pip package that provides it)
-_PACKAGES: dict[str, tuple[str, str]] = {
-    "invlin": ("invlin", "invlin"),
-    "nflows": ("nflows", "nflows"),
-    "zuko": ("zuko", "zuko"),
-    "normflows": ("normflows", "normflows"),
-    "freia": ("FrEIA", "FrEIA"),
-    "pyro": ("pyro", "pyro-ppl"),
-}
+
+def libraries() -> tuple[str, ...]:
+    """The ``--library`` names: every declared plug-in, in listing order (nothing imported;
+    :func:`catalog` says when one has no catalog)."""
+    return registry.names()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LIBRARIES":
+        return libraries()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _HIDDEN = 16  # hidden width of every conditioner network: small, so checks stay fast
 _NOISE = 0.1  # standard deviation added to every trainable parameter (see _perturb)
@@ -44,7 +52,7 @@ class Entry:
 
 
 def catalog(library: str) -> list[Entry]:
-    """The curated layers of ``library`` (one of :data:`LIBRARIES`).
+    """The curated layers of ``library`` (one of :func:`libraries`), from its plug-in.
 
     Every factory takes ``features`` (int, ≥ 2 for coupling and autoregressive layers) and an
     optional ``seed`` (default 0), draws its parameters under that seed without disturbing the
@@ -52,24 +60,26 @@ def catalog(library: str) -> list[Entry]:
     parameter gets N(0, 0.1²) noise added (data-dependent initialisations are marked done
     first). Conditional layers are built unconditional (no context).
 
-    Raises ValueError for an unknown library and ModuleNotFoundError naming the pip package
-    when the library is not installed.
+    Raises ValueError for an unknown library or one without a catalog, ModuleNotFoundError
+    naming the pip package when the library is not installed, and
+    :class:`~invlin.validate.registry.PluginError` for a plug-in that cannot be loaded.
     """
-    if library not in _PACKAGES:
-        raise ValueError(f"library must be one of {LIBRARIES}, got {library!r}")
-    module, package = _PACKAGES[library]
+    if library not in registry.names():
+        raise ValueError(f"library must be one of {libraries()}, got {library!r}")
+    plugin = registry.plugin(library)
+    if plugin.catalog is None:
+        raise ValueError(f"the {library} plug-in declares no catalog")
     try:
-        importlib.import_module(module)
+        importlib.import_module(plugin.module)
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(
-            f"the {library} catalog needs the {package!r} package: pip install {package}",
-            name=module,
+            f"the {library} catalog needs the {plugin.package!r} package: "
+            f"pip install {plugin.package}",
+            name=plugin.module,
         ) from exc
-    from invlin.validate import _catalog_layers as layers
-
     return [
         dataclasses.replace(e, target=f"{__name__}:FACTORIES.{library}.{e.name}")
-        for e in getattr(layers, library)()
+        for e in plugin.catalog()
     ]
 
 
@@ -93,8 +103,8 @@ class _Factories:
     ``invlin.validate.catalog:FACTORIES.nflows.LULinear``."""
 
     def __getattr__(self, library: str) -> _LibraryFactories:
-        if library not in LIBRARIES:
-            raise AttributeError(f"no catalog for {library!r}; libraries are {LIBRARIES}")
+        if library.startswith("_") or library not in registry.names():
+            raise AttributeError(f"no catalog for {library!r}; libraries are {libraries()}")
         return _LibraryFactories(library)
 
 

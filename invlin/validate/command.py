@@ -8,33 +8,52 @@ global state cannot take the run — or the layers validated after it — with i
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from invlin.cli import SUMMARIES, positive_int
+from invlin.search_profiles import PROFILE_NAMES, VALIDATOR_DEFAULT, choose_profile
 from invlin.validate.progress import Progress, ProgressLine
 from invlin.validate.target import UsageError, split_target
 from invlin.validate.worker import DEFAULT_TIMEOUT, LAYER_TIMEOUT_FACTOR
 
 __all__ = ["register", "run_validation"]
 
-PROFILES = ("dev", "ci", "thorough")
+PROFILES = PROFILE_NAMES
 DTYPES = ("float64", "float32")
 FORMATS = ("text", "markdown", "json")
 
 DESCRIPTION = """\
-Build a layer with FACTORY(features=N), wrap it in the adapter of its library (nflows, zuko,
-normflows, FrEIA, pyro / torch.distributions, invlin), move its parameters off their
-initialisation (seeded, reported) and run the conformance checks with the tolerance engine:
-invertibility (a full-rank Jacobian), round trips and log|det| against a float64 reference (the
-exact oracle for linear layers) on ordinary, large, extreme and near-boundary inputs, batch
-shapes and every row of a 130-row batch recomposed, dtype/device, train/eval and caches, domain
-edges, ill-conditioned weights, parameter gradients against finite differences. A case that
-fails in one dtype is replayed in the other. Prints a conformance table.
+Build a layer with FACTORY(features=N), wrap it in the adapter of its library (any registered
+adapter plug-in: the libraries of --library, or a third party's through the entry-point group
+invlin.adapters), move its parameters off their initialisation (seeded, reported) and run the
+conformance checks with the tolerance engine: invertibility (a full-rank Jacobian), round trips
+and log|det| against a float64 reference (the exact oracle for linear layers) on ordinary,
+large, extreme and near-boundary inputs, batch shapes and every row of a 130-row batch
+recomposed, dtype/device, train/eval and caches, domain edges, ill-conditioned weights,
+parameter gradients against finite differences, composition with itself and its inverse
+(log|det| additive, shapes, torch Transform event_dim / Compose / Cat / Stack), and copies
+(state_dict into a fresh instance, torch.save/load, pickle, deepcopy, the inverse object t.inv).
+A case that fails in one dtype is replayed in the other. Prints a conformance table.
+torch.compile is judged only when asked: --check compile.
+
+Whole flows: when FACTORY returns a distribution (zuko Flow, nflows Flow, normflows
+NormalizingFlow, torch/pyro TransformedDistribution, or anything with log_prob and sample), the
+checks dist_consistency (log_prob of samples equals the density along the sampling path),
+dist_normalisation (the density integrates to 1: quadrature in 1-2 dimensions, importance
+sampling elsewhere) and dist_samples (samples against the density on random 1-D projections,
+DKWM bound; a correct flow fails less than once in 10^6 runs) run, and every transform inside
+the flow is validated as a layer of its own.
+
+Conditional layers (--context-features M): the factory is called as FACTORY(features=N,
+context_features=M), every check runs with one N(0, I) context drawn from the seed for every
+row, and the check "context" judges contexts per row, one broadcast context, extreme ones
+(|c| up to 1e4), an inverse under another context, and a fresh instance; flows are judged at
+drawn contexts.
 
 Each layer runs in a worker process of its own: a layer that hangs (--timeout), allocates too
 much (--memory-limit), crashes, calls sys.exit or changes process-wide state (default dtype,
@@ -68,9 +87,22 @@ examples:
 
 
 def default_profile() -> str:
-    """``$INVLIN_PROFILE`` when it names a profile, else ``ci``."""
-    name = os.environ.get("INVLIN_PROFILE", "")
-    return name if name in PROFILES else "ci"
+    """``$INVLIN_PROFILE`` when set, else ``ci``; a UsageError when it names no profile."""
+    try:
+        return choose_profile(default=VALIDATOR_DEFAULT)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def context_count(text: str) -> int:
+    """argparse type: a number of context features, an integer ≥ 0 (0: unconditional)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
 
 
 def seconds(text: str) -> float:
@@ -82,6 +114,16 @@ def seconds(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
     return value
+
+
+def _libraries() -> str:
+    """The ``--library`` names for the help, from the plug-in registry (nothing imported)."""
+    from invlin.validate.registry import PluginError, names
+
+    try:
+        return ", ".join(names())
+    except PluginError as exc:  # still print the help; running names the broken plug-in too
+        return f"(none listed: {exc})"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -110,12 +152,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="number of features passed to the factory (default 4)",
     )
     p.add_argument(
+        "--context-features",
+        type=context_count,
+        default=0,
+        metavar="M",
+        help="validate conditional layers: the factory is called as factory(features=N, "
+        "context_features=M) (it must accept that argument) and every check runs with a "
+        "context drawn from the seed, one N(0, I) context for every row; the check 'context' "
+        "judges per-row, broadcast and extreme contexts (|c| up to 1e4). With --library, the "
+        "library's conditional layers are validated instead of its unconditional ones "
+        "(default 0: unconditional)",
+    )
+    p.add_argument(
         "--library",
         action="append",
         default=None,
         metavar="NAME",
-        help="also run the curated layers of a library: invlin, nflows, zuko, "
-        "normflows, freia, pyro (repeatable)",
+        help=f"also run the curated layers of a library: {_libraries()} (repeatable; "
+        "adapter plug-ins of the entry-point group invlin.adapters add more)",
     )
     p.add_argument(
         "--dtype",
@@ -142,7 +196,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=None,
         metavar="NAME",
-        help="run only this check (repeatable; default all)",
+        help="run only this check (repeatable; default: every check except the opt-in "
+        "compile, which runs only when named: --check compile)",
     )
     p.add_argument(
         "--format",
@@ -250,6 +305,7 @@ def run_validation(
     memory_limit: int | None = None,
     jobs: int = 1,
     progress: Progress | None = None,
+    context_features: int = 0,
 ) -> Any:
     """Validate ``target`` and every curated layer of ``libraries``: one :class:`Conformance`.
 
@@ -257,7 +313,9 @@ def run_validation(
     at a time. ``timeout`` is the limit of one check in seconds (``None`` or 0: none),
     ``layer_timeout`` of one layer (default ``5 × timeout``, 0: none), ``memory_limit`` each
     worker's data segment in MiB. ``progress`` is a
-    :class:`~invlin.validate.progress.Progress` (default: none).
+    :class:`~invlin.validate.progress.Progress` (default: none). ``context_features`` M > 0
+    validates conditional layers (``factory(features=N, context_features=M)``, the libraries'
+    conditional catalogs; see :mod:`invlin.validate.conditioning`).
 
     Raises :class:`~invlin.validate.target.UsageError` for a bad TARGET, an import failure,
     an unknown or missing library or check, a bad device. A layer that raises, crashes, exits
@@ -286,6 +344,9 @@ def run_validation(
         "dtypes": list(dtypes) if dtypes else None,
         "devices": list(devices) if devices else None,
     }
+    if context_features:
+        options["context_features"] = context_features
+    started = time.monotonic()  # the run's wall time goes into its metadata
     done = run_isolated(
         targets=[target] if target is not None else [],
         libraries=list(libraries),
@@ -302,7 +363,11 @@ def run_validation(
         devices=done.devices,
         seed=seed,
         checks=done.checks,
+        wall_seconds=time.monotonic() - started,
+        jobs=jobs,
     )
+    if context_features:
+        result.meta["context_features"] = context_features
     if done.warnings:
         result.meta["warnings"] = done.warnings
     return result
@@ -313,6 +378,8 @@ def _command_line(args: argparse.Namespace) -> str:
     if args.target:
         argv.append(args.target)
     argv += ["--features", str(args.features)]
+    if args.context_features:
+        argv += ["--context-features", str(args.context_features)]
     for flag, values in (
         ("--library", args.library),
         ("--dtype", args.dtype),
@@ -346,7 +413,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.out is not None:  # checked before any work
         try:
             output = plan_output(args.out, kind="validate", command=_command_line(args))
-        except OutputError as exc:
+        except (OutputError, UsageError) as exc:  # UsageError: a bad $INVLIN_PROFILE
             print(f"invlin validate: error: {exc}", file=sys.stderr)
             return 2
     progress = ProgressLine(enabled=False if args.quiet else None)
@@ -363,6 +430,7 @@ def _run(args: argparse.Namespace) -> int:
             layer_timeout=args.layer_timeout,
             memory_limit=args.memory_limit,
             jobs=args.jobs,
+            context_features=args.context_features,
             progress=progress,
         )
     except UsageError as exc:

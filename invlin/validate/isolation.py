@@ -289,10 +289,10 @@ GRAD_CHANGES: list[Change] = []
 
 
 def _watch(method: Callable[..., Any]) -> Callable[..., Any]:
-    def call(self: Any, t: Any) -> Any:
+    def call(self: Any, t: Any, *args: Any, **kwargs: Any) -> Any:
         before = torch.is_grad_enabled()
         try:
-            return method(self, t)
+            return method(self, t, *args, **kwargs)
         finally:
             after = torch.is_grad_enabled()
             if after != before:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import math
 import platform
 from collections.abc import Sequence
 from typing import Any
 
+from invlin._validation import positive_int
+
 __all__ = ["LIBRARY_DISTRIBUTIONS", "run_meta", "versions"]
 
-#: Distributions whose versions the conformance metadata records when installed.
+#: Distributions whose versions the conformance metadata records when installed (with the
+#: pip package of every built-in adapter plug-in, :data:`invlin.validate.registry.BUILTIN`).
 LIBRARY_DISTRIBUTIONS: tuple[str, ...] = (
     "invlin",
     "torch",
@@ -18,18 +22,16 @@ LIBRARY_DISTRIBUTIONS: tuple[str, ...] = (
     "hypothesis",
     "python-flint",
     "mpmath",
-    "nflows",
-    "zuko",
-    "normflows",
-    "FrEIA",
-    "pyro-ppl",
 )
 
 
 def versions() -> dict[str, str]:
-    """``{distribution: version}`` of every installed :data:`LIBRARY_DISTRIBUTIONS` entry."""
+    """``{distribution: version}`` of every installed :data:`LIBRARY_DISTRIBUTIONS` entry and
+    built-in plug-in library."""
+    from invlin.validate.registry import BUILTIN
+
     out = {}
-    for dist in LIBRARY_DISTRIBUTIONS:
+    for dist in dict.fromkeys((*LIBRARY_DISTRIBUTIONS, *(b.package for b in BUILTIN.values()))):
         try:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -45,9 +47,19 @@ def run_meta(
     devices: Sequence[str],
     seed: int,
     checks: Sequence[str],
+    wall_seconds: float | None = None,
+    jobs: int | None = None,
 ) -> dict[str, Any]:
     """The ``meta`` of a :class:`~invlin.validate.results.Conformance`: the options, the date
-    (UTC), Python and :func:`versions`."""
+    (UTC), Python and :func:`versions`; ``wall_seconds`` (the run's wall-clock time, s, rounded
+    to 0.1 s) and ``jobs`` (layers validated at once, which that time depends on) when given."""
+    if wall_seconds is not None and not (wall_seconds >= 0 and math.isfinite(wall_seconds)):
+        raise ValueError(f"wall_seconds must be a finite number >= 0, got {wall_seconds!r}")
+    timing: dict[str, Any] = {}
+    if wall_seconds is not None:
+        timing["wall_seconds"] = round(float(wall_seconds), 1)
+    if jobs is not None:
+        timing["jobs"] = positive_int(jobs, "jobs")
     return {
         "profile": profile,
         "features": features,
@@ -58,4 +70,5 @@ def run_meta(
         "python": platform.python_version(),
         "versions": versions(),
         "checks": list(checks),
+        **timing,
     }

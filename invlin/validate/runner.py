@@ -10,9 +10,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from invlin._errors import error_summary
 from invlin.testing.profiles import PROFILES
 from invlin.validate import isolation
-from invlin.validate.checks import CHECKS, CheckContext, run_check
+from invlin.validate.checks import CHECKS, CONDITIONAL, KNOWN, CheckContext, run_check
+from invlin.validate.conditioning import (
+    accepts_context,
+    bind_context,
+    call_factory,
+    context_features_value,
+)
+from invlin.validate.distribution import (
+    DIST_CHECKS,
+    DistributionAdapter,
+    applicable,
+    as_distribution,
+    part_factory,
+)
 from invlin.validate.meta import LIBRARY_DISTRIBUTIONS, run_meta
 from invlin.validate.perturbation import Perturbation, move_off_init, reapply
 from invlin.validate.protocol import Adapter
@@ -25,7 +39,6 @@ __all__ = [
     "contained",
     "default_devices",
     "explained",
-    "text",
     "validate",
     "validate_all",
 ]
@@ -40,19 +53,14 @@ def default_devices() -> tuple[str, ...]:
     return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
 
 
-def text(exc: BaseException) -> str:
-    """``"Type: first line of the message"``."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
 def explained(exc: BaseException) -> str:
-    """:func:`text`, saying so when the exception would have ended the process."""
+    """:func:`~invlin._errors.error_summary`, saying so when the exception would have ended
+    the process."""
     if isinstance(exc, SystemExit):
-        return f"{text(exc)} (the layer's code called sys.exit; the validator went on)"
+        return f"{error_summary(exc)} (the layer's code called sys.exit; the validator went on)"
     if isinstance(exc, KeyboardInterrupt):
-        return f"{text(exc)} (raised by the layer's code, not by Ctrl-C)"
-    return text(exc)
+        return f"{error_summary(exc)} (raised by the layer's code, not by Ctrl-C)"
+    return error_summary(exc)
 
 
 def contained(exc: BaseException) -> bool:
@@ -78,6 +86,13 @@ def _factory_name(factory: Callable[..., object]) -> str:
 
 def _import_line(factory: Callable[..., object], target: str) -> str:
     """Source that binds ``factory`` in a reproduction script."""
+    part = getattr(factory, "flow_part", None)
+    if part is not None:  # an inner transform of a whole flow: the flow's factory, then its part
+        return (
+            f"{_import_line(part.flow, target)}\n"
+            "from invlin.validate.distribution import part_factory\n"
+            f"factory = part_factory(factory, {part.index})"
+        )
     if target:
         return f"from invlin.validate.target import load_target\nfactory = load_target({target!r})"
     module = getattr(factory, "__module__", None)
@@ -99,15 +114,22 @@ def _setup(
     dtype: str,
     device: str,
     moved: Perturbation | None,
+    context_features: int = 0,
 ) -> str:
+    ctx_arg = f", context_features={context_features}" if context_features else ""
     lines = [
         "import numpy as np",
         "import torch",
         "from invlin.validate.adapters import adapt",
         _import_line(factory, target),
         f"torch.manual_seed({seed}); np.random.seed({seed})",
-        f"adapter = adapt(factory(features={features}), {features}, name={name!r})",
+        f"adapter = adapt(factory(features={features}{ctx_arg}), {features}, name={name!r})",
     ]
+    if context_features:
+        lines += [
+            "from invlin.validate.conditioning import bind_context",
+            f"bind_context(adapter, {context_features}, seed={seed})  # the context of every call",
+        ]
     if moved is not None and moved.scale > 0:
         lines += [
             "from invlin.validate.perturbation import perturb",
@@ -117,7 +139,9 @@ def _setup(
     return "\n".join(lines)
 
 
-def _seeded(factory: Callable[..., object], features: int, seed: int) -> object:
+def _seeded(
+    factory: Callable[..., object], features: int, seed: int, context_features: int = 0
+) -> object:
     """``factory(features=features)`` after ``torch.manual_seed(seed)`` — and NumPy's and
     Python's global generators seeded too (FrEIA draws permutations with NumPy), their states
     restored afterwards; torch's is restored by the guard :func:`validate` puts around every
@@ -128,20 +152,20 @@ def _seeded(factory: Callable[..., object], features: int, seed: int) -> object:
         torch.manual_seed(seed)
         np.random.seed(seed)  # noqa: NPY002
         random.seed(seed)
-        return factory(features=features)
+        return call_factory(factory, features, context_features)
     finally:
         np.random.set_state(np_state)  # noqa: NPY002
         random.setstate(py_state)
 
 
-def _check_names(checks: Sequence[str] | None) -> list[str]:
-    if checks is None:
-        return list(CHECKS)
+def _check_names(checks: Sequence[str] | None, context_features: int = 0) -> list[str]:
+    if checks is None:  # the conditional checks join the default run for a conditional layer
+        return [*CHECKS, *(CONDITIONAL if context_features else ())]
     if isinstance(checks, str):
         checks = [checks]
-    unknown = [c for c in checks if c not in CHECKS]
+    unknown = [c for c in checks if c not in KNOWN and c not in DIST_CHECKS]
     if unknown:
-        raise ValueError(f"checks must name entries of {list(CHECKS)}, got {unknown}")
+        raise ValueError(f"checks must name entries of {[*KNOWN, *DIST_CHECKS]}, got {unknown}")
     return list(dict.fromkeys(checks))
 
 
@@ -173,14 +197,14 @@ def _available(device: str) -> str | None:
         try:
             torch.empty(0, device=device)
         except Exception as exc:
-            return f"device {device!r} is not usable here: {text(exc)}"
+            return f"device {device!r} is not usable here: {error_summary(exc)}"
     return None
 
 
 def _check(check: str, make: Callable[[], Adapter], ctx: CheckContext) -> CheckResult:
     """:func:`run_check`, with the exceptions that would end the process as ``error``."""
     try:
-        return run_check(check, CHECKS[check], make, ctx)
+        return run_check(check, KNOWN.get(check) or DIST_CHECKS[check], make, ctx)
     except BaseException as exc:
         if not contained(exc):
             raise
@@ -190,7 +214,7 @@ def _check(check: str, make: Callable[[], Adapter], ctx: CheckContext) -> CheckR
             device=ctx.device,
             status="error",
             message=f"the layer raised {explained(exc)}",
-            exception=text(exc),
+            exception=error_summary(exc),
         )
 
 
@@ -211,8 +235,11 @@ def validate(
     known: Mapping[Key, CheckResult] | None = None,
     on_result: Callable[[CheckResult], None] | None = None,
     perturb: bool = True,
+    context_features: int = 0,
+    on_parts: Callable[[list[str]], None] | None = None,
 ) -> LayerReport:
-    """Run ``checks`` (default: all of :data:`~invlin.validate.checks.CHECKS`) on the layer
+    """Run ``checks`` (default: all of :data:`~invlin.validate.checks.CHECKS`; the opt-in
+    :data:`~invlin.validate.checks.OPT_IN` ones only when named) on the layer
     ``factory(features=features)`` for every dtype and device.
 
     The factory is called afresh for every check, dtype and device, after
@@ -230,6 +257,12 @@ def validate(
     that changed any of them gets a failed ``global_state`` result per dtype/device saying
     what changed during which check.
 
+    ``context_features`` M > 0: the layer is conditional; the factory is called as
+    ``factory(features=N, context_features=M)`` (ValueError when it takes no such argument)
+    and every check runs with the bound context of :mod:`~invlin.validate.conditioning`
+    (one N(0, I) context drawn from ``seed``, handed to every row); the ``context`` check
+    judges per-row, broadcast and extreme contexts.
+
     ``perturb`` (default on): the first build's trainable parameters are moved off their
     initialisation by a seeded perturbation that keeps the layer valid
     (:func:`~invlin.validate.perturbation.move_off_init`), and every later build gets the same
@@ -241,22 +274,40 @@ def validate(
     stopped, see :mod:`~invlin.validate.worker`): they are taken as they are, not run again.
     ``on_result``, when given, is called with every result as it is decided, and with the
     ``global_state`` finding of a dtype/device each time it grows.
+
+    A factory that returns a distribution (a whole flow, see :mod:`invlin.validate.distribution`)
+    gets the distribution checks instead — those named in ``checks``, or all when none is named
+    — with its parameters left as built; when the selection has layer checks, ``on_parts`` is
+    then called with the labels of its inner transforms (``"<name>.transforms[i]: Class"``),
+    which the caller validates as layers (:func:`~invlin.validate.distribution.part_factory`).
     """
     from invlin.validate.adapters import adapt
 
     devices = tuple(devices) if devices is not None else default_devices()
     dtypes = tuple(dtypes)
     _validate_args(features, dtypes, devices, profile)
-    names = _check_names(checks)
+    names = _check_names(checks, context_features)
     if not callable(factory):
         raise ValueError(f"factory must be callable, got {type(factory).__name__}")
+    context_features = context_features_value(context_features)
+    if context_features and not accepts_context(factory):
+        raise ValueError(
+            f"factory {_factory_name(factory)!r} does not accept context_features (needed "
+            f"for context_features={context_features}): give it a context_features parameter"
+        )
     known = dict(known or {})
 
     moved: list[Perturbation] = []  # decided once, then reapplied to every build
     declined: list[str] = []  # why no perturbation could be decided (the layer raised)
 
     def build() -> Adapter:
-        adapter = isolation.watched(adapt(_seeded(factory, features, seed), features, name=name))
+        layer = _seeded(factory, features, seed, context_features)
+        flow = as_distribution(layer, features, name=name, context_features=context_features)
+        if flow is not None:  # a whole flow: distribution checks (its parts: see on_parts)
+            return flow  # type: ignore[return-value]
+        adapter = isolation.watched(adapt(layer, features, name=name))
+        if context_features:
+            bind_context(adapter, context_features, seed)
         if name is not None:  # an Adapter passes through adapt() with its own name
             adapter.name = name
         return adapter
@@ -305,6 +356,11 @@ def validate(
                 name=label, library=library or "unknown", target=target, error=explained(exc)
             )
         report = LayerReport(name=first.name, library=library or first.library, target=target)
+        is_flow = isinstance(first, DistributionAdapter)
+        part_names = [c for c in names if c not in DIST_CHECKS]  # for a flow's inner transforms
+        names = applicable(names, flow=is_flow)
+        if is_flow:
+            declined.append("a whole flow: its parameters are left as built")
         total, done = len(devices) * len(dtypes) * len(names), 0
 
         def tell(
@@ -332,6 +388,7 @@ def validate(
                 profile=profile,
                 seed=seed,
                 features=features,
+                context_features=context_features,
                 setup=_setup(
                     factory,
                     target,
@@ -341,6 +398,7 @@ def validate(
                     dtype=dtype,
                     device=device,
                     moved=moved[0] if moved else None,
+                    context_features=context_features,
                 ),
                 **extra,
             )
@@ -390,6 +448,16 @@ def validate(
 
         reconcile(report, rerun, features=features)
         report.perturbation = moved[0].message if moved else (declined[0] if declined else None)
+        if is_flow and on_parts is not None and part_names:
+            try:
+                with isolation.guarded([]):
+                    parts = first.transforms()
+            except BaseException as exc:
+                if not contained(exc):
+                    raise
+                report.error = f"listing its inner transforms raised {explained(exc)}"
+            else:
+                on_parts([f"{report.name}.{p.label}" for p in parts])
     return report
 
 
@@ -421,7 +489,10 @@ def validate_all(entries: Iterable[Any], **kw: Any) -> Conformance:
     result = Conformance()
     for item in entries:
         factory, own = _entry(item)
-        result.layers.append(validate(factory, **{**kw, **own}))
+        parts: list[str] = []
+        result.layers.append(validate(factory, **{**kw, **own}, on_parts=parts.extend))
+        for k, label in enumerate(parts):  # a whole flow: each inner transform as a layer
+            result.layers.append(validate(part_factory(factory, k), **{**kw, **own, "name": label}))
     devices = kw.get("devices")
     result.meta = run_meta(
         profile=kw.get("profile", "ci"),
@@ -429,6 +500,6 @@ def validate_all(entries: Iterable[Any], **kw: Any) -> Conformance:
         dtypes=kw.get("dtypes", _DTYPES),
         devices=devices if devices is not None else default_devices(),
         seed=kw.get("seed", 0),
-        checks=_check_names(kw.get("checks")),
+        checks=_check_names(kw.get("checks"), kw.get("context_features", 0)),
     )
     return result

@@ -22,7 +22,15 @@ from invlin.validate.render import (
 from invlin.validate.results import CheckResult, Conformance, LayerReport
 from invlin.validate.triage import KINDS, TRIAGE_FILE, Verdict, load_triage, match, unmatched
 
-__all__ = ["conventions_markdown", "load_parts", "main", "merge", "render_summary"]
+__all__ = [
+    "CONTEXT_SUFFIX",
+    "conventions_markdown",
+    "load_parts",
+    "main",
+    "merge",
+    "render_summary",
+    "run_time",
+]
 
 
 def load_parts(folder: str | Path) -> dict[str, Conformance]:
@@ -48,13 +56,31 @@ def merge(parts: dict[str, Conformance]) -> Conformance:
     return Conformance(layers=layers, meta={"libraries": {k: v.meta for k, v in parts.items()}})
 
 
+#: The folder suffix of a library's conditional run (``--context-features M --out
+#: reports/validate/<library>-context``): a part of its own, with verdicts of its own.
+CONTEXT_SUFFIX = "-context"
+
+
 def _version(library: str, meta: dict[str, Any]) -> str:
+    library = library.removesuffix(CONTEXT_SUFFIX).lower()
     versions = meta.get("versions")
     if isinstance(versions, dict):
         for key, value in versions.items():
-            if key.lower().replace("-ppl", "") == library.lower():
+            if key.lower().replace("-ppl", "") == library:
                 return str(value)
     return str(meta.get("version", "?"))
+
+
+def run_time(meta: dict[str, Any]) -> str:
+    """How long a library's run took, from its meta: ``"412 s"``, with the number of layers
+    validated at once when more than one (``"412 s, -j 2"``); ``"?"`` for a run that did not
+    record it."""
+    seconds = meta.get("wall_seconds")
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return "?"
+    jobs = meta.get("jobs")
+    text = f"{seconds:.0f} s"
+    return f"{text}, -j {jobs}" if isinstance(jobs, int) and jobs > 1 else text
 
 
 def conventions_markdown() -> str:
@@ -295,16 +321,23 @@ def render_summary(
         "",
         *_environment(parts),
         "",
-        "| library | version | layers | conforming | pass | fail | error | skip |",
-        "|---|---|---|---|---|---|---|---|",
+        "Context: the context features M of a conditional run (`--context-features M`, its "
+        f"folder named `<library>{CONTEXT_SUFFIX}`); run time: the wall-clock time of the "
+        "library's whole run (every layer, dtype and check, on a shared machine, so a rough "
+        "figure), with -j N when N layers ran side by side.",
+        "",
+        "| library | version | context | layers | conforming | pass | fail | error | skip "
+        "| run time |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for lib, part in parts.items():
         c = counts(part)
         ok = sum(layer.passed for layer in part.layers)
+        context = part.meta.get("context_features") or "—"
         out.append(
-            f"| [{lib}]({lib}/conformance.md) | {_version(lib, part.meta)} | "
+            f"| [{lib}]({lib}/conformance.md) | {_version(lib, part.meta)} | {context} | "
             f"{c['layers']} | {ok} | {c['pass']} | {c['fail']} | "
-            f"{c['error'] + c['layer_errors']} | {c['skip']} |"
+            f"{c['error'] + c['layer_errors']} | {c['skip']} | {run_time(part.meta)} |"
         )
     if verdicts:
         out += _triage(parts, verdicts)

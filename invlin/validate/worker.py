@@ -56,11 +56,11 @@ from invlin.validate.target import UsageError, split_target
 __all__ = [
     "DEFAULT_TIMEOUT",
     "LAYER_TIMEOUT_FACTOR",
-    "LIBRARY_MODULES",
     "STARTUP_LIMIT",
     "Isolated",
     "LayerJob",
     "Limits",
+    "library_modules",
     "run_isolated",
     "serve",
 ]
@@ -73,15 +73,20 @@ DEFAULT_TIMEOUT: float = 120.0
 LAYER_TIMEOUT_FACTOR: float = 5.0
 #: Seconds a worker may take to start (the first one imports torch on a possibly busy machine).
 STARTUP_LIMIT: float = 300.0
-#: The module each catalog library imports (preloaded into the fork server when named).
-LIBRARY_MODULES: dict[str, str] = {
-    "invlin": "invlin",
-    "nflows": "nflows",
-    "zuko": "zuko",
-    "normflows": "normflows",
-    "freia": "FrEIA",
-    "pyro": "pyro",
-}
+
+
+def library_modules() -> dict[str, str]:
+    """``--library`` name → the module the fork server preloads for it (from
+    :func:`invlin.validate.registry.declared`; nothing imported). A broken plug-in list is a
+    :class:`UsageError`."""
+    from invlin.validate.registry import PluginError, declared
+
+    try:
+        return {d.name: d.preload for d in declared()}
+    except PluginError as exc:
+        raise UsageError(str(exc)) from exc
+
+
 _POLL = 0.25  # seconds between looks at the workers (and progress redraws)
 
 Key = tuple[str, str, str]
@@ -108,6 +113,8 @@ class LayerJob:
     label: str
     name: str | None = None
     library: str | None = None
+    #: the index of an inner transform of the flow ``target`` builds (``None``: the target)
+    part: int | None = None
 
 
 @dataclass
@@ -220,12 +227,15 @@ class _Child:
     def hello(self) -> None:
         import torch
 
-        from invlin.validate.checks import CHECKS
+        from invlin.validate.checks import CHECKS, CONDITIONAL, KNOWN
+        from invlin.validate.distribution import DIST_CHECKS
 
         self.send(
             "hello",
             {
-                "checks": list(CHECKS),
+                "checks": [*KNOWN, *DIST_CHECKS],  # every check --check may name
+                "default": list(CHECKS),  # the checks run when none is named
+                "conditional": list(CONDITIONAL),  # ... and these with --context-features
                 "cuda": bool(torch.cuda.is_available()),
                 "refusal": self.refusal,
             },
@@ -243,11 +253,11 @@ class _Child:
             self.imported.setdefault(target, changes)
         return factory
 
-    def do_load(self, target: str) -> None:
+    def do_load(self, target: str, context_features: int = 0) -> None:
         from invlin.validate.runner import contained, explained
 
         try:
-            self.load(target)
+            factory = self.load(target)
         except UsageError as exc:
             self.send("loaded", "usage", str(exc))
         except BaseException as exc:
@@ -255,9 +265,20 @@ class _Child:
                 raise
             self.send("loaded", "error", f"importing TARGET {target!r} raised {explained(exc)}")
         else:
+            from invlin.validate.conditioning import accepts_context
+
+            if context_features and not accepts_context(factory):
+                self.send(
+                    "loaded",
+                    "usage",
+                    f"TARGET {target!r}: the factory does not accept context_features, which "
+                    f"--context-features {context_features} passes: give it a "
+                    "context_features parameter (or leave --context-features out)",
+                )
+                return
             self.send("loaded", "ok", "")
 
-    def do_catalog(self, library: str) -> None:
+    def do_catalog(self, library: str, context_features: int = 0) -> None:
         from invlin.validate.catalog import LIBRARIES, catalog
         from invlin.validate.runner import contained, explained
 
@@ -269,7 +290,15 @@ class _Child:
             )
             return
         try:
-            entries = catalog(library)
+            if context_features:  # the library's conditional layers instead
+                from invlin.validate.conditional_catalog import conditional_catalog
+
+                entries = conditional_catalog(library)
+            else:
+                entries = catalog(library)
+            from invlin.validate.distribution.catalog import flow_catalog
+
+            entries += flow_catalog(library, conditional=bool(context_features))  # whole flows
         except ImportError as exc:
             self.send(
                 "catalog",
@@ -312,6 +341,10 @@ class _Child:
             )
             self.send("report", _out_of_memory(_plain(report), mb, "error"), [])
             return
+        if job.part is not None:  # an inner transform of a whole flow, as a layer
+            from invlin.validate.distribution import part_factory
+
+            factory = part_factory(factory, job.part)
         results = {(r["check"], r["dtype"], r["device"]): _result(r) for r in known}
         changes = self.imported.get(job.target)
         if changes:  # the import changed globals: the first dtype/device's finding says so
@@ -328,6 +361,7 @@ class _Child:
             self.send("result", _out_of_memory(_plain(r), mb, "message"))
 
         warnings: list[dict[str, Any]] = []
+        parts: list[str] = []  # a whole flow's inner transforms, each validated as a job
         with record_warnings(job.label, warnings):
             report = validate(
                 factory,
@@ -337,11 +371,12 @@ class _Child:
                 progress=event,
                 on_result=result,
                 known=results,
+                on_parts=parts.extend,
                 **options,
             )
         data = _plain(report)
         data["results"] = [_out_of_memory(r, mb, "message") for r in data["results"]]
-        self.send("report", _out_of_memory(data, mb, "error"), _plain(warnings))
+        self.send("report", _out_of_memory(data, mb, "error"), _plain(warnings), parts)
 
     def serve(self) -> None:
         handlers: dict[str, Callable[..., None]] = {
@@ -384,7 +419,8 @@ def _context(libraries: Iterable[str]) -> Any:
     catalog ``libraries``), or "spawn" where there is no fork server."""
     if sys.platform.startswith("linux"):
         ctx = multiprocessing.get_context("forkserver")
-        libs = [LIBRARY_MODULES[lib] for lib in libraries if lib in LIBRARY_MODULES]
+        modules = library_modules()
+        libs = [modules[lib] for lib in libraries if lib in modules]
         ctx.set_forkserver_preload(["invlin.validate.preload", *libs])
         return ctx
     return multiprocessing.get_context("spawn")
@@ -498,6 +534,7 @@ class _Slot:
     name: str | None = None
     latest: dict[Key, dict[str, Any]] = field(default_factory=dict)
     done: bool = False
+    parts: list[str] = field(default_factory=list)  # labels of a whole flow's inner transforms
 
 
 class _Session:
@@ -560,10 +597,12 @@ class _Session:
 
     # -- planning: resolve everything the user named, in one worker ------------------------
     def plan(
-        self, targets: Sequence[str], libraries: Sequence[str]
+        self, targets: Sequence[str], libraries: Sequence[str], context_features: int = 0
     ) -> tuple[dict[str, Any], dict[str, str], dict[str, list[tuple[str, str]]]]:
         """(hello: checks and CUDA; {TARGET: why its import failed as a layer error}; catalog
-        entries per library); raises :class:`UsageError` for what the user got wrong."""
+        entries per library — the conditional ones when ``context_features`` > 0); raises
+        :class:`UsageError` for what the user got wrong (a TARGET whose factory takes no
+        ``context_features`` when it is > 0, too)."""
         proc = self.start()
         try:
             hello = self.ask(
@@ -577,7 +616,10 @@ class _Session:
         for target in targets:
             try:
                 _, status, detail = self.ask(
-                    proc, ("load", target), self.limits.timeout, f"importing TARGET {target!r}"
+                    proc,
+                    ("load", target, context_features),
+                    self.limits.timeout,
+                    f"importing TARGET {target!r}",
                 )
             except _Lost as exc:
                 failed[target], proc = str(exc), self.start()
@@ -590,7 +632,10 @@ class _Session:
         for lib in dict.fromkeys(libraries):
             try:
                 _, status, detail = self.ask(
-                    proc, ("catalog", lib), self.limits.timeout, f"listing the {lib} catalog"
+                    proc,
+                    ("catalog", lib, context_features),
+                    self.limits.timeout,
+                    f"listing the {lib} catalog",
                 )
             except _Lost as exc:
                 raise UsageError(f"--library {lib}: {exc}") from None
@@ -627,6 +672,9 @@ class _Session:
                     out[slot.index] = finished
                     slots.remove(slot)
                     progress.finished(slot.index)
+                    for k, label in enumerate(slot.parts):  # a flow's inner transforms: (i, k)
+                        part = dataclasses.replace(slot.job, name=label, label=label, part=k)
+                        pending.append(((slot.index, k), part))
             progress.tick()
         if self.spare is not None:
             self.retire(self.spare)
@@ -662,6 +710,7 @@ class _Session:
                 slot.latest[(r["check"], r["dtype"], r["device"])] = r
             elif kind == "report":
                 self.retire(slot.proc)
+                slot.parts = list(msg[3]) if len(msg) > 3 else []
                 return _report(msg[1]), list(msg[2])
             elif kind == "bug":
                 self.retire(slot.proc, kill=True)
@@ -837,7 +886,9 @@ def run_isolated(
     targets = list(dict.fromkeys(targets))
     libraries = list(dict.fromkeys(libraries))
     with _Session(limits, libraries) as session:
-        hello, failed, entries = session.plan(targets, libraries)
+        hello, failed, entries = session.plan(
+            targets, libraries, options.get("context_features") or 0
+        )
         checks = options.get("checks")
         if checks:
             unknown = [c for c in checks if c not in hello["checks"]]
@@ -847,7 +898,11 @@ def run_isolated(
                     f"{', '.join(map(repr, unknown))}"
                 )
         opts = dict(options)
-        opts["checks"] = list(dict.fromkeys(checks)) if checks else list(hello["checks"])
+        default = [
+            *hello["default"],
+            *(hello["conditional"] if opts.get("context_features") else ()),
+        ]
+        opts["checks"] = list(dict.fromkeys(checks)) if checks else default
         opts["dtypes"] = list(dict.fromkeys(opts.get("dtypes") or ("float64", "float32")))
         opts["devices"] = list(_devices(opts.get("devices"), hello["cuda"]))
         jobs = [LayerJob(target=t, label=t, name=name) for t in targets]
@@ -875,6 +930,12 @@ def run_isolated(
         report, warns = done[i]
         reports.append(report)
         warnings += warns
+        k = 0
+        while (i, k) in done:  # a whole flow's inner transforms follow it
+            report, warns = done[(i, k)]  # type: ignore[index]
+            reports.append(report)
+            warnings += warns
+            k += 1
     return Isolated(
         reports=reports,
         warnings=warnings,

@@ -1,27 +1,25 @@
-"""Detect a layer's library convention and wrap it in the matching :class:`Adapter`."""
+"""Detect a layer's library convention and wrap it in the matching :class:`Adapter`.
+
+Each library's adapter module declares a plug-in (what it detects, its conventions row, its
+catalog); :func:`adapt` asks every plug-in of :mod:`invlin.validate.registry` in detection
+order. ``SUPPORTED`` lists the recognised conventions in that order.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
-from torch.distributions import Transform
-
-from invlin.validate.adapters._common import lookup
-from invlin.validate.adapters.distributions import DistributionsAdapter, transform_library
+from invlin._validation import positive_int
+from invlin.validate.adapters.distributions import DistributionsAdapter
 from invlin.validate.adapters.freia import FreiaAdapter
-from invlin.validate.adapters.generic import (
-    GenericAdapter,
-    InvlinLUAdapter,
-    P4InvLinearAdapter,
-    looks_generic,
-)
+from invlin.validate.adapters.generic import GenericAdapter, InvlinLUAdapter, P4InvLinearAdapter
 from invlin.validate.adapters.nflows import NflowsAdapter
 from invlin.validate.adapters.normflows import NormflowsAdapter
 from invlin.validate.adapters.zuko import ZukoAdapter
 from invlin.validate.protocol import Adapter
+from invlin.validate.registry import plugins
 
 __all__ = [
-    "SUPPORTED",
     "DistributionsAdapter",
     "FreiaAdapter",
     "GenericAdapter",
@@ -31,91 +29,48 @@ __all__ = [
     "P4InvLinearAdapter",
     "ZukoAdapter",
     "adapt",
+    "supported",
 ]
 
-#: The conventions :func:`adapt` recognises, in the order it tries them.
-SUPPORTED: tuple[str, ...] = (
-    "invlin.validate.Adapter (passed through)",
-    "invlin layers (P4InvLinear, LULinear, LUNet, InvertibleSequential, activations)",
-    "nflows.transforms.Transform",
-    "FrEIA.modules.InvertibleModule",
-    "normflows.flows.Flow",
-    "zuko.lazy.LazyTransform / zuko.flows.Flow (called with context None)",
-    "torch.distributions.Transform (incl. pyro and zuko transforms)",
-    "any object with forward(x) -> (y, ladj) and inverse(y) -> (x, ladj)",
-)
+_PASSED = "invlin.validate.Adapter (passed through)"
 
 
-def _invlin(layer: object) -> Callable[..., Adapter] | None:
-    from invlin.nn import LULinear, P4InvLinear
-
-    if isinstance(layer, P4InvLinear):
-        return P4InvLinearAdapter
-    if isinstance(layer, LULinear):
-        return InvlinLUAdapter
-    return None
+def supported() -> tuple[str, ...]:
+    """The conventions :func:`adapt` recognises, in the order it tries them (one per plug-in,
+    its conventions row's layer type, after an :class:`Adapter` passed as is)."""
+    return (_PASSED, *(f"{p.name}: {p.convention.layer_type}" for p in plugins()))
 
 
-def _is(layer: object, module: str, name: str) -> bool:
-    cls = lookup(module, name)
-    return cls is not None and isinstance(layer, cls)
+def __getattr__(name: str) -> Any:
+    # SUPPORTED follows the registry, which third-party entry points extend: computed on use.
+    if name == "SUPPORTED":
+        return supported()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _nflows(layer: object) -> Callable[..., Adapter] | None:
-    return NflowsAdapter if _is(layer, "nflows.transforms.base", "Transform") else None
-
-
-def _freia(layer: object) -> Callable[..., Adapter] | None:
-    return FreiaAdapter if _is(layer, "FrEIA.modules.base", "InvertibleModule") else None
-
-
-def _normflows(layer: object) -> Callable[..., Adapter] | None:
-    return NormflowsAdapter if _is(layer, "normflows.flows.base", "Flow") else None
-
-
-def _zuko(layer: object) -> Callable[..., Adapter] | None:
-    lazy = _is(layer, "zuko.lazy", "LazyTransform") or _is(layer, "zuko.lazy", "Flow")
-    plain = isinstance(layer, Transform) and transform_library(layer) == "zuko"
-    return ZukoAdapter if lazy or plain else None
-
-
-def _distributions(layer: object) -> Callable[..., Adapter] | None:
-    return DistributionsAdapter if isinstance(layer, Transform) else None
-
-
-def _generic(layer: object) -> Callable[..., Adapter] | None:
-    return GenericAdapter if looks_generic(layer) else None
-
-
-_DETECTORS: list[Callable[[object], Callable[..., Adapter] | None]] = [
-    _invlin,
-    _nflows,
-    _freia,
-    _normflows,
-    _zuko,
-    _distributions,
-    _generic,
-]
-
-
-def adapt(layer: object, features: int, *, name: str | None = None) -> Adapter:
+def adapt(
+    layer: object, features: int, *, name: str | None = None, context_features: int = 0
+) -> Adapter:
     """Wrap ``layer`` (a bijection on ``(*batch, features)`` tensors) in an :class:`Adapter`.
 
-    The library is recognised by ``isinstance`` against its classes, looked up only when that
-    library is already imported (nothing is imported here). An :class:`Adapter` is returned as
-    is. Raises ``TypeError`` naming the type when no convention matches, and ``ValueError`` for
-    a ``features`` that is not a positive integer.
+    The first plug-in (:func:`invlin.validate.registry.plugins`, in detection order) whose
+    ``detect`` recognises the layer builds the adapter; detection looks a library's classes up
+    only when that library is already imported (nothing is imported here). An
+    :class:`Adapter` is returned as is. ``context_features`` M > 0 is handed to the adapter
+    (a conditional layer). Raises ``TypeError`` naming the type when no convention matches,
+    ``ValueError`` for a ``features`` that is not a positive integer, and
+    :class:`~invlin.validate.registry.PluginError` for a plug-in that cannot be loaded.
     """
     if isinstance(layer, Adapter):
         return layer
-    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-        raise ValueError(f"features must be a positive integer, got {features!r}")
-    for detect in _DETECTORS:
-        factory = detect(layer)
+    positive_int(features, "features")
+    extra = {"context_features": context_features} if context_features else {}
+    for plugin in plugins():
+        factory = plugin.detect(layer)
         if factory is not None:
-            return factory(layer, features, name=name)
+            return factory(layer, features, name=name, **extra)
     kind = f"{type(layer).__module__}.{type(layer).__qualname__}"
-    listing = "; ".join(SUPPORTED)
+    listing = "; ".join(supported())
     raise TypeError(
         f"cannot adapt a {kind}: it follows none of the supported conventions ({listing})"
     )

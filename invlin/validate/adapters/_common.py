@@ -14,6 +14,7 @@ __all__ = [
     "admissible_lu",
     "check_pair",
     "flat_call",
+    "flat_context",
     "lookup",
     "lu_nopivot",
     "move_tensors",
@@ -76,6 +77,19 @@ def flat_call(
     if ld.shape == (b,):
         ld = ld.reshape(batch)
     return y, ld
+
+
+def flat_context(context: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    """``context`` (``(M,)`` or ``(*batch, M)``, from :meth:`Adapter.context_for`) as the
+    ``(B, M)`` tensor that goes with :func:`flat_call`'s ``(B, features)`` view of ``x``.
+
+    For the libraries with one leading batch dimension and no broadcasting of a context (nflows,
+    normflows, FrEIA): a single ``(M,)`` context is repeated for every row.
+    """
+    if context is None:
+        return None
+    m = context.shape[-1]
+    return context.expand(*x.shape[:-1], m).reshape(-1, m)
 
 
 def sum_event(ld: torch.Tensor, x: torch.Tensor, event_dim: int) -> torch.Tensor:

@@ -8,9 +8,18 @@ import torch
 from torch.distributions import Transform, constraints
 
 from invlin.validate.adapters._common import move_tensors, square, sum_event
+from invlin.validate.conventions import Convention
 from invlin.validate.protocol import Adapter, Unsupported
+from invlin.validate.registry import builtin, lazy
 
-__all__ = ["DistributionsAdapter", "constraint_interval", "transform_library"]
+__all__ = [
+    "PLUGIN",
+    "DistributionsAdapter",
+    "constraint_interval",
+    "detect",
+    "is_conditional_transform",
+    "transform_library",
+]
 
 
 def transform_library(layer: object) -> str:
@@ -38,8 +47,16 @@ def constraint_interval(c: constraints.Constraint) -> tuple[float, float] | None
     return (lo_f, hi_f)
 
 
+def is_conditional_transform(layer: object) -> bool:
+    """Whether ``layer`` is a pyro ``ConditionalTransform`` (``condition(context)`` gives the
+    transform); found by class name, without importing pyro."""
+    names = {c.__name__ for c in type(layer).__mro__}
+    return "ConditionalTransform" in names and callable(getattr(layer, "condition", None))
+
+
 class DistributionsAdapter(Adapter):
-    """A ``torch.distributions.Transform`` (pyro ``TransformModule`` included).
+    """A ``torch.distributions.Transform`` (pyro ``TransformModule`` included), or a pyro
+    ``ConditionalTransform`` evaluated as ``layer.condition(context)``.
 
     ``forward``: ``y = t(x)``, ``ladj = t.log_abs_det_jacobian(x, y)``; ``inverse``:
     ``x = t.inv(y)``, ``ladj = t.inv.log_abs_det_jacobian(y, x)`` — torch's inverse transform
@@ -53,22 +70,49 @@ class DistributionsAdapter(Adapter):
     layer really invert.
     """
 
-    def __init__(self, layer: object, features: int, *, name: str | None = None) -> None:
-        super().__init__(layer, features, name=name)
+    def __init__(
+        self,
+        layer: object,
+        features: int,
+        *,
+        name: str | None = None,
+        context_features: int = 0,
+    ) -> None:
+        super().__init__(layer, features, name=name, context_features=context_features)
         self.library = transform_library(layer)
 
-    def transform(self) -> Transform:
-        """The torch ``Transform`` to evaluate (the layer itself here)."""
-        return self.layer  # type: ignore[return-value]
+    def transform(self, context: torch.Tensor | None = None) -> Transform:
+        """The torch ``Transform`` to evaluate: the layer itself, or — a pyro
+        ``ConditionalTransform`` — ``layer.condition(context)`` (``(*batch, M)`` or ``(M,)``,
+        which pyro's conditioner networks broadcast; none given: the bound one,
+        :meth:`~invlin.validate.protocol.Adapter.whole_context`). Raises ``TypeError`` when a
+        context is given to a plain transform or none to a conditional one."""
+        layer = self.layer
+        if context is None:
+            context = self.whole_context()
+        if is_conditional_transform(layer):
+            if context is None:
+                raise TypeError(
+                    f"{self.name} is a conditional transform: it needs a context "
+                    "(build and validate it with context_features > 0)"
+                )
+            return layer.condition(context)  # type: ignore[attr-defined]
+        if context is not None:
+            raise TypeError(f"{self.name} is not conditional (no condition(context))")
+        return layer  # type: ignore[return-value]
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        t = self.transform()
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.transform(self.context_for(x, context))
         y = t(x)
         ld = t.log_abs_det_jacobian(x, y)
         return y, sum_event(_as_tensor(ld, y), x, t.domain.event_dim)
 
-    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ti = self.transform().inv
+    def inverse(
+        self, y: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        ti = self.transform(self.context_for(y, context)).inv
         x = ti(y)
         ld = ti.log_abs_det_jacobian(y, x)
         return x, sum_event(_as_tensor(ld, x), y, ti.domain.event_dim)
@@ -82,10 +126,17 @@ class DistributionsAdapter(Adapter):
         return self
 
     def domain(self) -> tuple[float, float] | None:
-        return constraint_interval(self.transform().domain)
+        return constraint_interval(self._constraints().domain)
 
     def codomain(self) -> tuple[float, float] | None:
-        return constraint_interval(self.transform().codomain)
+        return constraint_interval(self._constraints().codomain)
+
+    def _constraints(self) -> object:
+        """What carries ``domain``/``codomain``: the transform, or a conditional layer itself
+        (pyro declares them on the class; they do not depend on the context)."""
+        if is_conditional_transform(self.layer) and hasattr(self.layer, "domain"):
+            return self.layer
+        return self.transform()
 
     # -- linear layers (pyro) --------------------------------------------------------------
     def matrix(self) -> torch.Tensor | None:
@@ -147,3 +198,38 @@ def _as_tensor(ld: object, like: torch.Tensor) -> torch.Tensor:
     if isinstance(ld, torch.Tensor):
         return ld
     return torch.as_tensor(ld, dtype=like.dtype, device=like.device)
+
+
+# -- plug-in -----------------------------------------------------------------------------------
+def detect(layer: object) -> type[Adapter] | None:
+    """:class:`DistributionsAdapter` for any ``torch.distributions.Transform`` (pyro's
+    included) and any pyro ``ConditionalTransform``; zuko's are taken first by the zuko
+    plug-in."""
+    conditional = is_conditional_transform(layer)
+    return DistributionsAdapter if isinstance(layer, Transform) or conditional else None
+
+
+PLUGIN = builtin(
+    "pyro",
+    detect=detect,
+    convention=Convention(
+        library="pyro / torch",
+        layer_type="torch.distributions.Transform (pyro TransformModule included)",
+        forward_call="y = t(x); ld = t.log_abs_det_jacobian(x, y)",
+        inverse_call="x = t.inv(y); ld = t.inv.log_abs_det_jacobian(y, x)",
+        context="pyro ConditionalTransform(Module): t.condition(c) returns the Transform for "
+        "context c (shape (*batch, m) or (m,), broadcast by the conditioner net); torch's own "
+        "transforms take none",
+        direction="latent → data (TransformedDistribution samples through t)",
+        forward_logdet="+log|det ∂y/∂x|",
+        inverse_logdet="+log|det ∂x/∂y| (torch's inverse transform negates)",
+        batch="any (*batch, n); elementwise transforms (event_dim 0) give (*batch, n)",
+        adapter="event_dim 0 log|det| summed over the last axis; values unchanged; with "
+        "cache_size=1, t.inv(y) on the very tensor t returned gives the cached x "
+        "(pass a clone to force a real inverse)",
+    ),
+    catalog=lazy("invlin.validate._catalog_layers:pyro"),
+    conditional=lazy("invlin.validate._catalog_layers:pyro_conditional"),
+    priority=50,
+    aliases=("torch",),
+)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from invlin.validate.adapters._common import flat_call, square
+from invlin.validate.adapters._common import flat_call, flat_context, lookup, square
+from invlin.validate.conventions import Convention
 from invlin.validate.protocol import Adapter, Unsupported
+from invlin.validate.registry import builtin, lazy
 
-__all__ = ["FreiaAdapter"]
+__all__ = ["PLUGIN", "FreiaAdapter", "detect"]
 
 
 class FreiaAdapter(Adapter):
-    """A FrEIA ``InvertibleModule`` built with ``dims_in=[(features,)]`` and no condition.
+    """A FrEIA ``InvertibleModule`` built with ``dims_in=[(features,)]``; a conditional one
+    (``dims_c=[(M,)]``) gets its context as FrEIA's ``c=[context]`` (``(B, M)``; a single
+    ``(M,)`` context repeated for every row).
 
     ``forward``: ``module([x], rev=False, jac=True)`` returns ``((y,), log|det ∂y/∂x|)``;
     ``inverse``: ``module([y], rev=True, jac=True)`` returns ``((x,), −log|det ∂y/∂x|)``, which
@@ -25,9 +29,14 @@ class FreiaAdapter(Adapter):
 
     library = "freia"
 
-    def _call(self, t: torch.Tensor, rev: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _call(
+        self, t: torch.Tensor, rev: bool, c: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         who = f"{self.name}({'rev' if rev else 'forward'})"
-        out = self.layer([t], rev=rev, jac=True)  # type: ignore[operator]
+        if c is None:
+            out = self.layer([t], rev=rev, jac=True)  # type: ignore[operator]
+        else:
+            out = self.layer([t], c=[c], rev=rev, jac=True)  # type: ignore[operator]
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             raise TypeError(f"{who} must return (outputs, log|det|), got {type(out).__name__}")
         outs, ld = out
@@ -38,11 +47,17 @@ class FreiaAdapter(Adapter):
             ld = torch.as_tensor(ld, dtype=y.dtype, device=y.device)
         return y, ld
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return flat_call(lambda t: self._call(t, False), x, self.features)
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        c = flat_context(self.context_for(x, context), x)
+        return flat_call(lambda t: self._call(t, False, c), x, self.features)
 
-    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return flat_call(lambda t: self._call(t, True), y, self.features)
+    def inverse(
+        self, y: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        c = flat_context(self.context_for(y, context), y)
+        return flat_call(lambda t: self._call(t, True, c), y, self.features)
 
     def _fixed_linear(self) -> bool:
         return any(c.__name__ == "FixedLinearTransform" for c in type(self.layer).__mro__)
@@ -67,3 +82,34 @@ class FreiaAdapter(Adapter):
 
     def domain(self) -> tuple[float, float] | None:
         return None
+
+
+# -- plug-in -----------------------------------------------------------------------------------
+def detect(layer: object) -> type[Adapter] | None:
+    """:class:`FreiaAdapter` for a ``FrEIA.modules.InvertibleModule``."""
+    cls = lookup("FrEIA.modules.base", "InvertibleModule")
+    return FreiaAdapter if cls is not None and isinstance(layer, cls) else None
+
+
+PLUGIN = builtin(
+    "freia",
+    detect=detect,
+    convention=Convention(
+        library="freia",
+        layer_type="FrEIA.modules.InvertibleModule built with dims_in=[(n,)]",
+        forward_call="(y,), ld = m([x], rev=False, jac=True)",
+        inverse_call="(x,), ld = m([y], rev=True, jac=True)",
+        context="m([x], c=[c], rev=..., jac=True) for a module built with dims_c=[(m,)]; "
+        "c of shape (B, m)",
+        direction="data → latent",
+        forward_logdet="+log|det ∂y/∂x|",
+        inverse_logdet="−log|det ∂y/∂x| = +log|det ∂x/∂y| (documented in InvertibleModule)",
+        batch="exactly one leading batch dim: (B, n); log|det| (B,) — fixed layers may return "
+        "a Python float",
+        adapter="one-element output list unpacked; (*batch, n) flattened to (B, n); a Python "
+        "number becomes a 0-d tensor (shape reported, not broadcast); values unchanged",
+    ),
+    catalog=lazy("invlin.validate._catalog_layers:freia"),
+    conditional=lazy("invlin.validate._catalog_layers:freia_conditional"),
+    priority=20,
+)

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import torch
 
-from invlin.validate.adapters._common import admissible_lu, check_pair, lu_nopivot, square
+from invlin.validate.adapters._common import admissible_lu, check_pair, lookup, lu_nopivot, square
+from invlin.validate.conventions import Convention
 from invlin.validate.protocol import Adapter, Unsupported
+from invlin.validate.registry import builtin, lazy
 
-__all__ = ["GenericAdapter", "InvlinLUAdapter", "P4InvLinearAdapter", "looks_generic"]
+__all__ = [
+    "PLUGIN",
+    "GenericAdapter",
+    "InvlinLUAdapter",
+    "P4InvLinearAdapter",
+    "detect",
+    "looks_generic",
+]
 
 
 def looks_generic(layer: object) -> bool:
@@ -22,25 +31,43 @@ class GenericAdapter(Adapter):
     ``layer(x)`` (or ``layer.forward(x)`` for a non-callable object) must return
     ``(y, log|det ∂y/∂x|)`` and ``layer.inverse(y)`` must return ``(x, log|det ∂x/∂y|)``, with
     x, y of shape ``(*batch, features)`` and log|det| of shape ``batch``. Nothing is reshaped,
-    negated or summed: invlin's convention is the validator's.
+    negated or summed: invlin's convention is the validator's. A conditional layer takes its
+    context as the keyword ``context`` (``(*batch, M)`` or ``(M,)``, passed on unchanged):
+    ``layer(x, context=c)``, ``layer.inverse(y, context=c)``.
     """
 
     library = "custom"
 
-    def __init__(self, layer: object, features: int, *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        layer: object,
+        features: int,
+        *,
+        name: str | None = None,
+        context_features: int = 0,
+    ) -> None:
         if not looks_generic(layer):
             raise TypeError(f"{type(layer).__name__} has no callable forward and inverse")
-        super().__init__(layer, features, name=name)
+        super().__init__(layer, features, name=name, context_features=context_features)
         module = type(layer).__module__ or ""
         if module == "invlin" or module.startswith("invlin."):
             self.library = "invlin"
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         call = self.layer if callable(self.layer) else self.layer.forward  # type: ignore[attr-defined]
-        return check_pair(call(x), f"{self.name}.forward")
+        c = self.context_for(x, context)
+        out = call(x) if c is None else call(x, context=c)
+        return check_pair(out, f"{self.name}.forward")
 
-    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return check_pair(self.layer.inverse(y), f"{self.name}.inverse")  # type: ignore[attr-defined]
+    def inverse(
+        self, y: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.context_for(y, context)
+        inv = self.layer.inverse  # type: ignore[attr-defined]
+        out = inv(y) if c is None else inv(y, context=c)
+        return check_pair(out, f"{self.name}.inverse")
 
 
 class P4InvLinearAdapter(GenericAdapter):
@@ -100,3 +127,36 @@ class InvlinLUAdapter(GenericAdapter):
         ref.copy_(torch.diagonal(upper).to(ref.dtype))
         if bool((ref == 0).any()):
             raise Unsupported("w is singular (a pivot of its LU is zero in the layer's dtype)")
+
+
+# -- plug-in -----------------------------------------------------------------------------------
+def detect(layer: object) -> type[Adapter] | None:
+    """invlin's linear layers get their matrix-aware adapters; any other object with forward and
+    inverse (checked last: the most general convention) the generic one."""
+    if isinstance(layer, lookup("invlin.nn", "P4InvLinear") or ()):
+        return P4InvLinearAdapter
+    if isinstance(layer, lookup("invlin.nn", "LULinear") or ()):
+        return InvlinLUAdapter
+    return GenericAdapter if looks_generic(layer) else None
+
+
+PLUGIN = builtin(
+    "invlin",
+    detect=detect,
+    convention=Convention(
+        library="invlin",
+        layer_type="invlin.nn layers; any object with forward/inverse returning (tensor, ladj)",
+        forward_call="y, ld = layer(x)",
+        inverse_call="x, ld = layer.inverse(y)",
+        context="y, ld = layer(x, context=c) when a factory built it with context_features; "
+        "invlin's own layers are unconditional",
+        direction="data → latent (LU-Net); linear layers have no preferred direction",
+        forward_logdet="+log|det ∂y/∂x|",
+        inverse_logdet="+log|det ∂x/∂y| (= −forward)",
+        batch="any (*batch, n); log|det| of shape batch",
+        adapter="none: this is the validator's convention",
+    ),
+    catalog=lazy("invlin.validate._catalog_layers:invlin"),
+    priority=100,
+    aliases=("custom",),
+)

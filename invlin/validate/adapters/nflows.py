@@ -11,16 +11,21 @@ from invlin.validate.adapters._common import (
     admissible_lu,
     check_pair,
     flat_call,
+    flat_context,
+    lookup,
     lu_nopivot,
     square,
 )
+from invlin.validate.conventions import Convention
 from invlin.validate.protocol import Adapter, Unsupported
+from invlin.validate.registry import builtin, lazy
 
-__all__ = ["NflowsAdapter"]
+__all__ = ["PLUGIN", "NflowsAdapter", "detect", "lu_weight"]
 
 
 class NflowsAdapter(Adapter):
-    """An nflows ``Transform`` (an ``nn.Module``) called with ``context=None``.
+    """An nflows ``Transform`` (an ``nn.Module``), called with ``context=c`` (``(B, M)``, a
+    single ``(M,)`` context repeated for every row) or ``context=None`` when unconditional.
 
     nflows maps data → noise in ``forward`` and returns log|det ∂y/∂x|; ``inverse`` returns the
     inverse map's log|det ∂x/∂y| (already negated by nflows), so both pass through unchanged.
@@ -35,16 +40,22 @@ class NflowsAdapter(Adapter):
 
     library = "nflows"
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         layer = self.layer
+        c = flat_context(self.context_for(x, context), x)
         return flat_call(
-            lambda t: check_pair(layer(t, context=None), f"{self.name}.forward"), x, self.features
+            lambda t: check_pair(layer(t, context=c), f"{self.name}.forward"), x, self.features
         )
 
-    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def inverse(
+        self, y: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         layer = self.layer
+        c = flat_context(self.context_for(y, context), y)
         return flat_call(
-            lambda t: check_pair(layer.inverse(t, context=None), f"{self.name}.inverse"),
+            lambda t: check_pair(layer.inverse(t, context=c), f"{self.name}.inverse"),
             y,
             self.features,
         )
@@ -67,7 +78,7 @@ class NflowsAdapter(Adapter):
         if not kind:
             return None
         if kind == "LULinear":
-            return _lu_weight(self.layer)
+            return lu_weight(self.layer)
         twin = copy.deepcopy(self.layer).to(torch.float64)
         with torch.no_grad():
             return twin.weight().detach().to(self.layer.bias.device)  # type: ignore[attr-defined]
@@ -136,7 +147,7 @@ def _softplus_inverse(d: torch.Tensor) -> torch.Tensor:
     return d + torch.log(-torch.expm1(-d))
 
 
-def _lu_weight(layer: object) -> torch.Tensor:
+def lu_weight(layer: object) -> torch.Tensor:
     """L U of an nflows ``LULinear`` assembled in float64 from its parameters."""
     n = layer.features  # type: ignore[attr-defined]
     lo = layer.lower_entries.detach().to(torch.float64)  # type: ignore[attr-defined]
@@ -150,3 +161,33 @@ def _lu_weight(layer: object) -> torch.Tensor:
     upper[rows, cols] = up
     upper.diagonal().copy_(F.softplus(raw) + float(layer.eps))  # type: ignore[attr-defined]
     return lower @ upper
+
+
+# -- plug-in -----------------------------------------------------------------------------------
+def detect(layer: object) -> type[Adapter] | None:
+    """:class:`NflowsAdapter` for an ``nflows.transforms.Transform``."""
+    cls = lookup("nflows.transforms.base", "Transform")
+    return NflowsAdapter if cls is not None and isinstance(layer, cls) else None
+
+
+PLUGIN = builtin(
+    "nflows",
+    detect=detect,
+    convention=Convention(
+        library="nflows",
+        layer_type="nflows.transforms.Transform",
+        forward_call="y, ld = t(x, context=None)",
+        inverse_call="x, ld = t.inverse(y, context=None)",
+        context="t(x, context=c), t.inverse(y, context=c); c of shape (B, m), one row per "
+        "input row; layers built with context_features=m hand c to their conditioner net",
+        direction="data → noise",
+        forward_logdet="+log|det ∂y/∂x|",
+        inverse_logdet="+log|det ∂x/∂y| (nflows negates)",
+        batch="exactly one leading batch dim: (B, n); log|det| (B,)",
+        adapter="(*batch, n) flattened to (B, n) and reshaped back; log|det| reshaped only if "
+        "it is exactly (B,); values unchanged",
+    ),
+    catalog=lazy("invlin.validate._catalog_layers:nflows"),
+    conditional=lazy("invlin.validate._catalog_layers:nflows_conditional"),
+    priority=10,
+)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from invlin.validate.adapters._common import check_pair, flat_call, square
+from invlin.validate.adapters._common import check_pair, flat_call, flat_context, lookup, square
+from invlin.validate.conventions import Convention
 from invlin.validate.protocol import Adapter, Unsupported
+from invlin.validate.registry import builtin, lazy
 
-__all__ = ["NormflowsAdapter"]
+__all__ = ["PLUGIN", "NormflowsAdapter", "detect"]
 
 
 class NormflowsAdapter(Adapter):
-    """A normflows ``Flow``, called without a context.
+    """A normflows ``Flow``, called without a context, or — a conditional flow (built with
+    ``context_features`` / ``num_context_channels``) — as ``forward(z, context=c)`` and
+    ``inverse(z, context=c)`` (``(B, M)``; a single ``(M,)`` context repeated for every row).
 
     normflows' ``forward`` is the sampling direction (latent → data) and returns
     log|det ∂out/∂in| of that map; ``inverse`` (data → latent, used by ``log_prob``) returns
@@ -27,15 +31,29 @@ class NormflowsAdapter(Adapter):
 
     library = "normflows"
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         layer = self.layer
-        return flat_call(lambda t: check_pair(layer(t), f"{self.name}.forward"), x, self.features)
+        c = flat_context(self.context_for(x, context), x)
 
-    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def call(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            out = layer(t) if c is None else layer(t, context=c)
+            return check_pair(out, f"{self.name}.forward")
+
+        return flat_call(call, x, self.features)
+
+    def inverse(
+        self, y: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         layer = self.layer
-        return flat_call(
-            lambda t: check_pair(layer.inverse(t), f"{self.name}.inverse"), y, self.features
-        )
+        c = flat_context(self.context_for(y, context), y)
+
+        def call(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            out = layer.inverse(t) if c is None else layer.inverse(t, context=c)
+            return check_pair(out, f"{self.name}.inverse")
+
+        return flat_call(call, y, self.features)
 
     def _held(self) -> torch.Tensor:
         """The float64 matrix H the layer holds; its forward map is x ↦ H⁻ᵀ x."""
@@ -64,12 +82,12 @@ class NormflowsAdapter(Adapter):
             return torch.linalg.inv(self._held()).mT
         if kind == "LULinearPermute":
             # forward = permutation.inverse ∘ linear.inverse; linear is y = L U x + b.
-            from invlin.validate.adapters.nflows import _lu_weight
+            from invlin.validate.adapters.nflows import lu_weight
 
             lin = self.layer.linear  # type: ignore[attr-defined]
             perm = self.layer.permutation._permutation.detach()  # type: ignore[attr-defined]
             p = torch.eye(self.features, dtype=torch.float64, device=perm.device)[perm]
-            return p.mT @ torch.linalg.inv(_lu_weight(lin))
+            return p.mT @ torch.linalg.inv(lu_weight(lin))
         return None
 
     @torch.no_grad()
@@ -100,3 +118,34 @@ class NormflowsAdapter(Adapter):
             if getattr(part, "tails", "absent") is None:
                 return (0.0, 1.0)
         return None
+
+
+# -- plug-in -----------------------------------------------------------------------------------
+def detect(layer: object) -> type[Adapter] | None:
+    """:class:`NormflowsAdapter` for a ``normflows.flows.Flow``."""
+    cls = lookup("normflows.flows.base", "Flow")
+    return NormflowsAdapter if cls is not None and isinstance(layer, cls) else None
+
+
+PLUGIN = builtin(
+    "normflows",
+    detect=detect,
+    convention=Convention(
+        library="normflows",
+        layer_type="normflows.flows.Flow",
+        forward_call="y, ld = flow(x)",
+        inverse_call="x, ld = flow.inverse(y)",
+        context="flow(z, context=c), flow.inverse(z, context=c) for the layers that take one "
+        "(autoregressive, spline and coupling-spline layers built with num_context_channels=m); "
+        "c of shape (B, m); ConditionalNormalizingFlow.log_prob(x, context)",
+        direction="latent → data (sampling); inverse is the log_prob direction",
+        forward_logdet="+log|det ∂y/∂x| (sample() subtracts it from log q)",
+        inverse_logdet="+log|det ∂x/∂y| (log_prob() adds it)",
+        batch="exactly one leading batch dim: (B, n); log|det| (B,) — some layers return ()",
+        adapter="(*batch, n) flattened to (B, n); no negation (normflows' forward is the "
+        "adapter's forward); a () log|det| is passed on for the shape check",
+    ),
+    catalog=lazy("invlin.validate._catalog_layers:normflows"),
+    conditional=lazy("invlin.validate._catalog_layers:normflows_conditional"),
+    priority=30,
+)

@@ -1,4 +1,5 @@
-"""Adapter for zuko: a lazy transform or flow called with context ``None``; ``call_and_ladj``."""
+"""Adapter for zuko: a lazy transform or flow called with its context (or ``None``);
+``call_and_ladj``."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import copy
 import torch
 from torch.distributions import Transform
 
-from invlin.validate.adapters._common import admissible_lu, lu_nopivot, square, sum_event
-from invlin.validate.adapters.distributions import DistributionsAdapter
-from invlin.validate.protocol import Unsupported
+from invlin.validate.adapters._common import admissible_lu, lookup, lu_nopivot, square, sum_event
+from invlin.validate.adapters.distributions import DistributionsAdapter, transform_library
+from invlin.validate.conventions import Convention
+from invlin.validate.protocol import Adapter, Unsupported
+from invlin.validate.registry import builtin, lazy
 
-__all__ = ["ZukoAdapter"]
+__all__ = ["PLUGIN", "ZukoAdapter", "detect"]
 
 
 def _names(obj: object) -> set[str]:
@@ -21,8 +24,9 @@ def _names(obj: object) -> set[str]:
 class ZukoAdapter(DistributionsAdapter):
     """A zuko ``LazyTransform`` (or ``Flow``: its ``.transform``), or a zuko ``Transform``.
 
-    A lazy layer is called with ``c=None`` on every evaluation, so parameter updates are always
-    seen; a ``Flow`` contributes ``flow(None).transform`` (data → latent, zuko's direction).
+    A lazy layer is called with its context ``c`` (``None`` when unconditional; ``(*batch, M)``
+    or ``(M,)``, which zuko broadcasts) on every evaluation, so parameter updates are always
+    seen; a ``Flow`` contributes ``flow(c).transform`` (data → latent, zuko's direction).
     ``forward`` is ``t.call_and_ladj(x)``, ``inverse`` is ``t.inv.call_and_ladj(y)`` (torch's
     inverse negates the log|det|). Elementwise transforms (event dim 0) have their log|det|
     summed over the features axis, as for :class:`DistributionsAdapter`.
@@ -33,21 +37,35 @@ class ZukoAdapter(DistributionsAdapter):
 
     library = "zuko"
 
-    def __init__(self, layer: object, features: int, *, name: str | None = None) -> None:
-        super().__init__(layer, features, name=name)
+    def __init__(
+        self,
+        layer: object,
+        features: int,
+        *,
+        name: str | None = None,
+        context_features: int = 0,
+    ) -> None:
+        super().__init__(layer, features, name=name, context_features=context_features)
         self.library = "zuko"
 
-    def transform(self) -> Transform:
-        """The torch ``Transform`` built from the layer with context ``None``."""
-        return _build(self.layer)
+    def transform(self, context: torch.Tensor | None = None) -> Transform:
+        """The torch ``Transform`` built from the layer with ``context`` (``None``: none):
+        ``layer(context)``, the ``.transform`` of a flow's distribution; a zuko ``Transform``
+        is itself (and takes no context). No context given: the bound one
+        (:meth:`~invlin.validate.protocol.Adapter.whole_context`), if any."""
+        return _build(self.layer, self.whole_context() if context is None else context)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        t = self.transform()
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.transform(self.context_for(x, context))
         y, ld = t.call_and_ladj(x)
         return y, sum_event(ld, x, t.domain.event_dim)
 
-    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ti = self.transform().inv
+    def inverse(
+        self, y: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        ti = self.transform(self.context_for(y, context)).inv
         x, ld = ti.call_and_ladj(y)
         return x, sum_event(ld, y, ti.domain.event_dim)
 
@@ -57,7 +75,6 @@ class ZukoAdapter(DistributionsAdapter):
 
         Autoregressive and coupling parts are asked for their univariate transform at x = 0.
         """
-        t = self.transform()
         ref = next(iter(self.parameters()), None)
         probe = torch.zeros(
             1,
@@ -65,6 +82,7 @@ class ZukoAdapter(DistributionsAdapter):
             dtype=ref.dtype if ref is not None else None,
             device=ref.device if ref is not None else None,
         )
+        t = self.transform(self.context_for(probe, None))
         bounds = [b for part in _parts(t, probe) if (b := _bisection_bound(part))]
         if bounds:
             b = min(bounds)
@@ -76,7 +94,8 @@ class ZukoAdapter(DistributionsAdapter):
         layer = self.layer
         if isinstance(layer, torch.nn.Module):
             layer = copy.deepcopy(layer).to(torch.float64)
-        return _build(layer)
+        c = self.whole_context()
+        return _build(layer, None if c is None else c.to(torch.float64))
 
     def matrix(self) -> torch.Tensor | None:
         """W in float64 (from a float64 copy of the parameters), or ``None``."""
@@ -121,16 +140,20 @@ class ZukoAdapter(DistributionsAdapter):
         param.copy_(packed.to(param))
 
 
-def _build(layer: object) -> Transform:
-    """The Transform of a lazy layer (called with ``None``), of a Flow, or the layer itself."""
+def _build(layer: object, context: torch.Tensor | None) -> Transform:
+    """The Transform of a lazy layer or Flow called with ``context`` (``None``: none), or the
+    layer itself (a plain zuko ``Transform``, which takes no context: TypeError if given one)."""
     if isinstance(layer, Transform):
+        if context is not None:
+            raise TypeError(f"{type(layer).__name__} is a plain Transform: it takes no context")
         return layer
-    out = layer(None)  # type: ignore[operator]
+    out = layer(context)  # type: ignore[operator]
     if not isinstance(out, Transform):
         out = getattr(out, "transform", out)  # a Flow gives a NormalizingFlow distribution
     if not isinstance(out, Transform):
+        what = "None" if context is None else "context"
         raise TypeError(
-            f"{type(layer).__name__}(None) gave a {type(out).__name__}, not a torch Transform"
+            f"{type(layer).__name__}({what}) gave a {type(out).__name__}, not a torch Transform"
         )
     return out
 
@@ -169,3 +192,40 @@ def _bisection_bound(t: Transform) -> float | None:
     if "MonotonicTransform" in _names(t):
         return float(t.bound)  # type: ignore[attr-defined]
     return None
+
+
+# -- plug-in -----------------------------------------------------------------------------------
+def detect(layer: object) -> type[Adapter] | None:
+    """:class:`ZukoAdapter` for a zuko lazy transform or flow, or a torch ``Transform`` that
+    zuko defines (before the torch plug-in, which would take any ``Transform``)."""
+    lazy_types = tuple(
+        c for c in (lookup("zuko.lazy", "LazyTransform"), lookup("zuko.lazy", "Flow")) if c
+    )
+    if lazy_types and isinstance(layer, lazy_types):
+        return ZukoAdapter
+    if isinstance(layer, Transform) and transform_library(layer) == "zuko":
+        return ZukoAdapter
+    return None
+
+
+PLUGIN = builtin(
+    "zuko",
+    detect=detect,
+    convention=Convention(
+        library="zuko",
+        layer_type="zuko.lazy.LazyTransform, zuko.flows.Flow (its .transform), zuko Transform",
+        forward_call="t = lazy(None); y, ld = t.call_and_ladj(x)",
+        inverse_call="x, ld = t.inv.call_and_ladj(y)",
+        context="t = lazy(c) builds the transform for context c (shape (*batch, m), "
+        "broadcast against x by the hyper-network); a Flow gives the distribution flow(c)",
+        direction="data → latent",
+        forward_logdet="+log|det ∂y/∂x|",
+        inverse_logdet="+log|det ∂x/∂y| (torch's inverse transform negates)",
+        batch="any (*batch, n); elementwise transforms (event_dim 0) give (*batch, n)",
+        adapter="lazy layer rebuilt with context None at every call; event_dim 0 log|det| "
+        "summed over the last axis; values unchanged",
+    ),
+    catalog=lazy("invlin.validate._catalog_layers:zuko"),
+    conditional=lazy("invlin.validate._catalog_layers:zuko_conditional"),
+    priority=40,
+)

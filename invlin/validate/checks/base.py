@@ -52,7 +52,8 @@ class CheckContext:
     ``features`` the layer's n; ``setup`` Python source that defines ``adapter`` (the layer as
     the check saw it) for the reproduction snippets; ``replay`` cases every search of the
     check tries first (a failing case of another dtype, replayed here; see
-    :mod:`invlin.validate.verdicts`).
+    :mod:`invlin.validate.verdicts`); ``context_features`` the layer's M (0: unconditional;
+    see :mod:`invlin.validate.conditioning`).
     """
 
     dtype: str = "float64"
@@ -63,6 +64,7 @@ class CheckContext:
     features: int = 4
     setup: str = ""
     replay: tuple[Any, ...] = ()
+    context_features: int = 0
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
@@ -81,6 +83,14 @@ class CheckContext:
             or self.features < 1
         ):
             raise ValueError(f"features must be a positive integer, got {self.features!r}")
+        if (
+            isinstance(self.context_features, bool)
+            or not isinstance(self.context_features, int)
+            or self.context_features < 0
+        ):
+            raise ValueError(
+                f"context_features must be an integer >= 0, got {self.context_features!r}"
+            )
 
     @property
     def torch_dtype(self) -> torch.dtype:
