@@ -19,7 +19,7 @@ from torch import nn
 from invlin._validation import is_real, positive_int
 from invlin.nn import p4_state
 from invlin.nn.monitor import DriftMonitor, DriftReading, probe_drift
-from invlin.nn.p4_cache import ProductCache
+from invlin.nn.p4_cache import ProductCache, Snapshot
 from invlin.nn.p4_ops import (
     NoGrad,
     Products,
@@ -131,29 +131,17 @@ class MergeReading(NamedTuple):
 
 
 class _Cast(NamedTuple):
-    """A state buffer cast to a compute dtype, valid while the buffer is the same object at the
-    same version and data pointer."""
+    """A state buffer cast to a compute dtype, valid while the snapshot of the buffer holds."""
 
-    buffer: torch.Tensor
-    version: int
-    pointer: int
+    made_from: Snapshot
     cast: torch.Tensor
 
 
-class _Checked(NamedTuple):
-    """(X, u, v) and their (data pointer, version) pairs whose c was found finite and nonzero."""
-
-    tensors: tuple[torch.Tensor, ...]
-    key: tuple[tuple[int, int], ...]
-
-
 class _Bound(NamedTuple):
-    """Bounds on max|A| and max|X| proven by the last in-place merge, valid while A and X are
-    these objects at these data pointers and versions."""
+    """Bounds on max|A| and max|X| proven by the last in-place merge, valid while the snapshot
+    of (A, X) holds."""
 
-    a: torch.Tensor
-    x: torch.Tensor
-    key: tuple[int, int, int, int]
+    state: Snapshot
     max_a: float
     max_x: float
 
@@ -206,31 +194,15 @@ class P4InvLinear(nn.Module):
     Shapes: ``forward(x)`` with x ``(*, n)`` returns (y ``(*, n)``, log|det| ``(*,)``);
     ``inverse(y)`` returns (x, log|det ∂x/∂y|) with the negated log|det|.
 
-    Speed: with at least n rows, forward and inverse apply W = A + u vᵀ and
-    M = X − (Xu)(vᵀX)/c with one matrix product each; on the CPU these O(n²) products (and c,
-    log|det|) are kept between calls while u, v and the state are unchanged (compared entry by
-    entry, see :class:`~invlin.nn.p4_cache.ProductCache`: two extra n×n matrices in the compute
-    dtype), and ``inverse`` reuses one buffer for y − b (up to 2²² elements). On other devices
-    they are kept only inside :func:`~invlin.nn.cached_products` (opt-in, checked by version
-    counters alone: reading values would wait for the device on every call).
+    Speed and torch.compile: see :mod:`invlin.nn.p4_ops` (routes and forms) and
+    :class:`~invlin.nn.p4_cache.ProductCache` (W and M kept between calls on the CPU, or inside
+    :func:`~invlin.nn.cached_products`). Traced, forward and :meth:`penalty` compile into one
+    graph (``fullgraph=True``); ``inverse`` breaks it once, to read c for its singularity check.
 
-    torch.compile: while traced, every value is a tensor operation of u, v, b and the state
-    (nothing kept between calls, no value read on the host), so forward, :meth:`penalty` and
-    their backward compile into one graph (``fullgraph=True``), and :meth:`merge` (eager, in
-    place) between calls is seen without recompiling. ``inverse`` breaks the graph once, to
-    read c for its singularity check.
-
-    Changing the state by hand: write A with an in-place tensor op under ``torch.no_grad()``
-    (``layer.weight.copy_(w)``) or ``load_state_dict``, then call :meth:`refresh`; ``inverse``
-    refuses (ValueError) to answer from X after A was written without it. Writes through
-    ``.data`` (``layer.weight.data.copy_(w)``) bypass PyTorch's version counters, so the cached
-    casts and products cannot see them and the layer keeps computing with the old A.
-
-    Loading: ``load_state_dict`` and unpickling check the tracked state (finite, real, sign ±1,
-    X and log|det| consistent with A) and refuse a bad one with
-    :class:`~invlin.nn.p4_state.InvalidStateError` naming the buffers, the layer unchanged; inside
-    :func:`~invlin.nn.p4_state.repairing` the derived buffers are recomputed from A instead, with
-    a :class:`~invlin.nn.p4_state.StateRepairedWarning`. Complex values are refused.
+    Changing A by hand: an in-place op under ``torch.no_grad()`` (``layer.weight.copy_(w)``),
+    then :meth:`refresh` (``inverse`` refuses to answer from X before it); writes through
+    ``.data`` bypass the version counters, so cached casts and products would not see them.
+    Loading and unpickling check the state (see :mod:`invlin.nn.p4_state`).
 
     >>> layer = P4InvLinear(3, init="reverse")
     >>> y, ld = layer(torch.ones(2, 3))
@@ -308,7 +280,7 @@ class P4InvLinear(nn.Module):
         # the largest κ₁ the monitor read since sign and log|det| were computed from A (LU)
         self.kappa_peak: float | None = None
         self._cache: dict[str, _Cast] = {}  # state casts to the compute dtype, see _cast
-        self._checked: _Checked | None = None  # see _require_nonsingular
+        self._checked: Snapshot | None = None  # (X, u, v) whose c was checked
         self._bound: _Bound | None = None  # see _max_abs_state
         self._products = ProductCache()  # Products while u, v and the state are unchanged
         self._spare: dict[tuple, torch.Tensor] = {}  # a buffer for y − b, reused by inverse
@@ -419,18 +391,11 @@ class P4InvLinear(nn.Module):
         if compiling():  # traced: a cast in the graph (the compiler fuses it)
             return buf.to(dtype)
         hit = self._cache.get(name)
-        # any change of the buffer, in place or by replacement, or a move to another device
-        # makes a new cast
-        if (
-            hit is not None
-            and hit.buffer is buf
-            and hit.version == buf._version
-            and hit.pointer == buf.data_ptr()
-            and hit.cast.dtype == dtype
-        ):
+        # any change of the buffer, in place or by replacement, or a move makes a new cast
+        if hit is not None and hit.cast.dtype == dtype and hit.made_from.holds(buf):
             return hit.cast
         cast = buf.to(dtype)
-        self._cache[name] = _Cast(buf, buf._version, buf.data_ptr(), cast)
+        self._cache[name] = _Cast(Snapshot.of(buf), cast)
         return cast
 
     def _parts(
@@ -444,13 +409,6 @@ class P4InvLinear(nn.Module):
         return p["u"], p["v"], p.get("bias"), b["weight"], b["weight_inverse"], b["logabsdet"]
 
     def _check(self, x: torch.Tensor, name: str) -> None:
-        if (
-            isinstance(x, torch.Tensor)
-            and x.ndim >= 1
-            and x.shape[-1] == self.features
-            and x.is_floating_point()
-        ):
-            return
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
         if x.ndim < 1 or x.shape[-1] != self.features:
@@ -503,7 +461,7 @@ class P4InvLinear(nn.Module):
         if compiling():  # every value in the graph; the singularity check breaks it (a read)
             with NoGrad():
                 c = factor(u, v, xinv).c
-            _require_nonsingular_traced(c, lambda: {"u": u, "v": v, "weight_inverse": xinv})
+            _require_nonsingular_traced(c, self._factor_operands)
             return p4_inverse(y, xinv_y, xinv, u, v, bias, logabsdet, None)
         full = y.numel() >= self.features**2
         cache = self._products
@@ -554,22 +512,12 @@ class P4InvLinear(nn.Module):
         if not isinstance(c, torch.Tensor):
             _require_finite_nonzero(c, self._factor_operands)
             return
-        if transforms_active():  # wrapped tensors: no data pointers
-            self._checked = None
-            key = None
-        else:
-            ts = (self.weight_inverse, self.u, self.v)
-            key = tuple((t.data_ptr(), t._version) for t in ts)
-            done = self._checked
-            if (
-                done is not None
-                and done.key == key
-                and all(s is t for s, t in zip(done.tensors, ts, strict=True))
-            ):
-                return
+        wrapped = transforms_active()  # wrapped tensors: no data pointers
+        ts = (self.weight_inverse, self.u, self.v)
+        if not wrapped and self._checked is not None and self._checked.holds(*ts):
+            return
         _require_finite_nonzero(c, self._factor_operands)
-        if key is not None:
-            self._checked = _Checked(ts, key)
+        self._checked = None if wrapped else Snapshot.of(*ts)
 
     def _factor_operands(self) -> dict[str, torch.Tensor]:
         """The tensors c = 1 + vᵀA⁻¹u is computed from, by name (for error messages)."""
@@ -586,16 +534,9 @@ class P4InvLinear(nn.Module):
         u, v, _, a, xinv, logabsdet = self._parts()
         kept = None
         if self._products.usable(u, xinv):  # c from this step's forward
-            kept = self._products.find(("forward",), (a, xinv, logabsdet), u, v)
-        return p4_penalty(
-            u,
-            v,
-            xinv,
-            logabsdet,
-            self.penalty_bounds,
-            weight,
-            kept=None if kept is None else kept.factor,
-        )
+            kept = self._products.find("forward", (a, xinv, logabsdet), u, v)
+        kept_factor = None if kept is None else kept.factor
+        return p4_penalty(u, v, xinv, logabsdet, self.penalty_bounds, weight, kept=kept_factor)
 
     # -- merging and drift control ----------------------------------------------------------------
     def reset_perturbation(self) -> None:
@@ -615,12 +556,7 @@ class P4InvLinear(nn.Module):
         else as tensors to be read in the merge's one device-to-host transfer."""
         a, x = self.weight, self.weight_inverse
         b = self._bound
-        if (
-            b is not None
-            and b.a is a
-            and b.x is x
-            and b.key == (a.data_ptr(), a._version, x.data_ptr(), x._version)
-        ):
+        if b is not None and b.state.holds(a, x):
             return b.max_a, b.max_x
         inf = float("inf")
         return torch.linalg.vector_norm(a, inf), torch.linalg.vector_norm(x, inf)
@@ -657,8 +593,7 @@ class P4InvLinear(nn.Module):
         """
         with NoGrad():
             plan = self._plan_merge(force)
-            values = plan.values  # host floats in the host form, else one tensor: one read
-            return self._apply_merge(plan, values if isinstance(values, list) else values.tolist())
+            return self._apply_merge(plan, _read_values([plan])[0])
 
     def _plan_merge(self, force: bool) -> MergePlan:
         """The first half of a merge (no autograd, changes nothing): the O(n²) products Xu and
@@ -718,8 +653,7 @@ class P4InvLinear(nn.Module):
             # Proven finite: update A and X in place (each read and written once, no copies).
             a.addr_(u, v)
             x.addr_(xu, vx, alpha=alpha)
-            key = (a.data_ptr(), a._version, x.data_ptr(), x._version)
-            d["_bound"] = _Bound(a, x, key, *new_max)
+            d["_bound"] = _Bound(Snapshot.of(a, x), *new_max)
         else:
             new_a = perturbed_matrix(a, u, v)
             new_x = torch.addr(x, xu, vx, alpha=alpha)

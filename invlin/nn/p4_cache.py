@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from invlin.nn.p4_ops import NoGrad, Products, on_host, tracing
 
-__all__ = ["ProductCache", "cached_products"]
+__all__ = ["ProductCache", "Snapshot", "cached_products"]
 
 # Depth of nested cached_products() contexts (process-wide, as torch.nn.utils.parametrize.cached).
 _TRUSTED = [0]
@@ -19,18 +20,11 @@ _TRUSTED = [0]
 @contextlib.contextmanager
 def cached_products() -> Iterator[None]:
     """Within this context P4InvLinear layers on every device keep their O(n²) products between
-    calls, checked by version counters alone: no value is read on the host, so on a GPU a
-    repeated forward or inverse with unchanged u, v and state is one matrix product plus
-    O(batch·n) work.
-
-    Outside it, products are kept on the CPU only, where u and v are also compared entry by
-    entry (see :class:`ProductCache`). Inside it, a change of u, v or the state is seen when
-    made by a tensor operation (an optimizer step, ``copy_`` under ``torch.no_grad()``,
-    :meth:`P4InvLinear.merge`, a replacement of the tensor), **not** when written in place
-    through ``.data`` (``layer.u.data.copy_(t)`` keeps the version): do not write parameters
-    that way inside the context. Entries hold up to two n×n matrices per layer in the compute
-    dtype. The switch is process-wide, as ``torch.nn.utils.parametrize.cached()`` is: while any
-    thread is inside, every thread's calls take this form.
+    calls (see :class:`ProductCache`), checked by version counters alone: no value is read on
+    the host, so a repeated call with unchanged u, v and state is one matrix product plus
+    O(batch·n) work. A write through ``.data`` (``layer.u.data.copy_(t)``) keeps the version
+    and is not seen: do not write parameters that way inside. Process-wide while any thread is
+    inside, as ``torch.nn.utils.parametrize.cached()``.
 
     >>> from invlin.nn import P4InvLinear, cached_products
     >>> layer = P4InvLinear(4)
@@ -55,14 +49,34 @@ def _stamp(tensors: Sequence[torch.Tensor]) -> list[int]:
     return out
 
 
+class Snapshot(NamedTuple):
+    """Tensors and the version and data pointer of each when taken (:meth:`of`)."""
+
+    tensors: tuple[torch.Tensor, ...]
+    stamp: list[int]
+
+    @classmethod
+    def of(cls, *tensors: torch.Tensor) -> Snapshot:
+        return cls(tensors, _stamp(tensors))
+
+    def holds(self, *tensors: torch.Tensor) -> bool:
+        """Whether ``tensors`` are the very objects taken, at the same data pointers and
+        versions: unchanged by any in-place operation since (writes through ``.data`` keep the
+        version and are not seen)."""
+        if len(tensors) != len(self.tensors):
+            return False
+        for t, made in zip(tensors, self.tensors, strict=True):
+            if t is not made:
+                return False
+        return _stamp(tensors) == self.stamp
+
+
 @dataclass(slots=True)
 class _Entry:
-    """Products and what they were made from: the tensors (state, then u and v), their
-    :func:`_stamp` then, and copies of u and v (None inside :func:`cached_products`, where
-    versions alone are trusted)."""
+    """Products, a :class:`Snapshot` of what they were made from (state, then u and v) and
+    copies of u and v (None inside :func:`cached_products`, where versions alone are trusted)."""
 
-    made_from: tuple[torch.Tensor, ...]
-    stamp: list[int]
+    made_from: Snapshot
     u_copy: torch.Tensor | None
     v_copy: torch.Tensor | None
     products: Products
@@ -71,23 +85,14 @@ class _Entry:
 class ProductCache:
     """Keeps the O(n²) products of one P4InvLinear call for the next call with the same values.
 
-    An entry is keyed by the direction (``"forward"``/``"inverse"``) and compute dtype and is
-    valid only while
-
-    * the state tensors (A, X, log|det A|) are the very objects it was made from, at the same
-      data pointers and versions (every in-place change through them bumps the version);
-    * u and v are the very parameter objects it was made from, at the same versions (an
-      optimizer step bumps them: the entry is passed over without reading any value), **and equal,
-      entry by entry, to the copies taken then** — O(n) compares, so changes that bypass version
-      counters (writes through ``.data``, as torch.autograd.gradcheck makes) cannot leave it
-      stale.
-
-    The compares read u and v on the host, so outside :func:`cached_products` the cache is
-    used in the host form only (:func:`~invlin.nn.p4_ops.on_host`; on a GPU each call would wait
-    for the device). Inside it, entries are used on every device and checked by identity, data
-    pointer and version alone (no copy is taken then; an entry without one is never used
-    outside). It holds one entry per (direction, dtype): for n = 1024 in float32, 4 MiB for W
-    plus 4 MiB for M. Cleared by :meth:`clear`.
+    One entry per direction (``"forward"``/``"inverse"``) and compute dtype, valid while the
+    state (A, X, log|det A|), u and v are the very tensors it was made from, unchanged in place
+    (:class:`Snapshot`), **and** u and v equal, entry by entry, the copies taken then: O(n)
+    compares, so writes that bypass version counters (through ``.data``, as
+    torch.autograd.gradcheck makes) cannot leave it stale. The compares read u and v on the
+    host, so outside :func:`cached_products` the cache is used in the host form only
+    (:func:`~invlin.nn.p4_ops.on_host`); inside it, on every device, by snapshot alone (no copy
+    is taken; an entry without one is never used outside).
     """
 
     def __init__(self) -> None:
@@ -124,15 +129,7 @@ class ProductCache:
     ) -> Products | None:
         """The products stored for ``kind`` and ``dtype`` if still valid, else None."""
         e = self._entries.get((kind, dtype))
-        if e is None:
-            return None
-        tensors = (*state, u, v)
-        if len(tensors) != len(e.made_from):
-            return None
-        for t, made in zip(tensors, e.made_from, strict=True):
-            if t is not made:
-                return None
-        if _stamp(tensors) != e.stamp:
+        if e is None or not e.made_from.holds(*state, u, v):
             return None
         if _TRUSTED[0]:
             return e.products
@@ -158,16 +155,14 @@ class ProductCache:
                     u_copy, v_copy = torch.stack((u, v)).unbind()
                 else:
                     u_copy, v_copy = u.clone(), v.clone()
-        tensors = (*state, u, v)
-        self._entries[(kind, dtype)] = _Entry(tensors, _stamp(tensors), u_copy, v_copy, products)
+        self._entries[(kind, dtype)] = _Entry(Snapshot.of(*state, u, v), u_copy, v_copy, products)
 
     def find(
-        self, kinds: Sequence[str], state: Sequence[torch.Tensor], u: torch.Tensor, v: torch.Tensor
+        self, kind: str, state: Sequence[torch.Tensor], u: torch.Tensor, v: torch.Tensor
     ) -> Products | None:
-        """The first valid stored products of any of ``kinds`` (any dtype), else None."""
-        for kind, dtype in list(self._entries):
-            if kind in kinds:
-                found = self.get(kind, dtype, state, u, v)
-                if found is not None:
-                    return found
+        """The first valid stored products of ``kind`` in any dtype, else None."""
+        for k, dtype in list(self._entries):
+            found = self.get(kind, dtype, state, u, v) if k == kind else None
+            if found is not None:
+                return found
         return None

@@ -206,9 +206,9 @@ def _full(t: torch.Tensor, n: int) -> bool:
     return t.numel() >= n * n
 
 
-def as_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """t in ``dtype`` (without a dispatched no-op when it is already)."""
-    return t if t.dtype == dtype else t.to(dtype)
+def as_dtype(t: Any, dtype: torch.dtype) -> Any:
+    """Tensor t in ``dtype`` (without a dispatched no-op when it is already); None stays None."""
+    return t if t is None or t.dtype == dtype else t.to(dtype)
 
 
 def _tensor(value: Scalar, dtype: torch.dtype) -> torch.Tensor:
@@ -321,11 +321,9 @@ def penalty_value(
     (default: log|c|'s)."""
     lo, hi = bounds
     if not isinstance(log_c, torch.Tensor):
-        total = s = 0.0
-        for i, t in enumerate((log_c, log_c + float(logabsdet))):
-            d = t - min(max(t, lo), hi)  # as torch.clamp: NaN stays NaN
-            total, s = (d * d, d) if i == 0 else (total + d * d, s + d)
-        return weight * total, weight * (2 * s)
+        # as torch.clamp: NaN stays NaN
+        d0, d1 = (t - min(max(t, lo), hi) for t in (log_c, log_c + float(logabsdet)))
+        return weight * (d0 * d0 + d1 * d1), weight * (2 * (d0 + d1))
     terms = torch.stack([log_c, log_c + logabsdet])
     d = terms - terms.clamp(lo, hi)
     value = _into(torch.mul, d.square().sum(), weight, dtype or d.dtype)
@@ -422,8 +420,7 @@ def _forward(
     full = _full(x, a.shape[-1])
     if products is None or (full and products.matrix is None):
         products = forward_products(a, u, v, xinv, logabsdet, full)
-    b = None if bias is None else as_dtype(bias, x.dtype)
-    return _perturbed(x, a, u, v, b, products.matrix), products
+    return _perturbed(x, a, u, v, as_dtype(bias, x.dtype), products.matrix), products
 
 
 def _inverse(
@@ -438,34 +435,40 @@ def _inverse(
     """x and the products it used (M formed here for a full batch when not given)."""
     if _full(y, xinv_y.shape[-1]) and products.matrix is None:
         products = inverse_products(xinv_y, v, logabsdet, products.factor)
-    f = products.factor
-    b = None if bias is None else as_dtype(bias, y.dtype)
+    f, b = products.factor, as_dtype(bias, y.dtype)
     return _sherman_morrison(y, xinv_y, f.xu, v, f.c, b, products.matrix, scratch), products
 
 
 # -- gradients ------------------------------------------------------------------------------------
 def _perturbed_grads(
     needs: tuple,
-    has_bias: bool,
+    bias_dtype: torch.dtype | None,
     x: torch.Tensor,
     a: torch.Tensor,
     u: torch.Tensor,
     v: torch.Tensor,
     grad: torch.Tensor,
     w: torch.Tensor | None = None,
+    ld: tuple[torch.Tensor | None, torch.Tensor | None, float | None] = (None, None, None),
 ) -> tuple:
-    """Gradients for (x, A, u, v, b) of y = x Wᵀ + b (A's is None), all in x's dtype."""
-    n = a.shape[-1]
+    """Gradients for (x, A, u, v, b) of y = x Wᵀ + b (A's is None) in x's dtype (u, v cast to
+    it; b's in ``bias_dtype``, None: no b). ``ld`` = (t_u, t_v, k): terms k·t added to u's and
+    v's by the same addmv (k a host float; None: 1, already applied)."""
+    n, dt = a.shape[-1], x.dtype
     g, xr = _rows(grad, n), _rows(x, n)
+    u, v = as_dtype(u, dt), as_dtype(v, dt)
+    ld_u, ld_v, k = ld
     gx = gu = gv = gb = None
     if needs[0]:
         gx = grad @ (perturbed_matrix(a, u, v) if w is None else w)  # ∂/∂x of x Wᵀ: grad · W
     if needs[2]:
-        gu = torch.mv(g.t(), torch.mv(xr, v))  # Σ_b grad_b (v·x_b)
+        s = torch.mv(xr, v)  # Σ_b grad_b (v·x_b)
+        gu = torch.mv(g.t(), s) if ld_u is None else _addmv(ld_u, g.t(), s, k)
     if needs[3]:
-        gv = torch.mv(xr.t(), torch.mv(g, u))  # Σ_b x_b (u·grad_b)
-    if has_bias and needs[4]:
-        gb = g.sum(0)
+        t = torch.mv(g, u)  # Σ_b x_b (u·grad_b)
+        gv = torch.mv(xr.t(), t) if ld_v is None else _addmv(ld_v, xr.t(), t, k)
+    if bias_dtype is not None and needs[4]:
+        gb = as_dtype(g.sum(0), bias_dtype)
     return gx, None, gu, gv, gb
 
 
@@ -519,16 +522,18 @@ def _log_c_grads(
     f: Factor,
     iu: int,
     iv: int,
+    dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """∂/∂u and ∂/∂v of k·log|c| (k a host float, or 0-dim in X's dtype or one it widens
-    exactly): k Xᵀv/c and k Xu/c, in u's and v's dtypes."""
+    exactly): k Xᵀv/c and k Xu/c, in ``dtype`` (default: u's and v's)."""
     k = (_widened(k, xinv.dtype) if isinstance(k, torch.Tensor) else k) / f.c
-    gu = (
-        _into(torch.mul, torch.mv(xinv.t(), as_dtype(v, xinv.dtype)), k, u.dtype)
-        if ctx.needs_input_grad[iu]
-        else None
-    )
-    gv = _into(torch.mul, f.xu, k, v.dtype) if ctx.needs_input_grad[iv] else None
+    needs = ctx.needs_input_grad
+    gu = gv = None
+    if needs[iu]:
+        xv = torch.mv(xinv.t(), as_dtype(v, xinv.dtype))
+        gu = _into(torch.mul, xv, k, dtype or u.dtype)
+    if needs[iv]:
+        gv = _into(torch.mul, f.xu, k, dtype or v.dtype)
     return gu, gv
 
 
@@ -559,11 +564,11 @@ class _PerturbedLinear(torch.autograd.Function):
     def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
         x, a, u, v, bias = inputs
         ctx.save_for_backward(x, a, u, v)
-        ctx.has_bias = bias is not None
+        ctx.bias_dtype = None if bias is None else bias.dtype
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
-        return _perturbed_grads(ctx.needs_input_grad, ctx.has_bias, *ctx.saved_tensors, grad)
+        return _perturbed_grads(ctx.needs_input_grad, ctx.bias_dtype, *ctx.saved_tensors, grad)
 
 
 class _ShermanMorrisonLinear(torch.autograd.Function):
@@ -687,7 +692,7 @@ class _Forward(torch.autograd.Function):
         # y's over the batch. In the host form k is a host float (the addmv's beta).
         x, a, u, v, xinv = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        dt, sdt, n = x.dtype, xinv.dtype, a.shape[-1]
+        dt, sdt = x.dtype, xinv.dtype
         twice = torch.is_grad_enabled()  # double backward: every value rebuilt from u and v
         host = not twice and on_host(x) and (grad_ld is None or on_host(grad_ld))
         k: float | None = None  # None: already applied to ld_u and ld_v
@@ -695,35 +700,19 @@ class _Forward(torch.autograd.Function):
         if grad_ld is not None and (needs[2] or needs[3]):
             f = _saved_factor(ctx, u, v, xinv)
             if not host:
-                kt = _widened(grad_ld.sum(), sdt) / f.c
-                if needs[2]:
-                    ld_u = _into(torch.mul, kt, torch.mv(xinv.t(), as_dtype(v, sdt)), dt)
-                if needs[3]:
-                    ld_v = _into(torch.mul, kt, f.xu, dt)
+                ld_u, ld_v = _log_c_grads(ctx, grad_ld.sum(), u, v, xinv, f, 2, 3, dt)
             elif (k := float(grad_ld.sum()) / float(f.c)) != 0.0:
                 ld_u = torch.mv(xinv.t(), as_dtype(v, sdt)).to(dt) if needs[2] else None
                 ld_v = f.xu.to(dt) if needs[3] else None
-        gx = gu = gv = gb = None
         if grad is not None:
-            g, xr = _rows(grad, n), _rows(x, n)
-            u_dt, v_dt = as_dtype(u, dt), as_dtype(v, dt)
-            if needs[0]:
-                w = perturbed_matrix(a, u_dt, v_dt) if twice or ctx.w is None else ctx.w
-                gx = torch.mm(grad, w) if grad.dim() == 2 else grad @ w
-            if needs[2]:
-                s = torch.mv(xr, v_dt)
-                gu = torch.mv(g.t(), s) if ld_u is None else _addmv(ld_u, g.t(), s, k)
-            if needs[3]:
-                t = torch.mv(g, u_dt)
-                gv = torch.mv(xr.t(), t) if ld_v is None else _addmv(ld_v, xr.t(), t, k)
-            if ctx.bias_dtype is not None and needs[4]:
-                gb = as_dtype(g.sum(0), ctx.bias_dtype)
+            w = None if twice else ctx.w
+            ld = (ld_u, ld_v, k)
+            gx, _, gu, gv, gb = _perturbed_grads(needs, ctx.bias_dtype, x, a, u, v, grad, w, ld)
         else:
+            gx = gb = None
             gu = ld_u if ld_u is None or k is None else ld_u * k
             gv = ld_v if ld_v is None or k is None else ld_v * k
-        gu = None if gu is None else as_dtype(gu, u.dtype)
-        gv = None if gv is None else as_dtype(gv, v.dtype)
-        return gx, None, gu, gv, gb, None, None, None
+        return gx, None, as_dtype(gu, u.dtype), as_dtype(gv, v.dtype), gb, None, None, None
 
 
 class _Inverse(torch.autograd.Function):
@@ -759,23 +748,13 @@ class _Inverse(torch.autograd.Function):
         f = _saved_factor(ctx, u, v, xinv)
         xu, c = f.xu, _tensor(f.c, sdt)
         gy = gb = gxu = gv = gc = None
-        if grad is not None:
-            # The Sherman–Morrison map's gradients for (y, Xu, v, c, b) in y's dtype.
-            gy, _, gxu, gv, gc, gb = _sherman_morrison_grads(
-                (needs[0], False, needs[3], needs[4], needs[3] or needs[4], needs[5]),
-                y,
-                xinv_y,
-                xu.to(dt),
-                v.to(dt),
-                c.to(dt),
-                None if bias is None else bias.to(dt),
-                grad,
-                None if torch.is_grad_enabled() else ctx.m,
-            )
-            gb = None if gb is None else gb.to(bias.dtype)
-            gxu = None if gxu is None else gxu.to(sdt)
-            gc = None if gc is None else gc.to(sdt)
-            gv = None if gv is None else gv.to(v.dtype)
+        if grad is not None:  # the Sherman–Morrison map's gradients for (y, Xu, v, c, b)
+            wanted = (needs[0], False, needs[3], needs[4], needs[3] or needs[4], needs[5])
+            operands = (as_dtype(t, dt) for t in (xu, v, c, bias))
+            m = None if torch.is_grad_enabled() else ctx.m
+            gy, _, gxu, gv, gc, gb = _sherman_morrison_grads(wanted, y, xinv_y, *operands, grad, m)
+            gxu, gc, gv = as_dtype(gxu, sdt), as_dtype(gc, sdt), as_dtype(gv, v.dtype)
+            gb = None if gb is None else as_dtype(gb, bias.dtype)
         if grad_ld is not None and (needs[3] or needs[4]):
             gc = _add(gc, -grad_ld.sum().to(sdt) / c)  # ld = −(log|det A| + log|c|)
         gu = None
@@ -796,15 +775,9 @@ _LOG_ABS_FACTOR, _PENALTY = _apply(_LogAbsFactor), _apply(_Penalty)
 def perturbed_linear(
     x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
-    """y = x (A + u vᵀ)ᵀ + b as ONE matrix product with the rank-one term folded into the
-    weight (torch.addr, O(n²)); x ``(*, n)``, A ``(n, n)``, u, v, b ``(n,)``, one dtype. With
-    fewer rows than n the term is added to the output instead (O(rows·n) < O(n²)).
-
-    The backward pass costs one matrix product (for x) plus O(batch·n) for u, v and b, where
-    autograd through the folded weight would cost a second, n×n weight gradient; it is built
-    from differentiable operations, so double backward works. With autograd recording nothing
-    for these inputs no autograd.Function is entered at all.
-    """
+    """y = x (A + u vᵀ)ᵀ + b for x ``(*, n)``, A ``(n, n)``, u, v, b ``(n,)``, one dtype (shapes:
+    see the module docstring). Its backward costs one matrix product plus O(batch·n) (autograd
+    through W would add an n×n weight gradient) and supports double backward and vmap."""
     if _route(x, u, v, bias) == _PLAIN:
         return _perturbed(x, a, u, v, bias)
     return _PerturbedLinear.apply(x, a, u, v, bias)
@@ -818,14 +791,9 @@ def sherman_morrison_linear(
     c: torch.Tensor,
     bias: torch.Tensor | None,
 ) -> torch.Tensor:
-    """x = (X − (Xu)(vᵀX)/c)(y − b), the Sherman–Morrison inverse of y = (A + u vᵀ)x + b for
-    X ≈ A⁻¹ ``(n, n)``, Xu ``(n,)``, v ``(n,)``, c = 1 + vᵀXu ``()`` and y ``(*, n)``.
-
-    The rank-one correction is folded into the matrix (torch.addr, O(n²)) and applied by ONE
-    matrix product (with fewer rows than n it is applied to X(y − b) instead); the backward
-    pass costs one matrix product (for y) plus O(batch·n + n²) for Xu, v, c and b, and
-    supports double backward.
-    """
+    """x = (X − (Xu)(vᵀX)/c)(y − b), the Sherman–Morrison inverse of y = (A + u vᵀ)x + b, for
+    X ≈ A⁻¹ ``(n, n)``, Xu, v ``(n,)``, c = 1 + vᵀXu ``()``, y ``(*, n)``. Its backward costs one
+    matrix product plus O(batch·n + n²) and supports double backward and vmap."""
     if _route(y, xu, v, c, bias) == _PLAIN:
         return _sherman_morrison(y, xinv, xu, v, c, bias)
     return _ShermanMorrisonLinear.apply(y, xinv, xu, v, c, bias)
@@ -833,10 +801,7 @@ def sherman_morrison_linear(
 
 def log_abs_factor(u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor) -> torch.Tensor:
     """log|c|, c = 1 + vᵀXu, in X's dtype (shape ``()``) for X ``(n, n)`` and u, v ``(n,)``;
-    differentiable in u and v (X carries no gradient), double backward included.
-
-    The same two O(n²) products as the plain expression, in one autograd node: the gradients
-    Xᵀv/c and Xu/c cost one more matrix–vector product in the backward pass."""
+    differentiable in u and v (one autograd node, double backward included), X is not."""
     if _route(u, v) == _EAGER:
         return _LOG_ABS_FACTOR(u, v, xinv)
     return factor(u, v, xinv).log_c
@@ -853,19 +818,15 @@ def p4_forward(
     *,
     products: Products | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y, log|det|) of P4InvLinear: y = x (A + u vᵀ)ᵀ + b with A ``a`` in x's dtype and u, v,
-    b (parameters of any dtype) cast to it, and log|det| = log|det A| + log|1 + vᵀXu| of x's
-    batch shape ``(*,)`` (one value for every row) in x's dtype, from u and v as given and X,
-    log|det A| ``logabsdet`` in the state dtype. One autograd node when autograd records.
-
-    ``products``: :func:`forward_products` of these very tensors, when the caller kept them from
-    an earlier call (the values are then not recomputed; the results are the same bits)."""
+    """(y, log|det|) of P4InvLinear: y = x (A + u vᵀ)ᵀ + b ``(*, n)`` with A ``a`` in x's dtype
+    (u, v, b cast to it) and log|det A| + log|c| ``(*,)`` in x's dtype from X and log|det A| in
+    the state dtype. ``products``: :func:`forward_products` of these very tensors if kept."""
     route = _route(x, u, v, bias)
     if route == _EAGER:
         return _FORWARD(x, a, u, v, bias, xinv, logabsdet, products)
     if route == _TRACED:  # every value as a function of u and v, for the transform to see
         dt = x.dtype
-        y = perturbed_linear(x, a, u.to(dt), v.to(dt), None if bias is None else bias.to(dt))
+        y = perturbed_linear(x, a, u.to(dt), v.to(dt), as_dtype(bias, dt))
         ld = perturbed_logdet(logabsdet, factor(u, v, xinv).log_c, dt)
         return y, ld.expand(x.shape[:-1])
     kept = products is not None
@@ -886,16 +847,12 @@ def p4_inverse(
     scratch: torch.Tensor | None = None,
     kept: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, −log|det|) of P4InvLinear.inverse: x = (A + u vᵀ)⁻¹(y − b) by Sherman–Morrison with
-    ``xinv_y`` = X in y's dtype and v, b cast to it, −log|det| of y's batch shape ``(*,)`` (one
-    value for every row) in y's dtype.
+    """(x, −log|det|) of P4InvLinear.inverse: x = (A + u vᵀ)⁻¹(y − b) ``(*, n)`` by
+    Sherman–Morrison with ``xinv_y`` = X in y's dtype (v, b cast to it), −log|det| ``(*,)``.
 
-    ``products``: :func:`inverse_products` of these tensors — at least the factor in the state
-    dtype, as the caller computed it for its singularity check (M may be None; it is formed
-    here as needed); None only while traced. The factor's gradients are taken here.
-    ``scratch``: a tensor of y's shape and dtype to hold y − b (saves allocating one per call).
-    ``kept``: whether the caller keeps ``products`` (then a tensor log|det| in them is copied,
-    not returned; False saves that copy). One autograd node when autograd records."""
+    ``products``: :func:`inverse_products` with at least the factor the caller checked (None
+    only while traced); ``scratch``: a tensor of y's shape and dtype to hold y − b; ``kept``:
+    whether the caller keeps ``products`` (then their log|det| is copied, not returned)."""
     route = _route(y, u, v, bias)
     if route == _EAGER:
         return _INVERSE(y, xinv_y, xinv, u, v, bias, logabsdet, products, scratch, kept)
@@ -903,7 +860,7 @@ def p4_inverse(
         dt = y.dtype
         f = factor(u, v, xinv)
         x = sherman_morrison_linear(
-            y, xinv_y, f.xu.to(dt), v.to(dt), f.c.to(dt), None if bias is None else bias.to(dt)
+            y, xinv_y, f.xu.to(dt), v.to(dt), f.c.to(dt), as_dtype(bias, dt)
         )
         return x, (-perturbed_logdet(logabsdet, f.log_c, dt)).expand(y.shape[:-1])
     x, products = _inverse(y, xinv_y, v, bias, logabsdet, products, scratch)
@@ -920,12 +877,8 @@ def p4_penalty(
     *,
     kept: Factor | None = None,
 ) -> torch.Tensor:
-    """:func:`penalty_value` of c = 1 + vᵀXu, shape ``()`` in u's dtype. One autograd node when
-    autograd records (its backward is closed-form, rebuilt from differentiable operations for
-    double backward).
-
-    ``kept``: the :class:`Factor` of these very tensors when the caller kept it, else it is
-    computed."""
+    """:func:`penalty_value` of c = 1 + vᵀXu, shape ``()`` in u's dtype; ``kept``: the
+    :class:`Factor` of these very tensors if the caller kept it."""
     route = _route(u, v)
     if route == _EAGER:
         return _PENALTY(u, v, xinv, logabsdet, bounds, weight, kept)

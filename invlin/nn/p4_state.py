@@ -1,10 +1,8 @@
 """Validating and repairing the tracked state of a P4InvLinear layer where it enters.
 
-The tracked state is four buffers: ``weight`` = A (n×n), ``weight_inverse`` = X ≈ A⁻¹ (n×n),
-``sign`` = sign(det A) and ``logabsdet`` = log|det A| (0-dim). A is primary (it is the map the
-layer applies); X, sign and log|det| are derived from it. A state entering a layer by
-``load_state_dict`` or by unpickling (``pickle``, ``torch.load`` of a module, ``copy.deepcopy``)
-is checked:
+The state is ``weight`` = A (n×n, primary) and, derived from it, ``weight_inverse`` = X ≈ A⁻¹,
+``sign`` = sign(det A), ``logabsdet`` = log|det A| (0-dim). A state entering a layer by
+``load_state_dict`` or unpickling (``pickle``, ``torch.load``, ``copy.deepcopy``) is checked:
 
 * every buffer real, of its shape, finite; ``sign`` ∈ {−1, +1};
 * X against A by an O(n²) probe: for fixed ±1 vectors z_j the ratio
@@ -16,20 +14,16 @@ is checked:
   log|det| ratio |ℓ − ℓ_LU| / (n κ₁ ε) ≤ :data:`LOAD_RATIO_BOUND` with κ₁ = ‖A‖₁‖A⁻¹‖₁ (the
   larger κ₁ peak the layer recorded, when it recorded one).
 
-A state dict does not record how many merges its X and log|det| went through since they were
-last computed from A, and the engine's worst-case allowance grows as THRESHOLD·(1 + k) after k
-updates; :data:`LOAD_MERGES` = 2²⁰ merges is assumed (or the layer's own merge count when an
-unpickled layer reports more), so a layer's own drift is accepted and corruption — X or log|det|
-of another matrix, NaN, ±inf, sign 0.5 — is refused.
+The allowance grows as THRESHOLD·(1 + k) after k updates and a state dict does not record k:
+:data:`LOAD_MERGES` = 2²⁰ is assumed (or an unpickled layer's own larger merge count), so a
+layer's own drift is accepted and corruption (X or log|det| of another matrix, NaN, ±inf, sign
+0.5) refused: :class:`InvalidStateError` naming each buffer, the layer as it was. Inside
+:func:`repairing` inconsistent derived buffers are recomputed from A by LU instead (with a
+:class:`StateRepairedWarning`); a bad A itself is always refused.
 
-A refused state raises :class:`InvalidStateError` naming each buffer and leaves the layer as it
-was (``load_state_dict``). Inside :func:`repairing` the derived buffers found inconsistent are
-instead recomputed from A by LU and a :class:`StateRepairedWarning` names them; a bad A itself
-(non-finite, singular, wrong shape, complex) cannot be repaired and is always refused.
-
-Also here: :func:`lu_state` (the one LU that derives X, sign and log|det| from A, refusing a
-non-finite A) and :class:`InverseWatch`, which notices an A changed in place while X was not
-(e.g. a NaN written into A without a refresh) before ``inverse`` answers from the stale X.
+Also here: :func:`lu_state` (the one LU deriving X, sign and log|det| from A) and
+:class:`InverseWatch` (notices A changed in place without a refresh before ``inverse`` answers
+from the stale X).
 """
 
 from __future__ import annotations
@@ -48,7 +42,6 @@ from invlin._dtypes import eps
 from invlin.testing.tolerance import allowed_ratio
 
 __all__ = [
-    "DERIVED",
     "LOAD_MERGES",
     "LOAD_RATIO_BOUND",
     "STATE",
@@ -70,8 +63,6 @@ __all__ = [
 
 #: The tracked buffers, A first.
 STATE = ("weight", "weight_inverse", "logabsdet", "sign")
-#: The buffers derived from A (what a repair may recompute).
-DERIVED = ("weight_inverse", "logabsdet", "sign")
 
 #: Merges a loaded X and log|det| are allowed to have been through since they were last
 #: computed from A (a state dict does not record it).
@@ -243,12 +234,11 @@ def check_state(
     ``allowed_ratio(max(LOAD_MERGES, merges))``). Costs one float64 LU of A (O(n³))."""
     a, x = state["weight"], state["weight_inverse"]
     sign, ld = state["sign"], state["logabsdet"]
-    issues: list[StateIssue] = []
-    for name, t in state.items():
-        if not t.is_floating_point():
-            if t.is_complex():
-                issues.append(StateIssue(name, f"is complex ({t.dtype})", name != "weight"))
-            continue
+    issues = [
+        StateIssue(name, f"is complex ({t.dtype})", name != "weight")
+        for name, t in state.items()
+        if t.is_complex()
+    ]
     if issues:
         return tuple(issues)
     n = a.shape[-1]
@@ -354,14 +344,12 @@ def repair(buffers: Mapping[str, torch.Tensor], names: tuple[str, ...], prefix: 
 
 class InverseWatch:
     """Refuses an ``inverse`` after A was changed in place by hand (without
-    :meth:`~invlin.nn.P4InvLinear.refresh`, e.g. a NaN written into A): X would be stale.
+    :meth:`~invlin.nn.P4InvLinear.refresh`): X would be stale.
 
-    Why versions of A and log|det| rather than A and X: every legitimate change of A — a merge —
-    writes A and log|det| exactly once each (a correction writes X alone; a refresh or a load
-    re-syncs), so the difference of their version counters stays what :meth:`sync` recorded,
-    however many merges happen between two checks; a hand write into A raises it. O(1) per
-    check, nothing read from the device; writes through ``.data`` bump no version and are not
-    seen."""
+    A merge writes A and log|det| once each (a correction writes X alone; a refresh or load
+    re-syncs), so the difference of their version counters stays what :meth:`sync` recorded;
+    a hand write into A raises it. O(1), nothing read from the device; writes through ``.data``
+    are not seen."""
 
     __slots__ = ("a", "logabsdet", "offset")
 

@@ -38,6 +38,14 @@ def reset_optimizer_state(optimizer: torch.optim.Optimizer, params: Iterable[tor
             }
 
 
+_ROWS = ("u", "v", "c", "logabsdet", "sign", "step")  # MergeHistory: one value per merge
+
+
+def _float64(t: torch.Tensor) -> np.ndarray:
+    """A float64 NumPy copy of ``t``."""
+    return t.detach().double().cpu().numpy().copy()
+
+
 @dataclass
 class MergeHistory:
     """The merges of each P4Inv layer during training, for exact replay against the oracle.
@@ -50,26 +58,14 @@ class MergeHistory:
     layers: dict[str, dict[str, list]] = field(default_factory=dict)
 
     def start(self, name: str, layer: P4InvLinear) -> None:
-        self.layers[name] = {
-            "a0": [layer.weight.detach().double().cpu().numpy().copy()],
-            "u": [],
-            "v": [],
-            "c": [],
-            "logabsdet": [],
-            "sign": [],
-            "step": [],
-        }
+        self.layers[name] = {"a0": [_float64(layer.weight)], **{k: [] for k in _ROWS}}
 
     def record(
         self, name: str, layer: P4InvLinear, u: np.ndarray, v: np.ndarray, c: float, step: int
     ) -> None:
-        rec = self.layers[name]
-        rec["u"].append(u)
-        rec["v"].append(v)
-        rec["c"].append(c)
-        rec["logabsdet"].append(float(layer.logabsdet))
-        rec["sign"].append(int(layer.sign))
-        rec["step"].append(step)
+        row = (u, v, c, float(layer.logabsdet), int(layer.sign), step)
+        for key, value in zip(_ROWS, row, strict=True):
+            self.layers[name][key].append(value)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Flat ``{"<layer>/<field>": array}`` mapping (what :meth:`save` writes)."""
@@ -175,25 +171,18 @@ class P4Scheduler:
         merged: dict[str, bool] = {}
         if self.steps % self.merge_every == 0:
             force = self.force_every is not None and self.steps % self.force_every == 0
-            optimized = None  # ids of the optimizer's parameters, gathered once per step
             snapshots: dict[str, tuple] = {}
             if self.history is not None:
                 for name, layer in self.layers.items():
-                    snapshots[name] = (
-                        layer.u.detach().double().cpu().numpy().copy(),
-                        layer.v.detach().double().cpu().numpy().copy(),
-                        float(layer.factor().detach()),
-                    )
-            # Every layer's merge decision is read on the host together (one transfer off the
-            # CPU), then each merge is applied in order (see merge_layers).
-            layers = self.layers.items()
-            done = merge_layers([layer for _, layer in layers], force)
-            for (name, layer), ok in zip(layers, done, strict=True):
-                merged[name] = ok
-                if not ok:
+                    c = float(layer.factor().detach())
+                    snapshots[name] = (_float64(layer.u), _float64(layer.v), c)
+            # every layer's decision read together (one transfer off the CPU), then each applied
+            done = merge_layers(list(self.layers.values()), force)
+            merged = dict(zip(self.layers, done, strict=True))
+            optimized = {id(q) for g in self.optimizer.param_groups for q in g["params"]}
+            for name, layer in self.layers.items():
+                if not merged[name]:
                     continue
-                if optimized is None:
-                    optimized = {id(q) for g in self.optimizer.param_groups for q in g["params"]}
                 params = [getattr(layer, p) for p in self.reset]
                 self._reset_state([p for p in params if p is not None and id(p) in optimized])
                 if name in snapshots:
@@ -211,12 +200,10 @@ class P4Scheduler:
         if self._lazy[0] is not opt:
             self._lazy = (opt, set())
         lazy = self._lazy[1]
-        slow = []
+        slow = [p for p in params if id(p) not in lazy]
         for p in params:
             if id(p) in lazy:
                 opt.state.pop(p, None)
-            else:
-                slow.append(p)
         if slow:
             reset_optimizer_state(opt, slow)
             lazy.update(id(p) for p in slow if not opt.state.get(p))
