@@ -11,7 +11,7 @@ import pytest
 
 from invlin.validate.registry import BUILTIN
 from invlin.validate.results import CheckResult, Conformance, LayerReport
-from invlin.validate.summary import render_summary
+from invlin.validate.summary import CONTEXT_SUFFIX, render_summary
 from invlin.validate.triage import TRIAGE_FILE, Verdict, load_triage, match, unmatched
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports" / "validate"
@@ -115,7 +115,37 @@ def test_the_committed_summary_has_a_verdict_for_every_finding():
     "verdict", TRIAGE, ids=[f"{v.library}-{v.layers[0]}-{'-'.join(v.checks)}" for v in TRIAGE]
 )
 def test_each_reproduction_runs_and_asserts_its_fact(verdict: Verdict):
-    module = _MODULES[verdict.library]
+    module = _MODULES[verdict.library.removesuffix(CONTEXT_SUFFIX)]  # a conditional run's too
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not installed (run with the flow libraries' environment)")
     exec(compile(verdict.reproduction, f"<triage {verdict.layers[0]}>", "exec"), {})
+
+
+def test_summary_takes_its_verdicts_from_another_folders_triage_file(tmp_path, capsys):
+    """``--triage FILE``: one triage file serves a second report folder (conditional runs)."""
+    from invlin.validate.render import render_json
+    from invlin.validate.summary import main
+
+    folder = tmp_path / "ctx"
+    part = Conformance(
+        layers=[
+            LayerReport(
+                "Old",
+                "nflows",
+                "",
+                [CheckResult("round_trip", "float64", "cpu", "fail", message="off")],
+            )
+        ],
+        meta={"versions": {"nflows": "0.14"}, "context_features": 3},
+    )
+    (folder / "nflows-context").mkdir(parents=True)
+    (folder / "nflows-context" / "conformance.json").write_text(render_json(part))
+    triage = tmp_path / "elsewhere.json"
+    triage.write_text(json.dumps([_entry(library="nflows-context")]))
+    assert main([str(folder), "--triage", str(triage)]) == 0
+    readme = (folder / "README.md").read_text(encoding="utf-8")
+    assert "Verdict: **library defect**" in readme and "| 0.14 | 3 |" in readme
+    assert main([str(folder)]) == 0  # no triage.json in the folder: no verdicts
+    assert "Verdict:" not in (folder / "README.md").read_text(encoding="utf-8")
+    assert main([str(folder), "--triage", str(tmp_path / "missing.json")]) == 2
+    assert "--triage file" in capsys.readouterr().err

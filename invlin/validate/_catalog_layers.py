@@ -10,7 +10,6 @@ from invlin._validation import positive_int
 from invlin.validate.catalog import Entry, at_least, mlp, perturb, seeded, well_conditioned
 
 __all__ = [
-    "CONDITIONAL",
     "FLOWS",
     "conditional_seeded",
     "freia",
@@ -545,16 +544,6 @@ def pyro_conditional() -> list[Entry]:
             "elementwise (event_dim 0); linear spline order, bound 3",
         ),
     ]
-
-
-#: library → its conditional entries (the libraries without any are absent).
-CONDITIONAL: dict[str, Callable[[], list[Entry]]] = {
-    "nflows": nflows_conditional,
-    "zuko": zuko_conditional,
-    "normflows": normflows_conditional,
-    "freia": freia_conditional,
-    "pyro": pyro_conditional,
-}
 
 
 # -- whole flows as distributions (see invlin.validate.distribution.catalog) ------------------

@@ -387,23 +387,39 @@ def render_summary(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m invlin.validate.summary [FOLDER]``: write FOLDER/README.md and
-    FOLDER/conformance.json from FOLDER/*/conformance.json (default reports/validate), with
-    the verdicts of FOLDER/triage.json when it exists."""
+    """``python -m invlin.validate.summary [FOLDER] [--triage FILE]``: write FOLDER/README.md
+    and FOLDER/conformance.json from FOLDER/*/conformance.json (default reports/validate), with
+    the verdicts of FILE (default FOLDER/triage.json) when it exists."""
     from invlin.validate.output import write_text_atomic
 
     parser = argparse.ArgumentParser(
         prog="python -m invlin.validate.summary", description=main.__doc__
     )
     parser.add_argument("folder", nargs="?", type=Path, default=Path("reports/validate"))
+    parser.add_argument(
+        "--triage",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"the verdicts to apply (default: FOLDER/{TRIAGE_FILE}; one triage file can serve "
+        "several report folders)",
+    )
     args = parser.parse_args(argv)
+    triage_file = args.triage if args.triage is not None else args.folder / TRIAGE_FILE
+    if args.triage is not None and not triage_file.is_file():
+        where = str(triage_file)
+        print(
+            f"invlin.validate.summary: error: --triage file {where!r} does not exist",
+            file=sys.stderr,
+        )
+        return 2
     try:
         parts = load_parts(args.folder)
     except ValueError as exc:
         print(f"invlin.validate.summary: error: {exc}", file=sys.stderr)
         return 2
     try:
-        triage = load_triage(args.folder / TRIAGE_FILE)
+        triage = load_triage(triage_file)
     except (ValueError, json.JSONDecodeError) as exc:
         print(f"invlin.validate.summary: error: {exc}", file=sys.stderr)
         return 2
