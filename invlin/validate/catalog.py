@@ -18,7 +18,7 @@ import torch
 
 from invlin.validate import registry
 
-__all__ = ["FACTORIES", "Entry", "catalog", "libraries"]
+__all__ = ["FACTORIES", "Entry", "Factories", "catalog", "libraries"]
 
 
 def libraries() -> tuple[str, ...]:
@@ -83,33 +83,41 @@ def catalog(library: str) -> list[Entry]:
     ]
 
 
-class _LibraryFactories:
-    """``FACTORIES.<library>.<name>``: the factory of one catalog entry, looked up by name."""
+class Factories:
+    """Attribute access to the factories of a list of catalogs, so a TARGET string can name
+    one: ``FACTORIES.<library>.<entry name>`` (e.g. ``invlin.validate.catalog:
+    FACTORIES.nflows.LULinear``). ``lookup(library)`` gives that library's entries; ``what``
+    names the list in errors ("catalog", "conditional catalog")."""
 
-    def __init__(self, library: str) -> None:
-        self._library = library
+    def __init__(self, lookup: Callable[[str], list[Entry]], what: str) -> None:
+        self._lookup = lookup
+        self._what = what
+
+    def __getattr__(self, library: str) -> _Library:
+        if library.startswith("_") or library not in registry.names():
+            raise AttributeError(f"no {self._what} for {library!r}; libraries are {libraries()}")
+        return _Library(self, library)
+
+
+@dataclass(frozen=True)
+class _Library:
+    """``FACTORIES.<library>``: its entries' factories as attributes, looked up by name."""
+
+    factories: Factories
+    library: str
 
     def __getattr__(self, name: str) -> Callable[..., object]:
         if name.startswith("_"):
             raise AttributeError(name)
-        for entry in catalog(self._library):
+        for entry in self.factories._lookup(self.library):
             if entry.name == name:
                 return entry.factory
-        raise AttributeError(f"the {self._library} catalog has no layer {name!r}")
-
-
-class _Factories:
-    """Attribute access to every catalog factory, so a TARGET string can name one:
-    ``invlin.validate.catalog:FACTORIES.nflows.LULinear``."""
-
-    def __getattr__(self, library: str) -> _LibraryFactories:
-        if library.startswith("_") or library not in registry.names():
-            raise AttributeError(f"no catalog for {library!r}; libraries are {libraries()}")
-        return _LibraryFactories(library)
+        what = self.factories._what
+        raise AttributeError(f"the {self.library} {what} has no layer {name!r}")
 
 
 #: ``FACTORIES.<library>.<entry name>`` is that entry's factory (see :attr:`Entry.target`).
-FACTORIES = _Factories()
+FACTORIES = Factories(catalog, "catalog")
 
 
 # -- helpers used by the per-library builders ------------------------------------------------

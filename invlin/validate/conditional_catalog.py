@@ -10,10 +10,9 @@ a conditional catalog exactly when its plug-in declares one, third-party plug-in
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 from invlin.validate import registry
-from invlin.validate.catalog import Entry, catalog
+from invlin.validate.catalog import Entry, Factories, catalog
 
 __all__ = ["FACTORIES", "conditional_catalog", "conditional_libraries"]
 
@@ -42,27 +41,5 @@ def conditional_catalog(library: str) -> list[Entry]:
     ]
 
 
-class _LibraryFactories:
-    """``FACTORIES.<library>.<name>``: one conditional entry's factory, looked up by name."""
-
-    def __init__(self, library: str) -> None:
-        self._library = library
-
-    def __getattr__(self, name: str) -> Callable[..., object]:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        for entry in conditional_catalog(self._library):
-            if entry.name == name:
-                return entry.factory
-        raise AttributeError(f"the {self._library} conditional catalog has no layer {name!r}")
-
-
-class _Factories:
-    def __getattr__(self, library: str) -> _LibraryFactories:
-        if library.startswith("_"):
-            raise AttributeError(library)
-        return _LibraryFactories(library)
-
-
 #: ``FACTORIES.<library>.<entry name>`` is that conditional entry's factory (its TARGET).
-FACTORIES = _Factories()
+FACTORIES = Factories(conditional_catalog, "conditional catalog")
