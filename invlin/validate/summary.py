@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from invlin.validate.render import (
     counts,
@@ -91,27 +91,30 @@ def conventions_markdown() -> str:
     return table().rstrip("\n")
 
 
-def _grouped(layer: LayerReport) -> list[list[CheckResult]]:
+class _Group(NamedTuple):
+    """Failed/errored results of one layer that one finding reports, and their verdict."""
+
+    results: list[CheckResult]
+    verdict: Verdict | None
+
+
+def _grouped(verdicts: list[Verdict], lib: str, layer: LayerReport) -> list[_Group]:
     """Failed/errored results of ``layer``: failures grouped by check (every dtype/device
-    together), errors by their exception (one removed torch API breaks every check)."""
-    out: dict[tuple[str, str], list[CheckResult]] = {}
+    together), errors by their exception (one removed torch API breaks every check), and
+    apart where different verdicts explain them (a float64 and a float32 cause)."""
+    out: dict[tuple[str, str, int], _Group] = {}
     for r in layer.results:
-        if r.status == "error" and r.exception:
-            out.setdefault(("error", r.exception), []).append(r)
-        elif r.status in ("fail", "error"):
-            out.setdefault((r.status, r.check), []).append(r)
+        if r.status not in ("fail", "error"):
+            continue
+        v = match(verdicts, lib, layer.name, r)
+        what = r.exception if r.status == "error" and r.exception else r.check
+        kind = "error" if r.status == "error" and r.exception else r.status
+        out.setdefault((kind, what, id(v)), _Group([], v)).results.append(r)
     return list(out.values())
 
 
 def _indented(text: str, lang: str = "") -> str:
     return "  " + fence(text, lang).replace("\n", "\n  ")
-
-
-def _verdict_of(
-    verdicts: list[Verdict], lib: str, layer: LayerReport, results: list[CheckResult]
-) -> Verdict | None:
-    found = [match(verdicts, lib, layer.name, r) for r in results]
-    return next((v for v in found if v is not None), None)
 
 
 def _finding(
@@ -206,7 +209,8 @@ def _glance(parts: dict[str, Conformance], verdicts: list[Verdict]) -> list[str]
         for layer in part.layers:
             if layer.error is not None:
                 rows.append([lib, layer.name, "(build)", "", "", "untriaged", layer.error])
-            for results in _grouped(layer):
+            for group in _grouped(verdicts, lib, layer):
+                results, v = group.results, group.verdict
                 checks = ", ".join(dict.fromkeys(r.check for r in results))
                 where = ", ".join(dict.fromkeys(f"{r.dtype}/{r.device}" for r in results))
                 worst = max(results, key=lambda r: -1.0 if r.ratio is None else float(r.ratio))
@@ -221,7 +225,6 @@ def _glance(parts: dict[str, Conformance], verdicts: list[Verdict]) -> list[str]
                 text = (text.strip().splitlines() or [""])[0]
                 if len(text) > _GLANCE_CHARS:
                     text = text[: _GLANCE_CHARS - 1] + "…"
-                v = _verdict_of(verdicts, lib, layer, results)
                 rows.append(
                     [
                         lib,
@@ -367,9 +370,9 @@ def render_summary(
                     _indented(layer.error),
                     "",
                 ]
-            for results in _grouped(layer):
+            for group in _grouped(verdicts, lib, layer):
                 found = True
-                out += [*_finding(layer, results, _verdict_of(verdicts, lib, layer, results)), ""]
+                out += [*_finding(layer, group.results, group.verdict), ""]
         if not found:
             out.append(
                 "Every curated layer passed every check it could run (skips are listed "
