@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from invlin._validation import positive_int
 from invlin.validate import registry
 
 __all__ = ["FACTORIES", "Entry", "Factories", "catalog", "libraries"]
@@ -126,8 +127,7 @@ def seeded(build: Callable[[int], object]) -> Callable[..., object]:
 
     @functools.wraps(build)
     def factory(features: int, *, seed: int = 0) -> object:
-        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-            raise ValueError(f"features must be a positive integer, got {features!r}")
+        positive_int(features, "features")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return build(features)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from invlin.cli import SUMMARIES, positive_int
-from invlin.search_profiles import PROFILE_NAMES, VALIDATOR_DEFAULT, choose_profile
+from invlin.search_profiles import PROFILE_NAMES, VALIDATOR_DEFAULT, choose_profile, profile_named
 from invlin.validate.progress import Progress, ProgressLine
 from invlin.validate.target import UsageError, split_target
 from invlin.validate.worker import DEFAULT_TIMEOUT, LAYER_TIMEOUT_FACTOR
@@ -321,7 +321,7 @@ def run_validation(
     an unknown or missing library or check, a bad device. A layer that raises, crashes, exits
     or times out never raises here: it is a failed result in the table.
     """
-    from invlin.validate.meta import run_meta
+    from invlin.validate.meta import checks_run, run_meta
     from invlin.validate.results import Conformance
     from invlin.validate.worker import run_isolated
 
@@ -330,8 +330,10 @@ def run_validation(
             "give a TARGET ('package.module:factory' or 'file.py:factory') or --library NAME"
         )
     profile = profile or default_profile()
-    if profile not in PROFILES:
-        raise UsageError(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    try:
+        profile_named(profile, "--profile")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if target is not None:
         where, _ = split_target(target)
         if where.endswith(".py") and not Path(where).expanduser().is_file():
@@ -362,7 +364,7 @@ def run_validation(
         dtypes=done.dtypes,
         devices=done.devices,
         seed=seed,
-        checks=done.checks,
+        checks=checks_run(done.checks, done.reports),
         wall_seconds=time.monotonic() - started,
         jobs=jobs,
     )

@@ -6,12 +6,13 @@ import datetime
 import importlib.metadata
 import math
 import platform
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from invlin._validation import positive_int
+from invlin.validate.results import LayerReport
 
-__all__ = ["LIBRARY_DISTRIBUTIONS", "run_meta", "versions"]
+__all__ = ["LIBRARY_DISTRIBUTIONS", "checks_run", "run_meta", "versions"]
 
 #: Distributions whose versions the conformance metadata records when installed (with the
 #: pip package of every built-in adapter plug-in, :data:`invlin.validate.registry.BUILTIN`).
@@ -37,6 +38,14 @@ def versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return out
+
+
+def checks_run(selected: Sequence[str], layers: Iterable[LayerReport]) -> list[str]:
+    """The checks of a run for its metadata: the ``selected`` ones (in their order), then
+    every other check some layer has a result of, in the order they first appear — the
+    distribution checks a whole flow gets in place of the layer checks (which go to its
+    inner transforms), whichever were selected."""
+    return list(dict.fromkeys([*selected, *(r.check for lr in layers for r in lr.results)]))
 
 
 def run_meta(

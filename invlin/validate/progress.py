@@ -16,7 +16,7 @@ from typing import TextIO
 
 from invlin.validate.results import CheckEvent
 
-__all__ = ["Progress", "ProgressLine", "progress_text"]
+__all__ = ["LayerKey", "Progress", "ProgressLine", "progress_text"]
 
 
 def progress_text(
@@ -46,17 +46,26 @@ def progress_text(
     return text
 
 
+#: Which layer of a run: its number (0-based, in run order), or ``(number, k)`` for the k-th
+#: inner transform of the whole flow that layer ``number`` is.
+LayerKey = int | tuple[int, int]
+
+
 class Progress:
     """What a run reports its progress to; this base class ignores it all."""
 
     def begin(self, layers: int) -> None:
         """The run will validate ``layers`` layers."""
 
-    def event(self, layer: int, label: str, event: CheckEvent) -> None:
-        """Layer number ``layer`` (0-based, in run order), shown as ``label``, sent ``event``."""
+    def more(self, layers: int) -> None:
+        """``layers`` more layers joined the run: a whole flow's inner transforms, known once
+        the flow itself is done."""
 
-    def finished(self, layer: int) -> None:
-        """Layer number ``layer`` has its report."""
+    def event(self, layer: LayerKey, label: str, event: CheckEvent) -> None:
+        """Layer ``layer``, shown as ``label``, sent ``event``."""
+
+    def finished(self, layer: LayerKey) -> None:
+        """Layer ``layer`` has its report."""
 
     def tick(self) -> None:
         """Time passed (called a few times a second while layers run)."""
@@ -67,7 +76,9 @@ class Progress:
 
 class ProgressLine(Progress):
     """The live line on ``stream`` (default stderr); silent unless ``enabled`` (default: the
-    stream is a terminal). ``layers`` is how many layers the run validates."""
+    stream is a terminal). ``layers`` is how many layers the run validates (grown by
+    :meth:`more`); a flow's inner transforms are numbered after the layers announced before
+    them, in the order they start."""
 
     def __init__(
         self,
@@ -82,7 +93,9 @@ class ProgressLine(Progress):
             isatty = getattr(self.stream, "isatty", None)
             enabled = bool(isatty and isatty())
         self.enabled, self.layers, self.clock = enabled, layers, clock
-        self._running: dict[int, tuple[str, CheckEvent, float]] = {}
+        self._running: dict[LayerKey, tuple[str, CheckEvent, float]] = {}
+        self._begun = layers
+        self._numbers: dict[LayerKey, int] = {}  # inner transforms' numbers, as they start
         self._shown = 0
 
     def _width(self) -> int:
@@ -100,14 +113,24 @@ class ProgressLine(Progress):
         self._shown = len(text)
 
     def begin(self, layers: int) -> None:
-        self.layers = layers
+        self.layers = self._begun = layers
 
-    def event(self, layer: int, label: str, event: CheckEvent) -> None:
+    def more(self, layers: int) -> None:
+        self.layers += layers
+
+    def _number(self, layer: LayerKey) -> int:
+        if isinstance(layer, int):
+            return layer
+        # after every layer announced by begin, in the order the inner transforms start
+        return self._numbers.setdefault(layer, self._begun + len(self._numbers))
+
+    def event(self, layer: LayerKey, label: str, event: CheckEvent) -> None:
+        self._number(layer)  # an inner transform is numbered when it starts
         if event.phase == "start" or layer not in self._running:
             self._running[layer] = (label, event, self.clock())
         self.tick()
 
-    def finished(self, layer: int) -> None:
+    def finished(self, layer: LayerKey) -> None:
         self._running.pop(layer, None)
         if not self._running:
             self.close()
@@ -121,7 +144,7 @@ class ProgressLine(Progress):
                 event,
                 label,
                 self.clock() - since,
-                layer=layer,
+                layer=self._number(layer),
                 layers=self.layers,
                 running=len(self._running),
                 width=self._width(),

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from invlin._errors import error_summary
-from invlin.testing.profiles import PROFILES
+from invlin._validation import positive_int
+from invlin.search_profiles import profile_named
 from invlin.validate import isolation
 from invlin.validate.checks import CHECKS, CONDITIONAL, KNOWN, CheckContext, run_check
 from invlin.validate.conditioning import (
@@ -27,7 +28,7 @@ from invlin.validate.distribution import (
     as_distribution,
     part_factory,
 )
-from invlin.validate.meta import LIBRARY_DISTRIBUTIONS, run_meta
+from invlin.validate.meta import LIBRARY_DISTRIBUTIONS, checks_run, run_meta
 from invlin.validate.perturbation import Perturbation, move_off_init, reapply
 from invlin.validate.protocol import Adapter
 from invlin.validate.results import CheckEvent, CheckResult, Conformance, LayerReport
@@ -172,8 +173,7 @@ def _check_names(checks: Sequence[str] | None, context_features: int = 0) -> lis
 def _validate_args(
     features: Any, dtypes: Sequence[str], devices: Sequence[str], profile: str
 ) -> None:
-    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-        raise ValueError(f"features must be a positive integer, got {features!r}")
+    positive_int(features, "features")
     bad = [d for d in dtypes if d not in _DTYPES]
     if bad or not dtypes:
         raise ValueError(f"dtypes must be a non-empty subset of {_DTYPES}, got {tuple(dtypes)}")
@@ -184,8 +184,7 @@ def _validate_args(
             torch.device(d)
         except (RuntimeError, TypeError) as exc:
             raise ValueError(f"devices must be torch device names, got {d!r}") from exc
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
+    profile_named(profile)
 
 
 def _available(device: str) -> str | None:
@@ -500,6 +499,8 @@ def validate_all(entries: Iterable[Any], **kw: Any) -> Conformance:
         dtypes=kw.get("dtypes", _DTYPES),
         devices=devices if devices is not None else default_devices(),
         seed=kw.get("seed", 0),
-        checks=_check_names(kw.get("checks"), kw.get("context_features", 0)),
+        checks=checks_run(
+            _check_names(kw.get("checks"), kw.get("context_features", 0)), result.layers
+        ),
     )
     return result

@@ -672,6 +672,7 @@ class _Session:
                     out[slot.index] = finished
                     slots.remove(slot)
                     progress.finished(slot.index)
+                    progress.more(len(slot.parts))
                     for k, label in enumerate(slot.parts):  # a flow's inner transforms: (i, k)
                         part = dataclasses.replace(slot.job, name=label, label=label, part=k)
                         pending.append(((slot.index, k), part))

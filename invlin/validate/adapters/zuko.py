@@ -46,6 +46,8 @@ class ZukoAdapter(DistributionsAdapter):
         context_features: int = 0,
     ) -> None:
         super().__init__(layer, features, name=name, context_features=context_features)
+        # The parent names the library by the layer's module: "torch" for a user's subclass of
+        # a zuko LazyTransform or Flow, which this adapter still evaluates the zuko way.
         self.library = "zuko"
 
     def transform(self, context: torch.Tensor | None = None) -> Transform:

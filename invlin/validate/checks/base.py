@@ -9,9 +9,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from hypothesis import strategies as st
 
+from invlin._validation import positive_int
+from invlin.search_profiles import profile_named
 from invlin.testing import allowed_ratio
-from invlin.testing.profiles import PROFILES
+from invlin.validate.conditioning import context_features_value
 from invlin.validate.protocol import Adapter, Unsupported
 from invlin.validate.results import CheckResult
 from invlin.validate.search import LayerFault, Outcome, Probe, search
@@ -69,28 +72,11 @@ class CheckContext:
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
-        if self.profile not in PROFILES:
-            raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {self.profile!r}")
-        if self.max_examples is not None and (
-            isinstance(self.max_examples, bool)
-            or not isinstance(self.max_examples, int)
-            or self.max_examples < 1
-        ):
-            raise ValueError(f"max_examples must be a positive integer, got {self.max_examples!r}")
-        if (
-            isinstance(self.features, bool)
-            or not isinstance(self.features, int)
-            or self.features < 1
-        ):
-            raise ValueError(f"features must be a positive integer, got {self.features!r}")
-        if (
-            isinstance(self.context_features, bool)
-            or not isinstance(self.context_features, int)
-            or self.context_features < 0
-        ):
-            raise ValueError(
-                f"context_features must be an integer >= 0, got {self.context_features!r}"
-            )
+        profile_named(self.profile)
+        if self.max_examples is not None:
+            positive_int(self.max_examples, "max_examples")
+        positive_int(self.features, "features")
+        context_features_value(self.context_features)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -100,7 +86,7 @@ class CheckContext:
     def examples(self, share: float = 1.0, minimum: int = 2) -> int:
         """Examples for a check that needs ``share`` of the profile's count (at least
         ``minimum``)."""
-        total = self.max_examples or PROFILES[self.profile].max_examples
+        total = self.max_examples or profile_named(self.profile).max_examples
         return max(minimum, round(total * share))
 
     def search(
@@ -126,6 +112,28 @@ class CheckContext:
             describe=describe or (lambda x: {"x": x}),
             snippet=snippet,
             explicit=(*self.replay, *explicit),
+        )
+
+    def search_seeds(
+        self,
+        probe: Callable[[int], Probe],
+        *,
+        stride: int,
+        share: float,
+        snippet: Callable[[int], str] | None = None,
+        describe: Callable[[int], dict[str, Any]] | None = None,
+    ) -> Outcome:
+        """:meth:`search` over whole seeded scenarios: the cases are the seeds
+        ``seed + stride·k`` for k < :meth:`examples` (``share``, at least one), each drawing
+        its own inputs; cases are described as ``{"seed": s}`` unless ``describe`` is given."""
+        seeds = [self.seed + stride * k for k in range(self.examples(share, minimum=1))]
+        return self.search(
+            st.sampled_from(seeds),
+            probe,
+            snippet=snippet,
+            share=share,
+            minimum=1,
+            describe=describe or (lambda s: {"seed": s}),
         )
 
     def repro(self, lines: str) -> str:

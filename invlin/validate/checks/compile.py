@@ -25,8 +25,8 @@ from __future__ import annotations
 import copy
 
 import torch
-from hypothesis import strategies as st
 
+from invlin._errors import error_summary
 from invlin.validate.checks.agreement import Agreement
 from invlin.validate.checks.base import (
     CheckContext,
@@ -65,11 +65,6 @@ def compile_available() -> str | None:
     if not dynamo.is_dynamo_supported():
         return "TorchDynamo is not supported on this Python"
     return None
-
-
-def _error(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def compiled(make: Make, ctx: CheckContext) -> CheckResult:
@@ -113,7 +108,9 @@ def compiled(make: Make, ctx: CheckContext) -> CheckResult:
                     yc, lc = fwd(tensor(x, ctx))
                     xc, lic = inv(y_in.clone())
                 except Exception as exc:
-                    agree.fail(f"the compiled layer raised {_error(exc)} ({stage} the update)")
+                    agree.fail(
+                        f"the compiled layer raised {error_summary(exc)} ({stage} the update)"
+                    )
                     break
                 when = f"{stage} a parameter update" if has_params else "compiled"
                 agree.rows(yc, numpy64(ye), ky, f"compiled forward y, {when}")
@@ -141,13 +138,11 @@ def compiled(make: Make, ctx: CheckContext) -> CheckResult:
             "print('after:', (fwd(x)[0] - eager.forward(x)[0]).abs().max())"
         )
 
-    seeds = [ctx.seed + 11 * k for k in range(ctx.examples(_SHARE, minimum=1))]
-    out = ctx.search(
-        st.sampled_from(seeds),
+    out = ctx.search_seeds(
         probe,
-        snippet=snippet,
+        stride=11,
         share=_SHARE,
-        minimum=1,
+        snippet=snippet,
         describe=lambda s: {"seed": s, "backend": BACKEND},
     )
     return result(

@@ -31,7 +31,6 @@ import math
 
 import numpy as np
 import torch
-from hypothesis import strategies as st
 from torch.distributions import Transform
 from torch.distributions.transforms import (
     CatTransform,
@@ -234,13 +233,11 @@ def composed(make: Make, ctx: CheckContext) -> CheckResult:
             ]
         return "\n".join(lines)
 
-    seeds = [ctx.seed + 1000 * k for k in range(ctx.examples(_SHARE, minimum=1))]
-    out = ctx.search(
-        st.sampled_from(seeds),
+    out = ctx.search_seeds(
         probe,
-        snippet=snippet,
+        stride=1000,
         share=_SHARE,
-        minimum=1,
+        snippet=snippet,
         describe=lambda s: {"seed": s, "batch_shapes": [list(s_) for s_ in SHAPES]},
     )
     passed = "f∘f⁻¹" + (" and f∘f" if chain else "") + " keep log|det| shapes and sums"
@@ -248,6 +245,34 @@ def composed(make: Make, ctx: CheckContext) -> CheckResult:
         passed += "; ComposeTransform, CatTransform, StackTransform and IndependentTransform "
         passed += "built from the layer agree with their parts"
     return result(name, ctx, out, passed)
+
+
+def _compose(
+    t: Transform,
+    second: Transform,
+    label: str,
+    xt: torch.Tensor,
+    full: tuple[int, ...],
+    parts: tuple[np.ndarray, np.ndarray],
+    agree: Agreement,
+) -> bool:
+    """``ComposeTransform([t, second])`` at x of shape ``full``: its log|det| has the shape of
+    its event_dim and equals the sum of its parts ``parts`` = (Σℓ, Σκ_eff), one per sample.
+    ``label`` names ``second`` in the messages. False when the shape is wrong (recorded)."""
+    c = ComposeTransform([t, second])
+    what = f"ComposeTransform([t, {label}])"
+    where = f"for x of shape {full}"
+    lc = _event(
+        c.log_abs_det_jacobian(xt, c(xt)),
+        full,
+        c.domain.event_dim,
+        f"{what}.log_abs_det_jacobian {where}",
+        agree,
+    )
+    if lc is None:
+        return False
+    agree.logdets(lc, *parts, f"{what} {where}")
+    return True
 
 
 def _transform_parts(
@@ -276,29 +301,11 @@ def _transform_parts(
     agree.logdets(alone, lx, kx, f"t.log_abs_det_jacobian {where}")
     ly, ky = at_fx
     if ly is not None and ky is not None:
-        c = ComposeTransform([t, t])
-        lc = _event(
-            c.log_abs_det_jacobian(xt, c(xt)),
-            full,
-            c.domain.event_dim,
-            f"ComposeTransform([t, t]).log_abs_det_jacobian {where}",
-            agree,
-        )
-        if lc is None:
+        if not _compose(t, t, "t", xt, full, (lx + ly, kx + ky), agree):
             return
-        agree.logdets(lc, lx + ly, kx + ky, f"ComposeTransform([t, t]) {where}")
     li, ki = inv_at_fx
-    c = ComposeTransform([t, t.inv])
-    lc = _event(
-        c.log_abs_det_jacobian(xt, c(xt)),
-        full,
-        c.domain.event_dim,
-        f"ComposeTransform([t, t.inv]).log_abs_det_jacobian {where}",
-        agree,
-    )
-    if lc is None:
+    if not _compose(t, t.inv, "t.inv", xt, full, (lx + li, kx + ki), agree):
         return
-    agree.logdets(lc, lx + li, kx + ki, f"ComposeTransform([t, t.inv]) {where}")
     if shape:
         ind = IndependentTransform(t, 1, cache_size=getattr(t, "_cache_size", 0))
         got = ind.log_abs_det_jacobian(xt, ind(xt))
@@ -338,27 +345,11 @@ def _cat_stack(
     cat = CatTransform([t, t], dim=-1, lengths=[n, n])
     xc = torch.cat([xt, x2], dim=-1)
     full = (*shape, 2 * n)
-    got = cat.log_abs_det_jacobian(xc, cat(xc))
     what = f"CatTransform([t, t], dim=-1) for x of shape {full}"
-    if ed == 0:
-        if shape_of(got) is None:
-            agree.fail(f"{what}: log|det| is not a tensor")
-            return
-        try:
-            fits = torch.broadcast_shapes(tuple(got.shape), full) == torch.Size(full)
-        except RuntimeError:
-            fits = False
-        if not fits:
-            agree.fail(
-                f"{what}: log|det| has shape {tuple(got.shape)}, not broadcastable to {full}"
-            )
-            return
-        v = numpy64(got.expand(full)[..., :n].sum(-1) + got.expand(full)[..., n:].sum(-1))
-    else:
-        if not agree.shape(got, shape, f"{what}: log|det| (event_dim 1)"):
-            return
-        v = numpy64(got)
-    agree.logdets(v.reshape(-1), lx + l2, kx + k2, what)
+    v = _event(cat.log_abs_det_jacobian(xc, cat(xc)), full, ed, f"{what}: log|det|", agree)
+    if v is None:
+        return
+    agree.logdets(v, lx + l2, kx + k2, what)
     stack = StackTransform([t, t], dim=0)
     xs = torch.stack([xt, x2], dim=0)
     full = (2, *shape, n)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -48,6 +49,42 @@ ROWS = 8
 KINDS: dict[str, float] = {"ordinary": 1.0, "large": 1e2, "extreme": 1e4}
 _SHARE = 0.04  # of the profile's examples: 6 cases in ci, each 6 forward and 5 inverse calls
 _PER_ROW, _OTHER = 1, 2  # draw streams: the per-row contexts c, the other contexts c'
+
+
+class _Layouts64(NamedTuple):
+    """The float64 copy's values in both context layouts: per row (c, one row each) and one
+    row's context broadcast to every row (c_r); forward at x, inverse at the tested y."""
+
+    y_rows: np.ndarray
+    ld_rows: np.ndarray
+    y_one: np.ndarray
+    ld_one: np.ndarray
+    x_rows: np.ndarray
+    ldi_rows: np.ndarray
+    x_one: np.ndarray
+    ldi_one: np.ndarray
+
+
+def _layouts64(ref: Adapter, x: np.ndarray, y: np.ndarray, c: np.ndarray, r: int) -> _Layouts64:
+    """The float64 copy ``ref`` at x (forward) and at the tested y (inverse), under the
+    per-row contexts c (B, M) and under row r's context c[r] (M,) broadcast."""
+    xt, yt = (torch.as_tensor(a, dtype=torch.float64) for a in (x, y))
+    rows, one = torch.as_tensor(c), torch.as_tensor(c[r])
+    with torch.no_grad():
+        y_rows, ld_rows = ref.forward(xt, context=rows)
+        y_one, ld_one = ref.forward(xt, context=one)
+        x_rows, ldi_rows = ref.inverse(yt.clone(), context=rows)
+        x_one, ldi_one = ref.inverse(yt.clone(), context=one)
+    return _Layouts64(
+        y_rows=numpy64(y_rows),
+        ld_rows=numpy64(ld_rows),
+        y_one=numpy64(y_one),
+        ld_one=numpy64(ld_one),
+        x_rows=numpy64(x_rows),
+        ldi_rows=numpy64(ldi_rows),
+        x_one=numpy64(x_one),
+        ldi_one=numpy64(ldi_one),
+    )
 
 
 def _values(t: torch.Tensor, shape: tuple[int, ...], what: str) -> np.ndarray:
@@ -243,36 +280,33 @@ def context(make: Make, ctx: CheckContext) -> CheckResult:
         one = ct[r]
         yb, ldb = _call(tested, False, xt, one, n, "the forward y (broadcast context)")
         xbb, ldib = _call(tested, True, yt, one, n, "the inverse x (broadcast context)")
-        with torch.no_grad():
-            xr64 = torch.as_tensor(x, dtype=torch.float64)
-            y64a, l64a = ref.forward(xr64, context=torch.as_tensor(c))
-            y64b, l64b = ref.forward(xr64, context=torch.as_tensor(c[r]))
-            yr64 = torch.as_tensor(y, dtype=torch.float64)
-            x64a, k64a = ref.inverse(yr64.clone(), context=torch.as_tensor(c))
-            x64b, k64b = ref.inverse(yr64.clone(), context=torch.as_tensor(c[r]))
+        f64 = _layouts64(ref, x, y, c, r)
         sl = slice(r, r + 1)
         row = usable[sl]
         s_out = output_scales(loc, x, loc.y, ctx.dtype, componentwise=False)
         s_in = input_scales(loc, x, loc.y, ctx.dtype, componentwise=False)
-        f64 = [numpy64(t) for t in (y64a, l64a, y64b, l64b, x64a, k64a, x64b, k64b)]
         broadcast = "per-row context vs the same context broadcast"
-        layouts(y[sl], yb[sl], f64[0][sl], f64[2][sl], s_out[sl], row, f"forward y, {broadcast}")
+        layouts(
+            y[sl], yb[sl], f64.y_rows[sl], f64.y_one[sl], s_out[sl], row, f"forward y, {broadcast}"
+        )
         layouts(
             ld[sl],
             ldb[sl],
-            f64[1][sl],
-            f64[3][sl],
+            f64.ld_rows[sl],
+            f64.ld_one[sl],
             kap[sl],
             row,
             f"forward log|det|, {broadcast}",
             log=True,
         )
-        layouts(xb[sl], xbb[sl], f64[4][sl], f64[6][sl], s_in[sl], row, f"inverse x, {broadcast}")
+        layouts(
+            xb[sl], xbb[sl], f64.x_rows[sl], f64.x_one[sl], s_in[sl], row, f"inverse x, {broadcast}"
+        )
         layouts(
             ldi[sl],
             ldib[sl],
-            f64[5][sl],
-            f64[7][sl],
+            f64.ldi_rows[sl],
+            f64.ldi_one[sl],
             kap[sl],
             row,
             f"inverse log|det|, {broadcast}",

@@ -43,9 +43,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from hypothesis import strategies as st
 from torch.distributions import ExpTransform, Transform
 
+from invlin._errors import error_summary
 from invlin.testing import forward_ratio
 from invlin.validate.adapters._common import sum_event
 from invlin.validate.checks.agreement import Agreement
@@ -83,11 +83,6 @@ def rebind(adapter: Adapter, layer: object) -> Adapter:
     out = copy.copy(adapter)
     out.layer = layer
     return out
-
-
-def _error(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _via_buffer(obj: object, *, weights_only: bool) -> object:
@@ -205,7 +200,7 @@ def copies(make: Make, ctx: CheckContext) -> CheckResult:
             try:
                 c = build()
             except Exception as exc:
-                raised.append(f"{what} raised {_error(exc)}")
+                raised.append(f"{what} raised {error_summary(exc)}")
                 continue
             if isinstance(c, _InverseObject) and _torch_lost_inverse(c.layer):
                 agree.note(TORCH_INV_PICKLE)
@@ -225,7 +220,7 @@ def copies(make: Make, ctx: CheckContext) -> CheckResult:
                 yc, lc = c.forward(tensor(x, ctx))
                 xc, lic = c.inverse(y_in.clone())
             except Exception as exc:
-                agree.fail(f"the copy made by {what} raised {_error(exc)}")
+                agree.fail(f"the copy made by {what} raised {error_summary(exc)}")
                 break
             agree.rows(yc, numpy64(y0), ky, f"forward y after {what}")
             agree.rows(xc, numpy64(x0), kx, f"inverse x after {what}")
@@ -269,14 +264,11 @@ def copies(make: Make, ctx: CheckContext) -> CheckResult:
             + inverse_object
         )
 
-    seeds = [ctx.seed + 7 * k for k in range(ctx.examples(_SHARE, minimum=1))]
-    out = ctx.search(
-        st.sampled_from(seeds),
+    out = ctx.search_seeds(
         probe,
-        snippet=snippet,
+        stride=7,
         share=_SHARE,
-        minimum=1,
-        describe=lambda s: {"seed": s},
+        snippet=snippet,
     )
     what = ["pickle", "torch.save/load", "deepcopy"]
     if is_module:
