@@ -1676,6 +1676,7 @@ BROKEN_CONDITIONAL: dict = {
     reversed_context_inverse: ("context", "round_trip"),
     first_row_context_inverse: ("context",),
     context_cached_inverse: ("context",),
+    context_free_layer: ("context",),  # built for M > 0 contexts, ignores them all
 }
 
 __all__ += [
@@ -1692,4 +1693,115 @@ __all__ += [
     "context_ignoring_inverse",
     "first_row_context_inverse",
     "reversed_context_inverse",
+]
+
+
+# -- a reference Jacobian that reverse-mode autograd gets wrong (issue 19, validator false alarm) --
+# sbi's MAF at |x| ~ 1e47: the vector-Jacobian products through huge intermediates cancel, so the
+# float64 reverse-mode Jacobian is wrong while forward mode and the layer's log|det| are right.
+# Modelled by a diagonal affine map whose backward is exact in real arithmetic but cancels in
+# floating point: (g·d + g·x) − g·x loses ε|x|/d of g·d, harmless for |x| ≲ 1, wrong for
+# |x| ≳ 30·d·n. Its forward-mode rule (jvp) is exact.
+class _CancellingScale(torch.autograd.Function):
+    """y = d ⊙ x; backward (g·d + g·x) − g·x (cancels for large |x|), jvp d ⊙ ẋ (exact)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, d)
+        ctx.save_for_forward(d)
+        return x * d
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        x, d = ctx.saved_tensors
+        return (g * d + g * x) - g * x, None
+
+    @staticmethod
+    def jvp(ctx, dx: torch.Tensor, _dd: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
+        (d,) = ctx.saved_tensors
+        return dx * d
+
+
+class _CancellingScaleReverseOnly(_CancellingScale):
+    """As :class:`_CancellingScale` without a forward-mode rule (no second estimate exists)."""
+
+    jvp = torch.autograd.Function.jvp
+
+
+class CancellingBackward(nn.Module):
+    """y = d ⊙ x + b, log|det| = Σ log dᵢ, matrix diag(d) — correct; only the reverse-mode
+    derivative of the float64 reference is inaccurate (for |xᵢ| ≳ 10³): the validator must not
+    blame the layer."""
+
+    scale_fn: type[torch.autograd.Function] = _CancellingScale
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(features)
+        self.log_scale = nn.Parameter(0.3 * torch.randn(features, generator=g))
+        self.bias = nn.Parameter(0.1 * torch.randn(features, generator=g))
+
+    def logdet(self, x: torch.Tensor) -> torch.Tensor:
+        return self.log_scale.sum().expand(x.shape[:-1])
+
+    def matrix(self) -> torch.Tensor:
+        return torch.diag(self.log_scale.detach().exp())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.scale_fn.apply(x, self.log_scale.exp().to(x.dtype)) + self.bias
+        return y, self.logdet(x)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (y - self.bias) * torch.exp(-self.log_scale)
+        return x, -self.logdet(x)
+
+
+class CancellingBackwardWrongLogdet(CancellingBackward):
+    """Bug: log|det| off by 0.5 where some |xᵢ| > 10³ — exactly where the reference's reverse
+    mode is unreliable, so the failure must stand on the forward-mode estimate."""
+
+    def logdet(self, x: torch.Tensor) -> torch.Tensor:
+        far = (x.detach().abs() > 1e3).any(dim=-1)
+        return super().logdet(x) + 0.5 * far.to(x.dtype)
+
+
+class CancellingBackwardNoForwardAD(CancellingBackward):
+    """As :class:`CancellingBackward` without forward-mode AD: no second estimate, so the
+    check keeps failing it (its old behaviour), saying why."""
+
+    scale_fn = _CancellingScaleReverseOnly
+
+
+class ExactBackward(CancellingBackward):
+    """The correct twin: y = d ⊙ x + b by plain autograd, both modes exact."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x * self.log_scale.exp().to(x.dtype) + self.bias, self.logdet(x)
+
+
+def cancelling_backward(features: int) -> Adapter:
+    return _matrix(CancellingBackward(features), features)
+
+
+def cancelling_backward_wrong_logdet(features: int) -> Adapter:
+    return _matrix(CancellingBackwardWrongLogdet(features), features)
+
+
+def cancelling_backward_no_forward_ad(features: int) -> Adapter:
+    return _matrix(CancellingBackwardNoForwardAD(features), features)
+
+
+def exact_backward(features: int) -> Adapter:
+    return _matrix(ExactBackward(features), features)
+
+
+__all__ += [
+    "CancellingBackward",
+    "CancellingBackwardNoForwardAD",
+    "CancellingBackwardWrongLogdet",
+    "ExactBackward",
+    "cancelling_backward",
+    "cancelling_backward_no_forward_ad",
+    "cancelling_backward_wrong_logdet",
+    "exact_backward",
 ]
