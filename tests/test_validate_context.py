@@ -169,10 +169,33 @@ def test_correct_conditional_twin_passes_every_check() -> None:
     assert len(ctx) == 2 and all(r.cases and r.cases > 0 for r in ctx)
 
 
-def test_context_free_layer_is_skipped_with_the_reason() -> None:
+def test_layer_built_for_contexts_that_ignores_them_fails() -> None:
     report = validate(vb.context_free_layer, features=3, context_features=2, checks=["context"])
     for r in report.results:
-        assert r.status == "skip" and "does not depend on its context" in r.message
+        assert r.status == "fail" and "does not depend on its" in r.message, r
+        assert "context_features=2" in r.message
+
+
+class _FlowWithFixedMap(vb.AffineFlow):
+    """A conditional flow whose one inner transform takes a context and ignores it."""
+
+    @property
+    def transforms(self) -> list:
+        return [vb.context_free_layer(self.loc.shape[0], self.context_features)]
+
+
+def _flow_with_fixed_map(features: int, context_features: int = 2) -> _FlowWithFixedMap:
+    return _FlowWithFixedMap(features, context_features)
+
+
+def test_inner_transform_of_a_flow_that_ignores_the_context_is_skipped() -> None:
+    """A permutation inside a conditional flow has nothing to condition on."""
+    from invlin.validate.distribution import part_factory
+
+    part = part_factory(_flow_with_fixed_map, 0)
+    report = validate(part, features=3, context_features=2, checks=["context"])
+    for r in report.results:
+        assert r.status == "skip" and "inner transform ignores its context" in r.message, r
 
 
 def test_unconditional_run_skips_the_context_check() -> None:

@@ -388,6 +388,7 @@ def validate(
                 seed=seed,
                 features=features,
                 context_features=context_features,
+                flow_part=getattr(factory, "flow_part", None) is not None,
                 setup=_setup(
                     factory,
                     target,

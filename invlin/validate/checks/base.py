@@ -56,7 +56,8 @@ class CheckContext:
     the check saw it) for the reproduction snippets; ``replay`` cases every search of the
     check tries first (a failing case of another dtype, replayed here; see
     :mod:`invlin.validate.verdicts`); ``context_features`` the layer's M (0: unconditional;
-    see :mod:`invlin.validate.conditioning`).
+    see :mod:`invlin.validate.conditioning`); ``flow_part`` whether the layer is an inner
+    transform of a whole flow (which may ignore a context the flow as a whole uses).
     """
 
     dtype: str = "float64"
@@ -68,6 +69,7 @@ class CheckContext:
     setup: str = ""
     replay: tuple[Any, ...] = ()
     context_features: int = 0
+    flow_part: bool = False
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:

@@ -119,6 +119,28 @@ def _independent(tested: Adapter, ctx: CheckContext, domain: tuple[float, float]
     return all(a.shape == b.shape and bool(torch.equal(a, b)) for a, b in pairs)
 
 
+def _independence_snippet(ctx: CheckContext, n: int, m: int) -> str:
+    """What :func:`_independent` does, as a script that asserts the layer ignores c."""
+    draws = ", ".join(
+        f"draw_contexts({m}, {ROWS}, seed={ctx.seed}, stream={s})" for s in (_PER_ROW, _OTHER)
+    )
+    return (
+        "from invlin.validate.conditioning import draw_contexts\n"
+        "from invlin.validate.perturbation import standard_inputs\n"
+        f"dt = torch.{ctx.dtype}\n"
+        f"x = torch.as_tensor(standard_inputs({n}, {ROWS}, seed={ctx.seed}, "
+        f"dtype={ctx.dtype!r}, domain=adapter.domain()), dtype=dt)\n"
+        f"c1, c2 = (torch.as_tensor(c, dtype=dt) for c in ({draws}))\n"
+        "with torch.no_grad():\n"
+        "    y1, ld1 = adapter.forward(x, context=c1)\n"
+        "    y2, ld2 = adapter.forward(x, context=c2)\n"
+        "    x1, _ = adapter.inverse(y1.clone(), context=c1)\n"
+        "    x2, _ = adapter.inverse(y1.clone(), context=c2)\n"
+        "# the same outputs under two different sets of contexts: the context is not used\n"
+        "assert torch.equal(y1, y2) and torch.equal(ld1, ld2) and torch.equal(x1, x2)"
+    )
+
+
 def context(make: Make, ctx: CheckContext) -> CheckResult:
     """A conditional layer (``context_features`` M > 0) honours its context the same way in
     forward, inverse, log|det| and a fresh instance, for ordinary and extreme contexts.
@@ -151,8 +173,9 @@ def context(make: Make, ctx: CheckContext) -> CheckResult:
     another row's context) is in the float64 copy too, so v64_A ≠ v64_B and it fails.
 
     A layer whose forward and inverse are bit for bit the same under two different sets of
-    contexts does not depend on its context: the check is ``skip``, saying so (nothing about
-    honouring a context can be judged; the other checks judged it as an unconditional map).
+    contexts does not depend on its context: built by a factory asked for M > 0 context
+    features, it fails (the context is not wired in — e.g. masks that drop the context
+    inputs); an inner transform of a whole flow (a permutation) is ``skip``, saying so.
     An unconditional layer (M = 0) is ``skip`` too. Rows whose float64 Jacobian is singular or
     not finite under their context are not judged.
     """
@@ -165,12 +188,21 @@ def context(make: Make, ctx: CheckContext) -> CheckResult:
     n = ctx.features
     domain = tested.domain()
     if _independent(tested, ctx, domain):
-        return skipped(
-            NAME,
-            ctx,
-            "the layer does not depend on its context: forward and inverse are bit for bit the "
-            "same under two different sets of contexts, so whether it honours one cannot be "
-            "judged (is the context wired into the layer?)",
+        same = "forward and inverse are bit for bit the same under two different sets of contexts"
+        if ctx.flow_part:  # a permutation inside a conditional flow has nothing to condition
+            return skipped(NAME, ctx, f"the flow's inner transform ignores its context: {same}")
+        return CheckResult(
+            check=NAME,
+            dtype=ctx.dtype,
+            device=ctx.device,
+            status="fail",
+            message=(
+                f"the layer was built with context_features={m} but does not depend on its "
+                f"context: {same} (is the context wired into the layer? for a layer that is "
+                "meant to be unconditional, run without --context-features)"
+            ),
+            repro=ctx.repro(_independence_snippet(ctx, n, m)),
+            cases=1,
         )
     second = fresh(make, ctx)
     e = eps(ctx.dtype)
