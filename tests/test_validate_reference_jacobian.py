@@ -18,6 +18,8 @@ from validate_broken import (
     cancelling_backward_wrong_logdet,
     exact_backward,
     sigmoid,
+    vanishing_backward,
+    vanishing_backward_no_forward_ad,
 )
 
 from invlin.testing import THRESHOLD, forward_ratio
@@ -198,3 +200,21 @@ def test_sbi_maf_reverse_and_forward_jacobians_disagree_where_the_forward_one_is
     rev = local(adapter, x)
     cc = cross_check(adapter, x, rev, "float64")
     assert cc.forward is not None and cc.disputed[0], cc.ratio
+
+
+# -- invertibility: a reverse-mode Jacobian that looks singular --------------------------------
+def test_a_reverse_mode_jacobian_that_looks_singular_is_not_called_singular():
+    """Every row's reverse-mode J is zero, forward mode of full rank: nothing can be judged
+    (insufficient, with the reason), and the layer is not failed."""
+    report = validate(vanishing_backward, features=3, checks=["invertibility"], profile="dev")
+    for r in report.results:
+        assert r.status == "insufficient", r
+        assert "reverse-mode Jacobian singular, forward mode of full rank" in r.message, r
+
+
+def test_invertibility_still_fails_a_layer_singular_in_both_modes():
+    report = validate(
+        vanishing_backward_no_forward_ad, features=3, checks=["invertibility"], profile="dev"
+    )
+    for r in report.results:
+        assert r.status == "fail" and "does not depend on the input" in r.message, r

@@ -1728,6 +1728,16 @@ class _CancellingScaleReverseOnly(_CancellingScale):
     jvp = torch.autograd.Function.jvp
 
 
+class _VanishingScale(_CancellingScale):
+    """y = d ⊙ x; backward (g·d + g·C) − g·C with C = 1e20: exact in real arithmetic, exactly 0
+    in floating point at every ordinary input (a reverse-mode Jacobian that looks singular)."""
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        _, d = ctx.saved_tensors
+        return (g * d + g * 1e20) - g * 1e20, None
+
+
 class CancellingBackward(nn.Module):
     """y = d ⊙ x + b, log|det| = Σ log dᵢ, matrix diag(d) — correct; only the reverse-mode
     derivative of the float64 reference is inaccurate (for |xᵢ| ≳ 10³): the validator must not
@@ -1772,6 +1782,23 @@ class CancellingBackwardNoForwardAD(CancellingBackward):
     scale_fn = _CancellingScaleReverseOnly
 
 
+class VanishingBackward(CancellingBackward):
+    """Correct layer whose float64 reverse-mode Jacobian is exactly zero (forward mode exact):
+    the invertibility check must not call it singular."""
+
+    scale_fn = _VanishingScale
+
+
+class _VanishingScaleReverseOnly(_VanishingScale):
+    jvp = torch.autograd.Function.jvp
+
+
+class VanishingBackwardNoForwardAD(VanishingBackward):
+    """No forward-mode AD: nothing contradicts the zero Jacobian, so the check fails it."""
+
+    scale_fn = _VanishingScaleReverseOnly
+
+
 class ExactBackward(CancellingBackward):
     """The correct twin: y = d ⊙ x + b by plain autograd, both modes exact."""
 
@@ -1791,6 +1818,14 @@ def cancelling_backward_no_forward_ad(features: int) -> Adapter:
     return _matrix(CancellingBackwardNoForwardAD(features), features)
 
 
+def vanishing_backward(features: int) -> Adapter:
+    return _matrix(VanishingBackward(features), features)
+
+
+def vanishing_backward_no_forward_ad(features: int) -> Adapter:
+    return _matrix(VanishingBackwardNoForwardAD(features), features)
+
+
 def exact_backward(features: int) -> Adapter:
     return _matrix(ExactBackward(features), features)
 
@@ -1800,8 +1835,12 @@ __all__ += [
     "CancellingBackwardNoForwardAD",
     "CancellingBackwardWrongLogdet",
     "ExactBackward",
+    "VanishingBackward",
+    "VanishingBackwardNoForwardAD",
     "cancelling_backward",
     "cancelling_backward_no_forward_ad",
     "cancelling_backward_wrong_logdet",
     "exact_backward",
+    "vanishing_backward",
+    "vanishing_backward_no_forward_ad",
 ]
