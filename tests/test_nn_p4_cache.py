@@ -378,20 +378,19 @@ def test_p4_inverse_copies_a_kept_tensor_log_determinant(grad):
     # p4_inverse(kept=True) must not hand out the products' own log|det| tensor (the layer
     # keeps its products between calls); with kept=False it may. Tensor products (the form
     # used off the CPU) are built directly, since on the CPU the layer keeps host floats.
-    from invlin.nn.p4_ops import factor, inverse_products, p4_inverse
+    from invlin.nn.p4_ops import Parts, factor, inverse_products, p4_inverse
 
     layer = P4InvLinear(4, generator=torch.Generator().manual_seed(11))
     with torch.no_grad():
         layer.u.fill_(0.2)
     x_s = layer.weight_inverse
     f = factor(layer.u.detach(), layer.v.detach(), x_s)
-    products = inverse_products(x_s.float(), layer.v.detach(), layer.logabsdet, f)
+    parts = Parts(layer.u, layer.v, layer.bias, layer.weight, x_s, layer.logabsdet)
+    products = inverse_products(x_s.float(), parts._replace(v=layer.v.detach()), f)
     kept = products.logdet.clone()
     y = torch.randn(6, 4, generator=torch.Generator().manual_seed(12))
     with torch.set_grad_enabled(grad):
-        _, ld = p4_inverse(
-            y, x_s.float(), x_s, layer.u, layer.v, layer.bias, layer.logabsdet, products, kept=True
-        )
+        _, ld = p4_inverse(y, x_s.float(), parts, products, kept=True)
     assert ld.data_ptr() != products.logdet.data_ptr()
     with torch.no_grad():
         ld[0].add_(100.0)  # a view of the caller's own memory

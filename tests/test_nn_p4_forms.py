@@ -18,12 +18,13 @@ from invlin.nn import P4InvLinear, p4_ops
 def test_host_scalars_agree_with_the_tensor_form_used_off_the_cpu(dtype):
     # On the CPU c, log|c| and log|det| are host floats; on a GPU 0-dim tensors. Both forms run
     # here on the CPU (the tensor one is called directly) and must give the same values.
-    from invlin.nn.p4_ops import factor, forward_products, inverse_products
+    from invlin.nn.p4_ops import Parts, factor, forward_products, inverse_products
 
     a, u, v, _, _ = operands(n=6)
     xinv = torch.linalg.inv(a)
     logabsdet = torch.linalg.slogdet(a)[1]
-    fwd = forward_products(a.to(dtype), u.to(dtype), v.to(dtype), xinv, logabsdet)
+    parts = Parts(u.to(dtype), v.to(dtype), None, a, xinv, logabsdet)
+    fwd = forward_products(a.to(dtype), parts)
     xu, c, log_c = fwd.factor
     ld = fwd.logdet
     t = factor(u.to(dtype), v.to(dtype), xinv)
@@ -31,8 +32,8 @@ def test_host_scalars_agree_with_the_tensor_form_used_off_the_cpu(dtype):
     assert torch.equal(xu, t.xu) and c == float(t.c)  # the same float64 sum
     assert log_c == pytest.approx(float(t.log_c), rel=4 * torch.finfo(torch.float64).eps)
     assert ld == pytest.approx(float(logabsdet + t.log_c), rel=1e-15)
-    host = inverse_products(xinv.to(dtype), v.to(dtype), logabsdet, fwd.factor)
-    tensor = inverse_products(xinv.to(dtype), v.to(dtype), logabsdet, t)
+    host = inverse_products(xinv.to(dtype), parts, fwd.factor)
+    tensor = inverse_products(xinv.to(dtype), parts, t)
     assert torch.equal(host.matrix, tensor.matrix)  # M: Xu / c divides by c rounded to dtype
     assert host.logdet == pytest.approx(float(tensor.logdet), rel=torch.finfo(dtype).eps)
 
@@ -41,14 +42,13 @@ def test_the_device_form_runs_on_the_cpu_when_forced(scalar_form, monkeypatch):
     # The scalar_form fixture must really switch paths, or its "device" runs would only repeat
     # the host ones: off the host, c is a 0-dim tensor, nothing is cached, and the merge
     # gathers its scalars with one cat.
-    from invlin.nn.p4_ops import forward_products
+    from invlin.nn.p4_ops import Parts, forward_products
 
     layer = P4InvLinear(6, init="orthogonal", generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         layer.u.fill_(0.1)
-    products = forward_products(
-        layer.weight.float(), layer.u, layer.v, layer.weight_inverse, layer.logabsdet
-    )
+    parts = Parts(layer.u, layer.v, layer.bias, layer.weight, layer.weight_inverse, layer.logabsdet)
+    products = forward_products(layer.weight.float(), parts)
     c, ld = products.factor.c, products.logdet
     device = scalar_form == "device"
     assert isinstance(c, torch.Tensor) == device and isinstance(ld, torch.Tensor) == device
@@ -87,10 +87,10 @@ def test_the_c_entry_point_equals_the_public_function_apply(batch, monkeypatch):
         layer.u.normal_(std=0.2, generator=torch.Generator().manual_seed(3))
     x = torch.randn(batch, 6, generator=torch.Generator().manual_seed(4))
     fast = _run_layer(layer, x)
-    names = ("_FORWARD", "_INVERSE", "_LOG_ABS_FACTOR", "_PENALTY")
+    names = ("_FORWARD", "_INVERSE", "_PENALTY")
     for name, fn in zip(
         names,
-        (p4_ops._Forward, p4_ops._Inverse, p4_ops._LogAbsFactor, p4_ops._Penalty),
+        (p4_ops._Forward, p4_ops._Inverse, p4_ops._Penalty),
         strict=True,
     ):
         assert getattr(p4_ops, name) != fn.apply  # the C entry point is in use

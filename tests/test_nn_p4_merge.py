@@ -13,6 +13,7 @@ from p4_helpers import explicit_matrix, make_layer, same_state, tracked_state
 
 from invlin.nn import P4InvLinear
 from invlin.nn.monitor import DriftMonitor
+from invlin.nn.p4 import MergeReading
 from invlin.oracle import ExactMatrix, evaluate
 from invlin.reference.rank_one import Guard, TrackedMatrix
 from invlin.testing import assert_forward, assert_inverse, assert_logabsdet, assert_sign, kappa1
@@ -100,14 +101,19 @@ def test_bound_grows_with_each_merge_and_covers_the_state(scalar_form):
 def test_merged_max_refuses_to_bound_overflowing_or_nan_products(scalar_form):
     layer = P4InvLinear(3, dtype=torch.float64)
     big = torch.finfo(torch.float64).max
-    assert layer._merged_max(1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0) is not None
-    assert layer._merged_max(1.0, 1.0, 1e200, 1e200, 1.0, 1.0, -1.0) is None  # u vᵀ overflows
+
+    def bound(max_a, max_x, mu, mv, mxu, mvx, alpha):
+        reading = MergeReading(mu, mv, mxu, mvx, 0.0, 0.0, True, max_a, max_x)
+        return layer._merged_max(reading, alpha)
+
+    assert bound(1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0) is not None
+    assert bound(1.0, 1.0, 1e200, 1e200, 1.0, 1.0, -1.0) is None  # u vᵀ overflows
     # Products a kernel may form first, though α·Xu·vᵀX itself is finite: Xu·vᵀX, α·vᵀX.
-    assert layer._merged_max(1.0, 1.0, 1.0, 1.0, 1e300, 1e300, -1e-300) is None
-    assert layer._merged_max(1.0, 1.0, 1.0, 1.0, 1e-300, 1e300, -1e300) is None
-    assert layer._merged_max(big / 4, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0) is None
-    assert layer._merged_max(math.nan, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0) is None
-    assert layer._merged_max(1.0, 1.0, 1.0, 1.0, 1.0, math.inf, -1.0) is None
+    assert bound(1.0, 1.0, 1.0, 1.0, 1e300, 1e300, -1e-300) is None
+    assert bound(1.0, 1.0, 1.0, 1.0, 1e-300, 1e300, -1e300) is None
+    assert bound(big / 4, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0) is None
+    assert bound(math.nan, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0) is None
+    assert bound(1.0, 1.0, 1.0, 1.0, 1.0, math.inf, -1.0) is None
 
 
 @pytest.mark.parametrize(

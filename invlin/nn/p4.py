@@ -22,6 +22,7 @@ from invlin.nn.monitor import DriftMonitor, DriftReading, probe_drift
 from invlin.nn.p4_cache import ProductCache, Snapshot
 from invlin.nn.p4_ops import (
     NoGrad,
+    Parts,
     Products,
     as_dtype,
     compiling,
@@ -29,7 +30,6 @@ from invlin.nn.p4_ops import (
     forward_products,
     inverse_products,
     log_abs,
-    log_abs_factor,
     on_host,
     p4_forward,
     p4_inverse,
@@ -37,6 +37,7 @@ from invlin.nn.p4_ops import (
     perturbed_logdet,
     perturbed_matrix,
     transforms_active,
+    widens,
 )
 from invlin.reference.rank_one import Guard
 
@@ -49,7 +50,7 @@ def _singular(
     """The error for c = 1 + vᵀA⁻¹u zero or not finite, naming its real cause: the first of
     ``operands`` (name → tensor, e.g. u, v, weight_inverse) holding a NaN or ±inf; else a c that
     overflowed from finite operands; else a singular A + u vᵀ (c = 0)."""
-    value = float(c)
+    value = float(c.detach() if isinstance(c, torch.Tensor) else c)
     if math.isfinite(value):
         return ValueError(f"A + u vᵀ is singular: c = 1 + vᵀA⁻¹u = {value}")
     for name, t in (operands or {}).items():
@@ -76,10 +77,8 @@ def _require_finite_nonzero(
     """Raise ValueError unless c (a host float or a 0-dim tensor: one read, on a GPU one wait)
     is finite and nonzero; ``operands()`` (name → tensor) is searched for the cause only on
     failure."""
-    if isinstance(c, torch.Tensor):
-        if not bool(torch.isfinite(c) & (c != 0)):
-            raise _singular(c.detach(), operands())
-    elif not math.isfinite(c) or c == 0.0:
+    tensor = isinstance(c, torch.Tensor)
+    if not (bool(torch.isfinite(c) & (c != 0)) if tensor else math.isfinite(c) and c != 0.0):
         raise _singular(c, operands())
 
 
@@ -147,19 +146,11 @@ class _Bound(NamedTuple):
 
 
 _STATE = p4_state.STATE
+_COUNTERS = ("merges", "refusals", "nonfinite_resets", "corrections", "refreshes")
 # inverse() keeps one buffer for y − b between calls when y has at most this many elements
 # (16 MiB in float32): glibc returns freed memory above its trim threshold to the system, so a
 # fresh batch-sized temporary per call would fault its pages in again.
 _SPARE_LIMIT = 1 << 22
-
-
-@functools.cache
-def _widens(src: torch.dtype, dst: torch.dtype) -> bool:
-    """Whether every finite value of dtype ``src`` is exactly a finite value of ``dst``."""
-    if src == dst:
-        return True
-    fs, fd = torch.finfo(src), torch.finfo(dst)
-    return fd.max >= fs.max and fd.eps <= fs.eps and fd.smallest_normal <= fs.smallest_normal
 
 
 @functools.cache
@@ -271,14 +262,15 @@ class P4InvLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(features, **factory)) if bias else None
         with torch.no_grad():
             self.v.normal_(generator=generator)
-        self.merges = 0
-        self.refusals = 0
-        self.nonfinite_resets = 0
-        self.corrections = 0
-        self.refreshes = 0
+        for name in _COUNTERS:
+            setattr(self, name, 0)
         self.last_reading: DriftReading | None = None
         # the largest κ₁ the monitor read since sign and log|det| were computed from A (LU)
         self.kappa_peak: float | None = None
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop what the layer keeps between calls (after a move or a dtype change)."""
         self._cache: dict[str, _Cast] = {}  # state casts to the compute dtype, see _cast
         self._checked: Snapshot | None = None  # (X, u, v) whose c was checked
         self._bound: _Bound | None = None  # see _max_abs_state
@@ -327,10 +319,7 @@ class P4InvLinear(nn.Module):
 
     def _watch_state(self) -> None:
         """Record A as consistent with X for :class:`p4_state.InverseWatch` (after a load or LU)."""
-        watch = self.__dict__.get("_watch")
-        if watch is None:
-            watch = self.__dict__["_watch"] = p4_state.InverseWatch()
-        watch.sync(self._buffers["weight"], self._buffers["logabsdet"])
+        self.__dict__["_watch"] = p4_state.InverseWatch(self.weight, self.logabsdet)
 
     def _load_from_state_dict(
         self, state_dict: Any, prefix: str, local_metadata: Any, strict: bool, *args: Any
@@ -358,7 +347,6 @@ class P4InvLinear(nn.Module):
             kappa_peak=self.__dict__.get("kappa_peak"),
         )
         p4_state.repair(self._buffers, recompute)
-        self.__dict__["_watch"] = None
         self._watch_state()
 
     # -- dtype/device handling: the tracked state keeps its dtype ---------------------------------
@@ -373,11 +361,7 @@ class P4InvLinear(nn.Module):
             moved = fn(torch.empty(0, dtype=old.dtype, device=old.device))
             target = sdt if sdt is not None else moved.dtype
             self._buffers[k] = old.to(device=moved.device, dtype=target)
-        self._cache = {}
-        self._checked = None
-        self._bound = None
-        self._products.clear()
-        self._spare = {}
+        self._forget()
         return self
 
     # -- cached casts of the state to the compute dtype -------------------------------------------
@@ -398,15 +382,13 @@ class P4InvLinear(nn.Module):
         self._cache[name] = _Cast(Snapshot.of(buf), cast)
         return cast
 
-    def _parts(
-        self,
-    ) -> tuple[
-        torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor
-    ]:
-        """(u, v, b, A, X, log|det A|) read from the module's dicts directly (not through
+    def _parts(self) -> Parts:
+        """The call's tensors, read from the module's dicts directly (not through
         ``nn.Module.__getattr__``, which runs on every per-call attribute access)."""
         p, b = self._parameters, self._buffers
-        return p["u"], p["v"], p.get("bias"), b["weight"], b["weight_inverse"], b["logabsdet"]
+        return Parts(
+            p["u"], p["v"], p.get("bias"), b["weight"], b["weight_inverse"], b["logabsdet"]
+        )
 
     def _check(self, x: torch.Tensor, name: str) -> None:
         if not isinstance(x, torch.Tensor):
@@ -422,7 +404,7 @@ class P4InvLinear(nn.Module):
 
     def log_abs_det(self) -> torch.Tensor:
         """log|det(A + u vᵀ)| = log|det A| + log|c| (state dtype, differentiable); shape ``()``."""
-        log_c = log_abs_factor(self.u, self.v, self.weight_inverse)
+        log_c = factor(self.u, self.v, self.weight_inverse).log_c
         return perturbed_logdet(self.logabsdet, log_c, self.logabsdet.dtype)
 
     @property
@@ -436,19 +418,20 @@ class P4InvLinear(nn.Module):
         """y = x (A + u vᵀ)ᵀ + b for x of shape ``(*, n)``; returns (y, log|det|) with log|det|
         of shape ``(*,)`` in x's dtype (one matrix product plus O(batch·n) rank-one terms)."""
         self._check(x, "x")
-        u, v, bias, a_state, xinv, logabsdet = self._parts()
+        parts = self._parts()
+        u, v, _, a_state, xinv, logabsdet = parts
         a = self._cast("weight", x.dtype)
         products = None
         cache = self._products
         if x.numel() >= self.features**2 and cache.usable(x, a):
             # A + u vᵀ is formed (O(n²)) once per value of u, v and the state, then applied by
             # one matrix product per call; u, v, b get their gradients in O(batch·n).
-            state = (a_state, xinv, logabsdet)
-            products = cache.get("forward", x.dtype, state, u, v)
+            made_from = (a_state, xinv, logabsdet, u, v)
+            products = cache.get("forward", x.dtype, made_from)
             if products is None:
-                products = forward_products(a, u, v, xinv, logabsdet)
-                cache.put("forward", x.dtype, state, u, v, products)
-        return p4_forward(x, a, u, v, bias, xinv, logabsdet, products=products)
+                products = forward_products(a, parts)
+                cache.put("forward", x.dtype, made_from, products)
+        return p4_forward(x, a, parts, products=products)
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x = (A + u vᵀ)⁻¹ (y − b) by Sherman–Morrison with the tracked A⁻¹, y of shape
@@ -456,68 +439,58 @@ class P4InvLinear(nn.Module):
 
         Raises ValueError when 1 + vᵀA⁻¹u = 0 (the perturbed matrix is singular)."""
         self._check(y, "y")
-        u, v, bias, _, xinv, logabsdet = self._parts()
+        parts = self._parts()
+        u, v, bias, _, xinv, logabsdet = parts
         xinv_y = self._cast("weight_inverse", y.dtype)
         if compiling():  # every value in the graph; the singularity check breaks it (a read)
             with NoGrad():
                 c = factor(u, v, xinv).c
             _require_nonsingular_traced(c, self._factor_operands)
-            return p4_inverse(y, xinv_y, xinv, u, v, bias, logabsdet, None)
+            return p4_inverse(y, xinv_y, parts, None)
         full = y.numel() >= self.features**2
         cache = self._products
         if not cache.usable(y, xinv_y):  # products nobody keeps: their log|det| is returned
-            products = self._inverse_products(u, v, xinv_y, xinv, logabsdet, full)
-            return p4_inverse(y, xinv_y, xinv, u, v, bias, logabsdet, products, kept=False)
-        state = (xinv, logabsdet)
-        products = cache.get("inverse", y.dtype, state, u, v)
+            products = self._inverse_products(xinv_y, parts, full)
+            return p4_inverse(y, xinv_y, parts, products, kept=False)
+        made_from = (xinv, logabsdet, u, v)
+        products = cache.get("inverse", y.dtype, made_from)
         if products is None:
-            products = self._inverse_products(u, v, xinv_y, xinv, logabsdet, full)
+            products = self._inverse_products(xinv_y, parts, full)
             if full:
-                cache.put("inverse", y.dtype, state, u, v, products)
+                cache.put("inverse", y.dtype, made_from, products)
         if bias is None or y.numel() > _SPARE_LIMIT:
-            return p4_inverse(y, xinv_y, xinv, u, v, bias, logabsdet, products)
+            return p4_inverse(y, xinv_y, parts, products)
         key = (y.shape, y.dtype)
         # popped (atomic): a concurrent call cannot share it; only this shape's is kept
         scratch = self._spare.pop(key, None)
         if scratch is None:
             scratch = torch.empty(y.shape, dtype=y.dtype, device=y.device)
-        x, ld = p4_inverse(y, xinv_y, xinv, u, v, bias, logabsdet, products, scratch=scratch)
-        spare = self._spare  # (no Module.__setattr__ per call)
-        spare.clear()
-        spare[key] = scratch
+        x, ld = p4_inverse(y, xinv_y, parts, products, scratch=scratch)
+        self._spare.clear()  # (filled in place: no Module.__setattr__ per call)
+        self._spare[key] = scratch
         return x, ld
 
-    def _inverse_products(
-        self,
-        u: torch.Tensor,
-        v: torch.Tensor,
-        xinv_y: torch.Tensor,
-        xinv: torch.Tensor,
-        logabsdet: torch.Tensor,
-        full: bool,
-    ) -> Products:
+    def _inverse_products(self, xinv_y: torch.Tensor, p: Parts, full: bool) -> Products:
         """The inverse's products (see :func:`inverse_products`) after the singularity check:
-        the factor from the state's X ``xinv``, M = X − Xu (vᵀX)/c in X's compute-dtype copy
-        ``xinv_y`` when ``full``."""
+        the factor from the state's X, M = X − Xu (vᵀX)/c in X's compute-dtype copy ``xinv_y``
+        when ``full``."""
         with NoGrad():  # p4_inverse takes the factor's gradients
-            f = factor(u, v, xinv, host=on_host(xinv))
+            f = factor(p.u, p.v, p.xinv, host=on_host(p.xinv))
         self._require_nonsingular(f.c)
-        return inverse_products(xinv_y, v, logabsdet, f, full)
+        return inverse_products(xinv_y, p, f, full)
 
     def _require_nonsingular(self, c: torch.Tensor | float) -> None:
         """Raise ValueError unless c = 1 + vᵀA⁻¹u (a host float or a 0-dim tensor) is finite and
         nonzero. Reading a tensor c on the host is a device sync, so the outcome is remembered
         for these very X, u and v at their current versions: calls with unchanged parameters
         skip it."""
-        if not isinstance(c, torch.Tensor):
-            _require_finite_nonzero(c, self._factor_operands)
-            return
-        wrapped = transforms_active()  # wrapped tensors: no data pointers
-        ts = (self.weight_inverse, self.u, self.v)
-        if not wrapped and self._checked is not None and self._checked.holds(*ts):
+        remember = isinstance(c, torch.Tensor) and not transforms_active()  # wrapped: no pointers
+        ts = (self.weight_inverse, self.u, self.v) if remember else ()
+        if remember and self._checked is not None and self._checked.holds(*ts):
             return
         _require_finite_nonzero(c, self._factor_operands)
-        self._checked = None if wrapped else Snapshot.of(*ts)
+        if isinstance(c, torch.Tensor):
+            self._checked = Snapshot.of(*ts) if remember else None
 
     def _factor_operands(self) -> dict[str, torch.Tensor]:
         """The tensors c = 1 + vᵀA⁻¹u is computed from, by name (for error messages)."""
@@ -531,12 +504,13 @@ class P4InvLinear(nn.Module):
         """
         if not (weight.__class__ is float or is_real(weight)) or not 0.0 <= weight < math.inf:
             raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
-        u, v, _, a, xinv, logabsdet = self._parts()
+        p = self._parts()
         kept = None
-        if self._products.usable(u, xinv):  # c from this step's forward
-            kept = self._products.find("forward", (a, xinv, logabsdet), u, v)
-        kept_factor = None if kept is None else kept.factor
-        return p4_penalty(u, v, xinv, logabsdet, self.penalty_bounds, weight, kept=kept_factor)
+        if self._products.usable(p.u, p.xinv):  # c from this step's forward
+            kept = self._products.get("forward", None, (p.a, p.xinv, p.logabsdet, p.u, p.v))
+        return p4_penalty(
+            p, self.penalty_bounds, weight, kept=None if kept is None else kept.factor
+        )
 
     # -- merging and drift control ----------------------------------------------------------------
     def reset_perturbation(self) -> None:
@@ -561,9 +535,7 @@ class P4InvLinear(nn.Module):
         inf = float("inf")
         return torch.linalg.vector_norm(a, inf), torch.linalg.vector_norm(x, inf)
 
-    def _merged_max(
-        self, max_a: float, max_x: float, mu: float, mv: float, mxu: float, mvx: float, alpha: float
-    ) -> tuple[float, float] | None:
+    def _merged_max(self, r: MergeReading, alpha: float) -> tuple[float, float] | None:
         """Upper bounds on max|A + u vᵀ| and max|X + α (Xu)(vᵀX)| as computed by torch.addr, or
         None when they cannot be shown to stay below a quarter of the dtype's largest value
         (then the merge computes out of place and checks the entries).
@@ -572,12 +544,12 @@ class P4InvLinear(nn.Module):
         multiplies in) and each rounding widens a bound by at most (1 + ε); 4ε covers the
         three roundings of an entry. NaN anywhere makes a comparison false: no bound."""
         limit, grow = _overflow_constants(self.weight.dtype)
-        k = abs(alpha)
+        k, mu, mv, mxu, mvx = abs(alpha), r.max_u, r.max_v, r.max_xu, r.max_vx
         parts = (mu, mv, mu * mv, k, mxu, mvx, k * mxu, k * mvx, mxu * mvx, k * mxu * mvx)
         if not all(p < limit for p in parts):
             return None
-        new_a = (max_a + mu * mv) * grow
-        new_x = (max_x + k * mxu * mvx) * grow
+        new_a = (r.max_a + mu * mv) * grow
+        new_x = (r.max_x + k * mxu * mvx) * grow
         if not (new_a < limit and new_x < limit):
             return None
         return new_a, new_x
@@ -596,10 +568,8 @@ class P4InvLinear(nn.Module):
             return self._apply_merge(plan, _read_values([plan])[0])
 
     def _plan_merge(self, force: bool) -> MergePlan:
-        """The first half of a merge (no autograd, changes nothing): the O(n²) products Xu and
-        vᵀX and the scalars the decision needs (see :class:`MergeReading`), gathered off the
-        host into one tensor so that :func:`merge_layers` reads them, for one layer or many, in
-        one device-to-host transfer."""
+        """The first half of a merge (no autograd, changes nothing): the :class:`MergePlan`, Xu
+        and vᵀX with the decision's scalars, off the host gathered into one tensor."""
         u_p, v_p, _, a, x, logabsdet = self._parts()
         sdt = a.dtype
         u, v = as_dtype(u_p, sdt), as_dtype(v_p, sdt)
@@ -610,17 +580,12 @@ class P4InvLinear(nn.Module):
         vxu = torch.dot(v, xu)
         # u, v are finite iff max|u|, max|v| are (NaN and inf reach the max) when the state
         # dtype holds their values exactly; else they are checked as they are.
-        exact = _widens(u_p.dtype, sdt) and _widens(v_p.dtype, sdt)
+        exact = widens(u_p.dtype, sdt) and widens(v_p.dtype, sdt)
         extra = [m for m in bounds if isinstance(m, torch.Tensor)]
         if not exact:
             extra.insert(0, (torch.isfinite(u_p).all() & torch.isfinite(v_p).all()).to(sdt))
         if on_host(x):  # reading a CPU value waits for nothing: no gathering op
-            values: torch.Tensor | list[float] = [
-                *norms.tolist(),
-                float(vxu),
-                float(logabsdet),
-                *(float(m) for m in extra),
-            ]
+            values = [*norms.tolist(), float(vxu), float(logabsdet), *map(float, extra)]
         else:
             values = torch.cat(
                 [norms, vxu.reshape(1), logabsdet.reshape(1), *(m.reshape(1) for m in extra)]
@@ -648,7 +613,7 @@ class P4InvLinear(nn.Module):
             return False
         alpha = -1.0 / c  # X ← X − (Xu)(vᵀX)/c
         a, x, u, v, xu, vx = plan.a, plan.xinv, plan.u, plan.v, plan.xu, plan.vx
-        new_max = self._merged_max(r.max_a, r.max_x, r.max_u, r.max_v, r.max_xu, r.max_vx, alpha)
+        new_max = self._merged_max(r, alpha)
         if new_max is not None:
             # Proven finite: update A and X in place (each read and written once, no copies).
             a.addr_(u, v)
@@ -742,13 +707,7 @@ class P4InvLinear(nn.Module):
     @property
     def counters(self) -> dict[str, int]:
         """Merges, refusals (of which non-finite resets), corrections and refreshes so far."""
-        return {
-            "merges": self.merges,
-            "refusals": self.refusals,
-            "nonfinite_resets": self.nonfinite_resets,
-            "corrections": self.corrections,
-            "refreshes": self.refreshes,
-        }
+        return {name: getattr(self, name) for name in _COUNTERS}
 
     def extra_repr(self) -> str:
         return (
@@ -761,13 +720,11 @@ def _read_values(plans: Sequence[MergePlan]) -> list[list[float]]:
     """The host values of merge plans: those gathered off the CPU are read in one transfer per
     device and dtype (a GPU waits once for all the layers, not once per layer); those made in
     the host form are already host floats."""
-    out: list[list[float] | None] = [None] * len(plans)
+    out = [plan.values for plan in plans]
     groups: dict[tuple, list[int]] = {}
     for i, plan in enumerate(plans):
         if isinstance(plan.values, torch.Tensor):
             groups.setdefault((plan.values.device, plan.values.dtype), []).append(i)
-        else:
-            out[i] = plan.values
     for members in groups.values():
         tensors = [plans[i].values for i in members]
         flat = (tensors[0] if len(tensors) == 1 else torch.cat(tensors)).tolist()

@@ -63,9 +63,7 @@ class Snapshot(NamedTuple):
         """Whether ``tensors`` are the very objects taken, at the same data pointers and
         versions: unchanged by any in-place operation since (writes through ``.data`` keep the
         version and are not seen)."""
-        if len(tensors) != len(self.tensors):
-            return False
-        for t, made in zip(tensors, self.tensors, strict=True):
+        for t, made in zip(tensors, self.tensors, strict=True):  # (always as many)
             if t is not made:
                 return False
         return _stamp(tensors) == self.stamp
@@ -98,10 +96,6 @@ class ProductCache:
     def __init__(self) -> None:
         self._entries: dict[tuple[str, torch.dtype], _Entry] = {}
 
-    def clear(self) -> None:
-        """Drop every entry."""
-        self._entries = {}
-
     def products(self) -> tuple[Products, ...]:
         """The products held now (read-only: one per direction and dtype)."""
         return tuple(e.products for e in self._entries.values())
@@ -120,49 +114,33 @@ class ProductCache:
         return True
 
     def get(
-        self,
-        kind: str,
-        dtype: torch.dtype,
-        state: Sequence[torch.Tensor],
-        u: torch.Tensor,
-        v: torch.Tensor,
+        self, kind: str, dtype: torch.dtype | None, made_from: tuple[torch.Tensor, ...]
     ) -> Products | None:
-        """The products stored for ``kind`` and ``dtype`` if still valid, else None."""
+        """The products stored for ``kind`` and ``dtype`` (None: any dtype) if made from
+        ``made_from`` (the state, then u and v) as they are now, else None."""
+        if dtype is None:
+            found = (self.get(kind, dt, made_from) for k, dt in list(self._entries) if k == kind)
+            return next((p for p in found if p is not None), None)
         e = self._entries.get((kind, dtype))
-        if e is None or not e.made_from.holds(*state, u, v):
+        if e is None or not e.made_from.holds(*made_from):
             return None
         if _TRUSTED[0]:
             return e.products
+        u, v = made_from[-2:]
         if e.u_copy is None or not (torch.equal(u, e.u_copy) and torch.equal(v, e.v_copy)):
             return None
         return e.products
 
     def put(
-        self,
-        kind: str,
-        dtype: torch.dtype,
-        state: Sequence[torch.Tensor],
-        u: torch.Tensor,
-        v: torch.Tensor,
-        products: Products,
+        self, kind: str, dtype: torch.dtype, made_from: tuple[torch.Tensor, ...], products: Products
     ) -> None:
-        """Store ``products`` for ``kind`` and ``dtype`` as computed from these tensors."""
-        if _TRUSTED[0]:  # versions alone: no copy
-            u_copy = v_copy = None
-        else:
+        """Store ``products`` for ``kind`` and ``dtype`` as made from ``made_from``."""
+        u_copy = v_copy = None  # inside cached_products(): versions alone, no copy
+        if not _TRUSTED[0]:
+            u, v = made_from[-2:]
             with NoGrad():  # copies without autograd (cheaper than detach)
                 if u.dtype == v.dtype:  # one copy for both
                     u_copy, v_copy = torch.stack((u, v)).unbind()
                 else:
                     u_copy, v_copy = u.clone(), v.clone()
-        self._entries[(kind, dtype)] = _Entry(Snapshot.of(*state, u, v), u_copy, v_copy, products)
-
-    def find(
-        self, kind: str, state: Sequence[torch.Tensor], u: torch.Tensor, v: torch.Tensor
-    ) -> Products | None:
-        """The first valid stored products of ``kind`` in any dtype, else None."""
-        for k, dtype in list(self._entries):
-            found = self.get(kind, dtype, state, u, v) if k == kind else None
-            if found is not None:
-                return found
-        return None
+        self._entries[(kind, dtype)] = _Entry(Snapshot.of(*made_from), u_copy, v_copy, products)

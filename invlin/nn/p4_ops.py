@@ -32,10 +32,10 @@ Routes from the layer to the arithmetic::
     │                                             _inverse ──► _sherman_morrison
     ├─ EAGER  (autograd records) ───────────────► _Forward / _Inverse: one autograd node each,
     │                                             same forward as PLAIN; closed-form backward
-    │                                             (_forward_grads_host: CPU, first order)
     └─ TRACED (vmap, grad, jacrev, compile) ────► perturbed_linear / sherman_morrison_linear
-                                                  + factor(): every value a differentiable
-                                                  op of u and v, nothing kept
+                                                  (rank-one term on the rows) + factor():
+                                                  every value a differentiable op of u and v,
+                                                  nothing kept
   P4InvLinear.penalty() ─► p4_penalty ─► penalty_value   (same three routes; the forward's
                                                           kept factor is reused)
   P4InvLinear.merge() / merge_layers(layers)  (no autograd, always eager)
@@ -66,6 +66,7 @@ import torch.nn.functional as F
 __all__ = [
     "Factor",
     "NoGrad",
+    "Parts",
     "Products",
     "as_dtype",
     "compiling",
@@ -75,7 +76,6 @@ __all__ = [
     "inverse_matrix",
     "inverse_products",
     "log_abs",
-    "log_abs_factor",
     "on_host",
     "p4_forward",
     "p4_inverse",
@@ -87,6 +87,7 @@ __all__ = [
     "sherman_morrison_linear",
     "tracing",
     "transforms_active",
+    "widens",
 ]
 
 Scalar = torch.Tensor | float
@@ -112,6 +113,19 @@ class Products(NamedTuple):
     matrix: torch.Tensor | None
     factor: Factor
     logdet: Scalar
+
+
+class Parts(NamedTuple):
+    """The layer's tensors one call reads: parameters ``u``, ``v`` ``(n,)`` and ``bias``
+    (``(n,)`` or None); state ``a`` = A, ``xinv`` = X ``(n, n)`` and ``logabsdet`` = log|det A|
+    ``()`` in the state dtype."""
+
+    u: torch.Tensor
+    v: torch.Tensor
+    bias: torch.Tensor | None
+    a: torch.Tensor
+    xinv: torch.Tensor
+    logabsdet: torch.Tensor
 
 
 # -- routes and forms -----------------------------------------------------------------------------
@@ -218,13 +232,17 @@ def _tensor(value: Scalar, dtype: torch.dtype) -> torch.Tensor:
     return torch.scalar_tensor(value, dtype=dtype)
 
 
-_promoted = functools.cache(torch.promote_types)  # (a dispatched operation when not cached)
+@functools.cache  # (promote_types is a dispatched operation)
+def widens(src: torch.dtype, dst: torch.dtype) -> bool:
+    """Whether every value of the floating-point dtype ``src`` is exactly a value of ``dst``:
+    type promotion of the two gives ``dst``."""
+    return torch.promote_types(src, dst) == dst
 
 
 def _widened(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """t as it enters an operation with a ``dtype`` tensor when type promotion converts it to
     ``dtype`` exactly (no cast of its own), else t cast to ``dtype``."""
-    return t if _promoted(t.dtype, dtype) == dtype else t.to(dtype)
+    return t if widens(t.dtype, dtype) else t.to(dtype)
 
 
 def _into(
@@ -338,10 +356,12 @@ def _perturbed(
     v: torch.Tensor,
     bias: torch.Tensor | None,
     w: torch.Tensor | None = None,
+    rows: bool = False,
 ) -> torch.Tensor:
-    """y = x Wᵀ + b in x's dtype (A ``a`` and b in it; u, v cast to it); ``w``: W if formed."""
+    """y = x Wᵀ + b in x's dtype (A ``a`` and b in it; u, v cast to it); ``w``: W if formed;
+    ``rows``: the rank-one term on the rows whatever the shape (see :func:`perturbed_linear`)."""
     n = a.shape[-1]
-    if not _full(x, n):  # fewer rows than n: the rank-one term costs less on the output
+    if rows or not _full(x, n):  # fewer rows than n: the rank-one term costs less on the output
         dt = x.dtype
         y = F.linear(x, a, bias)
         return torch.addr(_rows(y, n), _rows(x, n) @ as_dtype(v, dt), as_dtype(u, dt)).reshape(
@@ -359,12 +379,14 @@ def _sherman_morrison(
     bias: torch.Tensor | None,
     m: torch.Tensor | None = None,
     scratch: torch.Tensor | None = None,
+    rows: bool = False,
 ) -> torch.Tensor:
     """x = M (y − b) in y's dtype (X ``xinv`` and b in it; Xu, v, c cast to it); ``m``: M if
-    formed; ``scratch``: a tensor of y's shape and dtype to hold y − b (overwritten)."""
+    formed; ``scratch``: a tensor of y's shape and dtype to hold y − b (overwritten); ``rows``:
+    the rank-one term on the rows whatever the shape (see :func:`sherman_morrison_linear`)."""
     n = xinv.shape[-1]
     yb = y if bias is None else torch.sub(y, bias, out=scratch) if scratch is not None else y - bias
-    if not _full(y, n):  # fewer rows than n: z = X(y − b), then x = z − Xu (vᵀz)/c
+    if rows or not _full(y, n):  # fewer rows than n: z = X(y − b), then x = z − Xu (vᵀz)/c
         dt = y.dtype
         z = _rows(F.linear(yb, xinv), n)
         k = (z @ as_dtype(v, dt)) / _tensor(c, dt)
@@ -373,247 +395,72 @@ def _sherman_morrison(
 
 
 # -- products: what a direction computes once per value of u, v and the state ---------------------
-def forward_products(
-    a: torch.Tensor,
-    u: torch.Tensor,
-    v: torch.Tensor,
-    xinv: torch.Tensor,
-    logabsdet: torch.Tensor,
-    full: bool = True,
-) -> Products:
-    """The forward's :class:`Products`: W in A's dtype (None unless ``full``), the factor from X
-    (host form where :func:`on_host`), log|det(A + u vᵀ)| rounded to A's dtype. No autograd."""
+def forward_products(a: torch.Tensor, p: Parts, full: bool = True) -> Products:
+    """The forward's :class:`Products`: W in the dtype of ``a`` (A in the compute dtype; None
+    unless ``full``), the factor from X (host form where :func:`on_host`), log|det(A + u vᵀ)|
+    rounded to that dtype. No autograd."""
     with NoGrad():
-        w = perturbed_matrix(a, u, v) if full else None
-        f = factor(u, v, xinv, host=on_host(xinv))
-        return Products(w, f, perturbed_logdet(logabsdet, f.log_c, a.dtype))
+        w = perturbed_matrix(a, p.u, p.v) if full else None
+        f = factor(p.u, p.v, p.xinv, host=on_host(p.xinv))
+        return Products(w, f, perturbed_logdet(p.logabsdet, f.log_c, a.dtype))
 
 
-def inverse_products(
-    xinv_y: torch.Tensor,
-    v: torch.Tensor,
-    logabsdet: torch.Tensor,
-    f: Factor,
-    full: bool = True,
-) -> Products:
+def inverse_products(xinv_y: torch.Tensor, p: Parts, f: Factor, full: bool = True) -> Products:
     """The inverse's :class:`Products` from the factor ``f`` (state dtype, as the caller
     computed it for its singularity check): M in the dtype of ``xinv_y`` (X in the compute
     dtype; None unless ``full``) and −log|det(A + u vᵀ)| in that dtype. No autograd."""
     with NoGrad():
-        dt = xinv_y.dtype
-        m = inverse_matrix(xinv_y, f.xu, v, f.c) if full else None
-        return Products(m, f, -perturbed_logdet(logabsdet, f.log_c, dt))
+        m = inverse_matrix(xinv_y, f.xu, p.v, f.c) if full else None
+        return Products(m, f, -perturbed_logdet(p.logabsdet, f.log_c, xinv_y.dtype))
 
 
 def _forward(
-    x: torch.Tensor,
-    a: torch.Tensor,
-    u: torch.Tensor,
-    v: torch.Tensor,
-    bias: torch.Tensor | None,
-    xinv: torch.Tensor,
-    logabsdet: torch.Tensor,
-    products: Products | None,
+    x: torch.Tensor, a: torch.Tensor, p: Parts, products: Products | None
 ) -> tuple[torch.Tensor, Products]:
     """y and the products it used (made here when not given, or given without W for a full
     batch)."""
     full = _full(x, a.shape[-1])
     if products is None or (full and products.matrix is None):
-        products = forward_products(a, u, v, xinv, logabsdet, full)
-    return _perturbed(x, a, u, v, as_dtype(bias, x.dtype), products.matrix), products
+        products = forward_products(a, p, full)
+    return _perturbed(x, a, p.u, p.v, as_dtype(p.bias, x.dtype), products.matrix), products
 
 
 def _inverse(
     y: torch.Tensor,
     xinv_y: torch.Tensor,
-    v: torch.Tensor,
-    bias: torch.Tensor | None,
-    logabsdet: torch.Tensor,
+    p: Parts,
     products: Products,
     scratch: torch.Tensor | None,
 ) -> tuple[torch.Tensor, Products]:
     """x and the products it used (M formed here for a full batch when not given)."""
     if _full(y, xinv_y.shape[-1]) and products.matrix is None:
-        products = inverse_products(xinv_y, v, logabsdet, products.factor)
-    f, b = products.factor, as_dtype(bias, y.dtype)
-    return _sherman_morrison(y, xinv_y, f.xu, v, f.c, b, products.matrix, scratch), products
+        products = inverse_products(xinv_y, p, products.factor)
+    f, b = products.factor, as_dtype(p.bias, y.dtype)
+    return _sherman_morrison(y, xinv_y, f.xu, p.v, f.c, b, products.matrix, scratch), products
 
 
 # -- gradients ------------------------------------------------------------------------------------
-def _perturbed_grads(
-    needs: tuple,
-    bias_dtype: torch.dtype | None,
-    x: torch.Tensor,
-    a: torch.Tensor,
-    u: torch.Tensor,
-    v: torch.Tensor,
-    grad: torch.Tensor,
-    w: torch.Tensor | None = None,
-    ld: tuple[torch.Tensor | None, torch.Tensor | None, float | None] = (None, None, None),
-) -> tuple:
-    """Gradients for (x, A, u, v, b) of y = x Wᵀ + b (A's is None) in x's dtype (u, v cast to
-    it; b's in ``bias_dtype``, None: no b). ``ld`` = (t_u, t_v, k): terms k·t added to u's and
-    v's by the same addmv (k a host float; None: 1, already applied)."""
-    n, dt = a.shape[-1], x.dtype
-    g, xr = _rows(grad, n), _rows(x, n)
-    u, v = as_dtype(u, dt), as_dtype(v, dt)
-    ld_u, ld_v, k = ld
-    gx = gu = gv = gb = None
-    if needs[0]:
-        gx = grad @ (perturbed_matrix(a, u, v) if w is None else w)  # ∂/∂x of x Wᵀ: grad · W
-    if needs[2]:
-        s = torch.mv(xr, v)  # Σ_b grad_b (v·x_b)
-        gu = torch.mv(g.t(), s) if ld_u is None else _addmv(ld_u, g.t(), s, k)
-    if needs[3]:
-        t = torch.mv(g, u)  # Σ_b x_b (u·grad_b)
-        gv = torch.mv(xr.t(), t) if ld_v is None else _addmv(ld_v, xr.t(), t, k)
-    if bias_dtype is not None and needs[4]:
-        gb = as_dtype(g.sum(0), bias_dtype)
-    return gx, None, gu, gv, gb
-
-
-def _sherman_morrison_grads(
-    needs: tuple,
-    y: torch.Tensor,
-    xinv: torch.Tensor,
-    xu: torch.Tensor,
-    v: torch.Tensor,
-    c: torch.Tensor,
-    bias: torch.Tensor | None,
-    grad: torch.Tensor,
-    m: torch.Tensor | None = None,
-) -> tuple:
-    """Gradients for (y, X, Xu, v, c, b) of x = M (y − b) (X's is None), one dtype."""
-    n = xinv.shape[-1]
-    vx = torch.mv(xinv.t(), v)
-    yb = y if bias is None else y - bias
-    g, yr = _rows(grad, n), _rows(yb, n)
-    # With z = X(y − b), s = vᵀX(y − b) and k = s/c per row: x = z − Xu k.
-    gy = gxu = gv = gc = gb = None
-    if needs[0] or (bias is not None and needs[5]):
-        gyb = grad @ (inverse_matrix(xinv, xu, v, c, vx) if m is None else m)  # grad · M
-        gy = gyb if needs[0] else None
-        if bias is not None and needs[5]:
-            gb = -_rows(gyb, n).sum(0)
-    if needs[2] or needs[3] or needs[4]:
-        s = yr @ vx
-        h = g @ xu  # −∂L/∂k per row
-        if needs[2]:
-            gxu = -(g.mT @ (s / c))
-        if needs[3]:
-            gv = xinv @ (-(yr.mT @ h) / c)  # ∂L/∂(vᵀX) = −Σ_b h_b (y − b)_b / c
-        if needs[4]:
-            gc = (h @ s) / (c * c)
-    return gy, None, gxu, gv, gc, gb
-
-
-def _saved_factor(ctx: Any, u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor) -> Factor:
-    """The factor for a backward pass: the forward's, or — when the backward itself is
-    recorded (double backward) — rebuilt from u and v so that it carries a graph."""
-    return factor(u, v, xinv) if torch.is_grad_enabled() else ctx.factor
-
-
 def _log_c_grads(
-    ctx: Any,
     k: torch.Tensor | float,
-    u: torch.Tensor,
     v: torch.Tensor,
     xinv: torch.Tensor,
     f: Factor,
-    iu: int,
-    iv: int,
-    dtype: torch.dtype | None = None,
+    wanted: tuple[bool, ...],
+    dtypes: tuple[torch.dtype, torch.dtype],
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """∂/∂u and ∂/∂v of k·log|c| (k a host float, or 0-dim in X's dtype or one it widens
-    exactly): k Xᵀv/c and k Xu/c, in ``dtype`` (default: u's and v's)."""
+    exactly): k Xᵀv/c and k Xu/c where ``wanted``, in ``dtypes``."""
     k = (_widened(k, xinv.dtype) if isinstance(k, torch.Tensor) else k) / f.c
-    needs = ctx.needs_input_grad
     gu = gv = None
-    if needs[iu]:
+    if wanted[0]:
         xv = torch.mv(xinv.t(), as_dtype(v, xinv.dtype))
-        gu = _into(torch.mul, xv, k, dtype or u.dtype)
-    if needs[iv]:
-        gv = _into(torch.mul, f.xu, k, dtype or v.dtype)
+        gu = _into(torch.mul, xv, k, dtypes[0])
+    if wanted[1]:
+        gv = _into(torch.mul, f.xu, k, dtypes[1])
     return gu, gv
 
 
-def _addmv(
-    t: torch.Tensor, mat: torch.Tensor, vec: torch.Tensor, beta: float | None
-) -> torch.Tensor:
-    """beta·t + mat·vec (beta None: 1)."""
-    return torch.addmv(t, mat, vec) if beta is None else torch.addmv(t, mat, vec, beta=beta)
-
-
 # -- autograd nodes -------------------------------------------------------------------------------
-class _PerturbedLinear(torch.autograd.Function):
-    """y = x (A + u vᵀ)ᵀ + b; A carries no gradient (functorch-compatible form)."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(
-        x: torch.Tensor,
-        a: torch.Tensor,
-        u: torch.Tensor,
-        v: torch.Tensor,
-        bias: torch.Tensor | None,
-    ) -> torch.Tensor:
-        return _perturbed(x, a, u, v, bias)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-        x, a, u, v, bias = inputs
-        ctx.save_for_backward(x, a, u, v)
-        ctx.bias_dtype = None if bias is None else bias.dtype
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
-        return _perturbed_grads(ctx.needs_input_grad, ctx.bias_dtype, *ctx.saved_tensors, grad)
-
-
-class _ShermanMorrisonLinear(torch.autograd.Function):
-    """x = M (y − b) given X ≈ A⁻¹, Xu and c = 1 + vᵀXu; X carries no gradient, Xu, v, c and b
-    do (functorch-compatible form)."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(
-        y: torch.Tensor,
-        xinv: torch.Tensor,
-        xu: torch.Tensor,
-        v: torch.Tensor,
-        c: torch.Tensor,
-        bias: torch.Tensor | None,
-    ) -> torch.Tensor:
-        return _sherman_morrison(y, xinv, xu, v, c, bias)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-        ctx.save_for_backward(*inputs)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
-        y, xinv, xu, v, c, bias = ctx.saved_tensors
-        return _sherman_morrison_grads(ctx.needs_input_grad, y, xinv, xu, v, c, bias, grad)
-
-
-class _LogAbsFactor(torch.autograd.Function):
-    """log|c| with ∂/∂u = Xᵀv/c and ∂/∂v = Xu/c; X carries no gradient."""
-
-    @staticmethod
-    def forward(ctx: Any, u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor) -> torch.Tensor:
-        ctx.factor = factor(u, v, xinv)
-        ctx.save_for_backward(u, v, xinv)
-        return ctx.factor.log_c
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
-        u, v, xinv = ctx.saved_tensors
-        f = _saved_factor(ctx, u, v, xinv)
-        return (*_log_c_grads(ctx, grad, u, v, xinv, f, 0, 1), None)
-
-
 class _Penalty(torch.autograd.Function):
     """:func:`penalty_value` of the factor of u, v (given or computed) in one node; its backward
     is closed-form: k·Xᵀv/c and k·Xu/c with k the penalty's slope."""
@@ -623,12 +470,13 @@ class _Penalty(torch.autograd.Function):
         ctx: Any,
         u: torch.Tensor,
         v: torch.Tensor,
-        xinv: torch.Tensor,
-        logabsdet: torch.Tensor,
+        p: Parts,
         bounds: tuple[float, float],
         weight: float,
         kept: Factor | None,
+        slope: bool,
     ) -> torch.Tensor:
+        xinv, logabsdet = p.xinv, p.logabsdet
         f = ctx.factor = factor(u, v, xinv) if kept is None else kept
         ctx.save_for_backward(u, v, xinv, logabsdet)
         ctx.bounds, ctx.weight = bounds, weight
@@ -637,8 +485,9 @@ class _Penalty(torch.autograd.Function):
             value, wslope = penalty_value(float(f.log_c), float(logabsdet), bounds, weight)
             ctx.host = (wslope, float(f.c))
             return torch.scalar_tensor(value, dtype=u.dtype)
-        # Off the host the slope is kept from here: the backward need not rebuild the terms.
-        value, ctx.wslope = penalty_value(f.log_c, logabsdet, bounds, weight, u.dtype, slope=True)
+        # Off the host the slope is kept from here (when recorded): the backward need not
+        # rebuild the terms.
+        value, ctx.wslope = penalty_value(f.log_c, logabsdet, bounds, weight, u.dtype, slope=slope)
         return value
 
     @staticmethod
@@ -647,7 +496,7 @@ class _Penalty(torch.autograd.Function):
         none = (None,) * 5
         f = ctx.factor
         if torch.is_grad_enabled():  # double backward: every value rebuilt from u and v
-            f = _saved_factor(ctx, u, v, xinv)
+            f = factor(u, v, xinv)
             _, wslope = penalty_value(f.log_c, logabsdet, ctx.bounds, ctx.weight, slope=True)
             k: torch.Tensor | float = _widened(grad, xinv.dtype) * wslope
         elif ctx.host is not None:
@@ -658,7 +507,8 @@ class _Penalty(torch.autograd.Function):
             f = Factor(f.xu, c, f.log_c)
         else:
             k = _widened(grad, xinv.dtype) * ctx.wslope
-        return (*_log_c_grads(ctx, k, u, v, xinv, f, 0, 1), *none)
+        wanted, dtypes = ctx.needs_input_grad[:2], (u.dtype, v.dtype)
+        return (*_log_c_grads(k, v, xinv, f, wanted, dtypes), *none)
 
 
 class _Forward(torch.autograd.Function):
@@ -673,15 +523,14 @@ class _Forward(torch.autograd.Function):
         u: torch.Tensor,
         v: torch.Tensor,
         bias: torch.Tensor | None,
-        xinv: torch.Tensor,
-        logabsdet: torch.Tensor,
+        p: Parts,
         products: Products | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         ctx.set_materialize_grads(False)
         kept = products is not None
-        y, products = _forward(x, a, u, v, bias, xinv, logabsdet, products)
+        y, products = _forward(x, a, p, products)
         ctx.w, ctx.factor = products.matrix, products.factor
-        ctx.save_for_backward(x, a, u, v, xinv)
+        ctx.save_for_backward(x, a, u, v, p.xinv)
         ctx.bias_dtype = None if bias is None else bias.dtype
         return y, _batch(products.logdet, x, kept)  # an output must not be the caller's tensor
 
@@ -698,21 +547,33 @@ class _Forward(torch.autograd.Function):
         k: float | None = None  # None: already applied to ld_u and ld_v
         ld_u = ld_v = None
         if grad_ld is not None and (needs[2] or needs[3]):
-            f = _saved_factor(ctx, u, v, xinv)
+            f = factor(u, v, xinv) if twice else ctx.factor
             if not host:
-                ld_u, ld_v = _log_c_grads(ctx, grad_ld.sum(), u, v, xinv, f, 2, 3, dt)
+                ld_u, ld_v = _log_c_grads(grad_ld.sum(), v, xinv, f, needs[2:4], (dt, dt))
             elif (k := float(grad_ld.sum()) / float(f.c)) != 0.0:
                 ld_u = torch.mv(xinv.t(), as_dtype(v, sdt)).to(dt) if needs[2] else None
                 ld_v = f.xu.to(dt) if needs[3] else None
-        if grad is not None:
-            w = None if twice else ctx.w
-            ld = (ld_u, ld_v, k)
-            gx, _, gu, gv, gb = _perturbed_grads(needs, ctx.bias_dtype, x, a, u, v, grad, w, ld)
-        else:
-            gx = gb = None
+        gx = gb = None
+        if grad is None:
             gu = ld_u if ld_u is None or k is None else ld_u * k
             gv = ld_v if ld_v is None or k is None else ld_v * k
-        return gx, None, as_dtype(gu, u.dtype), as_dtype(gv, v.dtype), gb, None, None, None
+            return gx, None, as_dtype(gu, u.dtype), as_dtype(gv, v.dtype), gb, None, None
+        # y = x Wᵀ + b: ∂/∂x = grad·W, ∂/∂u = Σ_b grad_b (v·x_b), ∂/∂v = Σ_b x_b (u·grad_b)
+        n, beta = a.shape[-1], 1.0 if k is None else k
+        g, xr = _rows(grad, n), _rows(x, n)
+        uc, vc = as_dtype(u, dt), as_dtype(v, dt)
+        gu = gv = None
+        if needs[0]:
+            gx = grad @ (perturbed_matrix(a, uc, vc) if twice or ctx.w is None else ctx.w)
+        if needs[2]:
+            s = torch.mv(xr, vc)
+            gu = torch.mv(g.t(), s) if ld_u is None else torch.addmv(ld_u, g.t(), s, beta=beta)
+        if needs[3]:
+            t = torch.mv(g, uc)
+            gv = torch.mv(xr.t(), t) if ld_v is None else torch.addmv(ld_v, xr.t(), t, beta=beta)
+        if ctx.bias_dtype is not None and needs[4]:
+            gb = as_dtype(g.sum(0), ctx.bias_dtype)
+        return gx, None, as_dtype(gu, u.dtype), as_dtype(gv, v.dtype), gb, None, None
 
 
 class _Inverse(torch.autograd.Function):
@@ -725,19 +586,18 @@ class _Inverse(torch.autograd.Function):
         ctx: Any,
         y: torch.Tensor,
         xinv_y: torch.Tensor,
-        xinv: torch.Tensor,
+        p: Parts,
         u: torch.Tensor,
         v: torch.Tensor,
         bias: torch.Tensor | None,
-        logabsdet: torch.Tensor,
         products: Products,
         scratch: torch.Tensor | None,
         kept: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         ctx.set_materialize_grads(False)
-        x, products = _inverse(y, xinv_y, v, bias, logabsdet, products, scratch)
+        x, products = _inverse(y, xinv_y, p, products, scratch)
         ctx.m, ctx.factor = products.matrix, products.factor
-        ctx.save_for_backward(y, xinv_y, xinv, u, v, bias)
+        ctx.save_for_backward(y, xinv_y, p.xinv, u, v, bias)
         return x, _batch(products.logdet, y, kept)  # an output must not be a tensor kept
 
     @staticmethod
@@ -745,16 +605,27 @@ class _Inverse(torch.autograd.Function):
         y, xinv_y, xinv, u, v, bias = ctx.saved_tensors
         needs = ctx.needs_input_grad
         dt, sdt = y.dtype, xinv.dtype
-        f = _saved_factor(ctx, u, v, xinv)
+        f = factor(u, v, xinv) if torch.is_grad_enabled() else ctx.factor  # twice: a graph
         xu, c = f.xu, _tensor(f.c, sdt)
         gy = gb = gxu = gv = gc = None
-        if grad is not None:  # the Sherman–Morrison map's gradients for (y, Xu, v, c, b)
-            wanted = (needs[0], False, needs[3], needs[4], needs[3] or needs[4], needs[5])
-            operands = (as_dtype(t, dt) for t in (xu, v, c, bias))
-            m = None if torch.is_grad_enabled() else ctx.m
-            gy, _, gxu, gv, gc, gb = _sherman_morrison_grads(wanted, y, xinv_y, *operands, grad, m)
-            gxu, gc, gv = as_dtype(gxu, sdt), as_dtype(gc, sdt), as_dtype(gv, v.dtype)
-            gb = None if gb is None else as_dtype(gb, bias.dtype)
+        if grad is not None:  # those of x = M (y − b) for y, Xu, v, c and b, in y's dtype
+            xu_y, v_y, c_y, b_y = (as_dtype(t, dt) for t in (xu, v, c, bias))
+            n, m = y.shape[-1], None if torch.is_grad_enabled() else ctx.m
+            vx = torch.mv(xinv_y.t(), v_y)
+            g, yr = _rows(grad, n), _rows(y if b_y is None else y - b_y, n)
+            if needs[0] or (bias is not None and needs[5]):
+                gyb = grad @ (inverse_matrix(xinv_y, xu_y, v_y, c_y, vx) if m is None else m)
+                gy = gyb if needs[0] else None
+                if bias is not None and needs[5]:
+                    gb = as_dtype(-_rows(gyb, n).sum(0), bias.dtype)
+            if needs[3] or needs[4]:
+                # With z = X(y − b), s = vᵀX(y − b) and k = s/c per row: x = z − Xu k.
+                s, h = yr @ vx, g @ xu_y  # h = −∂L/∂k per row
+                if needs[3]:
+                    gxu = as_dtype(-(g.mT @ (s / c_y)), sdt)
+                if needs[4]:  # ∂L/∂(vᵀX) = −Σ_b h_b (y − b)_b / c
+                    gv = as_dtype(xinv_y @ (-(yr.mT @ h) / c_y), v.dtype)
+                gc = as_dtype((h @ s) / (c_y * c_y), sdt)
         if grad_ld is not None and (needs[3] or needs[4]):
             gc = _add(gc, -grad_ld.sum().to(sdt) / c)  # ld = −(log|det A| + log|c|)
         gu = None
@@ -763,12 +634,11 @@ class _Inverse(torch.autograd.Function):
             gv = _add(gv, (gc * xu).to(v.dtype)) if needs[4] else gv
         if gxu is not None and needs[3]:
             gu = (gxu @ xinv).to(u.dtype)
-        return gy, None, None, gu, gv, gb, None, None, None, None
+        return gy, None, None, gu, gv, gb, None, None, None
 
 
 # The Functions' entry points, bound once (see _apply).
-_FORWARD, _INVERSE = _apply(_Forward), _apply(_Inverse)
-_LOG_ABS_FACTOR, _PENALTY = _apply(_LogAbsFactor), _apply(_Penalty)
+_FORWARD, _INVERSE, _PENALTY = _apply(_Forward), _apply(_Inverse), _apply(_Penalty)
 
 
 # -- entry points ---------------------------------------------------------------------------------
@@ -776,11 +646,11 @@ def perturbed_linear(
     x: torch.Tensor, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
     """y = x (A + u vᵀ)ᵀ + b for x ``(*, n)``, A ``(n, n)``, u, v, b ``(n,)``, one dtype (shapes:
-    see the module docstring). Its backward costs one matrix product plus O(batch·n) (autograd
-    through W would add an n×n weight gradient) and supports double backward and vmap."""
-    if _route(x, u, v, bias) == _PLAIN:
-        return _perturbed(x, a, u, v, bias)
-    return _PerturbedLinear.apply(x, a, u, v, bias)
+    see the module docstring). Recorded or traced, the rank-one term is applied to the rows,
+    y = x Aᵀ + b + (x v) uᵀ, in plain differentiable operations: A takes no gradient, so the
+    backward costs one matrix product plus O(batch·n) (autograd through W would add an n×n
+    weight gradient); double backward and vmap come with them."""
+    return _perturbed(x, a, u, v, bias, rows=_route(x, u, v, bias) != _PLAIN)
 
 
 def sherman_morrison_linear(
@@ -792,56 +662,38 @@ def sherman_morrison_linear(
     bias: torch.Tensor | None,
 ) -> torch.Tensor:
     """x = (X − (Xu)(vᵀX)/c)(y − b), the Sherman–Morrison inverse of y = (A + u vᵀ)x + b, for
-    X ≈ A⁻¹ ``(n, n)``, Xu, v ``(n,)``, c = 1 + vᵀXu ``()``, y ``(*, n)``. Its backward costs one
-    matrix product plus O(batch·n + n²) and supports double backward and vmap."""
-    if _route(y, xu, v, c, bias) == _PLAIN:
-        return _sherman_morrison(y, xinv, xu, v, c, bias)
-    return _ShermanMorrisonLinear.apply(y, xinv, xu, v, c, bias)
-
-
-def log_abs_factor(u: torch.Tensor, v: torch.Tensor, xinv: torch.Tensor) -> torch.Tensor:
-    """log|c|, c = 1 + vᵀXu, in X's dtype (shape ``()``) for X ``(n, n)`` and u, v ``(n,)``;
-    differentiable in u and v (one autograd node, double backward included), X is not."""
-    if _route(u, v) == _EAGER:
-        return _LOG_ABS_FACTOR(u, v, xinv)
-    return factor(u, v, xinv).log_c
+    X ≈ A⁻¹ ``(n, n)``, Xu, v ``(n,)``, c = 1 + vᵀXu ``()``, y ``(*, n)``. Recorded or traced,
+    z = X(y − b) and x = z − Xu (vᵀz)/c on the rows, in plain differentiable operations: X
+    takes no gradient, so the backward costs one matrix product plus O(batch·n); double
+    backward and vmap come with them."""
+    rows = _route(y, xu, v, c, bias) != _PLAIN
+    return _sherman_morrison(y, xinv, xu, v, c, bias, rows=rows)
 
 
 def p4_forward(
-    x: torch.Tensor,
-    a: torch.Tensor,
-    u: torch.Tensor,
-    v: torch.Tensor,
-    bias: torch.Tensor | None,
-    xinv: torch.Tensor,
-    logabsdet: torch.Tensor,
-    *,
-    products: Products | None = None,
+    x: torch.Tensor, a: torch.Tensor, p: Parts, *, products: Products | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(y, log|det|) of P4InvLinear: y = x (A + u vᵀ)ᵀ + b ``(*, n)`` with A ``a`` in x's dtype
     (u, v, b cast to it) and log|det A| + log|c| ``(*,)`` in x's dtype from X and log|det A| in
     the state dtype. ``products``: :func:`forward_products` of these very tensors if kept."""
+    u, v, bias = p.u, p.v, p.bias
     route = _route(x, u, v, bias)
     if route == _EAGER:
-        return _FORWARD(x, a, u, v, bias, xinv, logabsdet, products)
+        return _FORWARD(x, a, u, v, bias, p, products)
     if route == _TRACED:  # every value as a function of u and v, for the transform to see
         dt = x.dtype
         y = perturbed_linear(x, a, u.to(dt), v.to(dt), as_dtype(bias, dt))
-        ld = perturbed_logdet(logabsdet, factor(u, v, xinv).log_c, dt)
+        ld = perturbed_logdet(p.logabsdet, factor(u, v, p.xinv).log_c, dt)
         return y, ld.expand(x.shape[:-1])
     kept = products is not None
-    y, products = _forward(x, a, u, v, bias, xinv, logabsdet, products)
+    y, products = _forward(x, a, p, products)
     return y, _batch(products.logdet, x, kept)
 
 
 def p4_inverse(
     y: torch.Tensor,
     xinv_y: torch.Tensor,
-    xinv: torch.Tensor,
-    u: torch.Tensor,
-    v: torch.Tensor,
-    bias: torch.Tensor | None,
-    logabsdet: torch.Tensor,
+    p: Parts,
     products: Products | None,
     *,
     scratch: torch.Tensor | None = None,
@@ -853,37 +705,27 @@ def p4_inverse(
     ``products``: :func:`inverse_products` with at least the factor the caller checked (None
     only while traced); ``scratch``: a tensor of y's shape and dtype to hold y − b; ``kept``:
     whether the caller keeps ``products`` (then their log|det| is copied, not returned)."""
+    u, v, bias = p.u, p.v, p.bias
     route = _route(y, u, v, bias)
     if route == _EAGER:
-        return _INVERSE(y, xinv_y, xinv, u, v, bias, logabsdet, products, scratch, kept)
+        return _INVERSE(y, xinv_y, p, u, v, bias, products, scratch, kept)
     if route == _TRACED:  # the factor as a function of u and v, for the transform to see
         dt = y.dtype
-        f = factor(u, v, xinv)
-        x = sherman_morrison_linear(
-            y, xinv_y, f.xu.to(dt), v.to(dt), f.c.to(dt), as_dtype(bias, dt)
-        )
-        return x, (-perturbed_logdet(logabsdet, f.log_c, dt)).expand(y.shape[:-1])
-    x, products = _inverse(y, xinv_y, v, bias, logabsdet, products, scratch)
+        f = factor(u, v, p.xinv)
+        x = _sherman_morrison(y, xinv_y, f.xu, v, f.c, as_dtype(bias, dt), rows=True)
+        return x, (-perturbed_logdet(p.logabsdet, f.log_c, dt)).expand(y.shape[:-1])
+    x, products = _inverse(y, xinv_y, p, products, scratch)
     return x, _batch(products.logdet, y, kept)
 
 
 def p4_penalty(
-    u: torch.Tensor,
-    v: torch.Tensor,
-    xinv: torch.Tensor,
-    logabsdet: torch.Tensor,
-    bounds: tuple[float, float],
-    weight: float,
-    *,
-    kept: Factor | None = None,
+    p: Parts, bounds: tuple[float, float], weight: float, *, kept: Factor | None = None
 ) -> torch.Tensor:
     """:func:`penalty_value` of c = 1 + vᵀXu, shape ``()`` in u's dtype; ``kept``: the
     :class:`Factor` of these very tensors if the caller kept it."""
+    u, v = p.u, p.v
     route = _route(u, v)
-    if route == _EAGER:
-        return _PENALTY(u, v, xinv, logabsdet, bounds, weight, kept)
-    f = factor(u, v, xinv) if route == _TRACED or kept is None else kept
-    if route == _PLAIN and on_host(xinv):
-        value, _ = penalty_value(float(f.log_c), float(logabsdet), bounds, weight)
-        return torch.scalar_tensor(value, dtype=u.dtype)
-    return penalty_value(f.log_c, logabsdet, bounds, weight, u.dtype)[0]
+    if route == _TRACED:
+        log_c = factor(u, v, p.xinv).log_c
+        return penalty_value(log_c, p.logabsdet, bounds, weight, u.dtype)[0]
+    return _PENALTY(u, v, p, bounds, weight, kept, route == _EAGER)  # PLAIN: nothing recorded

@@ -353,10 +353,8 @@ class InverseWatch:
 
     __slots__ = ("a", "logabsdet", "offset")
 
-    def __init__(self) -> None:
-        self.a: torch.Tensor | None = None
-        self.logabsdet: torch.Tensor | None = None
-        self.offset = 0
+    def __init__(self, a: torch.Tensor, logabsdet: torch.Tensor) -> None:
+        self.sync(a, logabsdet)
 
     def sync(self, a: torch.Tensor, logabsdet: torch.Tensor) -> None:
         """Record A and log|det| as consistent with X (after an LU, a load or a move)."""

@@ -73,12 +73,9 @@ class MergeHistory:
         for name, rec in self.layers.items():
             n = rec["a0"][0].shape[0]
             out[f"{name}/a0"] = rec["a0"][0]
-            for key in ("u", "v"):
-                out[f"{name}/{key}"] = np.array(rec[key], dtype=np.float64).reshape(-1, n)
-            for key in ("c", "logabsdet"):
-                out[f"{name}/{key}"] = np.array(rec[key], dtype=np.float64)
-            for key in ("sign", "step"):
-                out[f"{name}/{key}"] = np.array(rec[key], dtype=np.int64)
+            for key in _ROWS:
+                rows = np.array(rec[key], dtype=np.int64 if key in ("sign", "step") else np.float64)
+                out[f"{name}/{key}"] = rows.reshape(-1, n) if key in ("u", "v") else rows
         return out
 
     def save(self, path: str | Path) -> Path:
