@@ -509,14 +509,11 @@ def batch_shape(make: Make, ctx: CheckContext) -> CheckResult:
     )
     _merge(total, out)
     if total.failure is None:
-        count = ctx.examples(_RECOMPOSE_SHARE, minimum=1)
-        seeds = [ctx.seed + k for k in range(count)]
-        out = ctx.search(
-            st.sampled_from(seeds),
+        out = ctx.search_seeds(
             recompose_probe,
+            stride=1,
             snippet=recompose_snippet,
             share=_RECOMPOSE_SHARE,
-            minimum=1,
             describe=lambda s: {"rows": ROWS, "seed": s, "chunks": list(CHUNKS)},
         )
         _merge(total, out)
