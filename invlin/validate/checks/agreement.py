@@ -8,21 +8,54 @@ THRESHOLD), a wrong shape or an operation that failed is a fault that fails the 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from invlin.validate.checks.base import ALLOWED, ShapeMismatch, batch_values, numpy64
-from invlin.validate.checks.truth import Worst, worst_logdet, worst_rows
+from invlin.validate.checks.truth import (
+    Local,
+    Worst,
+    kappa_logdet,
+    scale_input,
+    scale_output,
+    worst_logdet,
+    worst_rows,
+)
 from invlin.validate.search import Probe
 
-__all__ = ["Agreement", "shape_of"]
+__all__ = ["Agreement", "Bounds", "Evaluation", "shape_of"]
 
 
 def shape_of(t: object) -> tuple[int, ...] | None:
     """The shape of a tensor, ``None`` for anything else."""
     return tuple(t.shape) if isinstance(t, torch.Tensor) else None
+
+
+class Evaluation(NamedTuple):
+    """One layer's forward at a batch x, ``y`` (b, n) and ``ladj`` (b,), and its inverse at
+    the forward's y, ``x`` (b, n) and ``ladj_inv`` (b,)."""
+
+    y: torch.Tensor
+    ladj: torch.Tensor
+    x: torch.Tensor
+    ladj_inv: torch.Tensor
+
+
+class Bounds(NamedTuple):
+    """Per-row allowances at a batch x (b, n) from the float64 copy ``loc``: output-space
+    ``y``, input-space ``x`` (both (b,), in units of ε) and κ_eff of log|det| ``logdet``."""
+
+    y: np.ndarray
+    x: np.ndarray
+    logdet: np.ndarray
+
+    @classmethod
+    def at(cls, loc: Local, x: np.ndarray, n: int) -> Bounds:
+        """The bounds of :mod:`~invlin.validate.checks.truth` at the rows of ``x``."""
+        return cls(scale_output(loc, x, loc.y), scale_input(loc, x, loc.y), kappa_logdet(loc, n))
 
 
 class Agreement:
@@ -87,6 +120,16 @@ class Agreement:
             self.note(f"{exc} (left to the batch-shape check)")
             return
         self.logdets(g, w, kappas, what)
+
+    def same_map(
+        self, got: Evaluation, want: Evaluation, bounds: Bounds, name: Callable[[str], str]
+    ) -> None:
+        """``got`` against ``want`` both ways: values by :meth:`rows`, log|det| by
+        :meth:`batch_logdets`; ``name("forward y")`` etc. names each comparison."""
+        self.rows(got.y, numpy64(want.y), bounds.y, name("forward y"))
+        self.rows(got.x, numpy64(want.x), bounds.x, name("inverse x"))
+        self.batch_logdets(got.ladj, want.ladj, bounds.logdet, name("forward log|det|"))
+        self.batch_logdets(got.ladj_inv, want.ladj_inv, bounds.logdet, name("inverse log|det|"))
 
     def probe(self, example: dict[str, Any], failing: str, passed: str) -> Probe:
         """The case's :class:`Probe`: a fault fails it, else the worst ratio against

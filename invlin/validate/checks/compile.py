@@ -27,18 +27,17 @@ import copy
 import torch
 
 from invlin._errors import error_summary
-from invlin.validate.checks.agreement import Agreement
+from invlin.validate.checks.agreement import Agreement, Bounds, Evaluation
 from invlin.validate.checks.base import (
     CheckContext,
     Make,
     fresh,
     move,
-    numpy64,
     result,
     skipped,
     tensor,
 )
-from invlin.validate.checks.truth import kappa_logdet, local, scale_input, scale_output
+from invlin.validate.checks.truth import local
 from invlin.validate.perturbation import perturb, standard_inputs
 from invlin.validate.results import CheckResult
 from invlin.validate.search import Probe
@@ -98,9 +97,7 @@ def compiled(make: Make, ctx: CheckContext) -> CheckResult:
                         break
                     perturb([tested, spare, ref], seed + 1)
                 eager = copy.deepcopy(spare)
-                loc = local(ref, x)
-                ky, kx = scale_output(loc, x, loc.y), scale_input(loc, x, loc.y)
-                kl = kappa_logdet(loc, n)
+                bounds = Bounds.at(local(ref, x), x, n)
                 ye, le = eager.forward(tensor(x, ctx))
                 y_in = ye.detach().clone()
                 xe, lie = eager.inverse(y_in.clone())
@@ -113,10 +110,12 @@ def compiled(make: Make, ctx: CheckContext) -> CheckResult:
                     )
                     break
                 when = f"{stage} a parameter update" if has_params else "compiled"
-                agree.rows(yc, numpy64(ye), ky, f"compiled forward y, {when}")
-                agree.rows(xc, numpy64(xe), kx, f"compiled inverse x, {when}")
-                for got, want, label in ((lc, le, "forward"), (lic, lie, "inverse")):
-                    agree.batch_logdets(got, want, kl, f"compiled {label} log|det|, {when}")
+                agree.same_map(
+                    Evaluation(yc, lc, xc, lic),
+                    Evaluation(ye, le, xe, lie),
+                    bounds,
+                    lambda part, when=when: f"compiled {part}, {when}",
+                )
         finally:
             dynamo.reset()
         example = {"seed": seed, "x": x, "backend": BACKEND}

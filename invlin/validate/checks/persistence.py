@@ -48,7 +48,7 @@ from torch.distributions import ExpTransform, Transform
 from invlin._errors import error_summary
 from invlin.testing import forward_ratio
 from invlin.validate.adapters._common import sum_event
-from invlin.validate.checks.agreement import Agreement
+from invlin.validate.checks.agreement import Agreement, Bounds, Evaluation
 from invlin.validate.checks.base import (
     ALLOWED,
     CheckContext,
@@ -60,7 +60,7 @@ from invlin.validate.checks.base import (
     tensor,
 )
 from invlin.validate.checks.composition import torch_transform
-from invlin.validate.checks.truth import kappa_logdet, local, scale_input, scale_output
+from invlin.validate.checks.truth import kappa_logdet, local
 from invlin.validate.perturbation import perturb, standard_inputs
 from invlin.validate.protocol import Adapter
 from invlin.validate.results import CheckResult
@@ -213,8 +213,7 @@ def copies(make: Make, ctx: CheckContext) -> CheckResult:
         y_in = y0.detach().clone()
         x0, li0 = orig.inverse(y_in.clone())
         loc = local(ref, x)
-        ky, kx = scale_output(loc, x, loc.y), scale_input(loc, x, loc.y)
-        kl = kappa_logdet(loc, n)
+        bounds = Bounds.at(loc, x, n)
         for what, c in made if agree.fault is None else ():
             try:
                 yc, lc = c.forward(tensor(x, ctx))
@@ -222,10 +221,12 @@ def copies(make: Make, ctx: CheckContext) -> CheckResult:
             except Exception as exc:
                 agree.fail(f"the copy made by {what} raised {error_summary(exc)}")
                 break
-            agree.rows(yc, numpy64(y0), ky, f"forward y after {what}")
-            agree.rows(xc, numpy64(x0), kx, f"inverse x after {what}")
-            for got, want, label in ((lc, l0, "forward"), (lic, li0, "inverse")):
-                agree.batch_logdets(got, want, kl, f"{label} log|det| after {what}")
+            agree.same_map(
+                Evaluation(yc, lc, xc, lic),
+                Evaluation(y0, l0, x0, li0),
+                bounds,
+                lambda part, what=what: f"{part} after {what}",
+            )
         if agree.fault is None and cacheable:
             _cache_gradients(make, ctx, x, loc, agree)
         example = {"seed": seed, "x": x, "operations": [w for w, _ in ops]}
