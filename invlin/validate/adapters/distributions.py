@@ -79,7 +79,10 @@ class DistributionsAdapter(Adapter):
         context_features: int = 0,
     ) -> None:
         super().__init__(layer, features, name=name, context_features=context_features)
-        self.library = transform_library(layer)
+        # a library adapter built on this one declares its own name; this one names the
+        # layer's package (torch or pyro)
+        if "library" not in type(self).__dict__:
+            self.library = transform_library(layer)
 
     def transform(self, context: torch.Tensor | None = None) -> Transform:
         """The torch ``Transform`` to evaluate: the layer itself, or — a pyro

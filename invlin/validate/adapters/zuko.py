@@ -37,19 +37,6 @@ class ZukoAdapter(DistributionsAdapter):
 
     library = "zuko"
 
-    def __init__(
-        self,
-        layer: object,
-        features: int,
-        *,
-        name: str | None = None,
-        context_features: int = 0,
-    ) -> None:
-        super().__init__(layer, features, name=name, context_features=context_features)
-        # The parent names the library by the layer's module: "torch" for a user's subclass of
-        # a zuko LazyTransform or Flow, which this adapter still evaluates the zuko way.
-        self.library = "zuko"
-
     def transform(self, context: torch.Tensor | None = None) -> Transform:
         """The torch ``Transform`` built from the layer with ``context`` (``None``: none):
         ``layer(context)``, the ``.transform`` of a flow's distribution; a zuko ``Transform``
